@@ -1,0 +1,1 @@
+"""What every Clarin service shares."""

@@ -1,0 +1,274 @@
+"""``create_service_app()``: the lifespan, health, metrics and errors every service shares."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import structlog
+import uvicorn
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from redis.asyncio import Redis
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from clarin_common import db as dbmod
+from clarin_common import nats as natsmod
+from clarin_common.auth import TokenVerifier
+from clarin_common.errors import ServiceUnavailable, install_error_handlers
+from clarin_common.logging import RequestIdMiddleware, configure_logging
+from clarin_common.redis import create_redis
+from clarin_common.settings import CommonSettings
+
+log = structlog.get_logger(__name__)
+
+REQUESTS = Counter(
+    "clarin_http_requests_total", "HTTP requests", ["service", "method", "route", "status"]
+)
+LATENCY = Histogram(
+    "clarin_http_request_duration_seconds", "HTTP request latency", ["service", "method", "route"]
+)
+
+
+@dataclass
+class Resources:
+    """Connections opened by the lifespan, reachable from ``app.state.resources``."""
+
+    settings: CommonSettings
+    pool: asyncpg.Pool | None = None
+    nc: NatsClient | None = None
+    js: JetStreamContext | None = None
+    redis: Redis | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+Hook = Callable[[FastAPI, Resources], Awaitable[None]]
+
+
+class MetricsMiddleware:
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/metrics":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            REQUESTS.labels(self.service, scope["method"], template, str(status)).inc()
+            LATENCY.labels(self.service, scope["method"], template).observe(
+                time.perf_counter() - started
+            )
+
+
+def create_service_app(
+    settings: CommonSettings,
+    *,
+    title: str,
+    schema: str | None = None,
+    migrations_dir: Path | None = None,
+    use_nats: bool = True,
+    use_redis: bool = False,
+    routers: Sequence[APIRouter] = (),
+    on_startup: Hook | None = None,
+    on_shutdown: Hook | None = None,
+    cors: bool = False,
+) -> FastAPI:
+    """A FastAPI app with the shared lifespan.
+
+    The lifespan opens (and closes) the PostgreSQL pool (applying the service's
+    migrations first), NATS with the JetStream streams, and Redis; then runs
+    ``on_startup``. ``/healthz``, ``/readyz`` and ``/metrics`` are always there.
+    """
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level, settings.json_logs, settings.service_name)
+        res = Resources(settings=settings)
+        app.state.resources = res
+        try:
+            if schema is not None:
+                if migrations_dir is not None:
+                    await dbmod.migrate(settings.database_url, schema, migrations_dir)
+                res.pool = await dbmod.create_pool(
+                    settings.database_url,
+                    schema,
+                    min_size=settings.db_pool_min,
+                    max_size=settings.db_pool_max,
+                )
+            if use_nats:
+                res.nc = await natsmod.connect(settings.nats_url, name=settings.service_name)
+                res.js = res.nc.jetstream()
+                await natsmod.ensure_streams(res.js)
+            if use_redis:
+                res.redis = create_redis(settings.redis_url)
+            if on_startup is not None:
+                await on_startup(app, res)
+            log.info("service_started", title=title)
+            yield
+        finally:
+            log.info("service_stopping", title=title)
+            if on_shutdown is not None:
+                try:
+                    await on_shutdown(app, res)
+                except Exception:
+                    log.exception("shutdown_hook_failed")
+            if res.nc is not None and not res.nc.is_closed:
+                try:
+                    await asyncio.wait_for(res.nc.drain(), 10)
+                except Exception:
+                    await res.nc.close()
+            if res.redis is not None:
+                await res.redis.aclose()
+            if res.pool is not None:
+                await res.pool.close()
+
+    app = FastAPI(title=title, lifespan=lifespan)
+    app.state.settings = settings
+    app.state.token_verifier = TokenVerifier(settings.jwt_public_key, settings.jwt_issuer)
+    install_error_handlers(app)
+    for router in routers:
+        app.include_router(router)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz(request: Request) -> JSONResponse:
+        res: Resources | None = getattr(request.app.state, "resources", None)
+        checks = await readiness(res) if res else {"lifespan": "not started"}
+        ok = all(v == "ok" for v in checks.values())
+        return JSONResponse(
+            {"status": "ok" if ok else "unavailable", "checks": checks},
+            status_code=200 if ok else 503,
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(MetricsMiddleware, service=settings.service_name)
+    if cors:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["X-Request-Id", "Retry-After"],
+        )
+    app.add_middleware(RequestIdMiddleware)
+    return app
+
+
+async def readiness(res: Resources) -> dict[str, str]:
+    checks: dict[str, str] = {}
+
+    async def check(name: str, probe: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await asyncio.wait_for(probe(), 2)
+            checks[name] = "ok"
+        except Exception as exc:
+            checks[name] = f"error: {type(exc).__name__}"
+
+    probes: list[Awaitable[None]] = []
+    if res.pool is not None:
+        pool = res.pool
+        probes.append(check("postgres", lambda: pool.fetchval("SELECT 1")))
+    if res.nc is not None:
+        nc = res.nc
+
+        async def nats_probe() -> None:
+            if not nc.is_connected:
+                raise ConnectionError("disconnected")
+            await nc.flush(timeout=2)
+
+        probes.append(check("nats", nats_probe))
+    if res.redis is not None:
+        redis = res.redis
+        probes.append(check("redis", redis.ping))
+    await asyncio.gather(*probes)
+    return checks
+
+
+# ---- dependencies --------------------------------------------------------------
+
+
+def _resources(request: Request) -> Resources:
+    res: Resources = request.app.state.resources
+    return res
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    pool = _resources(request).pool
+    if pool is None:
+        raise ServiceUnavailable("Database not configured")
+    return pool
+
+
+def get_nats(request: Request) -> NatsClient:
+    nc = _resources(request).nc
+    if nc is None or not nc.is_connected:
+        raise ServiceUnavailable("Message bus unavailable")
+    return nc
+
+
+def get_js(request: Request) -> JetStreamContext:
+    js = _resources(request).js
+    if js is None:
+        raise ServiceUnavailable("Message bus unavailable")
+    return js
+
+
+def get_redis(request: Request) -> Redis:
+    redis = _resources(request).redis
+    if redis is None:
+        raise ServiceUnavailable("Cache unavailable")
+    return redis
+
+
+DbPool = Annotated[asyncpg.Pool, Depends(get_pool)]
+Nats = Annotated[NatsClient, Depends(get_nats)]
+JetStream = Annotated[JetStreamContext, Depends(get_js)]
+RedisClient = Annotated[Redis, Depends(get_redis)]
+
+
+def serve(app: FastAPI | str, host: str, port: int, *, factory: bool = False) -> None:
+    """Run a service with uvicorn (graceful shutdown on SIGTERM)."""
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        factory=factory,
+        access_log=False,
+        log_config=None,
+        timeout_graceful_shutdown=20,
+        ws_ping_interval=20,
+        ws_ping_timeout=20,
+        proxy_headers=True,
+    )

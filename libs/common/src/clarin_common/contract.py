@@ -1,0 +1,115 @@
+"""The public shapes of API.md, shared by the REST answers and the events.
+
+Adding fields is fine; changing or removing one is a breaking change for the
+clients and for the teams that consume the events.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+DeviceStatus = Literal[
+    "disconnected", "connecting", "qr_pending", "connected", "logged_out", "error"
+]
+MessageType = Literal[
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contact",
+    "reaction",
+    "unknown",
+]
+MessageStatus = Literal["pending", "sent", "delivered", "read", "failed", "received"]
+Direction = Literal["in", "out"]
+Role = Literal["admin", "agent"]
+LeadSource = Literal["manual", "whatsapp"]
+
+
+class Contract(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Account(Contract):
+    id: str
+    name: str
+
+
+class User(Contract):
+    id: str
+    account_id: str
+    email: str
+    name: str
+    role: Role
+
+
+class Device(Contract):
+    id: str
+    account_id: str
+    name: str
+    phone: str | None = None
+    jid: str | None = None
+    status: DeviceStatus
+    last_error: str | None = None
+    last_seen_at: datetime | None = None
+    created_at: datetime
+
+
+class Media(Contract):
+    url: str
+    mime_type: str
+    file_name: str | None = None
+    size: int
+
+
+class Chat(Contract):
+    id: str
+    device_id: str
+    jid: str
+    name: str | None = None
+    phone: str | None = None
+    last_message_preview: str | None = None
+    last_message_at: datetime | None = None
+    unread_count: int = 0
+    lead_id: str | None = None
+
+
+class Message(Contract):
+    id: str
+    chat_id: str
+    device_id: str
+    wa_message_id: str | None = None
+    direction: Direction
+    type: MessageType
+    body: str | None = None
+    media: Media | None = None
+    status: MessageStatus
+    sender_jid: str | None = None
+    sender_name: str | None = None
+    sent_at: datetime
+    client_id: str | None = None
+
+
+class Lead(Contract):
+    id: str
+    account_id: str
+    name: str
+    phone: str | None = None
+    email: str | None = None
+    company: str | None = None
+    stage: str
+    tags: list[str] = []
+    notes: str | None = None
+    value: float | None = None
+    assigned_to: str | None = None
+    source: LeadSource
+    chat_id: str | None = None
+    last_contact_at: datetime | None = None
+    created_at: datetime
+    updated_at: datetime

@@ -1,0 +1,127 @@
+"""PostgreSQL: the asyncpg pool and per-service schema migrations (yoyo)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+import asyncpg
+import structlog
+
+log = structlog.get_logger(__name__)
+
+Pool = asyncpg.Pool
+Connection = asyncpg.Connection
+Record = asyncpg.Record
+
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _check_schema(schema: str) -> str:
+    if not _SCHEMA_RE.match(schema):
+        raise ValueError(f"invalid schema name {schema!r}")
+    return schema
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(
+    dsn: str, schema: str, *, min_size: int = 1, max_size: int = 10
+) -> asyncpg.Pool:
+    """A pool whose connections see ``schema`` first on their search path."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        server_settings={"search_path": f"{_check_schema(schema)},public"},
+        command_timeout=30,
+    )
+    assert pool is not None
+    return pool
+
+
+@asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    async with pool.acquire() as conn, conn.transaction():
+        yield conn
+
+
+def _yoyo_uri(dsn: str, schema: str) -> str:
+    parts = urlsplit(dsn)
+    scheme = "postgresql+psycopg"
+    query = f"{parts.query}&schema={schema}" if parts.query else f"schema={schema}"
+    return urlunsplit((scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def _advisory_key(schema: str) -> int:
+    # a stable 63-bit key per schema (hash() is salted per process)
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"clarin:migrate:{schema}".encode()).digest()[:8]) >> 1
+
+
+def migrate_sync(dsn: str, schema: str, migrations_dir: Path) -> list[str]:
+    """Create ``schema`` and apply the pending migrations of ``migrations_dir``.
+
+    Runs under a PostgreSQL advisory lock keyed by the schema, so replicas that
+    start together apply each migration once. Returns the ids applied.
+    """
+    import psycopg
+    from yoyo import get_backend, read_migrations
+
+    _check_schema(schema)
+    with psycopg.connect(dsn, autocommit=True) as lock_conn:
+        lock_conn.execute("SELECT pg_advisory_lock(%s)", (_advisory_key(schema),))
+        try:
+            lock_conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            backend = get_backend(_yoyo_uri(dsn, schema))
+            try:
+                migrations = read_migrations(str(migrations_dir))
+                with backend.lock():
+                    pending = backend.to_apply(migrations)
+                    backend.apply_migrations(pending)
+                applied = [m.id for m in pending]
+            finally:
+                backend.connection.close()
+        finally:
+            lock_conn.execute("SELECT pg_advisory_unlock(%s)", (_advisory_key(schema),))
+    if applied:
+        log.info("migrations_applied", schema=schema, ids=applied)
+    return applied
+
+
+async def migrate(dsn: str, schema: str, migrations_dir: Path) -> list[str]:
+    return await anyio.to_thread.run_sync(migrate_sync, dsn, schema, migrations_dir)
+
+
+def ensure_database_sync(dsn: str) -> None:
+    """Create the database named in ``dsn`` if it does not exist yet."""
+    import psycopg
+    from psycopg import sql
+
+    parts = urlsplit(dsn)
+    name = parts.path.lstrip("/") or "postgres"
+    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, ""))
+    with psycopg.connect(admin, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if not exists:
+            try:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            except psycopg.errors.DuplicateDatabase:
+                pass
+
+
+def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
+    return dict(record) if record is not None else None

@@ -1,0 +1,321 @@
+"""Event envelope, payloads and subject names of API.md ("NATS").
+
+Every event is an :class:`Envelope`; its ``id`` is unique and is sent as the
+``Nats-Msg-Id`` header so that JetStream drops a republish.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from clarin_common.contract import (
+    Chat,
+    Device,
+    DeviceStatus,
+    Direction,
+    Lead,
+    Message,
+    MessageType,
+)
+
+WA_EVENTS_STREAM = "WA_EVENTS"
+APP_EVENTS_STREAM = "APP_EVENTS"
+WA_EVENTS_SUBJECTS = "wa.evt.>"
+APP_EVENTS_SUBJECTS = "app.>"
+MEDIA_BUCKET = "wa_media"
+
+WaKind = Literal["message", "receipt", "sent", "status", "qr"]
+AppType = Literal[
+    "new_message",
+    "message_sent",
+    "message_status",
+    "device_status",
+    "qr_code",
+    "chat_read",
+    "lead_created",
+    "lead_updated",
+    "lead_deleted",
+]
+
+
+def _token(value: str, what: str) -> str:
+    if not value or any(c in value for c in ".*> \t\r\n"):
+        raise ValueError(f"invalid {what} for a subject: {value!r}")
+    return value
+
+
+def wa_event_subject(account_id: str, device_id: str, kind: WaKind) -> str:
+    return f"wa.evt.{_token(account_id, 'account_id')}.{_token(device_id, 'device_id')}.{kind}"
+
+
+def wa_command_subject(device_id: str) -> str:
+    return f"wa.cmd.{_token(device_id, 'device_id')}"
+
+
+def app_event_subject(account_id: str, type_: AppType) -> str:
+    return f"app.{_token(account_id, 'account_id')}.{type_}"
+
+
+def sim_subject(device_id: str, action: str) -> str:
+    return f"sim.{_token(device_id, 'device_id')}.{_token(action, 'action')}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+T = TypeVar("T", bound=BaseModel)
+
+
+class Envelope(BaseModel, Generic[T]):
+    id: str = Field(default_factory=new_event_id)
+    type: str
+    account_id: str
+    device_id: str | None = None
+    occurred_at: datetime = Field(default_factory=utcnow)
+    data: T
+
+
+class RawEnvelope(BaseModel):
+    """An envelope whose payload is not parsed yet (routing on ``type``)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    type: str
+    account_id: str
+    device_id: str | None = None
+    occurred_at: datetime
+    data: dict[str, Any]
+
+
+# ---- wa.evt.{account}.{device}.{kind}: what the device workers see -------------
+
+
+class MediaRef(BaseModel):
+    """Media bytes of a message, kept in the JetStream object store ``wa_media``
+    under ``object_key`` until the messaging service copies them to its store."""
+
+    object_key: str
+    mime_type: str
+    file_name: str | None = None
+    size: int
+    sha256: str | None = None
+
+
+class WaMessage(BaseModel):
+    """A message seen on WhatsApp, in either direction (kind ``message``)."""
+
+    wa_message_id: str
+    chat_jid: str
+    sender_jid: str | None = None
+    push_name: str | None = None
+    direction: Direction
+    type: MessageType = "text"
+    body: str | None = None
+    media: MediaRef | None = None
+    is_group: bool = False
+    sent_at: datetime
+    # set when the message was sent from Clarin (echo of our own send)
+    message_id: str | None = None
+    client_id: str | None = None
+
+
+class WaReceipt(BaseModel):
+    """Delivered/read receipts for messages of one chat (kind ``receipt``)."""
+
+    wa_message_ids: list[str]
+    chat_jid: str
+    sender_jid: str | None = None
+    status: Literal["delivered", "read", "played"]
+    receipt_at: datetime
+
+
+class WaSent(BaseModel):
+    """WhatsApp accepted (or refused) an outbound message (kind ``sent``)."""
+
+    message_id: str
+    client_id: str | None = None
+    chat_jid: str
+    wa_message_id: str | None = None
+    status: Literal["sent", "failed"]
+    error: str | None = None
+    sent_at: datetime
+
+
+class WaStatus(BaseModel):
+    """A device's connection status changed (kind ``status``)."""
+
+    status: DeviceStatus
+    phone: str | None = None
+    jid: str | None = None
+    push_name: str | None = None
+    last_error: str | None = None
+    worker_id: str | None = None
+
+
+class WaQr(BaseModel):
+    """A new QR code to scan (kind ``qr``)."""
+
+    code: str
+    expires_at: datetime
+
+
+WA_EVENT_MODELS: dict[WaKind, type[BaseModel]] = {
+    "message": WaMessage,
+    "receipt": WaReceipt,
+    "sent": WaSent,
+    "status": WaStatus,
+    "qr": WaQr,
+}
+
+
+# ---- app.{account}.{type}: after commit, for the WebSocket hub and other teams --
+
+
+class NewMessageData(BaseModel):
+    message: Message
+    chat: Chat
+
+
+class MessageSentData(BaseModel):
+    message: Message
+
+
+class MessageStatusData(BaseModel):
+    message_id: str
+    chat_id: str
+    status: Literal["pending", "sent", "delivered", "read", "failed", "received"]
+
+
+class DeviceStatusData(BaseModel):
+    device: Device
+
+
+class QrCodeData(BaseModel):
+    device_id: str
+    code: str
+    expires_at: datetime
+
+
+class ChatReadData(BaseModel):
+    chat_id: str
+
+
+class LeadData(BaseModel):
+    lead: Lead
+
+
+class LeadDeletedData(BaseModel):
+    lead_id: str
+
+
+APP_EVENT_MODELS: dict[AppType, type[BaseModel]] = {
+    "new_message": NewMessageData,
+    "message_sent": MessageSentData,
+    "message_status": MessageStatusData,
+    "device_status": DeviceStatusData,
+    "qr_code": QrCodeData,
+    "chat_read": ChatReadData,
+    "lead_created": LeadData,
+    "lead_updated": LeadData,
+    "lead_deleted": LeadDeletedData,
+}
+
+
+def wa_envelope(
+    account_id: str, device_id: str, kind: WaKind, data: BaseModel, event_id: str | None = None
+) -> Envelope[Any]:
+    env: Envelope[Any] = Envelope(type=kind, account_id=account_id, device_id=device_id, data=data)
+    if event_id:
+        env.id = event_id
+    return env
+
+
+def app_envelope(
+    account_id: str, type_: AppType, data: BaseModel, device_id: str | None = None
+) -> Envelope[Any]:
+    return Envelope(type=type_, account_id=account_id, device_id=device_id, data=data)
+
+
+def ws_frame(envelope: RawEnvelope | Envelope[Any]) -> dict[str, Any]:
+    """The WebSocket frame of API.md for an application event."""
+    data = (
+        envelope.data if isinstance(envelope.data, dict) else envelope.data.model_dump(mode="json")
+    )
+    return {
+        "type": envelope.type,
+        "account_id": envelope.account_id,
+        "data": data,
+        "ts": envelope.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+    }
+
+
+# ---- wa.cmd.{device_id}: request/reply commands to the owning worker -----------
+
+
+class SendTextCommand(BaseModel):
+    type: Literal["send_text"] = "send_text"
+    message_id: str
+    client_id: str | None = None
+    to: str
+    body: str
+
+
+class SendMediaCommand(BaseModel):
+    type: Literal["send_media"] = "send_media"
+    message_id: str
+    client_id: str | None = None
+    to: str
+    media_type: MessageType
+    media: MediaRef
+    caption: str | None = None
+
+
+class MarkReadCommand(BaseModel):
+    type: Literal["mark_read"] = "mark_read"
+    chat_jid: str
+    sender_jid: str | None = None
+    wa_message_ids: list[str]
+
+
+class PairPhoneCommand(BaseModel):
+    type: Literal["pair_phone"] = "pair_phone"
+    phone: str
+
+
+class DisconnectCommand(BaseModel):
+    type: Literal["disconnect"] = "disconnect"
+
+
+class LogoutCommand(BaseModel):
+    type: Literal["logout"] = "logout"
+
+
+Command = (
+    SendTextCommand
+    | SendMediaCommand
+    | MarkReadCommand
+    | PairPhoneCommand
+    | DisconnectCommand
+    | LogoutCommand
+)
+
+
+class CommandReply(BaseModel):
+    """``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": {code, message}}``.
+
+    send_text/send_media answer ``result = {"wa_message_id", "sent_at"}``;
+    pair_phone answers ``result = {"pairing_code"}``.
+    """
+
+    ok: bool
+    result: dict[str, Any] | None = None
+    error: dict[str, str] | None = None

@@ -1,0 +1,348 @@
+"""NATS: connection, JetStream streams, KV buckets, publishing, pull consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import nats
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+from pydantic import BaseModel, ValidationError
+
+from clarin_common.events import (
+    APP_EVENTS_STREAM,
+    APP_EVENTS_SUBJECTS,
+    MEDIA_BUCKET,
+    WA_EVENTS_STREAM,
+    WA_EVENTS_SUBJECTS,
+    Envelope,
+    RawEnvelope,
+)
+
+log = structlog.get_logger(__name__)
+
+DUPLICATE_WINDOW_S = 120.0
+
+
+def _probe(url: str, timeout: float = 1.0) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), timeout):
+            return True
+    except OSError:
+        return False
+
+
+async def connect(url: str, name: str, *, timeout: float = 5.0) -> NatsClient:
+    """Connect with endless reconnects. Fails fast (ConnectionError) when nothing
+    listens: nats-py's own connect can hang on a closed port."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    probes = await asyncio.gather(*(asyncio.to_thread(_probe, u) for u in urls))
+    if not any(probes):
+        raise ConnectionError(f"NATS does not answer at {url}")
+
+    async def _quiet(exc: Exception) -> None:
+        log.warning("nats_error", error=str(exc))
+
+    async def _disconnected() -> None:
+        log.warning("nats_disconnected")
+
+    async def _reconnected() -> None:
+        log.info("nats_reconnected")
+
+    try:
+        return await asyncio.wait_for(
+            nats.connect(
+                servers=urls,
+                name=name,
+                connect_timeout=2,
+                reconnect_time_wait=1,
+                max_reconnect_attempts=-1,
+                allow_reconnect=True,
+                error_cb=_quiet,
+                disconnected_cb=_disconnected,
+                reconnected_cb=_reconnected,
+                pending_size=64 * 1024 * 1024,
+            ),
+            timeout,
+        )
+    except TimeoutError as exc:
+        raise ConnectionError(f"NATS connect to {url} timed out") from exc
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create or update the streams of API.md (idempotent, safe in parallel)."""
+    streams = [
+        StreamConfig(
+            name=WA_EVENTS_STREAM,
+            subjects=[WA_EVENTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=7 * 24 * 3600,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=APP_EVENTS_STREAM,
+            subjects=[APP_EVENTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=24 * 3600,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            discard=DiscardPolicy.OLD,
+        ),
+    ]
+    for config in streams:
+        try:
+            await js.stream_info(config.name or "")
+            await js.update_stream(config)
+        except NotFoundError:
+            try:
+                await js.add_stream(config)
+            except Exception:  # created by a replica in the meantime
+                await js.update_stream(config)
+
+
+async def ensure_kv(js: JetStreamContext, bucket: str, ttl: float | None = None) -> KeyValue:
+    try:
+        return await js.key_value(bucket)
+    except BucketNotFoundError:
+        try:
+            return await js.create_key_value(
+                KeyValueConfig(bucket=bucket, ttl=ttl, history=1, storage=StorageType.FILE)
+            )
+        except Exception:
+            return await js.key_value(bucket)
+
+
+async def ensure_object_store(js: JetStreamContext, bucket: str = MEDIA_BUCKET) -> ObjectStore:
+    try:
+        return await js.object_store(bucket)
+    except (BucketNotFoundError, NotFoundError):
+        try:
+            return await js.create_object_store(
+                bucket, ObjectStoreConfig(storage=StorageType.FILE, ttl=7 * 24 * 3600)
+            )
+        except Exception:
+            return await js.object_store(bucket)
+
+
+def encode(envelope: Envelope[Any] | BaseModel) -> bytes:
+    return envelope.model_dump_json().encode()
+
+
+async def publish_event(js: JetStreamContext, subject: str, envelope: Envelope[Any]) -> None:
+    """Publish to a stream with the envelope id as ``Nats-Msg-Id`` (deduplicated)."""
+    await js.publish(subject, encode(envelope), headers={"Nats-Msg-Id": envelope.id})
+
+
+async def publish_events(js: JetStreamContext, items: Sequence[tuple[str, Envelope[Any]]]) -> None:
+    """Publish many events concurrently and wait for every stream ack."""
+    await asyncio.gather(*(publish_event(js, subject, env) for subject, env in items))
+
+
+class PoisonMessage(Exception):
+    """Raised by a handler for a message that can never be processed."""
+
+
+@dataclass
+class Delivery:
+    msg: Msg
+    envelope: RawEnvelope
+
+    @property
+    def num_delivered(self) -> int:
+        try:
+            return int(self.msg.metadata.num_delivered)
+        except Exception:
+            return 1
+
+
+BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
+
+
+class PullConsumer:
+    """A durable JetStream pull consumer that hands batches to ``handler``.
+
+    The handler commits its work (one transaction per batch); only then are the
+    messages acked. A message that does not parse, or that fails on its own
+    with :class:`PoisonMessage` or after ``max_attempts`` deliveries, is
+    ``term()``-ed and logged instead of being retried forever.
+    """
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        stream: str,
+        durable: str,
+        filter_subjects: list[str],
+        handler: BatchHandler,
+        batch_size: int = 500,
+        fetch_timeout: float = 1.0,
+        ack_wait: float = 30.0,
+        max_attempts: int = 5,
+    ) -> None:
+        self.js = js
+        self.stream = stream
+        self.durable = durable
+        self.filter_subjects = filter_subjects
+        self.handler = handler
+        self.batch_size = batch_size
+        self.fetch_timeout = fetch_timeout
+        self.ack_wait = ack_wait
+        self.max_attempts = max_attempts
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    async def _subscription(self) -> Any:
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=-1,
+            max_ack_pending=20_000,
+            filter_subjects=self.filter_subjects,
+        )
+        try:
+            await self.js.add_consumer(self.stream, config)
+        except Exception as exc:  # exists with another config: update it
+            log.info("consumer_exists", durable=self.durable, detail=str(exc))
+        return await self.js.pull_subscribe_bind(self.durable, self.stream)
+
+    async def start(self) -> None:
+        sub = await self._subscription()
+        self._task = asyncio.create_task(self._run(sub), name=f"consumer:{self.durable}")
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, then stop fetching."""
+        self._stopping.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(self._idle.wait(), timeout=self.ack_wait)
+            except TimeoutError:
+                pass
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self, sub: Any) -> None:
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("consumer_fetch_failed", durable=self.durable, error=str(exc))
+                await asyncio.sleep(1)
+                continue
+            self._idle.clear()
+            try:
+                await self.process(msgs)
+            except Exception:
+                log.exception("consumer_batch_crashed", durable=self.durable)
+            finally:
+                self._idle.set()
+
+    async def process(self, msgs: list[Msg]) -> None:
+        deliveries: list[Delivery] = []
+        for msg in msgs:
+            try:
+                envelope = RawEnvelope.model_validate(json.loads(msg.data))
+            except (ValueError, ValidationError) as exc:
+                log.error(
+                    "poison_message_terminated",
+                    durable=self.durable,
+                    subject=msg.subject,
+                    reason=str(exc)[:500],
+                )
+                await msg.term()
+                continue
+            deliveries.append(Delivery(msg, envelope))
+        if not deliveries:
+            return
+        try:
+            await self.handler(deliveries)
+        except Exception as exc:
+            if len(deliveries) == 1:
+                await self._settle_failure(deliveries[0], exc)
+                return
+            log.warning(
+                "batch_failed_retrying_one_by_one", durable=self.durable, error=str(exc)[:300]
+            )
+            for delivery in deliveries:
+                try:
+                    await self.handler([delivery])
+                except Exception as one_exc:
+                    await self._settle_failure(delivery, one_exc)
+                else:
+                    await delivery.msg.ack()
+            return
+        await asyncio.gather(*(d.msg.ack() for d in deliveries))
+
+    async def _settle_failure(self, delivery: Delivery, exc: Exception) -> None:
+        if isinstance(exc, PoisonMessage) or delivery.num_delivered >= self.max_attempts:
+            log.error(
+                "poison_message_terminated",
+                durable=self.durable,
+                subject=delivery.msg.subject,
+                event_id=delivery.envelope.id,
+                attempts=delivery.num_delivered,
+                reason=str(exc)[:500],
+            )
+            await delivery.msg.term()
+        else:
+            log.warning(
+                "message_failed_will_retry",
+                durable=self.durable,
+                event_id=delivery.envelope.id,
+                attempts=delivery.num_delivered,
+                error=str(exc)[:300],
+            )
+            await delivery.msg.nak(delay=min(2.0**delivery.num_delivered, 30.0))
+
+
+async def request_json(
+    nc: NatsClient, subject: str, payload: BaseModel | dict[str, Any], timeout: float = 10.0
+) -> dict[str, Any]:
+    """Request/reply with JSON; raises ``nats.errors.NoRespondersError`` when no one
+    listens and ``nats.errors.TimeoutError`` on timeout."""
+    data = (
+        payload.model_dump_json().encode()
+        if isinstance(payload, BaseModel)
+        else json.dumps(payload).encode()
+    )
+    reply = await nc.request(subject, data, timeout=timeout)
+    result = json.loads(reply.data)
+    assert isinstance(result, dict)
+    return result

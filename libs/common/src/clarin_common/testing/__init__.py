@@ -1,0 +1,94 @@
+"""Test helpers other services reuse (the fixtures live in :mod:`.plugin`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from clarin_common.auth import issue_access_token
+from clarin_common.settings import DEV_JWT_PRIVATE_KEY
+
+
+def make_token(
+    account_id: str | None = None,
+    user_id: str | None = None,
+    role: str = "admin",
+    ttl: timedelta = timedelta(minutes=15),
+) -> str:
+    """An access token signed with the dev key, as auth would issue it."""
+    token, _ = issue_access_token(
+        DEV_JWT_PRIVATE_KEY,
+        user_id=user_id or str(uuid.uuid4()),
+        account_id=account_id or str(uuid.uuid4()),
+        role=role,
+        ttl=ttl,
+    )
+    return token
+
+
+def auth_headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.asynccontextmanager
+async def running_app(
+    app: FastAPI, base_url: str = "http://test"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """Run the app's lifespan and give an httpx client speaking to it in-process."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield client
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def live_server(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
+    """Serve the app with uvicorn on 127.0.0.1 (for WebSockets and proxies)."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws_ping_interval=None
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    for _ in range(400):
+        if server.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.025)
+    else:
+        raise RuntimeError("server did not start")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 30)
+
+
+async def eventually(predicate, timeout: float = 5.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll an (async or sync) predicate until it returns a truthy value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)

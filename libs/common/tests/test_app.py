@@ -1,0 +1,157 @@
+"""create_service_app: lifespan, health, readiness, metrics, errors, request ids, JWT."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from clarin_common.app import DbPool, create_service_app
+from clarin_common.auth import CurrentUser
+from clarin_common.db import create_pool, migrate
+from clarin_common.errors import Conflict
+from clarin_common.settings import CommonSettings
+from clarin_common.testing import auth_headers, make_token, running_app
+
+MIGRATIONS = Path(__file__).parent / "migrations_sample"
+
+
+class Thing(BaseModel):
+    name: str = Field(min_length=2)
+    size: int
+
+
+def build_app() -> object:
+    router = APIRouter()
+
+    @router.post("/things", status_code=201)
+    async def create(thing: Thing, user: CurrentUser, pool: DbPool) -> dict[str, object]:
+        row = await pool.fetchrow(
+            "INSERT INTO things (account_id, data) VALUES ($1, $2) RETURNING id, data",
+            user.account_id,
+            thing.model_dump(),
+        )
+        assert row is not None
+        return {"id": str(row["id"]), "data": row["data"]}
+
+    @router.get("/conflict")
+    async def conflict() -> None:
+        raise Conflict("Email already registered", code="email_taken")
+
+    @router.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    settings = CommonSettings(service_name="sample")
+    return create_service_app(
+        settings,
+        title="sample",
+        schema="sample",
+        migrations_dir=MIGRATIONS,
+        use_redis=True,
+        routers=[router],
+    )
+
+
+async def test_health_ready_metrics(clean_state: None) -> None:
+    app = build_app()
+    async with running_app(app) as client:  # type: ignore[arg-type]
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"postgres": "ok", "nats": "ok", "redis": "ok"}
+        await client.get("/healthz")
+        metrics = await client.get("/metrics")
+        assert "clarin_http_requests_total" in metrics.text
+
+
+async def test_error_shapes_and_request_id(clean_state: None) -> None:
+    app = build_app()
+    token = make_token()
+    async with running_app(app) as client:  # type: ignore[arg-type]
+        anon = await client.post("/things", json={"name": "ok", "size": 1})
+        assert anon.status_code == 401
+        assert anon.json()["error"]["code"] == "unauthorized"
+        assert anon.headers["x-request-id"]
+
+        bad = await client.post(
+            "/things", json={"name": "x", "size": "big"}, headers=auth_headers(token)
+        )
+        assert bad.status_code == 422
+        locs = [d["loc"] for d in bad.json()["error"]["details"]]
+        assert ["body", "name"] in locs and ["body", "size"] in locs
+
+        ok = await client.post(
+            "/things",
+            json={"name": "ok", "size": 3},
+            headers={**auth_headers(token), "X-Request-Id": "abc123"},
+        )
+        assert ok.status_code == 201
+        assert ok.json()["data"] == {"name": "ok", "size": 3}
+        assert ok.headers["x-request-id"] == "abc123"
+
+        conflict = await client.get("/conflict")
+        assert conflict.status_code == 409
+        assert conflict.json() == {
+            "error": {"code": "email_taken", "message": "Email already registered", "details": None}
+        }
+
+
+async def test_500_hides_internals(clean_state: None) -> None:
+    app = build_app()
+    async with app.router.lifespan_context(app):  # type: ignore[attr-defined]
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            resp = await client.get("/boom")
+    assert resp.status_code == 500
+    assert "secret" not in resp.text
+    assert resp.json()["error"]["code"] == "internal_error"
+
+
+async def test_expired_and_tampered_tokens(clean_state: None) -> None:
+    app = build_app()
+    expired = make_token(ttl=timedelta(seconds=-60))
+    good = make_token()
+    tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+    async with running_app(app) as client:  # type: ignore[arg-type]
+        for token, code in ((expired, "token_expired"), (tampered, "invalid_token")):
+            resp = await client.post(
+                "/things", json={"name": "ok", "size": 1}, headers=auth_headers(token)
+            )
+            assert resp.status_code == 401
+            assert resp.json()["error"]["code"] == code
+
+
+async def test_migrations_are_safe_in_parallel(test_servers: object) -> None:
+    from clarin_common.testing.plugin import TestServers
+
+    assert isinstance(test_servers, TestServers)
+    dsn = test_servers.database_url
+    results = await asyncio.gather(*(migrate(dsn, "parallel_mig", MIGRATIONS) for _ in range(4)))
+    assert sorted(len(r) for r in results) == [0, 0, 0, 1]
+    pool = await create_pool(dsn, "parallel_mig")
+    try:
+        assert await pool.fetchval("SELECT count(*) FROM things") == 0
+        # the JSON codec round-trips
+        await pool.execute(
+            "INSERT INTO things (account_id, data) VALUES (gen_random_uuid(), $1)", {"a": [1, "é"]}
+        )
+        assert await pool.fetchval("SELECT data FROM things") == {"a": [1, "é"]}
+    finally:
+        await pool.close()
+
+
+def test_settings_refuse_dev_key_outside_dev(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARIN_ENV", "prod")
+    with pytest.raises(ValueError, match="CLARIN_JWT_PUBLIC_KEY"):
+        CommonSettings()
+    monkeypatch.setenv("CLARIN_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----\nreal\n-----END PUBLIC KEY-----\n")
+    assert CommonSettings().env == "prod"
+    monkeypatch.setenv("CLARIN_ENV", "dev")
+    monkeypatch.delenv("CLARIN_JWT_PUBLIC_KEY")
+    assert CommonSettings().is_local

@@ -1,0 +1,1 @@
+"""Clarin auth service."""

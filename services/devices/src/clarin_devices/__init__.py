@@ -1,0 +1,1 @@
+"""Clarin devices service."""
