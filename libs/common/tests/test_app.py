@@ -150,7 +150,9 @@ def test_settings_refuse_dev_key_outside_dev(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("CLARIN_ENV", "prod")
     with pytest.raises(ValueError, match="CLARIN_JWT_PUBLIC_KEY"):
         CommonSettings()
-    monkeypatch.setenv("CLARIN_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----\nreal\n-----END PUBLIC KEY-----\n")
+    monkeypatch.setenv(
+        "CLARIN_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----\nreal\n-----END PUBLIC KEY-----\n"
+    )
     assert CommonSettings().env == "prod"
     monkeypatch.setenv("CLARIN_ENV", "dev")
     monkeypatch.delenv("CLARIN_JWT_PUBLIC_KEY")

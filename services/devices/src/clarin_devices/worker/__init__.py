@@ -1,0 +1,1 @@
+"""Device worker: holds WhatsApp sessions for the devices it owns."""

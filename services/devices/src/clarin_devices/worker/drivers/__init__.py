@@ -1,0 +1,127 @@
+"""The ``WhatsAppDriver`` interface and its two drivers (``simulator``, ``neonize``).
+
+A worker process runs one driver; the driver holds one session per device the
+worker owns and reports what happens through :class:`DriverEvents`. The worker
+(not the driver) owns leases, reconnect policy, pacing and publishing to NATS.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, Protocol
+
+from clarin_common.contract import DeviceStatus, MessageType
+from clarin_common.events import WaMessage, WaReceipt
+
+
+@dataclass(frozen=True)
+class SendResult:
+    wa_message_id: str
+    sent_at: datetime
+
+
+@dataclass(frozen=True)
+class InboundMedia:
+    """Media bytes of an inbound message, before they are put in the object store."""
+
+    data: bytes
+    mime_type: str
+    file_name: str | None = None
+
+
+class DriverError(Exception):
+    """A driver call failed; ``code`` is a stable machine-readable reason."""
+
+    def __init__(self, message: str, code: str = "driver_error") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NotConnected(DriverError):
+    def __init__(self, message: str = "The device is not connected") -> None:
+        super().__init__(message, code="device_not_connected")
+
+
+class DriverEvents(Protocol):
+    """Callbacks a driver calls (on the worker's event loop) for one device."""
+
+    async def on_qr(self, device_id: str, code: str, expires_at: datetime) -> None: ...
+
+    async def on_status(
+        self,
+        device_id: str,
+        status: DeviceStatus,
+        *,
+        jid: str | None = None,
+        phone: str | None = None,
+        push_name: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """``connected`` (with jid/phone once paired), ``qr_pending``, ``disconnected``
+        (connection dropped or gave up: the worker decides whether to reconnect),
+        ``logged_out`` (unlinked: session gone), ``error`` (with ``error``)."""
+
+    async def on_message(
+        self, device_id: str, message: WaMessage, media: InboundMedia | None
+    ) -> None: ...
+
+    async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None: ...
+
+
+class WhatsAppDriver(abc.ABC):
+    name: str
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Process-wide setup (called once before any session)."""
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        """Close every session cleanly (called once at shutdown)."""
+
+    @abc.abstractmethod
+    async def connect(self, device_id: str, session_jid: str | None, events: DriverEvents) -> None:
+        """Start (or resume, with ``session_jid`` from a previous pairing) the session.
+
+        Returns once the attempt is under way; progress arrives through ``events``
+        (``qr_pending`` + ``on_qr`` for a new pairing, ``connected`` when linked).
+        Raises :class:`DriverError` when the attempt fails at once.
+        """
+
+    @abc.abstractmethod
+    async def disconnect(self, device_id: str) -> None:
+        """Close the session and keep its credentials (reconnects without a QR)."""
+
+    @abc.abstractmethod
+    async def logout(self, device_id: str) -> None:
+        """Unlink the number on WhatsApp and forget the session."""
+
+    @abc.abstractmethod
+    def is_connected(self, device_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def send_text(self, device_id: str, to_jid: str, body: str) -> SendResult: ...
+
+    @abc.abstractmethod
+    async def send_media(
+        self,
+        device_id: str,
+        to_jid: str,
+        media_type: MessageType,
+        data: bytes,
+        mime_type: str,
+        file_name: str | None,
+        caption: str | None,
+    ) -> SendResult: ...
+
+    @abc.abstractmethod
+    async def mark_read(
+        self, device_id: str, chat_jid: str, sender_jid: str | None, wa_message_ids: list[str]
+    ) -> None: ...
+
+    @abc.abstractmethod
+    async def pair_phone(self, device_id: str, phone: str) -> str:
+        """Ask for an 8-character pairing code for ``phone`` (needs a live socket)."""
+
+
+DriverName = Literal["simulator", "neonize"]
