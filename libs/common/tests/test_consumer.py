@@ -1,0 +1,101 @@
+"""PullConsumer against a real JetStream: batches, ack after commit, poison messages."""
+
+from __future__ import annotations
+
+import asyncio
+
+from nats.aio.client import Client as NatsClient
+
+from clarin_common.events import WA_EVENTS_STREAM, WaQr, wa_envelope, wa_event_subject
+from clarin_common.nats import Delivery, PoisonMessage, PullConsumer, publish_event
+from clarin_common.testing import eventually
+
+
+def _qr(code: str) -> object:
+    return wa_envelope("acc", "dev", "qr", WaQr(code=code, expires_at="2026-11-28T18:00:20Z"))  # type: ignore[arg-type]
+
+
+async def _pending(nc: NatsClient, durable: str) -> int:
+    info = await nc.jetstream().consumer_info(WA_EVENTS_STREAM, durable)
+    return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+
+async def test_batches_dedupe_and_poison(clean_state: None, nats_client: NatsClient) -> None:
+    js = nats_client.jetstream()
+    subject = wa_event_subject("acc", "dev", "qr")
+    seen: list[str] = []
+    batches: list[int] = []
+
+    async def handler(batch: list[Delivery]) -> None:
+        for d in batch:
+            if d.envelope.data["code"] == "poison":
+                raise PoisonMessage("cannot be processed")
+        batches.append(len(batch))
+        seen.extend(d.envelope.data["code"] for d in batch)
+
+    envs = [_qr(f"c{i}") for i in range(50)]
+    for env in envs:
+        await publish_event(js, subject, env)  # type: ignore[arg-type]
+    await publish_event(js, subject, envs[0])  # type: ignore[arg-type]  # deduplicated by id
+    await js.publish(subject, b"{not json")
+    await publish_event(js, subject, _qr("poison"))  # type: ignore[arg-type]
+    await publish_event(js, subject, _qr("after"))  # type: ignore[arg-type]
+
+    consumer = PullConsumer(
+        js,
+        stream=WA_EVENTS_STREAM,
+        durable="t1",
+        filter_subjects=["wa.evt.*.*.qr"],
+        handler=handler,
+        batch_size=20,
+        fetch_timeout=0.2,
+    )
+    await consumer.start()
+    try:
+        await eventually(lambda: "after" in seen)
+        assert sorted(seen) == sorted([f"c{i}" for i in range(50)] + ["after"])
+        assert max(batches) > 1  # really batched
+        await eventually(lambda: _pending_is_zero(nats_client))
+    finally:
+        await consumer.stop()
+
+
+async def _pending_is_zero(nc: NatsClient) -> bool:
+    return await _pending(nc, "t1") == 0
+
+
+async def test_failed_handler_is_retried_then_acked(
+    clean_state: None, nats_client: NatsClient
+) -> None:
+    js = nats_client.jetstream()
+    subject = wa_event_subject("acc", "dev", "qr")
+    attempts = 0
+    done = asyncio.Event()
+
+    async def flaky(batch: list[Delivery]) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise RuntimeError("database briefly down")
+        done.set()
+
+    await publish_event(js, subject, _qr("x"))  # type: ignore[arg-type]
+    consumer = PullConsumer(
+        js,
+        stream=WA_EVENTS_STREAM,
+        durable="t2",
+        filter_subjects=["wa.evt.*.*.qr"],
+        handler=flaky,
+        fetch_timeout=0.2,
+    )
+    await consumer.start()
+    try:
+        await asyncio.wait_for(done.wait(), 15)
+        assert attempts == 3
+        await eventually(lambda: _zero(nats_client, "t2"))
+    finally:
+        await consumer.stop()
+
+
+async def _zero(nc: NatsClient, durable: str) -> bool:
+    return await _pending(nc, durable) == 0
