@@ -2,15 +2,22 @@
 
 Common variables carry the ``CLARIN_`` prefix; a service subclasses
 :class:`CommonSettings`, sets its own ``env_prefix`` (``AUTH_``, ``GATEWAY_``, …)
-for its own fields and keeps reading the common ones under ``CLARIN_``.
+for its own fields and keeps reading every field under ``CLARIN_`` too (its own
+prefix wins: ``AUTH_DATABASE_URL`` beats ``CLARIN_DATABASE_URL``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 # The development key pair. It is committed on purpose so that `make run` works
 # on a fresh clone; settings refuse it outside dev/test.
@@ -27,11 +34,6 @@ DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/clarin"
 Environment = Literal["dev", "test", "prod", "staging"]
 
 
-def common(name: str, default: Any, **kwargs: Any) -> Any:
-    """A field read from ``CLARIN_<NAME>`` whatever the subclass's prefix is."""
-    return Field(default, validation_alias=AliasChoices(f"CLARIN_{name.upper()}", name), **kwargs)
-
-
 class CommonSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CLARIN_",
@@ -41,20 +43,40 @@ class CommonSettings(BaseSettings):
         populate_by_name=True,
     )
 
-    env: Environment = common("env", "dev")
-    service_name: str = common("service_name", "clarin")
-    database_url: str = common("database_url", DEV_DATABASE_URL)
-    db_pool_min: int = common("db_pool_min", 1)
-    db_pool_max: int = common("db_pool_max", 10)
-    redis_url: str = common("redis_url", "redis://127.0.0.1:6379/0")
-    nats_url: str = common("nats_url", "nats://127.0.0.1:4222")
-    jwt_public_key: str = common("jwt_public_key", DEV_JWT_PUBLIC_KEY)
-    jwt_issuer: str = common("jwt_issuer", "clarin")
-    log_level: str = common("log_level", "INFO")
-    log_json: bool | None = common("log_json", None)
-    cors_origins: list[str] = common("cors_origins", ["http://localhost:3000"])
-    media_dir: str = common("media_dir", "./var/media")
-    host: str = common("host", "127.0.0.1")
+    env: Environment = Field("dev")
+    service_name: str = Field("clarin")
+    database_url: str = Field(DEV_DATABASE_URL)
+    db_pool_min: int = Field(1)
+    db_pool_max: int = Field(10)
+    redis_url: str = Field("redis://127.0.0.1:6379/0")
+    nats_url: str = Field("nats://127.0.0.1:4222")
+    jwt_public_key: str = Field(DEV_JWT_PUBLIC_KEY)
+    jwt_issuer: str = Field("clarin")
+    log_level: str = Field("INFO")
+    log_json: bool | None = Field(None)
+    cors_origins: list[str] = Field(["http://localhost:3000"])
+    media_dir: str = Field("./var/media")
+    host: str = Field("127.0.0.1")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # A service's own prefix first (AUTH_DATABASE_URL may override), then the
+        # common CLARIN_ one, from the environment and then from .env.
+        return (
+            init_settings,
+            env_settings,
+            EnvSettingsSource(settings_cls, env_prefix="CLARIN_"),
+            dotenv_settings,
+            DotEnvSettingsSource(settings_cls, env_prefix="CLARIN_"),
+            file_secret_settings,
+        )
 
     @property
     def is_local(self) -> bool:

@@ -1,0 +1,93 @@
+# Clarin — the two commands that matter: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VAR ?= var
+export UV_LINK_MODE ?= copy
+
+.PHONY: help
+help:
+	@echo "make run            install what is missing, start servers, every service, 2 workers, web app on :8080"
+	@echo "make test           the whole test suite (Python + web app + browser tests)"
+	@echo "make lint           ruff + mypy + tsc"
+	@echo "make dev-frontend   Vite dev server on :3000 proxying /api and /ws to :8080"
+	@echo "make bench          benchmarks (see bench/README.md)"
+	@echo "make asyncapi       regenerate docs/asyncapi.yaml from the event models"
+	@echo "make up/down/logs/restart/build/db   Docker Compose"
+
+# ---- install ------------------------------------------------------------------
+
+.PHONY: uv
+uv:
+	@command -v uv >/dev/null 2>&1 || test -x $(HOME)/.local/bin/uv || \
+		(python3 -m pip install --quiet --user uv || python3 -m pip install --quiet --break-system-packages --user uv)
+
+.PHONY: install
+install: uv
+	$(UV) sync --frozen
+
+frontend/node_modules/.package-lock.json: frontend/package-lock.json
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+
+.PHONY: frontend
+frontend: frontend/node_modules/.package-lock.json
+	cd frontend && npm run build
+
+.PHONY: build
+build: install frontend
+
+# ---- run ----------------------------------------------------------------------
+
+.PHONY: servers
+servers: install
+	$(UV) run --no-sync python -m clarin_common.devservers up --var-dir $(VAR) --env-file $(VAR)/servers.env
+
+.PHONY: run
+run: build servers
+	@echo "Clarin on http://localhost:8080  (Ctrl-C stops it; 'make stop-servers' stops embedded servers)"
+	$(UV) run --no-sync honcho start -f Procfile -e .env.run,$(VAR)/servers.env
+
+.PHONY: stop-servers
+stop-servers:
+	$(UV) run --no-sync python -m clarin_common.devservers down --var-dir $(VAR)
+
+.PHONY: dev-frontend
+dev-frontend: frontend/node_modules/.package-lock.json
+	cd frontend && npm run dev
+
+# ---- quality ------------------------------------------------------------------
+
+.PHONY: test
+test: build
+	bash scripts/test.sh
+
+.PHONY: lint
+lint: install
+	$(UV) run --no-sync ruff check .
+	$(UV) run --no-sync ruff format --check .
+	$(UV) run --no-sync mypy libs/common/src services/*/src
+	cd frontend && npx tsc --noEmit -p .
+
+.PHONY: asyncapi
+asyncapi: install
+	$(UV) run --no-sync python -m clarin_common.asyncapi --write docs/asyncapi.yaml
+
+.PHONY: bench
+bench: build servers
+	$(UV) run --no-sync python bench/run_all.py
+
+# ---- Docker Compose -------------------------------------------------------------
+
+COMPOSE ?= docker compose
+.PHONY: up down logs restart db
+up:
+	$(COMPOSE) up -d --build
+down:
+	$(COMPOSE) down
+logs:
+	$(COMPOSE) logs -f --tail=200
+restart:
+	$(COMPOSE) restart
+db:
+	$(COMPOSE) exec postgres psql -U postgres clarin
