@@ -8,7 +8,7 @@ prefix wins: ``AUTH_DATABASE_URL`` beats ``CLARIN_DATABASE_URL``).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import (
