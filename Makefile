@@ -79,7 +79,7 @@ bench: build servers
 
 # ---- Docker Compose -------------------------------------------------------------
 
-COMPOSE ?= docker compose
+COMPOSE ?= docker compose --env-file infra/compose.env
 .PHONY: up down logs restart db
 up:
 	$(COMPOSE) up -d --build
@@ -90,4 +90,4 @@ logs:
 restart:
 	$(COMPOSE) restart
 db:
-	$(COMPOSE) exec postgres psql -U postgres clarin
+	$(COMPOSE) exec postgres psql -U clarin clarin
