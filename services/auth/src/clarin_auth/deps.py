@@ -1,0 +1,29 @@
+"""Dependencies of the auth endpoints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from clarin_auth.security import PasswordHasher, TokenFactory
+from clarin_common.errors import ServiceUnavailable
+
+
+@dataclass(frozen=True)
+class Security:
+    """What the lifespan prepares for signing in: the hasher and the token factory."""
+
+    passwords: PasswordHasher
+    tokens: TokenFactory
+
+
+def get_security(request: Request) -> Security:
+    security = getattr(request.app.state, "security", None)
+    if not isinstance(security, Security):
+        raise ServiceUnavailable("Auth service is starting")
+    return security
+
+
+SecurityDep = Annotated[Security, Depends(get_security)]

@@ -1,0 +1,47 @@
+"""The auth service: accounts, users and sessions (port 8001)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from clarin_auth.deps import Security
+from clarin_auth.security import PasswordHasher, TokenFactory
+from clarin_auth.sessions.endpoints import router as sessions_router
+from clarin_auth.settings import AuthSettings
+from clarin_auth.users.endpoints import router as users_router
+from clarin_common.app import Resources, create_service_app, serve
+
+MIGRATIONS_DIR = Path(__file__).parents[2] / "migrations"
+
+
+def create_app(settings: AuthSettings | None = None) -> FastAPI:
+    settings = settings or AuthSettings()
+    tokens = TokenFactory(
+        settings.jwt_private_key,
+        access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
+        refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+        issuer=settings.jwt_issuer,
+    )
+
+    async def on_startup(app: FastAPI, _: Resources) -> None:
+        tokens.check_verifies_with(app.state.token_verifier)
+        passwords = await PasswordHasher.create(settings.bcrypt_rounds)
+        app.state.security = Security(passwords=passwords, tokens=tokens)
+
+    return create_service_app(
+        settings,
+        title="Clarin auth",
+        schema="auth",
+        migrations_dir=MIGRATIONS_DIR,
+        use_nats=False,
+        routers=[sessions_router, users_router],
+        on_startup=on_startup,
+    )
+
+
+def run() -> None:
+    settings = AuthSettings()
+    serve(create_app(settings), settings.host, settings.port)

@@ -1,0 +1,95 @@
+"""SQL for accounts and users (schema ``auth``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from clarin_common.contract import Account, User
+
+_USER_COLUMNS = "id, account_id, email, name, role"
+
+
+def _user(row: asyncpg.Record) -> User:
+    return User(
+        id=str(row["id"]),
+        account_id=str(row["account_id"]),
+        email=row["email"],
+        name=row["name"],
+        role=row["role"],
+    )
+
+
+def _account(row: asyncpg.Record) -> Account:
+    return Account(id=str(row["id"]), name=row["name"])
+
+
+@dataclass(frozen=True)
+class UserWithPassword:
+    user: User
+    password_hash: str
+
+
+async def create_account(conn: asyncpg.Connection, name: str) -> Account:
+    row = await conn.fetchrow("INSERT INTO accounts (name) VALUES ($1) RETURNING id, name", name)
+    return _account(row)
+
+
+async def get_account(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) -> Account | None:
+    row = await conn.fetchrow("SELECT id, name FROM accounts WHERE id = $1", account_id)
+    return _account(row) if row is not None else None
+
+
+async def create_user(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    account_id: str,
+    email: str,
+    name: str,
+    role: str,
+    password_hash: str,
+) -> User:
+    """Raises ``asyncpg.UniqueViolationError`` (``users_email_key``) for a taken email."""
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO users (account_id, email, name, role, password_hash)
+        VALUES ($1, $2, $3, $4, $5)
+        RETURNING {_USER_COLUMNS}
+        """,
+        account_id,
+        email,
+        name,
+        role,
+        password_hash,
+    )
+    return _user(row)
+
+
+async def get_by_email_with_password(
+    conn: asyncpg.Connection | asyncpg.Pool, email: str
+) -> UserWithPassword | None:
+    # Login is the one lookup without an account: the email is unique across accounts.
+    row = await conn.fetchrow(
+        f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE email = $1", email
+    )
+    return UserWithPassword(_user(row), row["password_hash"]) if row is not None else None
+
+
+async def get_by_id_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: str, account_id: str
+) -> User | None:
+    row = await conn.fetchrow(
+        f"SELECT {_USER_COLUMNS} FROM users WHERE id = $1 AND account_id = $2",
+        user_id,
+        account_id,
+    )
+    return _user(row) if row is not None else None
+
+
+async def list_for_account(conn: asyncpg.Connection | asyncpg.Pool, account_id: str) -> list[User]:
+    rows = await conn.fetch(
+        f"SELECT {_USER_COLUMNS} FROM users WHERE account_id = $1 ORDER BY created_at, id",
+        account_id,
+    )
+    return [_user(row) for row in rows]
