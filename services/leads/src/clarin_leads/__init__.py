@@ -1,1 +1,1 @@
-"""Clarin leads service."""
+"""Clarin leads service: leads, the pipeline, and leads born from WhatsApp."""

@@ -1,0 +1,118 @@
+"""The durable JetStream consumer that turns inbound WhatsApp messages into leads."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import structlog
+from nats.js import JetStreamContext
+from pydantic import ValidationError
+
+from clarin_common.events import WA_EVENTS_STREAM, AppType, LeadData, WaMessage
+from clarin_common.ids import chat_id_for, phone_from_jid
+from clarin_common.nats import Delivery, PullConsumer
+from clarin_leads.leads import repository
+from clarin_leads.leads.repository import InboundContact
+from clarin_leads.outbox import Outbox, PendingEvent, stage_event
+from clarin_leads.pipeline import repository as stages
+
+log = structlog.get_logger(__name__)
+
+DURABLE = "leads"
+MESSAGE_SUBJECTS = ["wa.evt.*.*.message"]
+
+
+def inbound_contact(delivery: Delivery) -> InboundContact | None:
+    """The contact an event is about, or None when it cannot make or touch a lead
+    (outbound, group, broadcast, no phone number, not a message)."""
+    env = delivery.envelope
+    if env.type != "message" or not env.device_id:
+        return None
+    try:
+        message = WaMessage.model_validate(env.data)
+        account_id = str(uuid.UUID(env.account_id))
+    except (ValidationError, ValueError) as exc:
+        log.error("lead_event_ignored_invalid", event_id=env.id, reason=str(exc)[:300])
+        return None
+    if message.direction != "in" or message.is_group:
+        return None
+    phone = phone_from_jid(message.chat_jid)
+    if phone is None:
+        return None
+    return InboundContact(
+        account_id=account_id,
+        phone=phone,
+        name=(message.push_name or "").strip()[:200] or phone,
+        chat_id=chat_id_for(env.device_id, message.chat_jid),
+        contact_at=message.sent_at,
+    )
+
+
+def _latest_per_number(contacts: list[InboundContact]) -> list[InboundContact]:
+    """One contact per (account, phone): the latest time, the first message's name
+    and chat. Sorted, so concurrent batches lock rows in the same order."""
+    merged: dict[tuple[str, str], InboundContact] = {}
+    for contact in sorted(contacts, key=lambda c: c.contact_at):
+        key = (contact.account_id, contact.phone)
+        first = merged.get(key)
+        if first is None:
+            merged[key] = contact
+        else:
+            merged[key] = InboundContact(
+                account_id=first.account_id,
+                phone=first.phone,
+                name=first.name,
+                chat_id=first.chat_id,
+                contact_at=contact.contact_at,
+            )
+    return [merged[k] for k in sorted(merged)]
+
+
+class LeadsConsumer:
+    """Creates the lead of a new number and keeps ``last_contact_at`` current.
+
+    A batch is one transaction; its application events go out after commit.
+    Idempotent: a redelivered (or republished) message finds the lead and at
+    most moves ``last_contact_at`` forward.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, js: JetStreamContext, outbox: Outbox, batch_size: int = 500
+    ) -> None:
+        self.pool = pool
+        self.outbox = outbox
+        self.consumer = PullConsumer(
+            js,
+            stream=WA_EVENTS_STREAM,
+            durable=DURABLE,
+            filter_subjects=MESSAGE_SUBJECTS,
+            handler=self.handle,
+            batch_size=batch_size,
+        )
+
+    async def start(self) -> None:
+        await self.consumer.start()
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+    async def handle(self, deliveries: list[Delivery]) -> None:
+        contacts = [c for d in deliveries if (c := inbound_contact(d)) is not None]
+        if not contacts:
+            return
+        contacts = _latest_per_number(contacts)
+        events: list[PendingEvent] = []
+        async with self.pool.acquire() as conn, conn.transaction():
+            for account_id in sorted({c.account_id for c in contacts}):
+                await stages.ensure_defaults_for_account(conn, account_id)
+            for contact in contacts:
+                result = await repository.upsert_from_whatsapp(conn, contact)
+                if result is None:
+                    continue
+                lead, created = result
+                type_: AppType = "lead_created" if created else "lead_updated"
+                events.append(await stage_event(conn, lead.account_id, type_, LeadData(lead=lead)))
+                if created:
+                    log.info("lead_from_whatsapp", lead_id=lead.id, account_id=lead.account_id)
+        await self.outbox.publish(events)

@@ -1,0 +1,1 @@
+"""Leads: CRUD, filters, and leads born from WhatsApp messages."""

@@ -1,0 +1,219 @@
+"""SQL for leads. Every function takes the account it filters by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+from clarin_common.contract import Lead
+from clarin_leads.leads.schemas import LeadFilters
+
+PHONE_UNIQUE = "leads_account_phone_key"
+
+_COLUMNS = """
+    id, account_id, name, phone, email, company, stage, tags, notes, value,
+    assigned_to, source, chat_id, last_contact_at, created_at, updated_at
+"""
+
+# columns a client may write (PUT), in a fixed order
+WRITABLE = (
+    "name",
+    "phone",
+    "email",
+    "company",
+    "stage",
+    "tags",
+    "notes",
+    "value",
+    "assigned_to",
+)
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def to_lead(row: asyncpg.Record) -> Lead:
+    value = row["value"]
+    return Lead(
+        id=str(row["id"]),
+        account_id=str(row["account_id"]),
+        name=row["name"],
+        phone=row["phone"],
+        email=row["email"],
+        company=row["company"],
+        stage=row["stage"],
+        tags=list(row["tags"]),
+        notes=row["notes"],
+        value=float(value) if isinstance(value, Decimal) else value,
+        assigned_to=_str_or_none(row["assigned_to"]),
+        source=row["source"],
+        chat_id=_str_or_none(row["chat_id"]),
+        last_contact_at=row["last_contact_at"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True)
+class PageKey:
+    created_at: datetime
+    id: str
+
+
+async def list_for_account(
+    conn: asyncpg.Connection,
+    account_id: str,
+    filters: LeadFilters,
+    *,
+    limit: int,
+    after: PageKey | None,
+    phone_query: str | None,
+) -> list[Lead]:
+    """Newest first, ``(created_at, id)`` breaking ties; ``limit`` rows after ``after``."""
+    where = ["account_id = $1"]
+    args: list[Any] = [account_id]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if filters.stage is not None:
+        where.append(f"stage = {arg(filters.stage)}")
+    if filters.tag is not None:
+        tag = arg(filters.tag)
+        where.append(f"EXISTS (SELECT 1 FROM unnest(tags) AS t WHERE lower(t) = lower({tag}))")
+    if filters.assigned_to is not None:
+        where.append(f"assigned_to = {arg(filters.assigned_to)}")
+    if filters.q is not None:
+        pattern = arg(f"%{escape_like(filters.q)}%")
+        alternatives = [
+            f"name ILIKE {pattern}",
+            f"email ILIKE {pattern}",
+            f"company ILIKE {pattern}",
+            f"phone ILIKE {pattern}",
+        ]
+        if phone_query:
+            alternatives.append(f"phone LIKE {arg(f'%{phone_query}%')}")
+        where.append("(" + " OR ".join(alternatives) + ")")
+    if after is not None:
+        where.append(f"(created_at, id) < ({arg(after.created_at)}, {arg(after.id)}::uuid)")
+    sql = (
+        f"SELECT {_COLUMNS} FROM leads WHERE {' AND '.join(where)} "
+        f"ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}"
+    )
+    rows = await conn.fetch(sql, *args)
+    return [to_lead(r) for r in rows]
+
+
+async def get_by_id_for_account(
+    conn: asyncpg.Connection, account_id: str, lead_id: str, *, for_update: bool = False
+) -> Lead | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(
+        f"SELECT {_COLUMNS} FROM leads WHERE account_id = $1 AND id = $2{lock}",
+        account_id,
+        lead_id,
+    )
+    return to_lead(row) if row else None
+
+
+async def insert(conn: asyncpg.Connection, account_id: str, values: dict[str, Any]) -> Lead:
+    """Insert a manual lead; a duplicate phone raises UniqueViolationError."""
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO leads (account_id, name, phone, email, company, stage, tags, notes,
+                           value, assigned_to, source)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'manual')
+        RETURNING {_COLUMNS}
+        """,
+        account_id,
+        values["name"],
+        values["phone"],
+        values["email"],
+        values["company"],
+        values["stage"],
+        values["tags"],
+        values["notes"],
+        values["value"],
+        values["assigned_to"],
+    )
+    assert row is not None
+    return to_lead(row)
+
+
+async def update_for_account(
+    conn: asyncpg.Connection, account_id: str, lead_id: str, changes: dict[str, Any]
+) -> Lead | None:
+    columns = [c for c in WRITABLE if c in changes]
+    sets = [f"{c} = ${i + 3}" for i, c in enumerate(columns)]
+    sets.append("updated_at = now()")
+    row = await conn.fetchrow(
+        f"UPDATE leads SET {', '.join(sets)} WHERE account_id = $1 AND id = $2 "
+        f"RETURNING {_COLUMNS}",
+        account_id,
+        lead_id,
+        *(changes[c] for c in columns),
+    )
+    return to_lead(row) if row else None
+
+
+async def delete_for_account(conn: asyncpg.Connection, account_id: str, lead_id: str) -> bool:
+    deleted = await conn.fetchval(
+        "DELETE FROM leads WHERE account_id = $1 AND id = $2 RETURNING id", account_id, lead_id
+    )
+    return deleted is not None
+
+
+@dataclass(frozen=True)
+class InboundContact:
+    """The latest inbound WhatsApp contact from one number of one account."""
+
+    account_id: str
+    phone: str
+    name: str
+    chat_id: str
+    contact_at: datetime
+
+
+async def upsert_from_whatsapp(
+    conn: asyncpg.Connection, contact: InboundContact
+) -> tuple[Lead, bool] | None:
+    """Create the lead of a number that has none, else move its ``last_contact_at``
+    forward (and link the chat if the lead has none).
+
+    Returns ``(lead, created)``, or None when the message changed nothing (an
+    older or redelivered message). One statement, so two messages of a new
+    number at once still make one lead: the second waits on the unique index
+    and then takes the update branch.
+    """
+    row = await conn.fetchrow(
+        f"""
+        INSERT INTO leads (account_id, name, phone, stage, source, chat_id, last_contact_at)
+        VALUES ($1, $2, $3, 'new', 'whatsapp', $4, $5)
+        ON CONFLICT (account_id, phone) DO UPDATE SET
+            last_contact_at = GREATEST(leads.last_contact_at, EXCLUDED.last_contact_at),
+            chat_id = COALESCE(leads.chat_id, EXCLUDED.chat_id),
+            updated_at = now()
+        WHERE leads.last_contact_at IS NULL
+           OR leads.last_contact_at < EXCLUDED.last_contact_at
+           OR leads.chat_id IS NULL
+        RETURNING {_COLUMNS}, (xmax = 0) AS created
+        """,
+        contact.account_id,
+        contact.name,
+        contact.phone,
+        contact.chat_id,
+        contact.contact_at,
+    )
+    if row is None:
+        return None
+    return to_lead(row), bool(row["created"])

@@ -1,0 +1,290 @@
+"""Leads born from WhatsApp: the durable consumer of wa.evt.*.*.message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from nats.aio.client import Client as NatsClient
+
+from clarin_common.events import RawEnvelope, WaMessage, wa_envelope
+from clarin_common.ids import chat_id_for
+from clarin_common.nats import Delivery
+from clarin_common.testing import eventually, running_app
+from clarin_leads.main import create_app
+
+PHONE = "5215512345678"
+DEVICE = "0b7c6a1e-5d2f-4f1e-9a3b-2c1d0e9f8a7b"  # the conftest default device
+
+
+async def leads_of(client: httpx.AsyncClient, tenant: Any, query: str = "") -> list[dict[str, Any]]:
+    resp = await client.get(f"/api/leads{query}", headers=tenant.headers)
+    assert resp.status_code == 200, resp.text
+    items: list[dict[str, Any]] = resp.json()["items"]
+    return items
+
+
+def when(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+async def test_first_inbound_message_creates_a_lead(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any, app_events: Any
+) -> None:
+    tenant = new_tenant()
+    events = await app_events(tenant.account_id)
+    sent_at = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+    await wa.message(tenant.account_id, phone=PHONE, push_name="Ana", sent_at=sent_at)
+
+    leads = await eventually(lambda: leads_of(client, tenant))
+    assert len(leads) == 1
+    lead = leads[0]
+    assert lead["name"] == "Ana"
+    assert lead["phone"] == PHONE
+    assert lead["source"] == "whatsapp"
+    assert lead["stage"] == "new"
+    assert lead["tags"] == []
+    assert lead["chat_id"] == chat_id_for(DEVICE, f"{PHONE}@s.whatsapp.net")
+    assert when(lead["last_contact_at"]) == sent_at
+
+    await eventually(lambda: events.of_type("lead_created"))
+    created = events.of_type("lead_created")
+    assert len(created) == 1
+    assert created[0]["data"]["lead"] == lead
+    # visible in the stage filter, and the API refuses a manual duplicate
+    assert [x["id"] for x in await leads_of(client, tenant, "?stage=new")] == [lead["id"]]
+    dup = await client.post(
+        "/api/leads", json={"name": "Dup", "phone": PHONE}, headers=tenant.headers
+    )
+    assert dup.status_code == 409
+
+
+async def test_name_falls_back_to_the_phone(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any
+) -> None:
+    tenant = new_tenant()
+    await wa.message(tenant.account_id, phone=PHONE, push_name=None)
+    await wa.message(tenant.account_id, phone="5491122334455", push_name="   ")
+    await wa.drained()
+    leads = await leads_of(client, tenant)
+    assert sorted(x["name"] for x in leads) == sorted([PHONE, "5491122334455"])
+
+
+async def test_later_messages_only_move_last_contact_forward(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any, app_events: Any
+) -> None:
+    tenant = new_tenant()
+    t0 = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+    await wa.message(tenant.account_id, phone=PHONE, push_name="Ana", sent_at=t0)
+    await wa.drained()
+    [lead] = await leads_of(client, tenant)
+    # the team works the lead…
+    moved = await client.put(
+        f"/api/leads/{lead['id']}",
+        json={"stage": "qualified", "name": "Ana (Acme)"},
+        headers=tenant.headers,
+    )
+    assert moved.status_code == 200
+    events = await app_events(tenant.account_id)
+
+    # …then she writes again, with another push name, later
+    t1 = t0 + timedelta(hours=1)
+    await wa.message(tenant.account_id, phone=PHONE, push_name="Ana María", sent_at=t1)
+    await wa.drained()
+    [after] = await leads_of(client, tenant)
+    assert after["id"] == lead["id"]
+    assert after["name"] == "Ana (Acme)" and after["stage"] == "qualified"
+    assert when(after["last_contact_at"]) == t1
+    await eventually(lambda: events.of_type("lead_updated"))
+    assert events.of_type("lead_updated")[-1]["data"]["lead"] == after
+
+    # an older message (history, late delivery) never moves it back
+    await wa.message(tenant.account_id, phone=PHONE, sent_at=t0 - timedelta(days=1))
+    await wa.drained()
+    [still] = await leads_of(client, tenant)
+    assert when(still["last_contact_at"]) == t1
+    assert not events.of_type("lead_created")
+
+
+async def test_manual_lead_with_the_number_gets_linked(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any
+) -> None:
+    tenant = new_tenant()
+    resp = await client.post(
+        "/api/leads", json={"name": "Ana", "phone": "+52 1 55 1234 5678"}, headers=tenant.headers
+    )
+    manual = resp.json()
+    sent_at = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+    await wa.message(tenant.account_id, phone=PHONE, push_name="Otra", sent_at=sent_at)
+    await wa.drained()
+    [lead] = await leads_of(client, tenant)
+    assert lead["id"] == manual["id"]
+    assert lead["source"] == "manual" and lead["name"] == "Ana"
+    assert lead["chat_id"] == chat_id_for(DEVICE, f"{PHONE}@s.whatsapp.net")
+    assert when(lead["last_contact_at"]) == sent_at
+
+
+async def test_groups_outbound_and_non_phone_chats_create_nothing(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any, app_events: Any
+) -> None:
+    tenant = new_tenant()
+    events = await app_events(tenant.account_id)
+    await wa.message(tenant.account_id, phone="5215500000001", direction="out")
+    await wa.message(
+        tenant.account_id,
+        phone="5215500000002",
+        chat_jid="120363012345678901@g.us",
+        is_group=True,
+    )
+    # a group flagged only by its JID, a broadcast and a hidden-number chat
+    await wa.message(tenant.account_id, chat_jid="120363099999999999@g.us")
+    await wa.message(tenant.account_id, chat_jid="status@broadcast")
+    await wa.message(tenant.account_id, chat_jid="123456789012345@lid")
+    # the sentinel: processed after the others
+    await wa.message(tenant.account_id, phone="5215500000009", push_name="Sentinel")
+    await wa.drained()
+    leads = await leads_of(client, tenant)
+    assert [x["name"] for x in leads] == ["Sentinel"]
+    await eventually(lambda: events.of_type("lead_created"))
+    assert len(events.frames) == 1
+
+
+async def test_same_number_in_two_accounts_is_two_leads(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any
+) -> None:
+    first, second = new_tenant(), new_tenant()
+    await wa.message(first.account_id, phone=PHONE)
+    await wa.message(second.account_id, phone=PHONE)
+    await wa.drained()
+    assert len(await leads_of(client, first)) == 1
+    assert len(await leads_of(client, second)) == 1
+
+
+async def test_redelivered_and_republished_events_make_one_lead(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any, app_events: Any
+) -> None:
+    tenant = new_tenant()
+    events = await app_events(tenant.account_id)
+    t0 = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+    latest = t0 + timedelta(minutes=5)
+    event_id = await wa.message(tenant.account_id, phone=PHONE, sent_at=latest)
+    await wa.message(tenant.account_id, phone=PHONE, sent_at=latest, event_id=event_id)
+    # the same WhatsApp message republished under new event ids, older first
+    await wa.message(tenant.account_id, phone=PHONE, sent_at=t0)
+    await wa.message(tenant.account_id, phone=PHONE, sent_at=latest)
+    await wa.drained()
+    leads = await leads_of(client, tenant)
+    assert len(leads) == 1
+    assert when(leads[0]["last_contact_at"]) == latest
+    await eventually(lambda: events.of_type("lead_created"))
+    assert len(events.of_type("lead_created")) == 1
+
+
+def _delivery(account_id: str, phone: str, sent_at: datetime, event_id: str | None = None) -> Any:
+    data = WaMessage(
+        wa_message_id=uuid.uuid4().hex,
+        chat_jid=f"{phone}@s.whatsapp.net",
+        push_name="Ana",
+        direction="in",
+        sent_at=sent_at,
+    )
+    env = wa_envelope(account_id, DEVICE, "message", data, event_id=event_id)
+    raw = RawEnvelope.model_validate(json.loads(env.model_dump_json()))
+    return Delivery(msg=None, envelope=raw)  # type: ignore[arg-type]
+
+
+async def test_handler_is_idempotent_and_safe_in_parallel(
+    settings_for: Callable[..., Any],
+    clean_state: None,
+    new_tenant: Callable[[], Any],
+) -> None:
+    """Two consumers (two replicas) handling messages of the same new numbers at the
+    same moment, each batch in its own transaction: one lead per number."""
+    tenant = new_tenant()
+    app = create_app(settings_for())
+    async with running_app(app) as client:
+        consumer = app.state.resources.extras["consumer"]
+        t0 = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+        phones = [f"52155000001{i:02d}" for i in range(10)]
+        batches = [
+            [_delivery(tenant.account_id, p, t0 + timedelta(seconds=k)) for p in phones]
+            for k in range(4)
+        ]
+        await asyncio.gather(*(consumer.handle(batch) for batch in batches))
+        # the very same deliveries again (a redelivery after a lost ack)
+        await asyncio.gather(*(consumer.handle(batch) for batch in batches))
+        leads = await leads_of(client, tenant, "?limit=200")
+        assert sorted(x["phone"] for x in leads) == sorted(phones)
+        for lead in leads:
+            assert when(lead["last_contact_at"]) == t0 + timedelta(seconds=3)
+
+
+async def test_two_messages_at_once_from_a_new_number_two_replicas(
+    settings_for: Callable[..., Any],
+    clean_state: None,
+    new_tenant: Callable[[], Any],
+    wa: Any,
+    nats_client: NatsClient,
+    app_events: Any,
+) -> None:
+    """End to end: two service replicas share the durable consumer, messages of
+    the same new numbers arrive together."""
+    tenant = new_tenant()
+    events = await app_events(tenant.account_id)
+    app_a, app_b = create_app(settings_for()), create_app(settings_for(consumer_batch_size=1))
+    async with running_app(app_a) as client, running_app(app_b):
+        phones = [f"54911000000{i:02d}" for i in range(5)]
+        await asyncio.gather(
+            *(wa.message(tenant.account_id, phone=p) for p in phones for _ in range(2))
+        )
+        await wa.drained()
+        leads = await leads_of(client, tenant)
+        assert sorted(x["phone"] for x in leads) == sorted(phones)
+        await eventually(lambda: len(events.of_type("lead_created")) >= 5)
+        created = events.of_type("lead_created")
+        assert sorted(e["data"]["lead"]["phone"] for e in created) == sorted(phones)
+
+
+async def test_invalid_event_does_not_block_the_stream(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any, nats_client: NatsClient
+) -> None:
+    tenant = new_tenant()
+    js = nats_client.jetstream()
+    subject = f"wa.evt.{tenant.account_id}.{DEVICE}.message"
+    await js.publish(subject, b"not json")
+    bad = {
+        "id": str(uuid.uuid4()),
+        "type": "message",
+        "account_id": tenant.account_id,
+        "device_id": DEVICE,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "data": {"chat_jid": "x"},  # no direction, no sent_at
+    }
+    await js.publish(subject, json.dumps(bad).encode())
+    await wa.message(tenant.account_id, phone=PHONE, push_name="Después")
+    await wa.drained()
+    assert [x["name"] for x in await leads_of(client, tenant)] == ["Después"]
+
+
+async def test_consumer_created_lead_is_deletable_and_recreated_by_a_new_message(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any, app_events: Any
+) -> None:
+    tenant = new_tenant()
+    await wa.message(tenant.account_id, phone=PHONE)
+    await wa.drained()
+    [lead] = await leads_of(client, tenant)
+    events = await app_events(tenant.account_id)
+    assert (
+        await client.delete(f"/api/leads/{lead['id']}", headers=tenant.headers)
+    ).status_code == 204
+    await wa.message(tenant.account_id, phone=PHONE)
+    await wa.drained()
+    [again] = await leads_of(client, tenant)
+    assert again["id"] != lead["id"]
+    await eventually(lambda: events.of_type("lead_created"))
+    assert [f["type"] for f in events.frames] == ["lead_deleted", "lead_created"]
