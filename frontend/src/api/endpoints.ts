@@ -1,0 +1,81 @@
+import { request } from "./client";
+import type {
+  Account,
+  Chat,
+  Device,
+  Lead,
+  LeadInput,
+  Message,
+  Page,
+  QrCode,
+  Role,
+  Session,
+  Stage,
+  User,
+} from "./types";
+
+const enc = encodeURIComponent;
+
+export const authApi = {
+  login: (email: string, password: string) =>
+    request<Session>("/api/auth/login", { method: "POST", json: { email, password }, auth: false }),
+  register: (body: { account_name: string; name: string; email: string; password: string }) =>
+    request<Session>("/api/auth/register", { method: "POST", json: body, auth: false }),
+  logout: (refresh_token: string) =>
+    request<void>("/api/auth/logout", { method: "POST", json: { refresh_token }, auth: false }),
+  me: () => request<{ user: User; account: Account }>("/api/auth/me"),
+};
+
+export const usersApi = {
+  list: () => request<{ items: User[] }>("/api/users"),
+  create: (body: { name: string; email: string; password: string; role: Role }) =>
+    request<User>("/api/users", { method: "POST", json: body }),
+};
+
+export const devicesApi = {
+  list: () => request<{ items: Device[] }>("/api/devices"),
+  create: (name: string) => request<Device>("/api/devices", { method: "POST", json: { name } }),
+  get: (id: string) => request<Device>(`/api/devices/${enc(id)}`),
+  connect: (id: string) => request<Device>(`/api/devices/${enc(id)}/connect`, { method: "POST" }),
+  qr: (id: string) => request<QrCode>(`/api/devices/${enc(id)}/qr`),
+  pairPhone: (id: string, phone: string) =>
+    request<{ pairing_code: string }>(`/api/devices/${enc(id)}/pair-phone`, { method: "POST", json: { phone } }),
+  disconnect: (id: string) => request<Device>(`/api/devices/${enc(id)}/disconnect`, { method: "POST" }),
+  logout: (id: string) => request<Device>(`/api/devices/${enc(id)}/logout`, { method: "POST" }),
+  remove: (id: string) => request<void>(`/api/devices/${enc(id)}`, { method: "DELETE" }),
+};
+
+export const chatsApi = {
+  list: (params: { device_id?: string; q?: string; unread?: boolean; limit?: number; cursor?: string | null }) =>
+    request<Page<Chat>>("/api/chats", {
+      query: { ...params, unread: params.unread ? "true" : undefined },
+    }),
+  get: (id: string) => request<Chat>(`/api/chats/${enc(id)}`),
+  messages: (id: string, params: { limit?: number; cursor?: string | null }) =>
+    request<Page<Message>>(`/api/chats/${enc(id)}/messages`, { query: params }),
+  markRead: (id: string) => request<void>(`/api/chats/${enc(id)}/read`, { method: "POST" }),
+};
+
+export const messagesApi = {
+  send: (body: { chat_id: string; body: string; client_id: string }) =>
+    request<Message>("/api/messages/send", { method: "POST", json: body }),
+  sendMedia: (p: { chat_id: string; file: File; caption?: string; client_id: string }) => {
+    const form = new FormData();
+    form.set("chat_id", p.chat_id);
+    form.set("client_id", p.client_id);
+    if (p.caption) form.set("caption", p.caption);
+    form.set("file", p.file, p.file.name);
+    return request<Message>("/api/messages/send/media", { method: "POST", form });
+  },
+  media: (messageId: string) => request<Blob>(`/api/media/${enc(messageId)}`, { as: "blob" }),
+};
+
+export const leadsApi = {
+  list: (params: { stage?: string; tag?: string; q?: string; assigned_to?: string; limit?: number; cursor?: string | null }) =>
+    request<Page<Lead>>("/api/leads", { query: params }),
+  get: (id: string) => request<Lead>(`/api/leads/${enc(id)}`),
+  create: (body: LeadInput) => request<Lead>("/api/leads", { method: "POST", json: body }),
+  update: (id: string, body: LeadInput) => request<Lead>(`/api/leads/${enc(id)}`, { method: "PUT", json: body }),
+  remove: (id: string) => request<void>(`/api/leads/${enc(id)}`, { method: "DELETE" }),
+  stages: () => request<{ items: Stage[] }>("/api/pipeline/stages"),
+};

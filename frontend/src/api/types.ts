@@ -1,0 +1,164 @@
+// Types mirroring /work/shared/API.md (the public contract).
+
+export type Role = "admin" | "agent";
+
+export interface User {
+  id: string;
+  account_id: string;
+  email: string;
+  name: string;
+  role: Role;
+}
+
+export interface Account {
+  id: string;
+  name: string;
+}
+
+export interface Session {
+  access_token: string;
+  refresh_token: string;
+  token_type: "bearer";
+  expires_in: number;
+  user: User;
+  account: Account;
+}
+
+export type DeviceStatus =
+  | "disconnected"
+  | "connecting"
+  | "qr_pending"
+  | "connected"
+  | "logged_out"
+  | "error";
+
+export interface Device {
+  id: string;
+  account_id: string;
+  name: string;
+  phone: string | null;
+  jid: string | null;
+  status: DeviceStatus;
+  last_error: string | null;
+  last_seen_at: string | null;
+  created_at: string;
+}
+
+export interface QrCode {
+  code: string;
+  expires_at: string;
+}
+
+export interface Chat {
+  id: string;
+  device_id: string;
+  jid: string;
+  name: string | null;
+  phone: string | null;
+  last_message_preview: string | null;
+  last_message_at: string | null;
+  unread_count: number;
+  lead_id: string | null;
+}
+
+export type MessageDirection = "in" | "out";
+export type MessageType =
+  | "text"
+  | "image"
+  | "video"
+  | "audio"
+  | "document"
+  | "sticker"
+  | "location"
+  | "contact"
+  | "reaction"
+  | "unknown";
+export type MessageStatus = "pending" | "sent" | "delivered" | "read" | "failed" | "received";
+
+export interface Media {
+  url: string;
+  mime_type: string | null;
+  file_name: string | null;
+  size: number | null;
+}
+
+export interface Message {
+  id: string;
+  chat_id: string;
+  device_id: string;
+  wa_message_id: string | null;
+  direction: MessageDirection;
+  type: MessageType;
+  body: string | null;
+  media: Media | null;
+  status: MessageStatus;
+  sender_jid: string | null;
+  sender_name: string | null;
+  sent_at: string;
+  client_id: string | null;
+}
+
+export interface Page<T> {
+  items: T[];
+  next_cursor: string | null;
+}
+
+export interface Lead {
+  id: string;
+  account_id: string;
+  name: string;
+  phone: string | null;
+  email: string | null;
+  company: string | null;
+  stage: string;
+  tags: string[];
+  notes: string | null;
+  value: number | string | null;
+  assigned_to: string | null;
+  source: "manual" | "whatsapp";
+  chat_id: string | null;
+  last_contact_at: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface LeadInput {
+  name?: string;
+  phone?: string | null;
+  email?: string | null;
+  company?: string | null;
+  stage?: string;
+  tags?: string[];
+  notes?: string | null;
+  value?: number | null;
+  assigned_to?: string | null;
+}
+
+export interface Stage {
+  key: string;
+  name: string;
+  position: number;
+}
+
+export interface ValidationDetail {
+  loc: (string | number)[];
+  msg: string;
+  type: string;
+}
+
+export interface ErrorBody {
+  error: { code: string; message: string; details: unknown };
+}
+
+// ---- WebSocket frames ----
+export type WsEvent =
+  | { type: "new_message"; data: { message: Message; chat: Chat } }
+  | { type: "message_sent"; data: { message: Message } }
+  | { type: "message_status"; data: { message_id: string; chat_id: string; status: MessageStatus } }
+  | { type: "device_status"; data: { device: Device } }
+  | { type: "qr_code"; data: { device_id: string; code: string; expires_at: string } }
+  | { type: "chat_read"; data: { chat_id: string } }
+  | { type: "lead_created"; data: { lead: Lead } }
+  | { type: "lead_updated"; data: { lead: Lead } }
+  | { type: "lead_deleted"; data: { lead_id: string } }
+  | { type: "pong"; data?: unknown };

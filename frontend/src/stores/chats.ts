@@ -1,0 +1,344 @@
+import { create } from "zustand";
+import { ApiError } from "../api/client";
+import { chatsApi, messagesApi } from "../api/endpoints";
+import type { Chat, Message, MessageStatus, MessageType } from "../api/types";
+import { onSessionEnd } from "../lib/bus";
+import {
+  TEMP_PREFIX,
+  applyStatus,
+  chatMatches,
+  chatOrder,
+  mergeAll,
+  mergeStatus,
+  upsertInto,
+  type UiMessage,
+} from "../lib/reconcile";
+import { uuid } from "../lib/util";
+
+export const PAGE_SIZE = 50;
+
+export interface Thread {
+  items: UiMessage[];
+  cursor: string | null;
+  loaded: boolean;
+  loading: boolean;
+  loadingOlder: boolean;
+  error: unknown;
+}
+
+export interface ChatFilters {
+  q: string;
+  device_id: string;
+  unread: boolean;
+}
+
+interface ChatsState {
+  byId: Record<string, Chat>;
+  /** ids in the list for the current filters, newest activity first */
+  listIds: string[];
+  filters: ChatFilters;
+  cursor: string | null;
+  loading: boolean;
+  loadingMore: boolean;
+  loaded: boolean;
+  error: unknown;
+  threads: Record<string, Thread>;
+  /** statuses that arrived before their message (keyed by message id) */
+  earlyStatus: Record<string, MessageStatus>;
+
+  setFilters: (f: Partial<ChatFilters>) => Promise<void>;
+  loadChats: (opts?: { soft?: boolean }) => Promise<void>;
+  loadMoreChats: () => Promise<void>;
+  fetchChat: (id: string) => Promise<Chat | null>;
+  upsertChat: (chat: Chat) => void;
+  patchChat: (id: string, patch: Partial<Chat>) => void;
+
+  loadThread: (chatId: string) => Promise<void>;
+  loadOlder: (chatId: string) => Promise<void>;
+  upsertMessage: (m: UiMessage) => void;
+  setStatus: (messageId: string, chatId: string, status: MessageStatus) => void;
+
+  sendText: (chatId: string, body: string) => Promise<void>;
+  sendFile: (chatId: string, file: File, caption: string) => Promise<void>;
+  retry: (chatId: string, tempOrId: string) => Promise<void>;
+  markRead: (chatId: string) => Promise<void>;
+  reset: () => void;
+}
+
+const emptyThread: Thread = { items: [], cursor: null, loaded: false, loading: false, loadingOlder: false, error: null };
+
+const initial = {
+  byId: {} as Record<string, Chat>,
+  listIds: [] as string[],
+  filters: { q: "", device_id: "", unread: false },
+  cursor: null,
+  loading: false,
+  loadingMore: false,
+  loaded: false,
+  error: null,
+  threads: {} as Record<string, Thread>,
+  earlyStatus: {} as Record<string, MessageStatus>,
+};
+
+let listSeq = 0; // ignore answers to superseded list requests
+
+function typeOfFile(file: File): MessageType {
+  if (file.type.startsWith("image/")) return "image";
+  if (file.type.startsWith("video/")) return "video";
+  if (file.type.startsWith("audio/")) return "audio";
+  return "document";
+}
+
+export function previewOf(m: Pick<Message, "type" | "body" | "media">): string {
+  if (m.body) return m.body;
+  return m.media?.file_name ?? `[${m.type}]`;
+}
+
+export const useChats = create<ChatsState>((set, get) => {
+  const sortIds = (ids: string[], byId: Record<string, Chat>) =>
+    ids.slice().sort((a, b) => {
+      const ca = byId[a];
+      const cb = byId[b];
+      return ca && cb ? chatOrder(ca, cb) : 0;
+    });
+
+  const patchThread = (chatId: string, fn: (t: Thread) => Thread) => {
+    const t = get().threads[chatId] ?? emptyThread;
+    set({ threads: { ...get().threads, [chatId]: fn(t) } });
+  };
+
+  /** POST a message for an optimistic entry already in the thread. */
+  const deliver = async (chatId: string, temp: UiMessage) => {
+    try {
+      const file = temp.local?.file;
+      const clientId = temp.client_id ?? uuid();
+      const msg = file
+        ? await messagesApi.sendMedia({ chat_id: chatId, file, caption: temp.body ?? undefined, client_id: clientId })
+        : await messagesApi.send({ chat_id: chatId, body: temp.body ?? "", client_id: clientId });
+      get().upsertMessage(msg);
+    } catch (e) {
+      const error = e instanceof ApiError ? e.code : "network";
+      patchThread(chatId, (t) => ({
+        ...t,
+        items: t.items.map((m) => (m.id === temp.id ? { ...m, local: { ...m.local, error } } : m)),
+      }));
+    }
+  };
+
+  const optimistic = (chatId: string, body: string, file?: File): UiMessage | null => {
+    const chat = get().byId[chatId];
+    if (!chat) return null;
+    const clientId = uuid();
+    const now = new Date().toISOString();
+    const preview = file && file.type.startsWith("image/") && typeof URL.createObjectURL === "function"
+      ? URL.createObjectURL(file)
+      : undefined;
+    const m: UiMessage = {
+      id: TEMP_PREFIX + clientId,
+      chat_id: chatId,
+      device_id: chat.device_id,
+      wa_message_id: null,
+      direction: "out",
+      type: file ? typeOfFile(file) : "text",
+      body: body || null,
+      media: file ? { url: "", mime_type: file.type || null, file_name: file.name, size: file.size } : null,
+      status: "pending",
+      sender_jid: null,
+      sender_name: null,
+      sent_at: now,
+      client_id: clientId,
+      local: file ? { file, preview } : {},
+    };
+    get().upsertMessage(m);
+    get().patchChat(chatId, { last_message_at: now, last_message_preview: previewOf(m) });
+    return m;
+  };
+
+  return {
+    ...initial,
+
+    setFilters: async (f) => {
+      set({ filters: { ...get().filters, ...f } });
+      await get().loadChats();
+    },
+
+    loadChats: async (opts) => {
+      const seq = ++listSeq;
+      set(opts?.soft ? { error: null } : { loading: true, error: null });
+      try {
+        const { q, device_id, unread } = get().filters;
+        const page = await chatsApi.list({ q, device_id, unread, limit: PAGE_SIZE });
+        if (seq !== listSeq) return;
+        const byId = { ...get().byId };
+        for (const c of page.items) byId[c.id] = c;
+        set({
+          byId,
+          listIds: page.items.map((c) => c.id),
+          cursor: page.next_cursor,
+          loading: false,
+          loaded: true,
+        });
+      } catch (error) {
+        if (seq === listSeq) set({ loading: false, error });
+      }
+    },
+
+    loadMoreChats: async () => {
+      const { cursor, loadingMore, filters } = get();
+      if (!cursor || loadingMore) return;
+      const seq = listSeq;
+      set({ loadingMore: true });
+      try {
+        const page = await chatsApi.list({ ...filters, limit: PAGE_SIZE, cursor });
+        if (seq !== listSeq) return;
+        const byId = { ...get().byId };
+        const ids = get().listIds.slice();
+        for (const c of page.items) {
+          byId[c.id] = c;
+          if (!ids.includes(c.id)) ids.push(c.id);
+        }
+        set({ byId, listIds: ids, cursor: page.next_cursor, loadingMore: false });
+      } catch (error) {
+        set({ loadingMore: false, error });
+      }
+    },
+
+    fetchChat: async (id) => {
+      try {
+        const chat = await chatsApi.get(id);
+        set({ byId: { ...get().byId, [id]: chat } });
+        return chat;
+      } catch {
+        return null;
+      }
+    },
+
+    upsertChat: (chat) => {
+      const { byId, listIds, filters, loaded } = get();
+      const nextById = { ...byId, [chat.id]: { ...byId[chat.id], ...chat } };
+      let ids = listIds;
+      const inList = listIds.includes(chat.id);
+      const matches = chatMatches(chat, filters);
+      // a chat already listed stays (e.g. just read under the unread filter)
+      if (!inList && matches && loaded) ids = [...listIds, chat.id];
+      set({ byId: nextById, listIds: sortIds(ids, nextById) });
+    },
+
+    patchChat: (id, patch) => {
+      const c = get().byId[id];
+      if (!c) return;
+      get().upsertChat({ ...c, ...patch });
+    },
+
+    loadThread: async (chatId) => {
+      const cur = get().threads[chatId];
+      if (cur?.loading) return;
+      patchThread(chatId, (t) => ({ ...t, loading: !t.loaded, error: null }));
+      try {
+        const page = await chatsApi.messages(chatId, { limit: PAGE_SIZE });
+        const fromServer: UiMessage[] = page.items.slice().reverse();
+        patchThread(chatId, (t) => {
+          // keep what arrived meanwhile (frames, optimistic sends) and older pages
+          return {
+            ...t,
+            items: mergeAll(fromServer, t.items),
+            cursor: t.loaded && t.cursor !== null && t.items.length > fromServer.length ? t.cursor : page.next_cursor,
+            loaded: true,
+            loading: false,
+          };
+        });
+        const early = get().earlyStatus;
+        for (const m of page.items) if (early[m.id]) get().setStatus(m.id, chatId, early[m.id] as MessageStatus);
+      } catch (error) {
+        patchThread(chatId, (t) => ({ ...t, loading: false, error }));
+      }
+    },
+
+    loadOlder: async (chatId) => {
+      const t = get().threads[chatId];
+      if (!t || !t.cursor || t.loadingOlder || t.loading) return;
+      patchThread(chatId, (x) => ({ ...x, loadingOlder: true }));
+      try {
+        const page = await chatsApi.messages(chatId, { limit: PAGE_SIZE, cursor: t.cursor });
+        patchThread(chatId, (x) => ({
+          ...x,
+          items: mergeAll(x.items, page.items.slice().reverse()),
+          cursor: page.next_cursor,
+          loadingOlder: false,
+        }));
+      } catch (error) {
+        patchThread(chatId, (x) => ({ ...x, loadingOlder: false, error }));
+      }
+    },
+
+    upsertMessage: (m) => {
+      const t = get().threads[m.chat_id];
+      if (!t) return; // not open yet: it will be fetched when opened
+      let msg = m;
+      const early = get().earlyStatus[m.id];
+      if (early) {
+        msg = { ...m, status: mergeStatus(m.status, early) };
+        const rest = { ...get().earlyStatus };
+        delete rest[m.id];
+        set({ earlyStatus: rest });
+        // merge goes through mergeStatus, so an early "read" survives a later "sent"
+      }
+      patchThread(m.chat_id, (x) => ({ ...x, items: upsertInto(x.items, msg) }));
+    },
+
+    setStatus: (messageId, chatId, status) => {
+      const t = get().threads[chatId];
+      const next = t ? applyStatus(t.items, messageId, status) : null;
+      if (t && next) {
+        if (next !== t.items) patchThread(chatId, (x) => ({ ...x, items: applyStatus(x.items, messageId, status) ?? x.items }));
+        return;
+      }
+      // not known yet (the send answer or new_message frame is still on its way)
+      const early = { ...get().earlyStatus, [messageId]: status };
+      const keys = Object.keys(early);
+      if (keys.length > 500) for (const k of keys.slice(0, keys.length - 500)) delete early[k];
+      set({ earlyStatus: early });
+    },
+
+    sendText: async (chatId, body) => {
+      const text = body.trim();
+      if (!text) return;
+      const m = optimistic(chatId, text);
+      if (m) await deliver(chatId, m);
+    },
+
+    sendFile: async (chatId, file, caption) => {
+      const m = optimistic(chatId, caption.trim(), file);
+      if (m) await deliver(chatId, m);
+    },
+
+    retry: async (chatId, id) => {
+      const m = get().threads[chatId]?.items.find((x) => x.id === id);
+      if (!m) return;
+      patchThread(chatId, (t) => ({
+        ...t,
+        items: t.items.map((x) => (x.id === id ? { ...x, local: { ...x.local, error: undefined } } : x)),
+      }));
+      await deliver(chatId, m); // same client_id: the server keeps one message
+    },
+
+    markRead: async (chatId) => {
+      const c = get().byId[chatId];
+      if (c && c.unread_count > 0) get().patchChat(chatId, { unread_count: 0 });
+      try {
+        await chatsApi.markRead(chatId);
+      } catch {
+        /* a later open or a chat_read frame fixes it */
+      }
+    },
+
+    reset: () => {
+      listSeq++;
+      for (const t of Object.values(get().threads))
+        for (const m of t.items) if (m.local?.preview) URL.revokeObjectURL(m.local.preview);
+      set({ ...initial });
+    },
+  };
+});
+
+onSessionEnd(() => useChats.getState().reset());
