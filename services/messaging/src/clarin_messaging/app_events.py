@@ -1,0 +1,65 @@
+"""Application events (``app.{account}.{type}``) published after commit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clarin_common.contract import Chat, Message
+from clarin_common.events import (
+    ChatReadData,
+    Envelope,
+    MessageSentData,
+    MessageStatusData,
+    NewMessageData,
+    app_envelope,
+    app_event_subject,
+)
+
+Event = tuple[str, Envelope[Any]]
+
+
+def new_message(account_id: str, message: Message, chat: Chat) -> Event:
+    return (
+        app_event_subject(account_id, "new_message"),
+        app_envelope(
+            account_id,
+            "new_message",
+            NewMessageData(message=message, chat=chat),
+            device_id=message.device_id,
+        ),
+    )
+
+
+def message_sent(account_id: str, message: Message) -> Event:
+    return (
+        app_event_subject(account_id, "message_sent"),
+        app_envelope(
+            account_id,
+            "message_sent",
+            MessageSentData(message=message),
+            device_id=message.device_id,
+        ),
+    )
+
+
+def message_status(
+    account_id: str, message_id: str, chat_id: str, status: str, device_id: str | None = None
+) -> Event:
+    return (
+        app_event_subject(account_id, "message_status"),
+        app_envelope(
+            account_id,
+            "message_status",
+            MessageStatusData.model_validate(
+                {"message_id": message_id, "chat_id": chat_id, "status": status}
+            ),
+            device_id=device_id,
+        ),
+    )
+
+
+def chat_read(account_id: str, chat_id: str, device_id: str | None = None) -> Event:
+    return (
+        app_event_subject(account_id, "chat_read"),
+        app_envelope(account_id, "chat_read", ChatReadData(chat_id=chat_id), device_id=device_id),
+    )

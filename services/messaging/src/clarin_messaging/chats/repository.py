@@ -1,0 +1,240 @@
+"""SQL of chats (asyncpg; the pool's search_path is the ``messaging`` schema)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+
+@dataclass
+class ChatUpsert:
+    """One chat touched by new messages: created if missing, else moved forward."""
+
+    id: str
+    account_id: str
+    device_id: str
+    jid: str
+    phone: str | None
+    is_group: bool
+    name: str | None
+    preview: str | None
+    last_at: datetime | None
+    unread: int
+
+
+_UPSERT = """
+INSERT INTO chats AS c (id, account_id, device_id, jid, phone, is_group, name,
+                        last_message_preview, last_message_at, activity_at, unread_count, lead_id)
+SELECT d.id, d.account_id, d.device_id, d.jid, d.phone, d.is_group, d.name,
+       d.preview, d.last_at, coalesce(d.last_at, now()), d.unread,
+       (SELECT l.lead_id FROM lead_links l
+         WHERE l.account_id = d.account_id AND (l.chat_id = d.id OR l.phone = d.phone)
+         ORDER BY (l.chat_id = d.id) DESC, l.updated_at DESC LIMIT 1)
+FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bool[], $7::text[],
+            $8::text[], $9::timestamptz[], $10::int[])
+     AS d(id, account_id, device_id, jid, phone, is_group, name, preview, last_at, unread)
+ORDER BY d.id
+ON CONFLICT (id) DO UPDATE SET
+    name = coalesce(excluded.name, c.name),
+    unread_count = c.unread_count + excluded.unread_count,
+    last_message_preview = CASE
+        WHEN excluded.last_message_at >= coalesce(c.last_message_at, '-infinity')
+        THEN excluded.last_message_preview ELSE c.last_message_preview END,
+    last_message_at = greatest(c.last_message_at, excluded.last_message_at),
+    activity_at = greatest(c.activity_at, excluded.activity_at),
+    lead_id = coalesce(c.lead_id, excluded.lead_id),
+    updated_at = now()
+RETURNING c.*, (c.xmax = 0) AS inserted
+"""
+
+
+async def upsert_many(
+    conn: asyncpg.Connection, chats: Sequence[ChatUpsert]
+) -> list[asyncpg.Record]:
+    """Each chat id must appear once (ON CONFLICT cannot touch a row twice)."""
+    if not chats:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(
+        _UPSERT,
+        [c.id for c in chats],
+        [c.account_id for c in chats],
+        [c.device_id for c in chats],
+        [c.jid for c in chats],
+        [c.phone for c in chats],
+        [c.is_group for c in chats],
+        [c.name for c in chats],
+        [c.preview for c in chats],
+        [c.last_at for c in chats],
+        [c.unread for c in chats],
+    )
+    return rows
+
+
+async def get_by_id_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, chat_id: str, account_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM chats WHERE id = $1 AND account_id = $2", chat_id, account_id
+    )
+
+
+async def list_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    account_id: str,
+    *,
+    device_id: str | None,
+    q: str | None,
+    unread_only: bool,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    pattern = digits_pattern = None
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        digits = "".join(ch for ch in q if ch.isdigit())
+        digits_pattern = f"%{digits}%" if digits else None
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT * FROM chats
+        WHERE account_id = $1
+          AND ($2::uuid IS NULL OR device_id = $2)
+          AND ($3::text IS NULL OR name ILIKE $3 OR phone ILIKE $3 OR jid ILIKE $3
+               OR ($4::text IS NOT NULL AND phone LIKE $4))
+          AND (NOT $5::bool OR unread_count > 0)
+          AND ($6::timestamptz IS NULL OR (activity_at, id) < ($6, $7::uuid))
+        ORDER BY activity_at DESC, id DESC
+        LIMIT $8
+        """,
+        account_id,
+        device_id,
+        pattern,
+        digits_pattern,
+        unread_only,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return rows
+
+
+async def mark_read(
+    conn: asyncpg.Connection, chat_id: str, account_id: str
+) -> list[asyncpg.Record]:
+    """Unread to 0; the inbound messages that were unread become ``read`` and are returned."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        UPDATE messages SET status = 'read', updated_at = now()
+        WHERE chat_id = $1 AND account_id = $2 AND direction = 'in' AND status = 'received'
+        RETURNING wa_message_id, sender_jid
+        """,
+        chat_id,
+        account_id,
+    )
+    await conn.execute(
+        "UPDATE chats SET unread_count = 0, updated_at = now() WHERE id = $1 AND account_id = $2",
+        chat_id,
+        account_id,
+    )
+    return rows
+
+
+async def set_last_message(
+    conn: asyncpg.Connection,
+    chat_id: str,
+    preview: str | None,
+    last_at: datetime | None,
+) -> None:
+    await conn.execute(
+        """
+        UPDATE chats SET last_message_preview = $2, last_message_at = $3,
+                         activity_at = coalesce($3, created_at), updated_at = now()
+        WHERE id = $1
+        """,
+        chat_id,
+        preview,
+        last_at,
+    )
+
+
+async def delete(conn: asyncpg.Connection, chat_id: str) -> None:
+    await conn.execute("DELETE FROM chats WHERE id = $1", chat_id)
+
+
+# ---- lead links (from app.*.lead_* events) ------------------------------------------
+
+
+async def upsert_lead_link(
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    lead_id: str,
+    chat_id: str | None,
+    phone: str | None,
+    updated_at: datetime,
+) -> bool:
+    """Record the lead's chat/phone; False when a newer event already did."""
+    row = await conn.fetchrow(
+        """
+        INSERT INTO lead_links AS l (lead_id, account_id, chat_id, phone, updated_at)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (lead_id) DO UPDATE
+            SET chat_id = excluded.chat_id, phone = excluded.phone, updated_at = excluded.updated_at
+            WHERE l.updated_at <= excluded.updated_at AND l.account_id = excluded.account_id
+        RETURNING lead_id
+        """,
+        lead_id,
+        account_id,
+        chat_id,
+        phone,
+        updated_at,
+    )
+    return row is not None
+
+
+async def link_lead(
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    lead_id: str,
+    chat_id: str | None,
+    phone: str | None,
+) -> None:
+    # the lead's phone or chat may have changed: unlink the chats that no longer match
+    await conn.execute(
+        """
+        UPDATE chats SET lead_id = NULL, updated_at = now()
+        WHERE account_id = $1 AND lead_id = $2
+          AND id IS DISTINCT FROM $3::uuid AND phone IS DISTINCT FROM $4::text
+        """,
+        account_id,
+        lead_id,
+        chat_id,
+        phone,
+    )
+    await conn.execute(
+        """
+        UPDATE chats SET lead_id = $2, updated_at = now()
+        WHERE account_id = $1 AND (id = $3::uuid OR phone = $4::text)
+          AND lead_id IS DISTINCT FROM $2
+        """,
+        account_id,
+        lead_id,
+        chat_id,
+        phone,
+    )
+
+
+async def unlink_lead(conn: asyncpg.Connection, *, account_id: str, lead_id: str) -> None:
+    await conn.execute(
+        "DELETE FROM lead_links WHERE lead_id = $1 AND account_id = $2", lead_id, account_id
+    )
+    await conn.execute(
+        "UPDATE chats SET lead_id = NULL, updated_at = now() "
+        "WHERE account_id = $1 AND lead_id = $2",
+        account_id,
+        lead_id,
+    )

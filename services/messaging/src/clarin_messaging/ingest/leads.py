@@ -1,0 +1,74 @@
+"""Link chats to leads from ``app.{account}.lead_created|lead_updated|lead_deleted``.
+
+A chat belongs to the lead whose ``chat_id`` is the chat or whose phone is the
+chat's phone. The links are also remembered (``lead_links``), so a chat that
+only appears after its lead was created is linked when it is created.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from pydantic import ValidationError
+
+from clarin_common.events import LeadData, LeadDeletedData
+from clarin_common.ids import phone_digits
+from clarin_common.nats import Delivery, PoisonMessage
+from clarin_messaging.chats import repository as chats_repo
+from clarin_messaging.context import Messaging
+
+LEAD_EVENT_TYPES = ("lead_created", "lead_updated", "lead_deleted")
+
+
+def _uuid_or_none(value: str | None) -> str | None:
+    if not value:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return None
+
+
+async def handle_lead_events(ctx: Messaging, deliveries: list[Delivery]) -> None:
+    parsed: list[tuple[str, LeadData | LeadDeletedData]] = []
+    for delivery in deliveries:
+        env = delivery.envelope
+        kind = delivery.msg.subject.rsplit(".", 1)[-1]
+        if kind not in LEAD_EVENT_TYPES:
+            continue
+        try:
+            account_id = str(uuid.UUID(env.account_id))
+            data: LeadData | LeadDeletedData = (
+                LeadDeletedData.model_validate(env.data)
+                if kind == "lead_deleted"
+                else LeadData.model_validate(env.data)
+            )
+        except (ValueError, ValidationError) as exc:
+            raise PoisonMessage(f"invalid {kind} event: {exc}") from exc
+        parsed.append((account_id, data))
+
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        for account_id, data in parsed:
+            if isinstance(data, LeadDeletedData):
+                lead_id = _uuid_or_none(data.lead_id)
+                if lead_id:
+                    await chats_repo.unlink_lead(conn, account_id=account_id, lead_id=lead_id)
+                continue
+            lead = data.lead
+            lead_id = _uuid_or_none(lead.id)
+            if lead_id is None or lead.account_id != account_id:
+                continue
+            chat_id = _uuid_or_none(lead.chat_id)
+            phone = phone_digits(lead.phone or "") or None
+            fresh = await chats_repo.upsert_lead_link(
+                conn,
+                account_id=account_id,
+                lead_id=lead_id,
+                chat_id=chat_id,
+                phone=phone,
+                updated_at=lead.updated_at,
+            )
+            if fresh:
+                await chats_repo.link_lead(
+                    conn, account_id=account_id, lead_id=lead_id, chat_id=chat_id, phone=phone
+                )

@@ -1,0 +1,355 @@
+"""Persist WhatsApp events in batches: one transaction per batch, idempotent.
+
+A batch of ``wa.evt.*.*.message|sent|receipt`` deliveries becomes a handful of
+multi-row statements: insert the new messages (whatever was seen before is left
+alone), their media index rows, upsert their chats (counting unread only for
+messages actually inserted), settle outbound messages from ``sent`` events and
+echoes, then move statuses forward from receipts. Application events go out
+after the commit; the consumer acks after the handler returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from nats.js.errors import NotFoundError as JsNotFoundError
+from pydantic import ValidationError
+
+from clarin_common.contract import Chat, Media, Message
+from clarin_common.events import WaMessage, WaReceipt, WaSent
+from clarin_common.ids import chat_id_for, normalize_jid, phone_from_jid
+from clarin_common.nats import Delivery, PoisonMessage
+from clarin_messaging import app_events
+from clarin_messaging.chats import repository as chats_repo
+from clarin_messaging.context import Messaging
+from clarin_messaging.convert import chat_from_row, media_url, message_from_row, preview
+from clarin_messaging.media_store import media_key
+from clarin_messaging.messages import repository as messages_repo
+from clarin_messaging.messages.repository import (
+    STATUS_RANK,
+    NewMedia,
+    NewMessage,
+    ReceiptUpdate,
+    SentUpdate,
+)
+
+log = structlog.get_logger(__name__)
+
+_MESSAGE_NAMESPACE = uuid.UUID("0b7d3c8e-5a4f-4f52-9a0e-3c1d2b6e7f81")
+_MEDIA_COPY_CONCURRENCY = 8
+
+
+def message_id_for(device_id: str, wa_message_id: str) -> str:
+    """The id of a message first seen as an event: the same event always maps to
+    the same row (and the same media file) however often it arrives."""
+    return str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{device_id}|{wa_message_id}"))
+
+
+@functools.lru_cache(maxsize=65_536)
+def _uuid(value: str | None, what: str) -> str:
+    try:
+        return str(uuid.UUID(str(value)))
+    except (ValueError, TypeError) as exc:
+        raise PoisonMessage(f"{what} is not a UUID: {value!r}") from exc
+
+
+# the same accounts, devices and chats come back batch after batch
+_chat_id = functools.lru_cache(maxsize=131_072)(chat_id_for)
+
+
+def _is_group(jid: str) -> bool:
+    return jid.endswith("@g.us")
+
+
+@dataclass
+class _MediaJob:
+    message_id: str
+    account_id: str
+    object_key: str
+    mime_type: str
+    file_name: str | None
+    size: int
+    sha256: str | None
+
+
+@dataclass
+class _Parsed:
+    messages: list[tuple[NewMessage, WaMessage]]
+    media_jobs: list[_MediaJob]
+    sents: dict[str, SentUpdate]
+    receipts: dict[tuple[str, str], ReceiptUpdate]
+
+
+def _parse(deliveries: list[Delivery]) -> _Parsed:
+    parsed = _Parsed(messages=[], media_jobs=[], sents={}, receipts={})
+    seen_messages: set[str] = set()
+    for delivery in deliveries:
+        env = delivery.envelope
+        tokens = delivery.msg.subject.split(".")
+        if len(tokens) != 5:
+            raise PoisonMessage(f"unexpected subject {delivery.msg.subject}")
+        _, _, subject_account, subject_device, kind = tokens
+        account_id = _uuid(env.account_id, "account_id")
+        device_id = _uuid(env.device_id, "device_id")
+        if (subject_account, subject_device) != (env.account_id, env.device_id):
+            raise PoisonMessage("envelope account/device differ from the subject")
+        try:
+            if kind == "message":
+                _add_message(parsed, seen_messages, account_id, device_id, env.data)
+            elif kind == "sent":
+                _add_sent(parsed, account_id, WaSent.model_validate(env.data))
+            elif kind == "receipt":
+                _add_receipt(parsed, account_id, device_id, WaReceipt.model_validate(env.data))
+            # other kinds (status, qr) are not ours: acked and ignored
+        except ValidationError as exc:
+            raise PoisonMessage(f"invalid {kind} data: {exc}") from exc
+    return parsed
+
+
+def _add_message(
+    parsed: _Parsed, seen: set[str], account_id: str, device_id: str, data: dict[str, Any]
+) -> None:
+    wa = WaMessage.model_validate(data)
+    own_id = None
+    if wa.message_id:
+        try:
+            own_id = str(uuid.UUID(wa.message_id))
+        except ValueError:
+            own_id = None
+    message_id = own_id or message_id_for(device_id, wa.wa_message_id)
+    if own_id and wa.direction == "out":
+        # the echo of a message sent from Clarin: it is at least `sent`
+        _merge_sent(
+            parsed,
+            SentUpdate(own_id, account_id, "sent", wa.wa_message_id, None),
+        )
+    if message_id in seen:
+        return
+    seen.add(message_id)
+    jid = normalize_jid(wa.chat_jid)
+    parsed.messages.append(
+        (
+            NewMessage(
+                id=message_id,
+                account_id=account_id,
+                chat_id=_chat_id(device_id, jid),
+                device_id=device_id,
+                wa_message_id=wa.wa_message_id,
+                direction=wa.direction,
+                type=wa.type,
+                body=wa.body,
+                status="received" if wa.direction == "in" else "sent",
+                sender_jid=wa.sender_jid,
+                sender_name=wa.push_name,
+                sent_at=wa.sent_at,
+                client_id=wa.client_id if own_id else None,
+            ),
+            wa,
+        )
+    )
+    if wa.media is not None:
+        parsed.media_jobs.append(
+            _MediaJob(
+                message_id=message_id,
+                account_id=account_id,
+                object_key=wa.media.object_key,
+                mime_type=wa.media.mime_type,
+                file_name=wa.media.file_name,
+                size=wa.media.size,
+                sha256=wa.media.sha256,
+            )
+        )
+
+
+def _merge_sent(parsed: _Parsed, update: SentUpdate) -> None:
+    current = parsed.sents.get(update.message_id)
+    # acceptance wins over refusal; the first known wa_message_id is kept
+    if current is None or (current.status == "failed" and update.status == "sent"):
+        parsed.sents[update.message_id] = update
+    elif current.wa_message_id is None and update.wa_message_id is not None:
+        current.wa_message_id = update.wa_message_id
+
+
+def _add_sent(parsed: _Parsed, account_id: str, sent: WaSent) -> None:
+    try:
+        message_id = str(uuid.UUID(sent.message_id))
+    except ValueError as exc:
+        raise PoisonMessage(f"message_id is not a UUID: {sent.message_id!r}") from exc
+    _merge_sent(
+        parsed, SentUpdate(message_id, account_id, sent.status, sent.wa_message_id, sent.error)
+    )
+
+
+def _add_receipt(parsed: _Parsed, account_id: str, device_id: str, receipt: WaReceipt) -> None:
+    status = "read" if receipt.status == "played" else receipt.status
+    for wa_id in receipt.wa_message_ids:
+        key = (device_id, wa_id)
+        current = parsed.receipts.get(key)
+        if current is None or STATUS_RANK[current.status] < STATUS_RANK[status]:
+            parsed.receipts[key] = ReceiptUpdate(account_id, device_id, wa_id, status)
+
+
+async def _copy_media(ctx: Messaging, jobs: list[_MediaJob]) -> dict[str, NewMedia]:
+    """Copy media bytes from the ``wa_media`` object store into our media store
+    (before the transaction, so a committed row never points at missing bytes)."""
+    if not jobs:
+        return {}
+    objects = await ctx.objects()
+    limit = asyncio.Semaphore(_MEDIA_COPY_CONCURRENCY)
+
+    async def copy(job: _MediaJob) -> NewMedia:
+        key: str | None = media_key(job.account_id, job.message_id)
+        size, sha256 = job.size, job.sha256
+        async with limit:
+            try:
+                result = await objects.get(job.object_key)
+            except JsNotFoundError:
+                # expired, or copied and deleted by an earlier delivery of this event
+                log.warning("media_object_missing", object_key=job.object_key)
+                key = None
+            else:
+                data = result.data or b""
+                assert key is not None
+                await ctx.store.put(key, data)
+                size = len(data)
+                sha256 = sha256 or hashlib.sha256(data).hexdigest()
+        return NewMedia(
+            message_id=job.message_id,
+            account_id=job.account_id,
+            storage_key=key,
+            mime_type=job.mime_type,
+            file_name=job.file_name,
+            size=size,
+            sha256=sha256,
+        )
+
+    copied = await asyncio.gather(*(copy(job) for job in jobs))
+    return {m.message_id: m for m in copied}
+
+
+def _chat_upserts(
+    messages: list[tuple[NewMessage, WaMessage]], inserted: set[str]
+) -> list[chats_repo.ChatUpsert]:
+    chats: dict[str, chats_repo.ChatUpsert] = {}
+    for msg, wa in messages:
+        if msg.id not in inserted:
+            continue
+        jid = normalize_jid(wa.chat_jid)
+        group = wa.is_group or _is_group(jid)
+        # a direct chat is named after the person's WhatsApp push name
+        name = wa.push_name if msg.direction == "in" and not group else None
+        chat = chats.get(msg.chat_id)
+        if chat is None:
+            chat = chats[msg.chat_id] = chats_repo.ChatUpsert(
+                id=msg.chat_id,
+                account_id=msg.account_id,
+                device_id=msg.device_id,
+                jid=jid,
+                phone=None if group else phone_from_jid(jid),
+                is_group=group,
+                name=name,
+                preview=None,
+                last_at=None,
+                unread=0,
+            )
+        elif name:
+            chat.name = name
+        if msg.direction == "in":
+            chat.unread += 1
+        if chat.last_at is None or msg.sent_at >= chat.last_at:
+            chat.last_at = msg.sent_at
+            chat.preview = preview(msg.type, msg.body)
+    return sorted(chats.values(), key=lambda c: c.id)
+
+
+def _message_model(msg: NewMessage, media: NewMedia | None) -> Message:
+    return Message(
+        id=msg.id,
+        chat_id=msg.chat_id,
+        device_id=msg.device_id,
+        wa_message_id=msg.wa_message_id,
+        direction=msg.direction,
+        type=msg.type,
+        body=msg.body,
+        media=None
+        if media is None
+        else Media(
+            url=media_url(msg.id),
+            mime_type=media.mime_type,
+            file_name=media.file_name,
+            size=media.size,
+        ),
+        status=msg.status,
+        sender_jid=msg.sender_jid,
+        sender_name=msg.sender_name,
+        sent_at=msg.sent_at,
+        client_id=msg.client_id,
+    )
+
+
+async def handle_wa_events(
+    ctx: Messaging, deliveries: list[Delivery], db_turn: asyncio.Lock | None = None
+) -> None:
+    """The batch handler of the ``wa.evt`` consumer.
+
+    ``db_turn`` lets two batches overlap (one parsing or publishing while the
+    other is in PostgreSQL) while their transactions still run one at a time,
+    in the order the batches arrived (the lock is FIFO).
+    """
+    parsed = _parse(deliveries)
+    new_messages = [m for m, _ in parsed.messages]
+    # take the turn right after the synchronous parse: the batch fetched first
+    # always asks first
+    async with db_turn or contextlib.nullcontext():
+        media = await _copy_media(ctx, parsed.media_jobs)
+        async with ctx.pool.acquire() as conn, conn.transaction():
+            inserted = await messages_repo.insert_many(conn, new_messages)
+            await messages_repo.insert_media_many(
+                conn, [m for message_id, m in media.items() if message_id in inserted]
+            )
+            chat_rows = await chats_repo.upsert_many(conn, _chat_upserts(parsed.messages, inserted))
+            settled = await messages_repo.settle_sent_many(conn, list(parsed.sents.values()))
+            receipts = await messages_repo.apply_receipts(conn, list(parsed.receipts.values()))
+            sent_rows = await messages_repo.get_many(
+                conn, [str(r["id"]) for r in settled if r["status"] == "sent"]
+            )
+
+    chats: dict[str, Chat] = {str(r["id"]): chat_from_row(r) for r in chat_rows}
+    events: list[app_events.Event] = []
+    for msg in new_messages:
+        if msg.id in inserted:
+            message = _message_model(msg, media.get(msg.id))
+            events.append(app_events.new_message(msg.account_id, message, chats[msg.chat_id]))
+    for row in sent_rows:
+        events.append(app_events.message_sent(str(row["account_id"]), message_from_row(row)))
+    for row in (*settled, *receipts):
+        if row["status"] != "sent":
+            events.append(
+                app_events.message_status(
+                    str(row["account_id"]),
+                    str(row["id"]),
+                    str(row["chat_id"]),
+                    row["status"],
+                    device_id=str(row["device_id"]),
+                )
+            )
+    await ctx.publish_fast(events)
+    await _delete_objects(ctx, [job.object_key for job in parsed.media_jobs])
+
+
+async def _delete_objects(ctx: Messaging, keys: list[str]) -> None:
+    """The bytes are ours now; the object store would drop them at its TTL anyway."""
+    if not keys:
+        return
+    objects = await ctx.objects()
+    results = await asyncio.gather(*(objects.delete(k) for k in keys), return_exceptions=True)
+    for key, result in zip(keys, results, strict=True):
+        if isinstance(result, Exception) and not isinstance(result, JsNotFoundError):
+            log.warning("media_object_delete_failed", object_key=key, error=str(result))

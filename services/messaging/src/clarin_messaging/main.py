@@ -1,0 +1,94 @@
+"""The messaging service: chats, messages, media; the wa.evt and lead consumers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import structlog
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from clarin_common.app import Resources, create_service_app, serve
+from clarin_common.errors import error_response
+from clarin_common.nats import PullConsumer
+from clarin_messaging.chats.endpoints import router as chats_router
+from clarin_messaging.consumers import lead_events_consumer, wa_events_consumer
+from clarin_messaging.context import Messaging
+from clarin_messaging.devices_client import DevicesClient
+from clarin_messaging.media_store import LocalMediaStore
+from clarin_messaging.messages.endpoints import router as messages_router
+from clarin_messaging.settings import MessagingSettings
+
+log = structlog.get_logger(__name__)
+
+MIGRATIONS = Path(__file__).parents[2] / "migrations"
+UPLOAD_PATH = "/api/messages/send/media"
+# multipart boundaries and the small fields around the file
+_MULTIPART_OVERHEAD = 64 * 1024
+
+
+class UploadLimit:
+    """Refuse an oversized upload from its Content-Length, before reading it."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit + _MULTIPART_OVERHEAD
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == UPLOAD_PATH:
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > self.limit:
+                    response = error_response(
+                        413, "payload_too_large", "Upload too large", {"limit": self.limit}
+                    )
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: MessagingSettings | None = None) -> FastAPI:
+    settings = settings or MessagingSettings()
+
+    async def on_startup(app: FastAPI, res: Resources) -> None:
+        assert res.pool is not None and res.nc is not None and res.js is not None
+        ctx = Messaging(
+            settings=settings,
+            pool=res.pool,
+            nc=res.nc,
+            js=res.js,
+            store=LocalMediaStore(settings.media_dir),
+            devices=DevicesClient(settings.devices_url, settings.devices_timeout),
+        )
+        res.extras["messaging"] = ctx
+        consumers: list[PullConsumer] = []
+        if settings.consumers_enabled:
+            consumers = [wa_events_consumer(ctx), lead_events_consumer(ctx)]
+            for consumer in consumers:
+                await consumer.start()
+        res.extras["consumers"] = consumers
+
+    async def on_shutdown(app: FastAPI, res: Resources) -> None:
+        consumers: list[PullConsumer] = res.extras.get("consumers", [])
+        for consumer in consumers:
+            # finishes the batch in hand (committed and acked), then stops
+            await consumer.stop()
+        ctx: Messaging | None = res.extras.get("messaging")
+        if ctx is not None:
+            await ctx.devices.aclose()
+
+    app = create_service_app(
+        settings,
+        title="Clarin messaging",
+        schema="messaging",
+        migrations_dir=MIGRATIONS,
+        routers=[chats_router, messages_router],
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
+    app.add_middleware(UploadLimit, limit=settings.max_upload_bytes)
+    return app
+
+
+def run() -> None:
+    settings = MessagingSettings()
+    serve(create_app(settings), settings.host, settings.port)

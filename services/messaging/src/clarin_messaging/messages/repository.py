@@ -1,0 +1,267 @@
+"""SQL of messages and the media index (asyncpg; multi-row statements via unnest)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+SELECT_MESSAGE = """
+SELECT m.id, m.account_id, m.chat_id, m.device_id, m.wa_message_id, m.direction, m.type,
+       m.body, m.status, m.error, m.sender_jid, m.sender_name, m.sent_at, m.client_id,
+       md.mime_type AS media_mime_type, md.file_name AS media_file_name,
+       md.size AS media_size, md.storage_key AS media_storage_key
+FROM messages m LEFT JOIN media md ON md.message_id = m.id
+"""
+
+# the order of a message's status; `failed` is only ever reached from `pending`
+STATUS_RANK = {"failed": -1, "pending": 0, "sent": 1, "delivered": 2, "read": 3}
+
+
+@dataclass
+class NewMessage:
+    id: str
+    account_id: str
+    chat_id: str
+    device_id: str
+    wa_message_id: str | None
+    direction: str
+    type: str
+    body: str | None
+    status: str
+    sender_jid: str | None
+    sender_name: str | None
+    sent_at: datetime
+    client_id: str | None
+
+
+@dataclass
+class NewMedia:
+    message_id: str
+    account_id: str
+    storage_key: str | None
+    mime_type: str
+    file_name: str | None
+    size: int
+    sha256: str | None
+
+
+async def insert_many(conn: asyncpg.Connection, messages: Sequence[NewMessage]) -> set[str]:
+    """Insert what is new; a message already there (by id, by device and
+    ``wa_message_id``, or by account and ``client_id``) is left alone. Returns
+    the ids actually inserted."""
+    if not messages:
+        return set()
+    rows = await conn.fetch(
+        """
+        INSERT INTO messages (id, account_id, chat_id, device_id, wa_message_id, direction, type,
+                              body, status, sender_jid, sender_name, sent_at, client_id)
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+                             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
+                             $11::text[], $12::timestamptz[], $13::text[])
+        ON CONFLICT DO NOTHING
+        RETURNING id
+        """,
+        [m.id for m in messages],
+        [m.account_id for m in messages],
+        [m.chat_id for m in messages],
+        [m.device_id for m in messages],
+        [m.wa_message_id for m in messages],
+        [m.direction for m in messages],
+        [m.type for m in messages],
+        [m.body for m in messages],
+        [m.status for m in messages],
+        [m.sender_jid for m in messages],
+        [m.sender_name for m in messages],
+        [m.sent_at for m in messages],
+        [m.client_id for m in messages],
+    )
+    return {str(r["id"]) for r in rows}
+
+
+async def insert_one(conn: asyncpg.Connection, message: NewMessage) -> bool:
+    return bool(await insert_many(conn, [message]))
+
+
+async def insert_media_many(conn: asyncpg.Connection, media: Sequence[NewMedia]) -> None:
+    if not media:
+        return
+    await conn.execute(
+        """
+        INSERT INTO media (message_id, account_id, storage_key, mime_type, file_name, size, sha256)
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                             $6::bigint[], $7::text[])
+        ON CONFLICT (message_id) DO NOTHING
+        """,
+        [m.message_id for m in media],
+        [m.account_id for m in media],
+        [m.storage_key for m in media],
+        [m.mime_type for m in media],
+        [m.file_name for m in media],
+        [m.size for m in media],
+        [m.sha256 for m in media],
+    )
+
+
+async def get_by_id_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, message_id: str, account_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        SELECT_MESSAGE + " WHERE m.id = $1 AND m.account_id = $2", message_id, account_id
+    )
+
+
+async def get_by_client_id(
+    conn: asyncpg.Connection | asyncpg.Pool, account_id: str, client_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        SELECT_MESSAGE + " WHERE m.account_id = $1 AND m.client_id = $2", account_id, client_id
+    )
+
+
+async def get_many(conn: asyncpg.Connection, ids: Sequence[str]) -> list[asyncpg.Record]:
+    if not ids:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(
+        SELECT_MESSAGE + " WHERE m.id = ANY($1::uuid[])", list(ids)
+    )
+    return rows
+
+
+async def list_for_chat(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    chat_id: str,
+    account_id: str,
+    *,
+    after: tuple[datetime, str] | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        SELECT_MESSAGE
+        + """
+        WHERE m.chat_id = $1 AND m.account_id = $2
+          AND ($3::timestamptz IS NULL OR (m.sent_at, m.id) < ($3, $4::uuid))
+        ORDER BY m.sent_at DESC, m.id DESC
+        LIMIT $5
+        """,
+        chat_id,
+        account_id,
+        after[0] if after else None,
+        after[1] if after else None,
+        limit,
+    )
+    return rows
+
+
+async def latest_in_chat(conn: asyncpg.Connection, chat_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT type, body, sent_at FROM messages WHERE chat_id = $1 "
+        "ORDER BY sent_at DESC, id DESC LIMIT 1",
+        chat_id,
+    )
+
+
+@dataclass
+class SentUpdate:
+    """WhatsApp accepted (``sent``, with its id) or refused (``failed``) a message."""
+
+    message_id: str
+    account_id: str
+    status: str  # sent | failed
+    wa_message_id: str | None
+    error: str | None
+
+
+async def settle_sent_many(
+    conn: asyncpg.Connection, updates: Sequence[SentUpdate]
+) -> list[asyncpg.Record]:
+    """Apply acceptances and refusals of outbound messages, one per message id.
+
+    ``sent`` moves a pending (or failed) message to sent and records its
+    ``wa_message_id``; ``failed`` only ever replaces ``pending``. Returns the rows
+    whose status changed: ``(id, account_id, chat_id, status)``.
+    """
+    if not updates:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        UPDATE messages m SET
+            status = CASE
+                WHEN d.status = 'sent' AND m.status IN ('pending', 'failed') THEN 'sent'
+                WHEN d.status = 'failed' AND m.status = 'pending' THEN 'failed'
+                ELSE m.status END,
+            error = CASE WHEN d.status = 'failed' AND m.status = 'pending' THEN d.error
+                         WHEN d.status = 'sent' THEN NULL ELSE m.error END,
+            wa_message_id = CASE
+                WHEN m.wa_message_id IS NULL AND d.wa_id IS NOT NULL AND NOT EXISTS (
+                    SELECT 1 FROM messages x
+                    WHERE x.device_id = m.device_id AND x.wa_message_id = d.wa_id)
+                THEN d.wa_id ELSE m.wa_message_id END,
+            updated_at = now()
+        FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[])
+             AS d(id, account_id, status, wa_id, error)
+        WHERE m.id = d.id AND m.account_id = d.account_id AND m.direction = 'out'
+          AND ((d.status = 'sent' AND (m.status IN ('pending', 'failed')
+                                       OR (m.wa_message_id IS NULL AND d.wa_id IS NOT NULL)))
+               OR (d.status = 'failed' AND m.status = 'pending'))
+        RETURNING m.id, m.account_id, m.chat_id, m.device_id, m.status
+        """,
+        [u.message_id for u in updates],
+        [u.account_id for u in updates],
+        [u.status for u in updates],
+        [u.wa_message_id for u in updates],
+        [u.error for u in updates],
+    )
+    return rows
+
+
+@dataclass
+class ReceiptUpdate:
+    account_id: str
+    device_id: str
+    wa_message_id: str
+    status: str  # delivered | read
+
+
+async def apply_receipts(
+    conn: asyncpg.Connection, receipts: Sequence[ReceiptUpdate]
+) -> list[asyncpg.Record]:
+    """Move outbound messages forward only (a late ``delivered`` never undoes ``read``).
+    One entry per (device, wa_message_id). Returns the rows that changed."""
+    if not receipts:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        UPDATE messages m SET status = d.status, error = NULL, updated_at = now()
+        FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::int[])
+             AS d(account_id, device_id, wa_id, status, rank)
+        WHERE m.device_id = d.device_id AND m.wa_message_id = d.wa_id
+          AND m.account_id = d.account_id AND m.direction = 'out'
+          AND (CASE m.status WHEN 'failed' THEN -1 WHEN 'pending' THEN 0 WHEN 'sent' THEN 1
+                             WHEN 'delivered' THEN 2 WHEN 'read' THEN 3 ELSE 99 END) < d.rank
+        RETURNING m.id, m.account_id, m.chat_id, m.device_id, m.status
+        """,
+        [r.account_id for r in receipts],
+        [r.device_id for r in receipts],
+        [r.wa_message_id for r in receipts],
+        [r.status for r in receipts],
+        [STATUS_RANK[r.status] for r in receipts],
+    )
+    return rows
+
+
+async def delete_pending(conn: asyncpg.Connection, message_id: str) -> bool:
+    deleted = await conn.fetchval(
+        "DELETE FROM messages WHERE id = $1 AND status = 'pending' RETURNING id", message_id
+    )
+    return deleted is not None
+
+
+async def get_media_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, message_id: str, account_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM media WHERE message_id = $1 AND account_id = $2", message_id, account_id
+    )

@@ -1,0 +1,381 @@
+"""Sending text and media, and serving media files.
+
+A send stores the message ``pending`` first (so every tab sees it at once),
+then asks the worker that owns the device over ``wa.cmd.{device_id}``:
+acceptance makes it ``sent`` with WhatsApp's id, a refusal ``failed`` with the
+reason, no responder means the device is not connected (409, nothing kept), and
+a timeout leaves it ``pending`` for the worker's ``sent`` event to settle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import mimetypes
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from pydantic import BaseModel, ValidationError
+
+from clarin_common.auth import Principal
+from clarin_common.contract import MessageType
+from clarin_common.errors import DeviceNotConnected, NotFound, ValidationFailed
+from clarin_common.events import (
+    CommandReply,
+    MediaRef,
+    SendMediaCommand,
+    SendTextCommand,
+    utcnow,
+    wa_command_subject,
+)
+from clarin_common.ids import chat_id_for, jid_from_recipient, phone_from_jid
+from clarin_common.nats import request_json
+from clarin_messaging import app_events
+from clarin_messaging.chats import repository as chats_repo
+from clarin_messaging.context import Messaging
+from clarin_messaging.convert import MessageOut, chat_from_row, message_from_row, preview
+from clarin_messaging.media_store import media_key
+from clarin_messaging.messages import repository as repo
+from clarin_messaging.messages.repository import NewMedia, NewMessage, SentUpdate
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Target:
+    chat_id: str
+    device_id: str
+    jid: str
+
+
+@dataclass
+class Upload:
+    data: bytes
+    content_type: str | None
+    file_name: str | None
+
+
+@dataclass
+class MediaFile:
+    data: bytes
+    mime_type: str
+    file_name: str | None
+
+
+class _ClientIdTaken(Exception):
+    pass
+
+
+def _check_target_fields(
+    chat_id: uuid.UUID | None, device_id: uuid.UUID | None, to: str | None, where: str
+) -> None:
+    details: list[dict[str, Any]] = []
+    if chat_id is not None:
+        for name, value in (("device_id", device_id), ("to", to)):
+            if value is not None:
+                details.append(
+                    {
+                        "loc": [where, name],
+                        "msg": "Give either chat_id, or device_id and to, not both",
+                        "type": "value_error",
+                    }
+                )
+    else:
+        for name, value in (("device_id", device_id), ("to", to)):
+            if value is None:
+                details.append(
+                    {
+                        "loc": [where, name],
+                        "msg": "Field required when chat_id is not given",
+                        "type": "missing",
+                    }
+                )
+    if details:
+        raise ValidationFailed(details=details)
+
+
+async def resolve_target(
+    ctx: Messaging,
+    principal: Principal,
+    authorization: str,
+    *,
+    chat_id: uuid.UUID | None,
+    device_id: uuid.UUID | None,
+    to: str | None,
+    where: str = "body",
+) -> Target:
+    _check_target_fields(chat_id, device_id, to, where)
+    if chat_id is not None:
+        chat = await chats_repo.get_by_id_for_account(ctx.pool, str(chat_id), principal.account_id)
+        if chat is None:
+            raise NotFound("Chat not found", code="chat_not_found")
+        return Target(chat_id=str(chat["id"]), device_id=str(chat["device_id"]), jid=chat["jid"])
+    assert device_id is not None and to is not None
+    try:
+        jid = jid_from_recipient(to)
+    except ValueError as exc:
+        raise ValidationFailed.field([where, "to"], str(exc)) from exc
+    await ctx.devices.ensure_owned(str(device_id), authorization)
+    return Target(chat_id=chat_id_for(str(device_id), jid), device_id=str(device_id), jid=jid)
+
+
+async def _existing(
+    ctx: Messaging, principal: Principal, client_id: str | None
+) -> MessageOut | None:
+    if client_id is None:
+        return None
+    row = await repo.get_by_client_id(ctx.pool, principal.account_id, client_id)
+    return message_from_row(row) if row is not None else None
+
+
+async def _create_pending(
+    ctx: Messaging,
+    principal: Principal,
+    target: Target,
+    message: NewMessage,
+    media: NewMedia | None,
+) -> MessageOut:
+    """Store the pending message (creating its chat if needed) and announce it."""
+    group = target.jid.endswith("@g.us")
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await repo.insert_one(conn, message):
+            raise _ClientIdTaken
+        if media is not None:
+            await repo.insert_media_many(conn, [media])
+        chat_rows = await chats_repo.upsert_many(
+            conn,
+            [
+                chats_repo.ChatUpsert(
+                    id=target.chat_id,
+                    account_id=principal.account_id,
+                    device_id=target.device_id,
+                    jid=target.jid,
+                    phone=None if group else phone_from_jid(target.jid),
+                    is_group=group,
+                    name=None,
+                    preview=preview(message.type, message.body),
+                    last_at=message.sent_at,
+                    unread=0,
+                )
+            ],
+        )
+        row = await repo.get_by_id_for_account(conn, message.id, principal.account_id)
+    assert row is not None
+    stored = message_from_row(row)
+    await ctx.publish(
+        [app_events.new_message(principal.account_id, stored, chat_from_row(chat_rows[0]))]
+    )
+    return stored
+
+
+async def _remove_pending(ctx: Messaging, principal: Principal, message: MessageOut) -> None:
+    """The device is not connected: take back the pending message (and its chat
+    when nothing else is in it), as if it had never been stored."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await repo.delete_pending(conn, message.id):
+            return
+        latest = await repo.latest_in_chat(conn, message.chat_id)
+        if latest is None:
+            await chats_repo.delete(conn, message.chat_id)
+        else:
+            await chats_repo.set_last_message(
+                conn, message.chat_id, preview(latest["type"], latest["body"]), latest["sent_at"]
+            )
+    # tabs that showed it from new_message learn that it did not go out
+    await ctx.publish(
+        [
+            app_events.message_status(
+                principal.account_id, message.id, message.chat_id, "failed", message.device_id
+            )
+        ]
+    )
+
+
+async def _dispatch(
+    ctx: Messaging, principal: Principal, message: MessageOut, command: BaseModel
+) -> MessageOut:
+    try:
+        raw = await request_json(
+            ctx.nc,
+            wa_command_subject(message.device_id),
+            command,
+            timeout=ctx.settings.command_timeout,
+        )
+    except NoRespondersError as exc:
+        await _remove_pending(ctx, principal, message)
+        raise DeviceNotConnected(details={"device_id": message.device_id}) from exc
+    except NatsTimeoutError:
+        log.warning("send_timed_out_left_pending", message_id=message.id)
+        return message
+    try:
+        reply = CommandReply.model_validate(raw)
+    except ValidationError:
+        log.warning("send_reply_unreadable", message_id=message.id)
+        return message
+    if reply.ok:
+        result = reply.result or {}
+        wa_id = result.get("wa_message_id")
+        update = SentUpdate(
+            message.id, principal.account_id, "sent", str(wa_id) if wa_id else None, None
+        )
+    else:
+        error = reply.error or {}
+        reason = error.get("message") or error.get("code") or "WhatsApp refused the message"
+        update = SentUpdate(message.id, principal.account_id, "failed", None, reason)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        changed = await repo.settle_sent_many(conn, [update])
+        row = await repo.get_by_id_for_account(conn, message.id, principal.account_id)
+    assert row is not None
+    current = message_from_row(row)
+    if changed:
+        status = changed[0]["status"]
+        await ctx.publish(
+            [
+                app_events.message_sent(principal.account_id, current)
+                if status == "sent"
+                else app_events.message_status(
+                    principal.account_id, current.id, current.chat_id, status, current.device_id
+                )
+            ]
+        )
+    return current
+
+
+def _new_message(
+    principal: Principal,
+    target: Target,
+    *,
+    type_: str,
+    body: str | None,
+    client_id: str | None,
+) -> NewMessage:
+    return NewMessage(
+        id=str(uuid.uuid4()),
+        account_id=principal.account_id,
+        chat_id=target.chat_id,
+        device_id=target.device_id,
+        wa_message_id=None,
+        direction="out",
+        type=type_,
+        body=body,
+        status="pending",
+        sender_jid=None,
+        sender_name=None,
+        sent_at=utcnow(),
+        client_id=client_id,
+    )
+
+
+async def send_text(
+    ctx: Messaging, principal: Principal, target: Target, body: str, client_id: str | None
+) -> MessageOut:
+    existing = await _existing(ctx, principal, client_id)
+    if existing is not None:
+        return existing
+    new = _new_message(principal, target, type_="text", body=body, client_id=client_id)
+    try:
+        message = await _create_pending(ctx, principal, target, new, None)
+    except _ClientIdTaken:
+        # the same client_id raced in from another request: that one is the message
+        again = await _existing(ctx, principal, client_id)
+        assert again is not None
+        return again
+    command = SendTextCommand(message_id=message.id, client_id=client_id, to=target.jid, body=body)
+    return await _dispatch(ctx, principal, message, command)
+
+
+def media_type_for(content_type: str) -> MessageType:
+    major = content_type.split("/", 1)[0].lower()
+    if major == "image":
+        return "image"
+    if major == "video":
+        return "video"
+    if major == "audio":
+        return "audio"
+    return "document"
+
+
+def _content_type(upload: Upload) -> str:
+    declared = (upload.content_type or "").split(";", 1)[0].strip().lower()
+    if declared and declared != "application/octet-stream":
+        return declared
+    guessed, _ = mimetypes.guess_type(upload.file_name or "")
+    return guessed or "application/octet-stream"
+
+
+async def send_media(
+    ctx: Messaging,
+    principal: Principal,
+    target: Target,
+    upload: Upload,
+    caption: str | None,
+    client_id: str | None,
+) -> MessageOut:
+    existing = await _existing(ctx, principal, client_id)
+    if existing is not None:
+        return existing
+    mime_type = _content_type(upload)
+    type_ = media_type_for(mime_type)
+    new = _new_message(principal, target, type_=type_, body=caption, client_id=client_id)
+    key = media_key(principal.account_id, new.id)
+    sha256 = hashlib.sha256(upload.data).hexdigest()
+    object_key = f"out/{new.id}"
+    await ctx.store.put(key, upload.data)
+    objects = await ctx.objects()
+    await objects.put(object_key, upload.data)
+    media = NewMedia(
+        message_id=new.id,
+        account_id=principal.account_id,
+        storage_key=key,
+        mime_type=mime_type,
+        file_name=upload.file_name,
+        size=len(upload.data),
+        sha256=sha256,
+    )
+    try:
+        message = await _create_pending(ctx, principal, target, new, media)
+    except _ClientIdTaken:
+        await _discard_bytes(ctx, key, object_key)
+        again = await _existing(ctx, principal, client_id)
+        assert again is not None
+        return again
+    command = SendMediaCommand(
+        message_id=message.id,
+        client_id=client_id,
+        to=target.jid,
+        media_type=type_,
+        media=MediaRef(
+            object_key=object_key,
+            mime_type=mime_type,
+            file_name=upload.file_name,
+            size=len(upload.data),
+            sha256=sha256,
+        ),
+        caption=caption,
+    )
+    try:
+        return await _dispatch(ctx, principal, message, command)
+    except DeviceNotConnected:
+        await _discard_bytes(ctx, key, object_key)
+        raise
+
+
+async def _discard_bytes(ctx: Messaging, key: str, object_key: str) -> None:
+    await ctx.store.delete(key)
+    try:
+        await (await ctx.objects()).delete(object_key)
+    except Exception as exc:  # it expires on its own
+        log.info("media_object_not_deleted", object_key=object_key, error=str(exc))
+
+
+async def get_media(ctx: Messaging, principal: Principal, message_id: str) -> MediaFile:
+    row = await repo.get_media_for_account(ctx.pool, message_id, principal.account_id)
+    if row is None:
+        raise NotFound("Media not found", code="media_not_found")
+    data = await ctx.store.get(row["storage_key"]) if row["storage_key"] else None
+    if data is None:
+        raise NotFound("The media file is not available", code="media_not_available")
+    return MediaFile(data=data, mime_type=row["mime_type"], file_name=row["file_name"])

@@ -1,0 +1,398 @@
+"""POST /api/messages/send, POST /api/messages/send/media, GET /api/media/{id}."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+
+from clarin_common.ids import chat_id_for
+from clarin_common.testing import eventually
+
+PNG = (
+    b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
+    b"\x1f\x15\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7\x35\x81"
+    b"\x84\x00\x00\x00\x00IEND\xaeB`\x82"
+)
+TO = "5215512345678"
+JID = f"{TO}@s.whatsapp.net"
+
+
+def _locs(resp: Any) -> list[list[Any]]:
+    return [d["loc"] for d in resp.json()["error"]["details"]]
+
+
+async def _count(svc: Any, table: str) -> int:
+    return int(await svc.ctx.pool.fetchval(f"SELECT count(*) FROM {table}"))
+
+
+class TestSendText:
+    async def test_401(self, svc: Any) -> None:
+        resp = await svc.client.post("/api/messages/send", json={"chat_id": str(uuid.uuid4())})
+        assert resp.status_code == 401
+
+    async def test_422_names_the_field(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        cases = [
+            ({"device_id": t.device_id, "to": TO}, ["body", "body"]),
+            ({"device_id": t.device_id, "to": TO, "body": ""}, ["body", "body"]),
+            ({"device_id": "x", "to": TO, "body": "hi"}, ["body", "device_id"]),
+            ({"device_id": t.device_id, "body": "hi"}, ["body", "to"]),
+            ({"to": TO, "body": "hi"}, ["body", "device_id"]),
+            ({"body": "hi"}, ["body", "device_id"]),
+            ({"device_id": t.device_id, "to": "12", "body": "hi"}, ["body", "to"]),
+            (
+                {"chat_id": str(uuid.uuid4()), "device_id": t.device_id, "body": "hi"},
+                ["body", "device_id"],
+            ),
+            ({"chat_id": str(uuid.uuid4()), "body": "hi", "client_id": ""}, ["body", "client_id"]),
+        ]
+        for payload, loc in cases:
+            resp = await svc.client.post("/api/messages/send", json=payload, headers=t.headers)
+            assert resp.status_code == 422, (payload, resp.text)
+            assert loc in _locs(resp), (payload, resp.text)
+        assert await _count(svc, "messages") == 0
+
+    async def test_foreign_device_and_chat_are_404(self, svc: Any, h: Any) -> None:
+        t, other = h.new_tenant(), h.new_tenant()
+        resp = await svc.client.post(
+            "/api/messages/send",
+            json={"device_id": other.device_id, "to": TO, "body": "hi"},
+            headers=t.headers,
+        )
+        assert resp.status_code == 404
+        await h.publish_wa(svc.nc, other, "message", h.inbound("X1"))
+        await eventually(lambda: _has_rows(svc, 1))
+        chat_id = chat_id_for(other.device_id, JID)
+        resp = await svc.client.post(
+            "/api/messages/send", json={"chat_id": chat_id, "body": "hi"}, headers=t.headers
+        )
+        assert resp.status_code == 404
+        assert await _count(svc, "messages") == 1
+
+    async def test_devices_service_down_is_503(
+        self, clean_state: None, nats_client: NatsClient, tmp_path: Path, h: Any
+    ) -> None:
+        t = h.new_tenant()
+        async with h.service(
+            nats_client, tmp_path, "http://127.0.0.1:9", consumers_enabled=False
+        ) as svc:
+            resp = await svc.client.post(
+                "/api/messages/send",
+                json={"device_id": t.device_id, "to": TO, "body": "hi"},
+                headers=t.headers,
+            )
+            assert resp.status_code == 503
+            assert await _count(svc, "messages") == 0
+
+    async def test_device_not_connected_stores_nothing(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        resp = await svc.client.post(
+            "/api/messages/send",
+            json={"device_id": t.device_id, "to": TO, "body": "hi"},
+            headers=t.headers,
+        )
+        assert resp.status_code == 409
+        assert resp.json()["error"]["code"] == "device_not_connected"
+        assert await _count(svc, "messages") == 0
+        assert await _count(svc, "chats") == 0
+        chats = await svc.client.get("/api/chats", headers=t.headers)
+        assert chats.json()["items"] == []
+
+    async def test_device_not_connected_keeps_existing_chat_as_it_was(
+        self, svc: Any, h: Any
+    ) -> None:
+        t = h.new_tenant()
+        await h.publish_wa(svc.nc, t, "message", h.inbound("E1", body="earlier"))
+        await eventually(lambda: _has_rows(svc, 1))
+        chat_id = chat_id_for(t.device_id, JID)
+        before = (await svc.client.get(f"/api/chats/{chat_id}", headers=t.headers)).json()
+        resp = await svc.client.post(
+            "/api/messages/send", json={"chat_id": chat_id, "body": "hi"}, headers=t.headers
+        )
+        assert resp.status_code == 409
+        after = (await svc.client.get(f"/api/chats/{chat_id}", headers=t.headers)).json()
+        assert after == before
+        assert await _count(svc, "messages") == 1
+
+    async def test_pending_then_sent_then_receipts(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        async with (
+            h.fake_worker(svc.nc, t.device_id) as worker,
+            h.app_events(svc.nc, t.account_id) as events,
+        ):
+            resp = await svc.client.post(
+                "/api/messages/send",
+                json={"device_id": t.device_id, "to": "+52 1 55 1234 5678", "body": "hello"},
+                headers=t.headers,
+            )
+            assert resp.status_code == 202, resp.text
+            message = resp.json()
+            assert message["status"] == "sent"
+            assert message["wa_message_id"]
+            assert message["direction"] == "out" and message["type"] == "text"
+            assert message["chat_id"] == chat_id_for(t.device_id, JID)
+            command = worker.commands[0]
+            assert command == {
+                "type": "send_text",
+                "message_id": message["id"],
+                "client_id": None,
+                "to": JID,
+                "body": "hello",
+            }
+            await eventually(lambda: events.of("message_sent"))
+            first = events.of("new_message")[0]["data"]
+            assert first["message"]["status"] == "pending"
+            assert first["message"]["id"] == message["id"]
+            assert first["chat"]["last_message_preview"] == "hello"
+            sent = events.of("message_sent")[0]["data"]["message"]
+            assert sent["status"] == "sent" and sent["wa_message_id"] == message["wa_message_id"]
+
+            # the worker's own events arrive too: sent (again) and the echo
+            await h.publish_wa(
+                svc.nc, t, "sent", h.sent_event(message["id"], message["wa_message_id"])
+            )
+            echo = h.inbound(message["wa_message_id"], body="hello").model_copy(
+                update={"direction": "out", "message_id": message["id"], "push_name": None}
+            )
+            await h.publish_wa(svc.nc, t, "message", echo)
+            for n, status in enumerate(("delivered", "read", "delivered")):
+                await h.publish_wa(
+                    svc.nc, t, "receipt", h.receipt([message["wa_message_id"]], status)
+                )
+                await eventually(lambda n=n: len(events.of("message_status")) == min(n + 1, 2))
+            await h.publish_wa(svc.nc, t, "message", h.inbound("LATER"))
+            await eventually(lambda: len(events.of("new_message")) == 2)
+            statuses = [e["data"]["status"] for e in events.of("message_status")]
+            assert statuses == ["delivered", "read"]
+        msgs = await svc.client.get(f"/api/chats/{message['chat_id']}/messages", headers=t.headers)
+        items = [m for m in msgs.json()["items"] if m["direction"] == "out"]
+        assert len(items) == 1
+        assert items[0]["status"] == "read"
+        assert len(events.of("message_sent")) == 1
+        chat = (await svc.client.get(f"/api/chats/{message['chat_id']}", headers=t.headers)).json()
+        assert chat["unread_count"] == 1 and chat["phone"] == TO
+
+    async def test_refusal_marks_failed_with_reason(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        async with (
+            h.fake_worker(svc.nc, t.device_id, mode="refuse"),
+            h.app_events(svc.nc, t.account_id) as events,
+        ):
+            resp = await svc.client.post(
+                "/api/messages/send",
+                json={"device_id": t.device_id, "to": TO, "body": "hello"},
+                headers=t.headers,
+            )
+            assert resp.status_code == 202
+            assert resp.json()["status"] == "failed"
+            assert resp.json()["error"] == "recipient not on WhatsApp"
+            await eventually(lambda: events.of("message_status"))
+        assert events.of("message_status")[0]["data"]["status"] == "failed"
+
+    async def test_timeout_leaves_pending_until_sent_event(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        async with (
+            h.fake_worker(svc.nc, t.device_id, mode="silent"),
+            h.app_events(svc.nc, t.account_id) as events,
+        ):
+            resp = await svc.client.post(
+                "/api/messages/send",
+                json={"device_id": t.device_id, "to": TO, "body": "slow", "client_id": "c-1"},
+                headers=t.headers,
+            )
+            assert resp.status_code == 202
+            message = resp.json()
+            assert message["status"] == "pending" and message["client_id"] == "c-1"
+            # the echo comes first, then the sent event: stored once, sent once
+            echo = h.inbound("WA-LATE", body="slow").model_copy(
+                update={"direction": "out", "message_id": message["id"], "client_id": "c-1"}
+            )
+            await h.publish_wa(svc.nc, t, "message", echo)
+            await h.publish_wa(svc.nc, t, "sent", h.sent_event(message["id"], "WA-LATE"))
+            await eventually(lambda: events.of("message_sent"))
+        items = (
+            await svc.client.get(f"/api/chats/{message['chat_id']}/messages", headers=t.headers)
+        ).json()["items"]
+        assert [(m["id"], m["status"], m["wa_message_id"]) for m in items] == [
+            (message["id"], "sent", "WA-LATE")
+        ]
+
+    async def test_client_id_idempotency(self, svc: Any, h: Any) -> None:
+        t, other = h.new_tenant(), h.new_tenant()
+        payload = {"device_id": t.device_id, "to": TO, "body": "once", "client_id": "abc"}
+        async with h.fake_worker(svc.nc, t.device_id) as worker:
+            first = await svc.client.post("/api/messages/send", json=payload, headers=t.headers)
+            second = await svc.client.post("/api/messages/send", json=payload, headers=t.headers)
+        assert first.status_code == second.status_code == 202
+        assert first.json()["id"] == second.json()["id"]
+        assert len(worker.commands) == 1
+        assert await _count(svc, "messages") == 1
+        # client ids are per account
+        async with h.fake_worker(svc.nc, other.device_id):
+            theirs = await svc.client.post(
+                "/api/messages/send",
+                json={**payload, "device_id": other.device_id},
+                headers=other.headers,
+            )
+        assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
+
+
+async def _has_rows(svc: Any, n: int) -> bool:
+    return await _count(svc, "messages") >= n
+
+
+class TestSendMedia:
+    async def test_401(self, svc: Any) -> None:
+        resp = await svc.client.post(
+            "/api/messages/send/media", files={"file": ("a.png", PNG, "image/png")}
+        )
+        assert resp.status_code == 401
+
+    async def test_422_names_the_field(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        resp = await svc.client.post(
+            "/api/messages/send/media",
+            data={"device_id": t.device_id, "to": TO},
+            headers=t.headers,
+        )
+        assert resp.status_code == 422 and ["body", "file"] in _locs(resp)
+        resp = await svc.client.post(
+            "/api/messages/send/media",
+            data={"device_id": t.device_id},
+            files={"file": ("a.png", PNG, "image/png")},
+            headers=t.headers,
+        )
+        assert resp.status_code == 422 and ["body", "to"] in _locs(resp)
+        resp = await svc.client.post(
+            "/api/messages/send/media",
+            data={"chat_id": "zzz"},
+            files={"file": ("a.png", PNG, "image/png")},
+            headers=t.headers,
+        )
+        assert resp.status_code == 422 and ["body", "chat_id"] in _locs(resp)
+        resp = await svc.client.post(
+            "/api/messages/send/media",
+            data={"device_id": t.device_id, "to": TO},
+            files={"file": ("a.png", b"", "image/png")},
+            headers=t.headers,
+        )
+        assert resp.status_code == 422 and ["body", "file"] in _locs(resp)
+
+    async def test_foreign_chat_404(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        resp = await svc.client.post(
+            "/api/messages/send/media",
+            data={"chat_id": str(uuid.uuid4())},
+            files={"file": ("a.png", PNG, "image/png")},
+            headers=t.headers,
+        )
+        assert resp.status_code == 404
+
+    async def test_413(
+        self, clean_state: None, nats_client: NatsClient, tmp_path: Path, devices_url: str, h: Any
+    ) -> None:
+        t = h.new_tenant()
+        async with h.service(
+            nats_client, tmp_path, devices_url, max_upload_bytes=1000, consumers_enabled=False
+        ) as svc:
+            for size in (1001, 200_000):  # read and counted / refused from Content-Length
+                resp = await svc.client.post(
+                    "/api/messages/send/media",
+                    data={"device_id": t.device_id, "to": TO},
+                    files={"file": ("big.bin", b"x" * size, "application/pdf")},
+                    headers=t.headers,
+                )
+                assert resp.status_code == 413, resp.text
+                assert resp.json()["error"]["code"] == "payload_too_large"
+            assert await _count(svc, "messages") == 0
+
+    async def test_png_upload_downloads_byte_for_byte(self, svc: Any, h: Any) -> None:
+        t, other = h.new_tenant(), h.new_tenant()
+        async with h.fake_worker(svc.nc, t.device_id) as worker:
+            resp = await svc.client.post(
+                "/api/messages/send/media",
+                data={"device_id": t.device_id, "to": TO, "caption": "look", "client_id": "m1"},
+                files={"file": ("pixel.png", PNG, "image/png")},
+                headers=t.headers,
+            )
+            assert resp.status_code == 202, resp.text
+            again = await svc.client.post(
+                "/api/messages/send/media",
+                data={"device_id": t.device_id, "to": TO, "client_id": "m1"},
+                files={"file": ("pixel.png", PNG, "image/png")},
+                headers=t.headers,
+            )
+        message = resp.json()
+        assert again.status_code == 202 and again.json()["id"] == message["id"]
+        assert len(worker.commands) == 1
+        assert message["type"] == "image" and message["body"] == "look"
+        assert message["status"] == "sent"
+        assert message["media"] == {
+            "url": f"/api/media/{message['id']}",
+            "mime_type": "image/png",
+            "file_name": "pixel.png",
+            "size": len(PNG),
+        }
+        command = worker.commands[0]
+        assert command["type"] == "send_media" and command["media_type"] == "image"
+        assert command["caption"] == "look" and command["to"] == JID
+        # the worker finds the bytes in the wa_media object store
+        objects = await svc.ctx.objects()
+        assert (await objects.get(command["media"]["object_key"])).data == PNG
+
+        download = await svc.client.get(message["media"]["url"], headers=t.headers)
+        assert download.status_code == 200
+        assert download.content == PNG
+        assert download.headers["content-type"] == "image/png"
+        assert 'filename="pixel.png"' in download.headers["content-disposition"]
+
+        assert (await svc.client.get(message["media"]["url"])).status_code == 401
+        foreign = await svc.client.get(message["media"]["url"], headers=other.headers)
+        assert foreign.status_code == 404
+        bad = await svc.client.get("/api/media/nope", headers=t.headers)
+        assert bad.status_code == 422 and ["path", "message_id"] in _locs(bad)
+        missing = await svc.client.get(f"/api/media/{uuid.uuid4()}", headers=t.headers)
+        assert missing.status_code == 404
+
+    async def test_types_from_content_type(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        cases = [
+            ("clip.mp4", "video/mp4", "video", "inline"),
+            ("voice.ogg", "audio/ogg", "audio", "inline"),
+            ("offer.pdf", "application/pdf", "document", "attachment"),
+            ("page.html", "text/html", "document", "attachment"),
+        ]
+        async with h.fake_worker(svc.nc, t.device_id):
+            for name, ctype, type_, disposition in cases:
+                resp = await svc.client.post(
+                    "/api/messages/send/media",
+                    data={"device_id": t.device_id, "to": TO},
+                    files={"file": (name, b"data-" + name.encode(), ctype)},
+                    headers=t.headers,
+                )
+                assert resp.status_code == 202, resp.text
+                assert resp.json()["type"] == type_
+                download = await svc.client.get(resp.json()["media"]["url"], headers=t.headers)
+                assert download.content == b"data-" + name.encode()
+                assert download.headers["content-type"].startswith(ctype)
+                assert download.headers["content-disposition"].startswith(disposition)
+
+    async def test_device_not_connected_stores_nothing(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        resp = await svc.client.post(
+            "/api/messages/send/media",
+            data={"device_id": t.device_id, "to": TO},
+            files={"file": ("a.png", PNG, "image/png")},
+            headers=t.headers,
+        )
+        assert resp.status_code == 409
+        assert resp.json()["error"]["code"] == "device_not_connected"
+        assert await _count(svc, "messages") == 0
+        assert await _count(svc, "media") == 0
+        media_dir = Path(svc.settings.media_dir)
+        files = await asyncio.to_thread(lambda: [p for p in media_dir.rglob("*") if p.is_file()])
+        assert files == []
