@@ -1,0 +1,85 @@
+"""The gateway: the one public port (API forwarding, WebSocket hub, web app)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from clarin_common.app import Resources, create_service_app, serve
+from clarin_gateway import logfilter
+from clarin_gateway.openapi import OpenApiCache
+from clarin_gateway.proxy.endpoints import router as api_router
+from clarin_gateway.proxy.forward import Proxy
+from clarin_gateway.ratelimit import Limiter
+from clarin_gateway.settings import GatewaySettings
+from clarin_gateway.webapp import WebApp
+from clarin_gateway.ws.endpoints import router as ws_router
+from clarin_gateway.ws.hub import Hub
+
+webapp_router = APIRouter()
+
+
+@webapp_router.api_route("/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
+async def web_app(request: Request) -> Response:
+    webapp: WebApp = request.app.state.webapp
+    return await webapp.serve(request)
+
+
+# FastAPI's own docs would describe the gateway, not the API; the merged
+# document lives at /api/openapi.json and these paths belong to the web app
+_FASTAPI_DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def _not_fastapi_docs(route: BaseRoute) -> bool:
+    return not (isinstance(route, Route) and route.path in _FASTAPI_DOC_PATHS)
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    logfilter.install()
+
+    async def on_startup(app: FastAPI, res: Resources) -> None:
+        assert res.nc is not None
+        proxy = Proxy(settings)
+        app.state.proxy = proxy
+        app.state.limiter = Limiter(settings)
+        app.state.openapi = OpenApiCache(
+            proxy.client,
+            settings.upstreams(),
+            ttl=settings.openapi_cache_seconds,
+            timeout=settings.openapi_fetch_timeout,
+        )
+        app.state.hub = Hub(res.nc)
+
+    async def on_shutdown(app: FastAPI, res: Resources) -> None:
+        hub: Hub | None = getattr(app.state, "hub", None)
+        if hub is not None:
+            await hub.close()
+        proxy: Proxy | None = getattr(app.state, "proxy", None)
+        if proxy is not None:
+            await proxy.aclose()
+        limiter: Limiter | None = getattr(app.state, "limiter", None)
+        if limiter is not None:
+            await limiter.aclose()
+
+    app = create_service_app(
+        settings,
+        title="Clarin gateway",
+        use_nats=True,
+        cors=True,
+        on_startup=on_startup,
+        on_shutdown=on_shutdown,
+    )
+    app.router.routes[:] = [r for r in app.router.routes if _not_fastapi_docs(r)]
+    app.state.webapp = WebApp(settings.static_path)
+    app.include_router(api_router)
+    app.include_router(ws_router)
+    # last: it answers every other GET
+    app.include_router(webapp_router)
+    return app
+
+
+def run() -> None:
+    settings = GatewaySettings()
+    serve(create_app(settings), settings.host, settings.port)

@@ -1,0 +1,1 @@
+"""Forwarding of ``/api/*`` to the owning service."""

@@ -1,0 +1,84 @@
+"""Gateway settings (``GATEWAY_*`` on top of the common ``CLARIN_*`` ones)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from limits import parse
+from pydantic import field_validator
+from pydantic_settings import SettingsConfigDict
+
+from clarin_common.settings import CommonSettings
+
+
+class GatewaySettings(CommonSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    service_name: str = "gateway"
+    port: int = 8080
+
+    # upstream services (docs/LAYOUT.md)
+    auth_url: str = "http://127.0.0.1:8001"
+    devices_url: str = "http://127.0.0.1:8002"
+    messaging_url: str = "http://127.0.0.1:8003"
+    leads_url: str = "http://127.0.0.1:8004"
+
+    # seconds; connect is short so that a service that is down answers 503 at once,
+    # read/write are per chunk (inactivity), so long uploads and downloads still work
+    upstream_connect_timeout: float = 2.0
+    upstream_read_timeout: float = 30.0
+    upstream_write_timeout: float = 30.0
+    upstream_pool_timeout: float = 5.0
+    upstream_max_connections: int = 200
+    upstream_max_keepalive: int = 50
+
+    # the built web app; relative paths are taken from the working directory
+    static_dir: str = "frontend/dist"
+
+    # rate limits, in the notation of the `limits` library ("20/minute", "5 per second")
+    rate_limit_enabled: bool = True
+    rate_limit_login_per_email: str = "20/minute"
+    rate_limit_login_per_ip: str = "60/minute"
+    rate_limit_register_per_email: str = "10/minute"
+    rate_limit_register_per_ip: str = "30/minute"
+    rate_limit_refresh_per_ip: str = "120/minute"
+    rate_limit_send_per_account: str = "600/minute"
+    # when Redis does not answer, requests pass unlimited (fail open) and Redis is
+    # not asked again for this many seconds
+    rate_limit_redis_retry_seconds: float = 5.0
+    rate_limit_redis_timeout: float = 1.0
+
+    # merged OpenAPI document
+    openapi_cache_seconds: float = 30.0
+    openapi_fetch_timeout: float = 2.0
+
+    # WebSocket hub
+    ws_send_queue_size: int = 1000
+    ws_close_on_token_expiry: bool = True
+
+    @field_validator(
+        "rate_limit_login_per_email",
+        "rate_limit_login_per_ip",
+        "rate_limit_register_per_email",
+        "rate_limit_register_per_ip",
+        "rate_limit_refresh_per_ip",
+        "rate_limit_send_per_account",
+    )
+    @classmethod
+    def _valid_limit(cls, value: str) -> str:
+        parse(value)  # raises ValueError on a bad notation
+        return value
+
+    @property
+    def static_path(self) -> Path:
+        return Path(self.static_dir).expanduser().resolve()
+
+    def upstreams(self) -> dict[str, str]:
+        return {
+            "auth": self.auth_url.rstrip("/"),
+            "devices": self.devices_url.rstrip("/"),
+            "messaging": self.messaging_url.rstrip("/"),
+            "leads": self.leads_url.rstrip("/"),
+        }

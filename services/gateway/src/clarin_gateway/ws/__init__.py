@@ -1,0 +1,1 @@
+"""The WebSocket hub: NATS events to the browsers of their account."""
