@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -205,6 +206,7 @@ class PullConsumer:
         fetch_timeout: float = 1.0,
         ack_wait: float = 30.0,
         max_attempts: int = 5,
+        overlap: int = 1,
     ) -> None:
         self.js = js
         self.stream = stream
@@ -215,6 +217,9 @@ class PullConsumer:
         self.fetch_timeout = fetch_timeout
         self.ack_wait = ack_wait
         self.max_attempts = max_attempts
+        # batches in hand at once; handlers that need ordering take turns themselves
+        self.overlap = overlap
+        self._sub: Any = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
@@ -237,11 +242,12 @@ class PullConsumer:
         return await self.js.pull_subscribe_bind(self.durable, self.stream)
 
     async def start(self) -> None:
-        sub = await self._subscription()
-        self._task = asyncio.create_task(self._run(sub), name=f"consumer:{self.durable}")
+        self._sub = await self._subscription()
+        self._task = asyncio.create_task(self._run(self._sub), name=f"consumer:{self.durable}")
 
     async def stop(self) -> None:
-        """Finish the batch in hand, then stop fetching."""
+        """Finish the batches in hand, then stop fetching and drop the subscription
+        (else the answer to a cancelled fetch keeps ``nc.drain()`` waiting)."""
         self._stopping.set()
         if self._task is not None:
             try:
@@ -253,26 +259,68 @@ class PullConsumer:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._sub is not None:
+            with contextlib.suppress(Exception):  # already gone with the connection
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _fetch(self, sub: Any) -> list[Msg]:
+        try:
+            msgs: list[Msg] = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
+            return msgs
+        except (NatsTimeoutError, TimeoutError):
+            return []
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("consumer_fetch_failed", durable=self.durable, error=str(exc))
+            await asyncio.sleep(1)
+            return []
 
     async def _run(self, sub: Any) -> None:
-        while not self._stopping.is_set():
-            try:
-                msgs = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("consumer_fetch_failed", durable=self.durable, error=str(exc))
-                await asyncio.sleep(1)
-                continue
-            self._idle.clear()
-            try:
-                await self.process(msgs)
-            except Exception:
-                log.exception("consumer_batch_crashed", durable=self.durable)
-            finally:
-                self._idle.set()
+        """Fetch the next batch while the current one is handled, so the NATS round
+        trip overlaps the wait on PostgreSQL instead of adding to it."""
+        ahead: asyncio.Task[list[Msg]] | None = None
+        handling: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping.is_set():
+                if ahead is None:
+                    ahead = asyncio.create_task(self._fetch(sub))
+                msgs = await ahead
+                ahead = None
+                if not msgs:
+                    continue
+                while len(handling) >= self.overlap:
+                    await asyncio.wait(handling, return_when=asyncio.FIRST_COMPLETED)
+                if not self._stopping.is_set():
+                    ahead = asyncio.create_task(self._fetch(sub))
+                self._idle.clear()
+                task = asyncio.create_task(self._handle(msgs))
+                handling.add(task)
+                task.add_done_callback(lambda t: self._done(handling, t))
+            if handling:
+                await asyncio.wait(handling)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                # a batch fetched but not handled: hand it back at once
+                if ahead.done() and not ahead.cancelled() and ahead.exception() is None:
+                    for msg in ahead.result():
+                        with contextlib.suppress(Exception):
+                            await msg.nak()
+            for task in handling:
+                task.cancel()
+
+    async def _handle(self, msgs: list[Msg]) -> None:
+        try:
+            await self.process(msgs)
+        except Exception:
+            log.exception("consumer_batch_crashed", durable=self.durable)
+
+    def _done(self, handling: set[asyncio.Task[None]], task: asyncio.Task[None]) -> None:
+        handling.discard(task)
+        if not handling:
+            self._idle.set()
 
     async def process(self, msgs: list[Msg]) -> None:
         deliveries: list[Delivery] = []
