@@ -93,8 +93,7 @@ def test_agent_journey(system: System) -> None:
         page.get_by_test_id("device-name-input").fill("Ventas 🇪🇸")
         page.get_by_test_id("device-create-submit").click()
         card = page.get_by_test_id("device-card").first
-        if card.get_by_test_id("device-connect").count():
-            card.get_by_test_id("device-connect").click()
+        # "create" also connects: the card goes straight to pairing
         expect(card.get_by_test_id("device-qr")).to_be_visible(timeout=20_000)
         expect(card.get_by_test_id("device-status")).to_have_attribute("data-status", "qr_pending")
         shot("04-device-qr")
