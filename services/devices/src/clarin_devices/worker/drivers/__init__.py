@@ -61,7 +61,17 @@ class DriverEvents(Protocol):
     ) -> None:
         """``connected`` (with jid/phone once paired), ``qr_pending``, ``disconnected``
         (connection dropped or gave up: the worker decides whether to reconnect),
-        ``logged_out`` (unlinked: session gone), ``error`` (with ``error``)."""
+        ``logged_out`` (unlinked: session gone), ``error`` (with ``error``).
+
+        How the worker reads them: ``disconnected`` of a paired session (a JID)
+        → status ``connecting`` and a reconnect with backoff; ``disconnected``
+        after ``qr_pending`` without a scan → the pairing ended (status and
+        desired state ``disconnected``, no retry); ``disconnected`` before any
+        ``qr_pending`` and ``error`` → status ``error`` with ``error`` as
+        ``last_error``, retried with backoff; ``logged_out`` → status and desired
+        state ``logged_out``, JID cleared. A :class:`DriverError` raised by
+        ``connect`` counts as ``error``, except code ``session_not_found``
+        (the stored session is gone), which counts as ``logged_out``."""
 
     async def on_message(
         self, device_id: str, message: WaMessage, media: InboundMedia | None

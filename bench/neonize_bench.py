@@ -1,0 +1,290 @@
+"""Benchmark of the neonize driver, offline (WhatsApp is unreachable here).
+
+    uv run python bench/neonize_bench.py [--devices 200] [--runs 3] [--live 50]
+
+* storm: ``--devices`` new devices connect at once; every dial fails. Reports, per
+  run, whether this process (the worker) survived, the time until every device
+  had its ``disconnected`` status, the children used, the peak of PostgreSQL
+  connections held in the store's database and the peak RSS (worker + children).
+* race: in one child holding 10 sessions, clients connect on many threads while
+  another reads ``is_connected`` (a test hook): Go aborts that child with
+  ``fatal error: concurrent map …``; the worker survives and reports them.
+* live: ``--live`` sessions whose dial hangs behind a proxy that never answers
+  (they stay up, like connected sessions): RSS per session, PostgreSQL
+  connections held; then one child is killed with SIGKILL and the time until its
+  sessions are reported is measured.
+
+Uses a scratch database on ``--admin-url``'s server, dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from clarin_common.events import WaMessage, WaReceipt
+from clarin_common.logging import configure_logging
+from clarin_devices.worker.drivers import InboundMedia
+from clarin_devices.worker.drivers.neonize_driver import NeonizeConfig, NeonizeDriver
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.terminal: dict[str, list[str]] = defaultdict(list)
+
+    async def on_qr(self, device_id: str, code: str, expires_at: datetime) -> None:
+        pass
+
+    async def on_status(self, device_id: str, status: str, **data: Any) -> None:
+        if status in ("disconnected", "error", "logged_out"):
+            self.terminal[device_id].append(str(data.get("error")))
+
+    async def on_message(
+        self, device_id: str, message: WaMessage, media: InboundMedia | None
+    ) -> None:
+        pass
+
+    async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None:
+        pass
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def total_rss_mb(driver: NeonizeDriver) -> float:
+    return (rss_kb(os.getpid()) + sum(rss_kb(p) for p in driver.child_pids())) / 1024
+
+
+async def pg_connections(conn: asyncpg.Connection) -> int:
+    return int(
+        await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    )
+
+
+def black_hole() -> tuple[socket.socket, int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    held: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                held.append(sock.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    return sock, sock.getsockname()[1]
+
+
+async def wait_until(predicate: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return bool(predicate())
+
+
+async def storm(database_url: str, devices: int, budget: int) -> dict[str, Any]:
+    driver = NeonizeDriver(
+        database_url, NeonizeConfig(max_store_connections=budget, log_level="WARNING")
+    )
+    await driver.start()
+    events = Recorder()
+    ids = [str(uuid.uuid4()) for _ in range(devices)]
+    conn = await asyncpg.connect(database_url)
+    baseline = await pg_connections(conn)
+    peak_pg, peak_rss, pids = 0, 0.0, set()
+    sampling = True
+
+    async def sample() -> None:
+        nonlocal peak_pg, peak_rss
+        while sampling:
+            peak_pg = max(peak_pg, await pg_connections(conn) - baseline)
+            pids.update(driver.child_pids())
+            peak_rss = max(peak_rss, total_rss_mb(driver))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(driver.connect(d, None, events) for d in ids), return_exceptions=True
+    )
+    done = await wait_until(lambda: all(events.terminal[d] for d in ids), timeout=180)
+    elapsed = time.monotonic() - started
+    sampling = False
+    await sampler
+    # still answering after the storm?
+    late = str(uuid.uuid4())
+    await driver.connect(late, None, events)
+    answering = await wait_until(lambda: bool(events.terminal[late]), timeout=30)
+    await driver.stop()
+    await conn.close()
+    return {
+        "worker_alive": True,  # we are the worker: reaching this line is the proof
+        "all_reported": done,
+        "exactly_one_status_each": all(len(events.terminal[d]) == 1 for d in ids),
+        "connect_errors": sum(1 for r in results if isinstance(r, BaseException)),
+        "seconds": round(elapsed, 1),
+        "children": len(pids),
+        "pg_connections_peak": peak_pg,
+        "pg_budget": budget,
+        "rss_peak_mb": round(peak_rss),
+        "answering_after": answering,
+    }
+
+
+async def live(database_url: str, sessions: int, budget: int) -> dict[str, Any]:
+    sock, port = black_hole()
+    driver = NeonizeDriver(
+        database_url,
+        NeonizeConfig(
+            max_store_connections=budget,
+            proxy=f"http://127.0.0.1:{port}",
+            settle_timeout=0.2,
+            connect_timeout=3600,
+            log_level="WARNING",
+        ),
+    )
+    await driver.start()
+    before = total_rss_mb(driver)
+    events = Recorder()
+    ids = [str(uuid.uuid4()) for _ in range(sessions)]
+    conn = await asyncpg.connect(database_url)
+    baseline = await pg_connections(conn)
+    started = time.monotonic()
+    await asyncio.gather(*(driver.connect(d, None, events) for d in ids))
+    up = time.monotonic() - started
+    await asyncio.sleep(1)
+    held = await pg_connections(conn) - baseline
+    rss = total_rss_mb(driver)
+    children = driver.child_pids()
+    victim = driver.session_pid(ids[0])
+    assert victim is not None
+    on_victim = [d for d in ids if driver.session_pid(d) == victim]
+    killed_at = time.monotonic()
+    os.kill(victim, signal.SIGKILL)
+    reported = await wait_until(lambda: all(events.terminal[d] for d in on_victim), timeout=30)
+    report_seconds = time.monotonic() - killed_at
+    others_untouched = all(not events.terminal[d] for d in ids if d not in on_victim)
+    await driver.stop()
+    await conn.close()
+    sock.close()
+    return {
+        "sessions": sessions,
+        "seconds_to_start_all": round(up, 1),
+        "children": len(children),
+        "rss_total_mb": round(rss),
+        "rss_per_session_mb": round((rss - before) / sessions, 2),
+        "rss_per_child_mb": round((rss - rss_kb(os.getpid()) / 1024) / max(1, len(children))),
+        "pg_connections_held": held,
+        "sigkill_sessions_reported": reported,
+        "sigkill_report_seconds": round(report_seconds, 2),
+        "sigkill_others_untouched": others_untouched,
+    }
+
+
+async def race(database_url: str) -> dict[str, Any]:
+    """Break the rule on purpose in one child (test hook): clients connect on
+    many threads while another reads is_connected. Go aborts that process; the
+    worker (this process) must survive and report the child's sessions."""
+    sock, port = black_hole()
+    driver = NeonizeDriver(
+        database_url,
+        NeonizeConfig(
+            proxy=f"http://127.0.0.1:{port}",
+            settle_timeout=0.2,
+            connect_timeout=3600,
+            test_hooks=True,
+            log_level="WARNING",
+        ),
+    )
+    await driver.start()
+    events = Recorder()
+    ids = [str(uuid.uuid4()) for _ in range(10)]
+    for device in ids:
+        await driver.connect(device, None, events)
+    child = driver._sessions[ids[0]].child
+    started = time.monotonic()
+    outcome = "no crash"
+    try:
+        await driver._request(child, "debug_race", clients=50, seconds=20, timeout=60)
+    except Exception as exc:
+        outcome = type(exc).__name__
+    reported = await wait_until(lambda: all(events.terminal[d] for d in ids), timeout=10)
+    errors = {events.terminal[d][0] for d in ids if events.terminal[d]}
+    late = str(uuid.uuid4())
+    await driver.connect(late, None, events)
+    answering = driver.session_pid(late) not in (None, child.pid)
+    await driver.stop()
+    sock.close()
+    return {
+        "outcome": outcome,
+        "seconds": round(time.monotonic() - started, 1),
+        "sessions_reported": reported,
+        "errors": sorted(errors),
+        "worker_alive": True,
+        "new_child_serves": answering,
+    }
+
+
+def with_db(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+async def main() -> None:
+    configure_logging("WARNING", json=False, service="neonize-bench")
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--live", type=int, default=50)
+    parser.add_argument("--budget", type=int, default=60, help="max_store_connections")
+    parser.add_argument("--race", type=int, default=2, help="runs of the Go crash scenario")
+    args = parser.parse_args()
+    name = f"clarin_bench_neonize_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(args.admin_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = with_db(args.admin_url, name)
+    try:
+        for run in range(1, args.runs + 1):
+            result = await storm(database_url, args.devices, args.budget)
+            print(f"storm run {run}: {args.devices} devices connecting at once: {result}")
+        for run in range(1, args.race + 1):
+            print(f"race run {run}: {await race(database_url)}")
+        if args.live:
+            result = await live(database_url, args.live, max(args.budget, args.live + 30))
+            print(f"live: {result}")
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

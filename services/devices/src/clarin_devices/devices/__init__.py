@@ -1,0 +1,1 @@
+"""Devices: the linked WhatsApp numbers of an account and their lifecycle."""

@@ -1,0 +1,185 @@
+"""SQL of the devices API (asyncpg; the pool's search_path is the ``devices`` schema)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from clarin_common.contract import Device
+
+_COLUMNS = "id, account_id, name, phone, jid, status, last_error, last_seen_at, created_at"
+
+
+def device_from_row(row: asyncpg.Record) -> Device:
+    return Device(
+        id=str(row["id"]),
+        account_id=str(row["account_id"]),
+        name=row["name"],
+        phone=row["phone"],
+        jid=row["jid"],
+        status=row["status"],
+        last_error=row["last_error"],
+        last_seen_at=row["last_seen_at"],
+        created_at=row["created_at"],
+    )
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A device after an update, and whether what users see of it changed."""
+
+    device: Device
+    desired_state: str
+    changed: bool
+
+
+def _transition(row: asyncpg.Record) -> Transition:
+    changed = (
+        row["status"] != row["old_status"]
+        or row["jid"] != row["old_jid"]
+        or row["phone"] != row["old_phone"]
+        or row["last_error"] != row["old_error"]
+    )
+    return Transition(device_from_row(row), row["desired_state"], changed)
+
+
+# Every update locks the row, remembers what users saw, and returns both.
+_OLD = """
+WITH old AS (
+    SELECT id, status AS old_status, jid AS old_jid, phone AS old_phone,
+           last_error AS old_error
+    FROM devices WHERE id = $1 AND account_id = $2 FOR UPDATE
+)
+"""
+_RETURNING = f"RETURNING {', '.join('d.' + c.strip() for c in _COLUMNS.split(','))}, " + (
+    "d.desired_state, old.old_status, old.old_jid, old.old_phone, old.old_error"
+)
+
+INSERT = f"""
+INSERT INTO devices (id, account_id, name) VALUES ($1, $2, $3) RETURNING {_COLUMNS}
+"""
+
+LIST_FOR_ACCOUNT = f"""
+SELECT {_COLUMNS} FROM devices WHERE account_id = $1 ORDER BY created_at, id
+"""
+
+GET_FOR_ACCOUNT = f"SELECT {_COLUMNS}, desired_state FROM devices WHERE id = $1 AND account_id = $2"
+
+# Already on its way (or there): a second connect changes nothing.
+CONNECT = (
+    _OLD
+    + """
+UPDATE devices d SET
+    desired_state = 'connected',
+    status = CASE WHEN d.status IN ('connecting', 'qr_pending', 'connected')
+                  THEN d.status ELSE 'connecting' END,
+    last_error = CASE WHEN d.status IN ('connecting', 'qr_pending', 'connected')
+                      THEN d.last_error ELSE NULL END,
+    updated_at = now()
+FROM old WHERE d.id = old.id
+"""
+    + _RETURNING
+)
+
+DISCONNECT = (
+    _OLD
+    + """
+UPDATE devices d SET
+    desired_state = CASE WHEN d.status = 'logged_out' THEN 'logged_out' ELSE 'disconnected' END,
+    status = CASE WHEN d.status = 'logged_out' THEN 'logged_out' ELSE 'disconnected' END,
+    last_seen_at = CASE WHEN d.status = 'connected' THEN now() ELSE d.last_seen_at END,
+    qr_code = NULL,
+    qr_expires_at = NULL,
+    updated_at = now()
+FROM old WHERE d.id = old.id
+"""
+    + _RETURNING
+)
+
+LOGOUT = (
+    _OLD
+    + """
+UPDATE devices d SET
+    desired_state = 'logged_out',
+    status = 'logged_out',
+    jid = NULL,
+    last_error = NULL,
+    last_seen_at = CASE WHEN d.status = 'connected' THEN now() ELSE d.last_seen_at END,
+    qr_code = NULL,
+    qr_expires_at = NULL,
+    updated_at = now()
+FROM old WHERE d.id = old.id
+"""
+    + _RETURNING
+)
+
+GET_QR = """
+SELECT qr_code, qr_expires_at FROM devices
+WHERE id = $1 AND account_id = $2 AND status = 'qr_pending'
+  AND qr_code IS NOT NULL AND qr_expires_at > now()
+"""
+
+DELETE = "DELETE FROM devices WHERE id = $1 AND account_id = $2"
+
+
+async def insert(conn: asyncpg.Connection | asyncpg.Pool, account_id: str, name: str) -> Device:
+    row = await conn.fetchrow(INSERT, uuid.uuid4(), account_id, name)
+    assert row is not None
+    return device_from_row(row)
+
+
+async def list_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, account_id: str
+) -> list[Device]:
+    rows = await conn.fetch(LIST_FOR_ACCOUNT, account_id)
+    return [device_from_row(r) for r in rows]
+
+
+async def get_by_id_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
+) -> tuple[Device, str] | None:
+    """The device and its desired state."""
+    row = await conn.fetchrow(GET_FOR_ACCOUNT, device_id, account_id)
+    return (device_from_row(row), row["desired_state"]) if row is not None else None
+
+
+async def _update(
+    conn: asyncpg.Connection | asyncpg.Pool, sql: str, device_id: uuid.UUID, account_id: str
+) -> Transition | None:
+    row = await conn.fetchrow(sql, device_id, account_id)
+    return _transition(row) if row is not None else None
+
+
+async def connect_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
+) -> Transition | None:
+    return await _update(conn, CONNECT, device_id, account_id)
+
+
+async def disconnect_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
+) -> Transition | None:
+    return await _update(conn, DISCONNECT, device_id, account_id)
+
+
+async def logout_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
+) -> Transition | None:
+    return await _update(conn, LOGOUT, device_id, account_id)
+
+
+async def get_qr_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
+) -> tuple[str, datetime] | None:
+    row = await conn.fetchrow(GET_QR, device_id, account_id)
+    return (row["qr_code"], row["qr_expires_at"]) if row is not None else None
+
+
+async def delete_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
+) -> bool:
+    result: str = await conn.execute(DELETE, device_id, account_id)
+    return result.endswith(" 1")

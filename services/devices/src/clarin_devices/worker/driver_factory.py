@@ -1,0 +1,42 @@
+"""Picks the driver named by ``WORKER_WHATSAPP_DRIVER`` / ``WHATSAPP_DRIVER``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nats.aio.client import Client as NatsClient
+
+from clarin_devices.settings import WorkerSettings
+from clarin_devices.worker.drivers import WhatsAppDriver
+
+
+def build_driver(settings: WorkerSettings, nc: NatsClient) -> WhatsAppDriver:
+    if settings.whatsapp_driver == "simulator":
+        from clarin_devices.worker.drivers.simulator import SimulatorConfig, SimulatorDriver
+
+        return SimulatorDriver(
+            nc,
+            SimulatorConfig(
+                qr_first_delay=settings.sim_qr_first_delay,
+                qr_interval=settings.sim_qr_interval,
+                qr_max_codes=settings.sim_qr_max_codes,
+                receipt_delay=settings.sim_receipt_delay,
+                read_delay=settings.sim_read_delay,
+            ),
+        )
+    # imported only when chosen: loading neonize costs ~60 MB and a Go runtime
+    from clarin_devices.worker.drivers import neonize_driver
+
+    from_settings: Any = getattr(neonize_driver.NeonizeDriver, "from_settings", None)
+    if from_settings is not None:
+        built: WhatsAppDriver = from_settings(settings)
+        return built
+    config = neonize_driver.NeonizeConfig(
+        sessions_per_child=settings.neonize_sessions_per_child,
+        max_attempts_per_child=settings.neonize_max_attempts_per_child,
+        max_store_connections=settings.neonize_max_store_connections,
+        store_schema=settings.neonize_store_schema,
+        proxy=settings.neonize_proxy,
+        log_level=settings.log_level,
+    )
+    return neonize_driver.NeonizeDriver(settings.database_url, config)

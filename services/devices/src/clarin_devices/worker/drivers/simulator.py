@@ -1,0 +1,459 @@
+"""The simulator driver: a stand-in for WhatsApp with the same events.
+
+Each simulated device behaves like a phone on the other side, driven through
+``sim.{device_id}.{action}`` request/reply (API.md "Simulator control"). Sessions
+are plain objects with timers on the event loop (no thread or long-lived task
+per device), so one worker holds thousands.
+
+Control payloads (reply ``{"ok": true}`` or ``{"ok": false, "error": "…"}``;
+no responders means the device has no live session):
+
+- ``scan`` ``{phone}``: the pending QR (or pairing code) is accepted →
+  ``connected`` as ``{phone}@s.whatsapp.net``.
+- ``inbound`` ``{from, push_name?, body?, type?, wa_message_id?, media?}`` with
+  ``media = {mime_type, file_name?, data_base64}``; ``type`` defaults to ``text``,
+  or from the media's MIME type (image/video/audio, ``image/webp`` → sticker,
+  else document); a fresh ``wa_message_id`` unless given.
+- ``receipt`` ``{wa_message_id, status: delivered|read|played, chat_jid?}``
+  (``chat_jid`` only for ids this session did not send).
+- ``drop`` ``{}``: the connection drops (the worker reconnects by itself).
+- ``logout`` ``{}``: the phone unlinks the device (``logged_out``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import functools
+import json
+import secrets
+import string
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from clarin_common.contract import MessageType
+from clarin_common.events import WaMessage, WaReceipt, sim_subject
+from clarin_common.ids import normalize_jid, phone_digits, phone_from_jid
+from clarin_devices.worker.drivers import (
+    DriverError,
+    DriverEvents,
+    InboundMedia,
+    NotConnected,
+    SendResult,
+    WhatsAppDriver,
+)
+
+log = structlog.get_logger(__name__)
+
+SENT_MEMORY = 1000  # outbound ids remembered per session (for receipts)
+PAIRING_ALPHABET = string.ascii_uppercase + string.digits
+
+
+@dataclass(frozen=True)
+class SimulatorConfig:
+    qr_first_delay: float = 1.0
+    qr_interval: float = 20.0
+    qr_max_codes: int = 6
+    receipt_delay: float = 1.0  # sent → delivered
+    read_delay: float = 2.0  # delivered → read
+
+
+def _digits(value: str, what: str) -> str:
+    digits = phone_digits(value)
+    if not 7 <= len(digits) <= 15:
+        raise ValueError(f"{what} must have 7 to 15 digits")
+    return digits
+
+
+class ScanRequest(BaseModel):
+    phone: str
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str) -> str:
+        return _digits(value, "phone")
+
+
+class SimMedia(BaseModel):
+    mime_type: str = Field(min_length=1)
+    file_name: str | None = None
+    data_base64: str
+
+
+class InboundRequest(BaseModel):
+    from_: str = Field(alias="from")
+    push_name: str | None = None
+    body: str | None = None
+    type: MessageType | None = None
+    wa_message_id: str | None = Field(None, min_length=1, max_length=128)
+    media: SimMedia | None = None
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        return _digits(value, "from")
+
+
+class ReceiptRequest(BaseModel):
+    wa_message_id: str = Field(min_length=1)
+    status: Literal["delivered", "read", "played"]
+    chat_jid: str | None = None
+
+
+def new_wa_message_id() -> str:
+    """An id shaped like WhatsApp's (``3EB0`` + 16 upper-case hex digits)."""
+    return "3EB0" + secrets.token_hex(8).upper()
+
+
+def _qr_code() -> str:
+    parts = [secrets.token_bytes(n) for n in (18, 32, 32, 32)]
+    ref = base64.b64encode(parts[0]).decode()
+    return "2@" + ",".join([ref, *(base64.b64encode(p).decode() for p in parts[1:])])
+
+
+def _media_type(mime_type: str) -> MessageType:
+    major = mime_type.split("/", 1)[0]
+    if mime_type == "image/webp":
+        return "sticker"
+    if major in ("image", "video", "audio"):
+        return major  # type: ignore[return-value]
+    return "document"
+
+
+@dataclass
+class _Session:
+    device_id: str
+    events: DriverEvents
+    jid: str | None
+    state: Literal["qr_pending", "connected", "ended"] = "qr_pending"
+    qr_codes: int = 0
+    timer: asyncio.TimerHandle | None = None
+    sub: Subscription | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    sent: OrderedDict[str, str] = field(default_factory=OrderedDict)  # wa id → chat jid
+    pairing_code: str | None = None
+
+
+class SimulatorDriver(WhatsAppDriver):
+    name = "simulator"
+
+    def __init__(self, nc: NatsClient, config: SimulatorConfig | None = None) -> None:
+        self.nc = nc
+        self.config = config or SimulatorConfig()
+        self._sessions: dict[str, _Session] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    # ---- the WhatsAppDriver interface ------------------------------------------
+
+    async def stop(self) -> None:
+        for device_id in list(self._sessions):
+            await self.disconnect(device_id)
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+
+    async def connect(self, device_id: str, session_jid: str | None, events: DriverEvents) -> None:
+        await self.disconnect(device_id)
+        session = _Session(device_id=device_id, events=events, jid=session_jid)
+        self._sessions[device_id] = session
+
+        async def on_control(msg: Msg) -> None:
+            # in a task of its own: ending the session unsubscribes, which must
+            # never cancel the subscription's delivery task mid-handler; the
+            # per-session lock keeps the actions of one device in order
+            self._spawn(self._handle_control(session, msg))
+
+        session.sub = await self.nc.subscribe(_control_subjects(device_id), cb=on_control)
+        if session_jid:
+            session.state = "connected"
+            await events.on_status(
+                device_id, "connected", jid=session_jid, phone=phone_from_jid(session_jid)
+            )
+            return
+        await events.on_status(device_id, "qr_pending")
+        self._arm(session, self.config.qr_first_delay, self._next_qr)
+
+    async def disconnect(self, device_id: str) -> None:
+        session = self._sessions.pop(device_id, None)
+        if session is not None:
+            await self._end(session)
+
+    async def logout(self, device_id: str) -> None:
+        await self.disconnect(device_id)
+
+    def is_connected(self, device_id: str) -> bool:
+        session = self._sessions.get(device_id)
+        return session is not None and session.state == "connected"
+
+    async def send_text(self, device_id: str, to_jid: str, body: str) -> SendResult:
+        return self._accept(self._connected(device_id), to_jid)
+
+    async def send_media(
+        self,
+        device_id: str,
+        to_jid: str,
+        media_type: MessageType,
+        data: bytes,
+        mime_type: str,
+        file_name: str | None,
+        caption: str | None,
+    ) -> SendResult:
+        session = self._connected(device_id)
+        if not data:
+            raise DriverError("The media file is empty", code="invalid_media")
+        return self._accept(session, to_jid)
+
+    async def mark_read(
+        self, device_id: str, chat_jid: str, sender_jid: str | None, wa_message_ids: list[str]
+    ) -> None:
+        self._connected(device_id)
+
+    async def pair_phone(self, device_id: str, phone: str) -> str:
+        session = self._sessions.get(device_id)
+        if session is None or session.state == "ended":
+            raise NotConnected()
+        if session.state == "connected":
+            raise DriverError("The device is already linked to a number", code="already_paired")
+        _digits(phone, "phone")
+        session.pairing_code = "".join(secrets.choice(PAIRING_ALPHABET) for _ in range(8))
+        return session.pairing_code
+
+    # ---- sessions ----------------------------------------------------------------
+
+    def _connected(self, device_id: str) -> _Session:
+        session = self._sessions.get(device_id)
+        if session is None or session.state != "connected":
+            raise NotConnected()
+        return session
+
+    async def _end(self, session: _Session) -> None:
+        session.state = "ended"
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        if session.sub is not None:
+            sub, session.sub = session.sub, None
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # the connection is closing: nothing to undo
+                log.debug("sim_unsubscribe_failed", error=str(exc))
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("sim_task_failed", error=repr(task.exception()))
+
+    def _arm(
+        self, session: _Session, delay: float, action: Callable[[_Session], Awaitable[None]]
+    ) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            session.timer = None
+            if session.state != "ended":
+                self._spawn(self._locked(session, action))
+
+        session.timer = loop.call_later(delay, fire)
+
+    async def _locked(
+        self, session: _Session, action: Callable[[_Session], Awaitable[None]]
+    ) -> None:
+        async with session.lock:
+            if session.state != "ended" and self._sessions.get(session.device_id) is session:
+                await action(session)
+
+    async def _next_qr(self, session: _Session) -> None:
+        if session.state != "qr_pending":
+            return
+        if session.qr_codes >= self.config.qr_max_codes:
+            # nobody scanned in time: WhatsApp closes the socket
+            self._sessions.pop(session.device_id, None)
+            await self._end(session)
+            await session.events.on_status(
+                session.device_id, "disconnected", error="The QR code was not scanned in time"
+            )
+            return
+        session.qr_codes += 1
+        expires_at = datetime.now(UTC) + timedelta(seconds=self.config.qr_interval)
+        self._arm(session, self.config.qr_interval, self._next_qr)
+        await session.events.on_qr(session.device_id, _qr_code(), expires_at)
+
+    def _accept(self, session: _Session, to_jid: str) -> SendResult:
+        wa_message_id = new_wa_message_id()
+        chat_jid = normalize_jid(to_jid)
+        session.sent[wa_message_id] = chat_jid
+        while len(session.sent) > SENT_MEMORY:
+            session.sent.popitem(last=False)
+        self._schedule_receipts(session, wa_message_id, chat_jid)
+        return SendResult(wa_message_id=wa_message_id, sent_at=datetime.now(UTC))
+
+    def _schedule_receipts(self, session: _Session, wa_message_id: str, chat_jid: str) -> None:
+        delivered_after = self.config.receipt_delay
+        steps: tuple[tuple[Literal["delivered", "read"], float], ...] = (
+            ("delivered", delivered_after),
+            ("read", delivered_after + self.config.read_delay),
+        )
+        for status, delay in steps:
+            receipt = WaReceipt(
+                wa_message_ids=[wa_message_id],
+                chat_jid=chat_jid,
+                sender_jid=chat_jid,
+                status=status,
+                receipt_at=datetime.now(UTC),
+            )
+            self._later(delay, functools.partial(self._deliver_receipt, session, receipt))
+
+    def _deliver_receipt(self, session: _Session, receipt: WaReceipt) -> None:
+        if session.state == "connected":
+            receipt = receipt.model_copy(update={"receipt_at": datetime.now(UTC)})
+            self._spawn(session.events.on_receipt(session.device_id, receipt))
+
+    def _later(self, delay: float, callback: Callable[[], None]) -> None:
+        """A timer the driver cancels on stop."""
+        timer: asyncio.TimerHandle
+
+        def fire() -> None:
+            self._timers.discard(timer)
+            callback()
+
+        timer = asyncio.get_running_loop().call_later(delay, fire)
+        self._timers.add(timer)
+
+    # ---- sim.{device_id}.{action} ------------------------------------------------------
+
+    async def _handle_control(self, session: _Session, msg: Msg) -> None:
+        action = msg.subject.rsplit(".", 1)[-1]
+        handlers: dict[str, Callable[[_Session, dict[str, Any]], Awaitable[None]]] = {
+            "scan": self._sim_scan,
+            "inbound": self._sim_inbound,
+            "receipt": self._sim_receipt,
+            "drop": self._sim_drop,
+            "logout": self._sim_logout,
+        }
+        reply: dict[str, Any] = {"ok": True}
+        async with session.lock:
+            try:
+                handler = handlers.get(action)
+                if handler is None:
+                    raise ValueError(f"unknown action {action!r}")
+                if session.state == "ended" or self._sessions.get(session.device_id) is not session:
+                    raise ValueError("the device is not connected")
+                payload = json.loads(msg.data or b"{}") if msg.data else {}
+                if not isinstance(payload, dict):
+                    raise ValueError("the payload must be a JSON object")
+                await handler(session, payload)
+            except ValidationError as exc:
+                reply = {"ok": False, "error": _validation_message(exc)}
+            except (ValueError, DriverError) as exc:
+                reply = {"ok": False, "error": str(exc)}
+            except Exception as exc:
+                log.exception("sim_action_failed", action=action, device_id=session.device_id)
+                reply = {"ok": False, "error": f"internal error: {type(exc).__name__}"}
+        if msg.reply:
+            await msg.respond(json.dumps(reply).encode())
+
+    async def _sim_scan(self, session: _Session, payload: dict[str, Any]) -> None:
+        request = ScanRequest.model_validate(payload)
+        if session.state != "qr_pending":
+            raise ValueError("no QR code is pending on this device")
+        if session.qr_codes == 0 and session.pairing_code is None:
+            raise ValueError("no QR code has been shown yet")
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        session.state = "connected"
+        session.jid = f"{request.phone}@s.whatsapp.net"
+        await session.events.on_status(
+            session.device_id, "connected", jid=session.jid, phone=request.phone
+        )
+
+    async def _sim_inbound(self, session: _Session, payload: dict[str, Any]) -> None:
+        request = InboundRequest.model_validate(payload)
+        if session.state != "connected":
+            raise ValueError("the device is not connected")
+        media: InboundMedia | None = None
+        if request.media is not None:
+            try:
+                data = base64.b64decode(request.media.data_base64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError("media.data_base64 is not valid base64") from exc
+            media = InboundMedia(
+                data=data, mime_type=request.media.mime_type, file_name=request.media.file_name
+            )
+        if media is None and request.body is None:
+            raise ValueError("an inbound message needs a body or media")
+        message_type: MessageType = request.type or (
+            _media_type(media.mime_type) if media else "text"
+        )
+        chat_jid = f"{request.from_}@s.whatsapp.net"
+        message = WaMessage(
+            wa_message_id=request.wa_message_id or new_wa_message_id(),
+            chat_jid=chat_jid,
+            sender_jid=chat_jid,
+            push_name=request.push_name,
+            direction="in",
+            type=message_type,
+            body=request.body,
+            sent_at=datetime.now(UTC),
+        )
+        await session.events.on_message(session.device_id, message, media)
+
+    async def _sim_receipt(self, session: _Session, payload: dict[str, Any]) -> None:
+        request = ReceiptRequest.model_validate(payload)
+        if session.state != "connected":
+            raise ValueError("the device is not connected")
+        chat_jid = session.sent.get(request.wa_message_id) or request.chat_jid
+        if chat_jid is None:
+            raise ValueError("unknown wa_message_id (pass chat_jid for messages not sent here)")
+        await session.events.on_receipt(
+            session.device_id,
+            WaReceipt(
+                wa_message_ids=[request.wa_message_id],
+                chat_jid=normalize_jid(chat_jid),
+                sender_jid=normalize_jid(chat_jid),
+                status=request.status,
+                receipt_at=datetime.now(UTC),
+            ),
+        )
+
+    async def _sim_drop(self, session: _Session, payload: dict[str, Any]) -> None:
+        self._sessions.pop(session.device_id, None)
+        await self._end(session)
+        await session.events.on_status(
+            session.device_id, "disconnected", error="The connection dropped"
+        )
+
+    async def _sim_logout(self, session: _Session, payload: dict[str, Any]) -> None:
+        self._sessions.pop(session.device_id, None)
+        await self._end(session)
+        session.jid = None
+        await session.events.on_status(session.device_id, "logged_out")
+
+
+def _control_subjects(device_id: str) -> str:
+    """``sim.{device_id}.*`` (the device id checked as a subject token)."""
+    return sim_subject(device_id, "action").rsplit(".", 1)[0] + ".*"
+
+
+def _validation_message(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        loc = ".".join(str(p) for p in error.get("loc", ()))
+        parts.append(f"{loc}: {error.get('msg', '')}" if loc else str(error.get("msg", "")))
+    return "; ".join(parts)

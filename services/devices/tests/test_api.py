@@ -1,0 +1,220 @@
+"""The devices API without a worker: validation, isolation, desired state, events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+
+UNKNOWN = str(uuid.uuid4())
+
+
+def error(resp: Any, status: int) -> dict[str, Any]:
+    assert resp.status_code == status, resp.text
+    body = resp.json()["error"]
+    assert set(body) == {"code", "message", "details"}
+    return dict(body)
+
+
+def locs(resp: Any) -> list[list[Any]]:
+    return [d["loc"] for d in error(resp, 422)["details"]]
+
+
+class TestCreate:
+    async def test_creates_a_disconnected_device(self, api: Any, events: Any) -> None:
+        resp = await api.client.post(
+            "/api/devices", json={"name": "  Sales line "}, headers=api.headers
+        )
+        assert resp.status_code == 201, resp.text
+        device = resp.json()
+        assert device == {
+            "id": device["id"],
+            "account_id": api.account_id,
+            "name": "Sales line",
+            "phone": None,
+            "jid": None,
+            "status": "disconnected",
+            "last_error": None,
+            "last_seen_at": None,
+            "created_at": device["created_at"],
+        }
+        uuid.UUID(device["id"])
+        assert device["created_at"].endswith(("Z", "+00:00"))
+
+    async def test_requires_a_token(self, api: Any) -> None:
+        resp = await api.client.post("/api/devices", json={"name": "x"})
+        assert error(resp, 401)["code"] == "unauthorized"
+
+    async def test_name_is_required_and_not_blank(self, api: Any) -> None:
+        for body in ({}, {"name": "   "}, {"name": "x" * 101}, {"name": 5}):
+            resp = await api.client.post("/api/devices", json=body, headers=api.headers)
+            assert ["body", "name"] in locs(resp), body
+
+
+class TestList:
+    async def test_lists_only_the_callers_devices(self, api: Any, other_api: Any) -> None:
+        first = await api.create("One")
+        second = await api.create("Two")
+        await other_api.create("Theirs")
+        resp = await api.client.get("/api/devices", headers=api.headers)
+        assert resp.status_code == 200
+        assert resp.json() == {"items": [first, second]}
+
+    async def test_requires_a_token(self, api: Any) -> None:
+        assert error(await api.client.get("/api/devices"), 401)["code"] == "unauthorized"
+
+
+class TestGet:
+    async def test_gets_a_device(self, api: Any) -> None:
+        device = await api.create()
+        assert await api.get(device["id"]) == device
+
+    async def test_another_accounts_device_is_not_found(self, api: Any, other_api: Any) -> None:
+        device = await api.create()
+        resp = await other_api.client.get(f"/api/devices/{device['id']}", headers=other_api.headers)
+        assert error(resp, 404)["code"] == "device_not_found"
+
+    async def test_unknown_and_malformed_ids_are_not_found(self, api: Any) -> None:
+        for device_id in (UNKNOWN, "not-a-uuid"):
+            resp = await api.client.get(f"/api/devices/{device_id}", headers=api.headers)
+            error(resp, 404)
+
+    async def test_requires_a_token(self, api: Any) -> None:
+        device = await api.create()
+        error(await api.client.get(f"/api/devices/{device['id']}"), 401)
+
+
+ACTIONS = ("connect", "disconnect", "logout")
+
+
+class TestLifecycleActions:
+    async def test_connect_stores_the_wish_and_says_connecting(
+        self, api: Any, events: Any, db: asyncpg.Pool
+    ) -> None:
+        device = await api.create()
+        resp = await api.post(device["id"], "connect")
+        assert resp.status_code == 202, resp.text
+        assert resp.json() == {**device, "status": "connecting"}
+        row = await db.fetchrow(
+            "SELECT desired_state FROM devices WHERE id = $1", uuid.UUID(device["id"])
+        )
+        assert row is not None and row["desired_state"] == "connected"
+        await events.wait(lambda: events.app_statuses(device["id"]) == ["connecting"])
+        wa = events.of(".status", device["id"])
+        assert [w.subject for w in wa] == [f"wa.evt.{api.account_id}.{device['id']}.status"]
+        assert wa[0].headers["Nats-Msg-Id"] == wa[0].data["id"]
+        app = events.of(".device_status", device["id"])[0]
+        assert app.subject == f"app.{api.account_id}.device_status"
+        assert app.data["data"]["device"] == resp.json()
+        assert app.headers["Nats-Msg-Id"] == app.data["id"]
+
+        again = await api.post(device["id"], "connect")
+        assert again.status_code == 202 and again.json()["status"] == "connecting"
+        await asyncio.sleep(0.1)
+        assert events.app_statuses(device["id"]) == ["connecting"]  # nothing changed
+
+    async def test_disconnect_and_logout(self, api: Any, events: Any, db: asyncpg.Pool) -> None:
+        device = await api.create()
+        await api.post(device["id"], "connect")
+        resp = await api.post(device["id"], "disconnect")
+        assert resp.status_code == 202
+        assert resp.json()["status"] == "disconnected"
+        resp = await api.post(device["id"], "logout")
+        assert resp.status_code == 202
+        assert resp.json()["status"] == "logged_out"
+        assert resp.json()["jid"] is None
+        row = await db.fetchrow(
+            "SELECT desired_state FROM devices WHERE id = $1", uuid.UUID(device["id"])
+        )
+        assert row is not None and row["desired_state"] == "logged_out"
+        await events.wait(
+            lambda: (
+                events.app_statuses(device["id"]) == ["connecting", "disconnected", "logged_out"]
+            )
+        )
+        # a logged-out device connects again (with a new QR)
+        resp = await api.post(device["id"], "connect")
+        assert resp.json()["status"] == "connecting"
+
+    async def test_require_a_token(self, api: Any) -> None:
+        device = await api.create()
+        for action in ACTIONS:
+            error(await api.client.post(f"/api/devices/{device['id']}/{action}"), 401)
+
+    async def test_another_accounts_device_is_not_found(self, api: Any, other_api: Any) -> None:
+        device = await api.create()
+        for action in ACTIONS:
+            error(await other_api.post(device["id"], action), 404)
+        assert (await api.get(device["id"]))["status"] == "disconnected"
+
+
+class TestQr:
+    async def test_no_qr_pending_is_404(self, api: Any) -> None:
+        device = await api.create()
+        resp = await api.client.get(f"/api/devices/{device['id']}/qr", headers=api.headers)
+        assert error(resp, 404)["code"] == "qr_not_pending"
+
+    async def test_another_accounts_device_is_not_found(self, api: Any, other_api: Any) -> None:
+        device = await api.create()
+        resp = await other_api.client.get(
+            f"/api/devices/{device['id']}/qr", headers=other_api.headers
+        )
+        assert error(resp, 404)["code"] == "device_not_found"
+
+    async def test_requires_a_token(self, api: Any) -> None:
+        device = await api.create()
+        error(await api.client.get(f"/api/devices/{device['id']}/qr"), 401)
+
+
+class TestPairPhone:
+    async def test_without_a_live_session_answers_409_at_once(self, api: Any) -> None:
+        device = await api.create()
+        started = time.monotonic()
+        resp = await api.post(device["id"], "pair-phone", json={"phone": "+52 1 55 1234 5678"})
+        assert error(resp, 409)["code"] == "device_not_connected"
+        assert time.monotonic() - started < 1.0
+
+    async def test_phone_is_validated(self, api: Any) -> None:
+        device = await api.create()
+        for body in ({}, {"phone": "12345"}, {"phone": "call me"}, {"phone": "1" * 16}):
+            resp = await api.post(device["id"], "pair-phone", json=body)
+            assert ["body", "phone"] in locs(resp), body
+
+    async def test_another_accounts_device_is_not_found(self, api: Any, other_api: Any) -> None:
+        device = await api.create()
+        resp = await other_api.post(device["id"], "pair-phone", json={"phone": "5215512345678"})
+        error(resp, 404)
+
+    async def test_requires_a_token(self, api: Any) -> None:
+        device = await api.create()
+        resp = await api.client.post(
+            f"/api/devices/{device['id']}/pair-phone", json={"phone": "5215512345678"}
+        )
+        error(resp, 401)
+
+
+class TestDelete:
+    async def test_deletes(self, api: Any) -> None:
+        device = await api.create()
+        resp = await api.client.delete(f"/api/devices/{device['id']}", headers=api.headers)
+        assert resp.status_code == 204
+        assert resp.content == b""
+        resp = await api.client.get(f"/api/devices/{device['id']}", headers=api.headers)
+        error(resp, 404)
+        resp = await api.client.delete(f"/api/devices/{device['id']}", headers=api.headers)
+        error(resp, 404)
+
+    async def test_another_accounts_device_is_not_found(self, api: Any, other_api: Any) -> None:
+        device = await api.create()
+        resp = await other_api.client.delete(
+            f"/api/devices/{device['id']}", headers=other_api.headers
+        )
+        error(resp, 404)
+        assert await api.get(device["id"])
+
+    async def test_requires_a_token(self, api: Any) -> None:
+        device = await api.create()
+        error(await api.client.delete(f"/api/devices/{device['id']}"), 401)

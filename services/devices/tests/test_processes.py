@@ -1,0 +1,98 @@
+"""Real worker processes: SIGTERM hands devices over at once, SIGKILL after the
+lease expires; never two holders at once."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from clarin_devices.worker import hrw
+
+
+def status_events(events: Any, device_id: str) -> list[dict[str, Any]]:
+    return [s.data["data"] for s in events.of(".status", device_id)]
+
+
+def holder(events: Any, device_id: str) -> str | None:
+    statuses = status_events(events, device_id)
+    if statuses and statuses[-1]["status"] == "connected":
+        return str(statuses[-1]["worker_id"])
+    return None
+
+
+def assert_never_two_holders(events: Any, device_id: str) -> None:
+    """From the status events in stream order: a worker reports ``connected``
+    only after the previous holder let go (handoff) or its lease expired."""
+    current: str | None = None
+    for event in status_events(events, device_id):
+        worker, status = event["worker_id"], event["status"]
+        if worker is None:
+            continue
+        if status == "connected":
+            assert current in (None, worker), f"{worker} connected while {current} held it"
+            current = worker
+        elif worker == current:
+            current = None
+
+
+async def test_sigterm_hands_devices_over_at_once(
+    api: Any, events: Any, spawn_worker: Any, start_worker: Any, make_paired: Any, ledger: Any
+) -> None:
+    # leases far longer than the test may wait: only a release explains a quick move
+    slow_leases = {"lease_ttl_seconds": 30, "lease_renew_interval_seconds": 5}
+    proc = await spawn_worker("p1", **slow_leases)
+    devices = await make_paired(10)
+    for device_id in devices:
+        await api.post(device_id, "connect")
+    await events.wait(lambda: all(holder(events, d) == "p1" for d in devices), timeout=15)
+
+    w2 = await start_worker("w2", **slow_leases)
+    expected = {d: hrw.owner(d, ["p1", "w2"]) for d in devices}
+    await events.wait(lambda: all(holder(events, d) == expected[d] for d in devices), timeout=10)
+
+    stopped_at = time.monotonic()
+    assert proc.terminate() in (0, -15)  # uvicorn re-raises SIGTERM after its graceful exit
+    await events.wait(lambda: all(holder(events, d) == "w2" for d in devices), timeout=10)
+    assert time.monotonic() - stopped_at < 8
+    for device_id in devices:
+        assert_never_two_holders(events, device_id)
+        if expected[device_id] == "p1":  # p1 said it let go before w2 took it
+            statuses = status_events(events, device_id)
+            release = max(
+                i
+                for i, e in enumerate(statuses)
+                if e["worker_id"] == "p1" and e["status"] == "connecting"
+            )
+            taken = min(
+                i
+                for i, e in enumerate(statuses)
+                if e["worker_id"] == "w2" and e["status"] == "connected"
+            )
+            assert release < taken
+    assert w2.worker.sessions.keys() == set(devices)
+    assert not ledger.violations
+
+
+async def test_sigkill_moves_devices_after_the_lease_expires(
+    api: Any, events: Any, spawn_worker: Any, start_worker: Any, make_paired: Any, ledger: Any
+) -> None:
+    proc = await spawn_worker("p1", lease_ttl_seconds=2.0, lease_renew_interval_seconds=0.4)
+    devices = await make_paired(10)
+    for device_id in devices:
+        await api.post(device_id, "connect")
+    await events.wait(lambda: all(holder(events, d) == "p1" for d in devices), timeout=15)
+    await start_worker("w2", lease_ttl_seconds=2.0, lease_renew_interval_seconds=0.4)
+    expected = {d: hrw.owner(d, ["p1", "w2"]) for d in devices}
+    await events.wait(lambda: all(holder(events, d) == expected[d] for d in devices), timeout=10)
+    on_p1 = [d for d in devices if expected[d] == "p1"]
+    assert on_p1
+
+    proc.kill()
+    killed_at = time.monotonic()
+    await events.wait(lambda: all(holder(events, d) == "w2" for d in devices), timeout=30)
+    for device_id in on_p1:
+        opened = ledger.first_open(device_id, "w2")
+        assert opened is not None
+        # p1 renewed at most 0.4 s before it died; its 2 s lease had to run out first
+        assert opened - killed_at > 1.4, opened - killed_at
+        assert (await api.get(device_id))["status"] == "connected"

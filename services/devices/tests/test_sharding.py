@@ -1,0 +1,137 @@
+"""Workers share devices by HRW, hand them over on stop and take them back after
+a crash, and a device is never held by two workers at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from clarin_common.events import SendTextCommand, wa_command_subject
+from clarin_common.nats import request_json
+from clarin_devices.worker import hrw
+
+
+async def connect_all(api: Any, device_ids: list[str]) -> None:
+    for device_id in device_ids:
+        resp = await api.post(device_id, "connect")
+        assert resp.status_code == 202
+
+
+def holders(*workers: Any) -> dict[str, str]:
+    return {
+        device_id: w.id
+        for w in workers
+        if not w.stopped
+        for device_id, session in w.worker.sessions.items()
+        if session.connected
+    }
+
+
+def hrw_split(device_ids: list[str], worker_ids: list[str]) -> dict[str, str]:
+    return {d: hrw.owner(d, worker_ids) or "" for d in device_ids}
+
+
+async def test_hrw_distributes_devices_over_two_workers(
+    api: Any, events: Any, start_worker: Any, make_paired: Any
+) -> None:
+    w1 = await start_worker("w1")
+    w2 = await start_worker("w2")
+    devices = await make_paired(24)
+    await connect_all(api, devices)
+    expected = hrw_split(devices, ["w1", "w2"])
+    await events.wait(lambda: holders(w1, w2) == expected, timeout=10)
+    assert 0 < list(expected.values()).count("w1") < len(devices)
+    for device_id in devices:
+        assert (await api.get(device_id))["status"] == "connected"
+        statuses = [s.data["data"] for s in events.of(".status", device_id)]
+        assert statuses[-1]["worker_id"] == expected[device_id]
+
+
+async def test_adding_a_worker_moves_its_share_to_it(
+    api: Any, events: Any, start_worker: Any, make_paired: Any, ledger: Any
+) -> None:
+    w1 = await start_worker("w1")
+    devices = await make_paired(16)
+    await connect_all(api, devices)
+    await events.wait(lambda: len(holders(w1)) == len(devices), timeout=10)
+    w2 = await start_worker("w2")
+    expected = hrw_split(devices, ["w1", "w2"])
+    await events.wait(lambda: holders(w1, w2) == expected, timeout=10)
+    moved = [d for d, w in expected.items() if w == "w2"]
+    assert moved
+    # w1 let go (handoff) before w2 connected it
+    await events.wait(
+        lambda: all(events.app_statuses(d)[-2:] == ["connecting", "connected"] for d in moved)
+    )
+    assert not ledger.violations
+
+
+async def test_graceful_stop_hands_devices_over_at_once(
+    api: Any, events: Any, start_worker: Any, make_paired: Any, ledger: Any
+) -> None:
+    # long leases: only a real release lets the other worker in quickly
+    w1 = await start_worker("w1", lease_ttl_seconds=30, lease_renew_interval_seconds=5)
+    w2 = await start_worker("w2", lease_ttl_seconds=30, lease_renew_interval_seconds=5)
+    devices = await make_paired(16)
+    await connect_all(api, devices)
+    await events.wait(lambda: len(holders(w1, w2)) == len(devices), timeout=10)
+    on_w1 = [d for d, w in holders(w1, w2).items() if w == "w1"]
+    assert on_w1
+    stopped_at = time.monotonic()
+    await w1.stop()
+    await events.wait(lambda: holders(w1, w2) == dict.fromkeys(devices, "w2"), timeout=10)
+    assert time.monotonic() - stopped_at < 5
+    for device_id in on_w1:
+        assert ledger.first_open(device_id, "w2") is not None
+    assert not ledger.violations
+
+
+async def test_a_crashed_workers_devices_come_back_after_lease_expiry(
+    api: Any, events: Any, start_worker: Any, make_paired: Any, ledger: Any
+) -> None:
+    w1 = await start_worker("w1")
+    w2 = await start_worker("w2")
+    devices = await make_paired(16)
+    await connect_all(api, devices)
+    await events.wait(lambda: len(holders(w1, w2)) == len(devices), timeout=10)
+    on_w1 = [d for d, w in holders(w1, w2).items() if w == "w1"]
+    assert on_w1
+    await w1.crash(ledger)
+    crashed_at = time.monotonic()
+    await events.wait(lambda: holders(w1, w2) == dict.fromkeys(devices, "w2"), timeout=15)
+    for device_id in on_w1:
+        opened = ledger.first_open(device_id, "w2")
+        assert opened is not None
+        # not before w1's lease ran out (TTL 1.5 s, renewed every 0.3 s)
+        assert opened - crashed_at > 1.0
+    assert not ledger.violations
+    for device_id in devices:
+        assert (await api.get(device_id))["status"] == "connected"
+
+
+async def test_a_moved_device_answers_commands_from_its_new_owner(
+    api: Any, events: Any, start_worker: Any, make_paired: Any, nats_client: Any
+) -> None:
+    """After a move the new owner answers commands; the old one writes nothing more."""
+    w1 = await start_worker("w1")
+    devices = await make_paired(6)
+    await connect_all(api, devices)
+    await events.wait(lambda: len(holders(w1)) == len(devices), timeout=10)
+    w2 = await start_worker("w2")
+    expected = hrw_split(devices, ["w1", "w2"])
+    await events.wait(lambda: holders(w1, w2) == expected, timeout=10)
+    for device_id in devices:
+        reply = await request_json(
+            nats_client,
+            wa_command_subject(device_id),
+            SendTextCommand(message_id=f"m-{device_id}", to="5215599998888", body="hi"),
+        )
+        assert reply["ok"] is True, reply
+        resp = await api.post(device_id, "pair-phone", json={"phone": "5215512345678"})
+        assert resp.status_code == 409
+        assert resp.json()["error"]["code"] == "already_paired"
+    await asyncio.sleep(0.5)
+    for device_id in devices:
+        last = events.of(".status", device_id)[-1].data["data"]
+        assert last["status"] == "connected" and last["worker_id"] == expected[device_id]
