@@ -68,14 +68,19 @@ async def connect(url: str, name: str, *, timeout: float = 5.0) -> NatsClient:
     async def _quiet(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc))
 
+    client: list[NatsClient] = []
+
     async def _disconnected() -> None:
+        # a deliberate close/drain also fires this callback: only warn on a real loss
+        if client and (client[0].is_closed or client[0].is_draining):
+            return
         log.warning("nats_disconnected")
 
     async def _reconnected() -> None:
         log.info("nats_reconnected")
 
     try:
-        return await asyncio.wait_for(
+        nc = await asyncio.wait_for(
             nats.connect(
                 servers=urls,
                 name=name,
@@ -92,6 +97,8 @@ async def connect(url: str, name: str, *, timeout: float = 5.0) -> NatsClient:
         )
     except TimeoutError as exc:
         raise ConnectionError(f"NATS connect to {url} timed out") from exc
+    client.append(nc)
+    return nc
 
 
 async def ensure_streams(js: JetStreamContext) -> None:
