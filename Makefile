@@ -28,11 +28,11 @@ install: uv
 	$(UV) sync --frozen
 
 frontend/node_modules/.package-lock.json: frontend/package-lock.json
-	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	cd frontend && ../scripts/with-node.sh npm ci --no-audit --no-fund --loglevel=error
 
 .PHONY: frontend
 frontend: frontend/node_modules/.package-lock.json
-	cd frontend && npm run build
+	cd frontend && ../scripts/with-node.sh npm run build
 
 .PHONY: build
 build: install frontend
@@ -54,7 +54,7 @@ stop-servers:
 
 .PHONY: dev-frontend
 dev-frontend: frontend/node_modules/.package-lock.json
-	cd frontend && npm run dev
+	cd frontend && ../scripts/with-node.sh npm run dev
 
 # ---- quality ------------------------------------------------------------------
 
@@ -67,7 +67,7 @@ lint: install
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync mypy libs/common/src services/*/src
-	cd frontend && npx tsc --noEmit -p .
+	cd frontend && ../scripts/with-node.sh npx tsc --noEmit -p .
 
 .PHONY: asyncapi
 asyncapi: install

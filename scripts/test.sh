@@ -17,4 +17,4 @@ if [[ -z ${CLARIN_TEST_NATS_URL:-} ]] && answers 4222; then
 fi
 mkdir -p test-artifacts
 "$UV" run --no-sync pytest "$@"
-(cd frontend && npm test --silent)
+(cd frontend && ../scripts/with-node.sh npm test --silent)
