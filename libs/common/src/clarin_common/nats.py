@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 
 import nats
 import structlog
+from asyncpg.exceptions import DeadlockDetectedError, SerializationError
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -347,7 +349,7 @@ class PullConsumer:
         if not deliveries:
             return
         try:
-            await self.handler(deliveries)
+            await self._handle_batch(deliveries)
         except Exception as exc:
             if len(deliveries) == 1:
                 await self._settle_failure(deliveries[0], exc)
@@ -364,6 +366,19 @@ class PullConsumer:
                     await delivery.msg.ack()
             return
         await asyncio.gather(*(d.msg.ack() for d in deliveries))
+
+    async def _handle_batch(self, deliveries: list[Delivery]) -> None:
+        """The handler on the whole batch; a deadlock or serialization failure is
+        retried as a batch (with jitter) before falling back to one by one."""
+        for attempt in range(3):
+            try:
+                await self.handler(deliveries)
+                return
+            except (DeadlockDetectedError, SerializationError) as exc:
+                if attempt == 2:
+                    raise
+                log.warning("batch_conflict_retrying", durable=self.durable, error=str(exc)[:200])
+                await asyncio.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
 
     async def _settle_failure(self, delivery: Delivery, exc: Exception) -> None:
         if isinstance(exc, PoisonMessage) or delivery.num_delivered >= self.max_attempts:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import structlog
 
 from clarin_common.events import APP_EVENTS_STREAM, WA_EVENTS_STREAM
@@ -22,10 +20,8 @@ log = structlog.get_logger(__name__)
 def wa_events_consumer(ctx: Messaging, *, durable: str | None = None) -> PullConsumer:
     settings = ctx.settings
 
-    db_turn = asyncio.Lock()
-
     async def handler(deliveries: list[Delivery]) -> None:
-        await handle_wa_events(ctx, deliveries, db_turn)
+        await handle_wa_events(ctx, deliveries, ctx.db_turn)
 
     return PullConsumer(
         ctx.js,

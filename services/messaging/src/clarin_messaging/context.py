@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -27,6 +28,9 @@ class Messaging:
     js: JetStreamContext
     store: MediaStore
     devices: DevicesClient
+    # the consumers' chat writes take turns in this process (lock order across
+    # replicas is kept by the statements themselves)
+    db_turn: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _objects: ObjectStore | None = field(default=None, repr=False)
 
     async def objects(self) -> ObjectStore:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+from asyncpg import Connection
 from pydantic import ValidationError
 
 from clarin_common.events import LeadData, LeadDeletedData
@@ -29,6 +30,44 @@ def _uuid_or_none(value: str | None) -> str | None:
         return None
 
 
+def _lead_key(data: LeadData | LeadDeletedData) -> str:
+    return data.lead_id if isinstance(data, LeadDeletedData) else data.lead.id
+
+
+async def _lock_chats(
+    conn: Connection, parsed: list[tuple[str, LeadData | LeadDeletedData]]
+) -> None:
+    accounts: set[str] = set()
+    chat_ids: set[str] = set()
+    phones: set[str] = set()
+    lead_ids: set[str] = set()
+    for account_id, data in parsed:
+        accounts.add(account_id)
+        lead_id = _uuid_or_none(_lead_key(data))
+        if lead_id:
+            lead_ids.add(lead_id)
+        if isinstance(data, LeadData):
+            chat_id = _uuid_or_none(data.lead.chat_id)
+            if chat_id:
+                chat_ids.add(chat_id)
+            phone = phone_digits(data.lead.phone or "")
+            if phone:
+                phones.add(phone)
+    await conn.execute(
+        """
+        SELECT 1 FROM chats
+        WHERE account_id = ANY($1::uuid[])
+          AND (id = ANY($2::uuid[]) OR phone = ANY($3::text[]) OR lead_id = ANY($4::uuid[]))
+        ORDER BY id
+        FOR UPDATE
+        """,
+        list(accounts),
+        list(chat_ids),
+        list(phones),
+        list(lead_ids),
+    )
+
+
 async def handle_lead_events(ctx: Messaging, deliveries: list[Delivery]) -> None:
     parsed: list[tuple[str, LeadData | LeadDeletedData]] = []
     for delivery in deliveries:
@@ -47,7 +86,13 @@ async def handle_lead_events(ctx: Messaging, deliveries: list[Delivery]) -> None
             raise PoisonMessage(f"invalid {kind} event: {exc}") from exc
         parsed.append((account_id, data))
 
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    # Lock order: the inbound batch upserts chats in id order; taking the chats this
+    # batch may touch in that same order first (and the leads in id order, each
+    # lead's events still in stream order) keeps the two consumers, and replicas,
+    # from deadlocking each other.
+    parsed.sort(key=lambda item: _lead_key(item[1]))
+    async with ctx.db_turn, ctx.pool.acquire() as conn, conn.transaction():
+        await _lock_chats(conn, parsed)
         for account_id, data in parsed:
             if isinstance(data, LeadDeletedData):
                 lead_id = _uuid_or_none(data.lead_id)
