@@ -299,6 +299,25 @@ async def test_lead_link_from_lead_events(svc: Any, h: Any) -> None:
     )
     await eventually(lambda: _has(linked(), "5215511111111", None))
 
+    # the lead's phone changes (and a stale update arrives after the newer one): the
+    # chat of the new phone is linked, the old one unlinked
+    later = now + timedelta(seconds=5)
+    for data in (
+        LeadData(lead=lead("5215511111111", None, early, later)),
+        LeadData(lead=lead("5215533333333", None, early, now + timedelta(seconds=1))),
+    ):
+        await publish_event(
+            js,
+            app_event_subject(tenant.account_id, "lead_updated"),
+            app_envelope(tenant.account_id, "lead_updated", data),
+        )
+    await eventually(
+        lambda: _eq(
+            linked(),
+            {"5215511111111": early, "5215522222222": by_chat, "5215533333333": None},
+        )
+    )
+
 
 async def _count_chats(svc: Any, n: int) -> bool:
     return int(await svc.ctx.pool.fetchval("SELECT count(*) FROM chats")) == n

@@ -167,74 +167,85 @@ async def delete(conn: asyncpg.Connection, chat_id: str) -> None:
 # ---- lead links (from app.*.lead_* events) ------------------------------------------
 
 
-async def upsert_lead_link(
+async def upsert_lead_links(
     conn: asyncpg.Connection,
-    *,
-    account_id: str,
-    lead_id: str,
-    chat_id: str | None,
-    phone: str | None,
-    updated_at: datetime,
-) -> bool:
-    """Record the lead's chat/phone; False when a newer event already did."""
-    row = await conn.fetchrow(
+    links: list[tuple[str, str, str | None, str | None, datetime]],
+) -> list[tuple[str, str, str | None, str | None]]:
+    """Record each lead's chat/phone (``(lead_id, account_id, chat_id, phone,
+    updated_at)``, one row per lead); returns the links that changed (those a newer
+    event had not already recorded)."""
+    if not links:
+        return []
+    rows = await conn.fetch(
         """
         INSERT INTO lead_links AS l (lead_id, account_id, chat_id, phone, updated_at)
-        VALUES ($1, $2, $3, $4, $5)
+        SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[])
         ON CONFLICT (lead_id) DO UPDATE
             SET chat_id = excluded.chat_id, phone = excluded.phone, updated_at = excluded.updated_at
             WHERE l.updated_at <= excluded.updated_at AND l.account_id = excluded.account_id
-        RETURNING lead_id
+        RETURNING lead_id, account_id, chat_id, phone
         """,
-        lead_id,
-        account_id,
-        chat_id,
-        phone,
-        updated_at,
+        *(list(column) for column in zip(*links, strict=True)),
     )
-    return row is not None
+    return [
+        (
+            str(r["lead_id"]),
+            str(r["account_id"]),
+            str(r["chat_id"]) if r["chat_id"] else None,
+            r["phone"],
+        )
+        for r in rows
+    ]
 
 
-async def link_lead(
-    conn: asyncpg.Connection,
-    *,
-    account_id: str,
-    lead_id: str,
-    chat_id: str | None,
-    phone: str | None,
+async def link_leads(
+    conn: asyncpg.Connection, links: list[tuple[str, str, str | None, str | None]]
 ) -> None:
-    # the lead's phone or chat may have changed: unlink the chats that no longer match
+    """Point chats at their lead (``(lead_id, account_id, chat_id, phone)``): the
+    chat of the lead and the chats of its phone; chats that no longer match (the
+    lead's phone or chat changed) are unlinked."""
+    if not links:
+        return
+    columns = [list(column) for column in zip(*links, strict=True)]
     await conn.execute(
         """
-        UPDATE chats SET lead_id = NULL, updated_at = now()
-        WHERE account_id = $1 AND lead_id = $2
-          AND id IS DISTINCT FROM $3::uuid AND phone IS DISTINCT FROM $4::text
+        UPDATE chats c SET lead_id = NULL, updated_at = now()
+        FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
+            AS f(lead_id, account_id, chat_id, phone)
+        WHERE c.account_id = f.account_id AND c.lead_id = f.lead_id
+          AND c.id IS DISTINCT FROM f.chat_id AND c.phone IS DISTINCT FROM f.phone
         """,
-        account_id,
-        lead_id,
-        chat_id,
-        phone,
+        *columns,
     )
     await conn.execute(
         """
-        UPDATE chats SET lead_id = $2, updated_at = now()
-        WHERE account_id = $1 AND (id = $3::uuid OR phone = $4::text)
-          AND lead_id IS DISTINCT FROM $2
+        UPDATE chats c SET lead_id = f.lead_id, updated_at = now()
+        FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[])
+            AS f(lead_id, account_id, chat_id, phone)
+        WHERE c.account_id = f.account_id AND (c.id = f.chat_id OR c.phone = f.phone)
+          AND c.lead_id IS DISTINCT FROM f.lead_id
         """,
-        account_id,
-        lead_id,
-        chat_id,
-        phone,
+        *columns,
     )
 
 
-async def unlink_lead(conn: asyncpg.Connection, *, account_id: str, lead_id: str) -> None:
+async def unlink_leads(conn: asyncpg.Connection, leads: list[tuple[str, str]]) -> None:
+    """Forget deleted leads (``(lead_id, account_id)``) and unlink their chats."""
+    if not leads:
+        return
+    columns = [list(column) for column in zip(*leads, strict=True)]
     await conn.execute(
-        "DELETE FROM lead_links WHERE lead_id = $1 AND account_id = $2", lead_id, account_id
+        """
+        DELETE FROM lead_links l USING unnest($1::uuid[], $2::uuid[]) AS d(lead_id, account_id)
+        WHERE l.lead_id = d.lead_id AND l.account_id = d.account_id
+        """,
+        *columns,
     )
     await conn.execute(
-        "UPDATE chats SET lead_id = NULL, updated_at = now() "
-        "WHERE account_id = $1 AND lead_id = $2",
-        account_id,
-        lead_id,
+        """
+        UPDATE chats c SET lead_id = NULL, updated_at = now()
+        FROM unnest($1::uuid[], $2::uuid[]) AS d(lead_id, account_id)
+        WHERE c.account_id = d.account_id AND c.lead_id = d.lead_id
+        """,
+        *columns,
     )

@@ -86,34 +86,35 @@ async def handle_lead_events(ctx: Messaging, deliveries: list[Delivery]) -> None
             raise PoisonMessage(f"invalid {kind} event: {exc}") from exc
         parsed.append((account_id, data))
 
+    # Per lead, one outcome for the batch: deleted wins, else the newest state.
+    deleted: dict[str, str] = {}
+    newest: dict[str, tuple[str, LeadData]] = {}
+    for account_id, data in parsed:
+        lead_id = _uuid_or_none(_lead_key(data))
+        if lead_id is None:
+            continue
+        if isinstance(data, LeadDeletedData):
+            deleted[lead_id] = account_id
+        elif data.lead.account_id == account_id:
+            seen = newest.get(lead_id)
+            if seen is None or seen[1].lead.updated_at <= data.lead.updated_at:
+                newest[lead_id] = (account_id, data)
+    links = [
+        (
+            lead_id,
+            account_id,
+            _uuid_or_none(data.lead.chat_id),
+            phone_digits(data.lead.phone or "") or None,
+            data.lead.updated_at,
+        )
+        for lead_id, (account_id, data) in sorted(newest.items())
+        if lead_id not in deleted
+    ]
     # Lock order: the inbound batch upserts chats in id order; taking the chats this
-    # batch may touch in that same order first (and the leads in id order, each
-    # lead's events still in stream order) keeps the two consumers, and replicas,
-    # from deadlocking each other.
-    parsed.sort(key=lambda item: _lead_key(item[1]))
+    # batch may touch in that same order first keeps the two consumers (and
+    # replicas) from deadlocking each other.
     async with ctx.db_turn, ctx.pool.acquire() as conn, conn.transaction():
         await _lock_chats(conn, parsed)
-        for account_id, data in parsed:
-            if isinstance(data, LeadDeletedData):
-                lead_id = _uuid_or_none(data.lead_id)
-                if lead_id:
-                    await chats_repo.unlink_lead(conn, account_id=account_id, lead_id=lead_id)
-                continue
-            lead = data.lead
-            lead_id = _uuid_or_none(lead.id)
-            if lead_id is None or lead.account_id != account_id:
-                continue
-            chat_id = _uuid_or_none(lead.chat_id)
-            phone = phone_digits(lead.phone or "") or None
-            fresh = await chats_repo.upsert_lead_link(
-                conn,
-                account_id=account_id,
-                lead_id=lead_id,
-                chat_id=chat_id,
-                phone=phone,
-                updated_at=lead.updated_at,
-            )
-            if fresh:
-                await chats_repo.link_lead(
-                    conn, account_id=account_id, lead_id=lead_id, chat_id=chat_id, phone=phone
-                )
+        await chats_repo.unlink_leads(conn, sorted(deleted.items()))
+        fresh = await chats_repo.upsert_lead_links(conn, links)
+        await chats_repo.link_leads(conn, fresh)
