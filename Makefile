@@ -12,7 +12,6 @@ help:
 	@echo "make test           the whole test suite (Python + web app + browser tests)"
 	@echo "make lint           ruff + mypy + tsc"
 	@echo "make dev-frontend   Vite dev server on :3000 proxying /api and /ws to :8080"
-	@echo "make bench          benchmarks (see bench/README.md)"
 	@echo "make asyncapi       regenerate docs/asyncapi.yaml from the event models"
 	@echo "make up/down/logs/restart/build/db   Docker Compose"
 
@@ -72,10 +71,6 @@ lint: install
 .PHONY: asyncapi
 asyncapi: install
 	$(UV) run --no-sync python -m clarin_common.asyncapi --write docs/asyncapi.yaml
-
-.PHONY: bench
-bench: build servers
-	$(UV) run --no-sync python bench/run_all.py
 
 # ---- Docker Compose -------------------------------------------------------------
 

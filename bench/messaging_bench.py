@@ -1,23 +1,32 @@
-"""Inbound pipeline benchmark: simulated devices → NATS → messaging → PostgreSQL → app event.
+"""Inbound pipeline benchmark: simulated devices → NATS → messaging → PostgreSQL → WebSocket.
 
 Publishes inbound WhatsApp message events straight to JetStream ``WA_EVENTS`` as
-device workers do (many accounts and devices, ``Nats-Msg-Id`` = envelope id),
-with the real messaging service (its batch consumer, in its own process)
-persisting them, and measures:
+device workers do (many accounts and devices, ``Nats-Msg-Id`` = envelope id).
+The bench starts the services it needs as real processes, on free ports, against
+a fresh database: auth, messaging, leads (its consumer reads the same inbound
+messages and creates the leads, as in production; ``--no-leads`` leaves it out)
+and the gateway. It registers one account per simulated account through the
+gateway (``POST /api/auth/register``), opens one WebSocket per account
+(``/ws?token=``) and measures:
 
-* sustained messages/s from the first publish to the last ``new_message``;
-* latency per message, publish → ``app.{account}.new_message`` received
-  (p50/p90/p99/max) — or → the WebSocket frame with ``--ws-url`` pointing at a
-  running gateway (``Sink`` below; the NATS sink is the default);
+* sustained messages/s from the first publish to the last ``new_message`` frame;
+* latency per message, publish → ``new_message`` frame received on the socket
+  of its account (p50/p90/p99/max);
 * beside it, in the same run and on the same table, the raw insert rate of the
   same rows: the consumer's own multi-row INSERT (one transaction per batch)
   and COPY.
 
-It needs a private NATS (it purges WA_EVENTS/APP_EVENTS) and a PostgreSQL
-server; it creates a fresh database and drops it afterwards.
+``--sink nats`` stops one step earlier: latency to the ``app.{account}.new_message``
+NATS event (what the gateway's hub forwards), without gateway, auth or sockets.
 
-    uv run python bench/messaging_bench.py --nats-url nats://127.0.0.1:4304 \\
-        --database-url postgresql://postgres@127.0.0.1:5432/postgres --messages 60000 --rate 6000
+It needs a private NATS (it purges WA_EVENTS/APP_EVENTS and deletes their
+consumers), a PostgreSQL server (it creates a fresh database and drops it
+afterwards) and, for the WebSocket sink, a Redis database. Service logs go to
+``--log-dir``.
+
+    uv run python bench/messaging_bench.py --nats-url nats://127.0.0.1:4307 \\
+        --database-url postgresql://postgres@127.0.0.1:5432/postgres \\
+        --redis-url redis://127.0.0.1:6379/7 --messages 60000 --rate 6000
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -89,7 +99,7 @@ class NatsAppEventSink:
 
 
 class WebSocketSink:
-    """One socket per account on a running gateway (``GET /ws?token=``)."""
+    """One socket per account on the gateway (``GET /ws?token=``), as a browser has."""
 
     def __init__(self, ws_url: str, tokens: dict[str, str], on_message: Any) -> None:
         self.ws_url = ws_url.rstrip("/")
@@ -97,22 +107,35 @@ class WebSocketSink:
         self.on_message = on_message
         self.tasks: list[asyncio.Task[None]] = []
         self.ready = 0
+        self.frames = 0
+        self.closed: list[str] = []  # sockets the gateway closed while we listened
 
     async def start(self) -> None:
         import websockets
 
-        async def listen(token: str) -> None:
-            async with websockets.connect(f"{self.ws_url}/ws?token={token}", max_size=None) as ws:
+        async def listen(account_id: str, token: str) -> None:
+            async with websockets.connect(
+                f"{self.ws_url}/ws?token={token}", max_size=None, ping_interval=None
+            ) as ws:
                 self.ready += 1
-                async for raw in ws:
-                    now = time.perf_counter()
-                    frame = json.loads(raw)
-                    if frame.get("type") == "new_message":
-                        self.on_message(frame["data"]["message"]["wa_message_id"], now)
+                try:
+                    async for raw in ws:
+                        now = time.perf_counter()
+                        self.frames += 1
+                        frame = json.loads(raw)
+                        if frame.get("type") == "new_message":
+                            self.on_message(frame["data"]["message"]["wa_message_id"], now)
+                except websockets.ConnectionClosed as exc:
+                    self.closed.append(f"{account_id}: {exc}")
+                    raise
+                self.closed.append(f"{account_id}: closed by the gateway ({ws.close_code})")
 
-        self.tasks = [asyncio.create_task(listen(t)) for t in self.tokens.values()]
-        deadline = time.monotonic() + 10
+        self.tasks = [asyncio.create_task(listen(a, t)) for a, t in self.tokens.items()]
+        deadline = time.monotonic() + 20
         while self.ready < len(self.tasks):
+            for task in self.tasks:
+                if task.done():
+                    task.result()  # a handshake that failed: raise it
             if time.monotonic() > deadline:
                 raise RuntimeError("WebSockets did not connect")
             await asyncio.sleep(0.05)
@@ -133,11 +156,14 @@ class Fleet:
     contacts: int
 
     @classmethod
-    def make(cls, accounts: int, devices: int, contacts: int) -> Fleet:
-        account_ids = [str(uuid.uuid4()) for _ in range(accounts)]
+    def make(cls, account_ids: list[str], devices: int, contacts: int) -> Fleet:
+        """Devices spread over the accounts; the device ids need not exist in the
+        devices service (messaging and leads take events of any device)."""
         return cls(
             accounts=account_ids,
-            devices=[(account_ids[i % accounts], str(uuid.uuid4())) for i in range(devices)],
+            devices=[
+                (account_ids[i % len(account_ids)], str(uuid.uuid4())) for i in range(devices)
+            ],
             contacts=contacts,
         )
 
@@ -175,10 +201,22 @@ class Tracker:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     expected: int = 0
 
+    # --split: when the app event went by on NATS, to split the WebSocket latency in two
+    on_nats_at: dict[str, float] = field(default_factory=dict)
+    hops: list[tuple[float, float]] = field(default_factory=list)  # (to NATS, NATS → socket)
+
+    def on_nats(self, wa_id: str, now: float) -> None:
+        started = self.sent_at.get(wa_id)
+        if started is not None:
+            self.on_nats_at[wa_id] = now
+
     def on_message(self, wa_id: str, now: float) -> None:
         started = self.sent_at.pop(wa_id, None)
         if started is None:
             return
+        seen = self.on_nats_at.pop(wa_id, None)
+        if seen is not None:
+            self.hops.append((seen - started, now - seen))
         self.latencies.append(now - started)
         self.last_recv = now
         if len(self.latencies) >= self.expected:
@@ -262,44 +300,113 @@ async def fresh_database(admin_url: str, keep: bool) -> AsyncIterator[str]:
             await conn.close()
 
 
+SERVICES = ("auth", "messaging", "leads", "gateway")
+
+
+@dataclass
+class Services:
+    ports: dict[str, int]
+    log_dir: Path
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.ports[name]}"
+
+
 @contextlib.asynccontextmanager
-async def messaging_process(
-    database_url: str, nats_url: str, batch_size: int, media_dir: str
-) -> AsyncIterator[str]:
-    port = free_port()
+async def services(
+    names: list[str],
+    database_url: str,
+    redis_url: str,
+    nats_url: str,
+    batch_size: int,
+    media_dir: str,
+    log_dir: Path,
+) -> AsyncIterator[Services]:
+    """The services as real processes (their console scripts, as tests/e2e/system.py
+    starts them), each on a free port, logging at WARNING to ``log_dir``."""
+    ports = {name: free_port() for name in SERVICES}
+    # services not started get a port nobody listens on: their callers fail fast
     env = {
         **os.environ,
-        "CLARIN_ENV": "dev",
+        "CLARIN_ENV": "test",
         "CLARIN_DATABASE_URL": database_url,
+        "CLARIN_REDIS_URL": redis_url,
         "CLARIN_NATS_URL": nats_url,
         "CLARIN_LOG_LEVEL": "WARNING",
+        "CLARIN_LOG_JSON": "true",
         "CLARIN_MEDIA_DIR": media_dir,
-        "MESSAGING_PORT": str(port),
+        "AUTH_BCRYPT_ROUNDS": "4",
+        "AUTH_PORT": str(ports["auth"]),
+        "MESSAGING_PORT": str(ports["messaging"]),
         "MESSAGING_CONSUMER_BATCH_SIZE": str(batch_size),
         "MESSAGING_CONSUMER_FETCH_TIMEOUT": "0.05",
+        "MESSAGING_DEVICES_URL": f"http://127.0.0.1:{free_port()}",
+        "LEADS_PORT": str(ports["leads"]),
+        "LEADS_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
+        "GATEWAY_PORT": str(ports["gateway"]),
+        "GATEWAY_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
+        "GATEWAY_DEVICES_URL": f"http://127.0.0.1:{free_port()}",
+        "GATEWAY_MESSAGING_URL": f"http://127.0.0.1:{ports['messaging']}",
+        "GATEWAY_LEADS_URL": f"http://127.0.0.1:{ports['leads']}",
+        # one register per simulated account, all from 127.0.0.1
+        "GATEWAY_RATE_LIMIT_ENABLED": "false",
+        "PYTHONUNBUFFERED": "1",
     }
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is timed
-        [sys.executable, "-c", "from clarin_messaging.main import run; run()"], env=env
-    )
-    url = f"http://127.0.0.1:{port}"
+    await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    system = Services(ports={n: ports[n] for n in names}, log_dir=log_dir)
     try:
+        for name in names:
+            with (log_dir / f"{name}.log").open("wb") as out:
+                procs[name] = subprocess.Popen(  # noqa: ASYNC220 - before anything is timed
+                    [sys.executable, "-c", f"from clarin_{name}.main import run; run()"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
         async with httpx.AsyncClient() as client:
-            for _ in range(300):
-                with contextlib.suppress(httpx.HTTPError):
-                    if (await client.get(f"{url}/readyz")).status_code == 200:
-                        break
-                if proc.poll() is not None:
-                    raise RuntimeError("messaging exited at startup")
-                await asyncio.sleep(0.1)
-            else:
-                raise RuntimeError("messaging did not become ready")
-        yield url
+            for name in names:
+                for _ in range(600):
+                    with contextlib.suppress(httpx.HTTPError):
+                        if (await client.get(f"{system.url(name)}/readyz")).status_code == 200:
+                            break
+                    if procs[name].poll() is not None:
+                        raise RuntimeError(f"{name} exited at startup, see {log_dir}/{name}.log")
+                    await asyncio.sleep(0.1)
+                else:
+                    raise RuntimeError(f"{name} did not become ready, see {log_dir}/{name}.log")
+        yield system
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(proc.wait, 30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        for proc in procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs.values():
+            try:
+                await asyncio.to_thread(proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+
+
+async def register_accounts(base_url: str, n: int) -> dict[str, str]:
+    """One account per simulated account through the gateway: account id → access token."""
+    tag = uuid.uuid4().hex[:8]
+    tokens: dict[str, str] = {}
+    async with httpx.AsyncClient(base_url=base_url, timeout=30) as client:
+        for i in range(n):
+            resp = await client.post(
+                "/api/auth/register",
+                json={
+                    "account_name": f"Bench {tag} {i}",
+                    "name": f"Bench admin {i}",
+                    "email": f"bench-{tag}-{i}@example.com",
+                    "password": "bench-password",
+                },
+            )
+            if resp.status_code != 201:
+                raise RuntimeError(f"register: {resp.status_code} {resp.text[:300]}")
+            session = resp.json()
+            tokens[session["account"]["id"]] = session["access_token"]
+    return tokens
 
 
 # ---- raw insert rate of the same rows --------------------------------------------------
@@ -364,10 +471,37 @@ async def purge(nc: NatsClient) -> None:
         await js.purge_stream(stream)
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """utime + stime of processes, from /proc (those that have gone count 0)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(v) for v in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def pids_of(needles: dict[str, str]) -> dict[str, list[int]]:
+    """Processes to account CPU to: label → the pids whose command line holds the needle."""
+    out: dict[str, list[int]] = {label: [] for label in needles}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        with contextlib.suppress(OSError):
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            for label, needle in needles.items():
+                if needle in cmd:
+                    out[label].append(int(entry.name))
+    return out
+
+
 async def run(args: argparse.Namespace, db_url: str) -> dict[str, Any]:
-    fleet = Fleet.make(args.accounts, args.devices, args.contacts)
-    warmup = fleet.events(args.warmup, "WARM")
-    events = fleet.events(args.messages, "BENCH")
+    ws = args.sink == "ws"
+    names = ["messaging"]
+    if not args.no_leads:
+        names.append("leads")
+    if ws:
+        names += ["auth", "gateway"]
     nc = await nats.connect(args.nats_url, pending_size=256 * 1024 * 1024)
     report: dict[str, Any] = {
         "messages": args.messages,
@@ -378,38 +512,89 @@ async def run(args: argparse.Namespace, db_url: str) -> dict[str, Any]:
         "publish": "JetStream publish, ack awaited"
         if args.js_acks
         else "NATS publish into the stream",
+        "services": names,
         "cpus": os.cpu_count(),
+        "loadavg_before": round(os.getloadavg()[0], 2),
     }
     try:
         await purge(nc)
-        async with messaging_process(db_url, args.nats_url, args.batch_size, args.media_dir):
+        async with services(
+            names,
+            db_url,
+            args.redis_url,
+            args.nats_url,
+            args.batch_size,
+            args.media_dir,
+            Path(args.log_dir),
+        ) as system:
             tracker = Tracker()
             sink: Sink
-            if args.ws_url:
-                from clarin_common.testing import make_token
-
-                tokens = {a: make_token(account_id=a) for a in fleet.accounts}
-                sink = WebSocketSink(args.ws_url, tokens, tracker.on_message)
-                report["measured_to"] = "WebSocket new_message frame"
+            if ws:
+                tokens = await register_accounts(system.url("gateway"), args.accounts)
+                fleet = Fleet.make(list(tokens), args.devices, args.contacts)
+                ws_url = system.url("gateway").replace("http://", "ws://", 1)
+                sink = WebSocketSink(ws_url, tokens, tracker.on_message)
+                report["measured_to"] = "WebSocket new_message frame (one socket per account)"
+                if args.split:
+                    split_sink = NatsAppEventSink(nc, tracker.on_nats)
+                    await split_sink.start()
             else:
+                fleet = Fleet.make(
+                    [str(uuid.uuid4()) for _ in range(args.accounts)], args.devices, args.contacts
+                )
                 sink = NatsAppEventSink(nc, tracker.on_message)
                 report["measured_to"] = "app.{account}.new_message NATS event"
+            warmup = fleet.events(args.warmup, "WARM")
+            events = fleet.events(args.messages, "BENCH")
             await sink.start()
+            procs = pids_of(
+                {
+                    **{n: f"clarin_{n}.main" for n in names},
+                    "nats-server": f"nats-server -a 127.0.0.1 -p {urlsplit(args.nats_url).port}",
+                    # the backends of the bench database (the server is shared)
+                    "postgres": f" postgres {urlsplit(db_url).path.lstrip('/')} ",
+                }
+            )
+            procs["bench"] = [os.getpid()]
             try:
                 tracker.expected = len(warmup)
                 await publish(nc, warmup, tracker, 0)
                 await asyncio.wait_for(tracker.done.wait(), 60)
 
                 tracker.latencies.clear()
+                tracker.hops.clear()
                 tracker.done.clear()
                 tracker.expected = len(events)
+                cpu_before = {n: cpu_seconds(p) for n, p in procs.items()}
+                wall_before = time.perf_counter()
                 pub_seconds = await publish(nc, events, tracker, args.rate, args.js_acks)
                 try:
                     await asyncio.wait_for(tracker.done.wait(), args.timeout)
                 except TimeoutError:
                     report["lost_or_late"] = len(tracker.sent_at)
+                wall = time.perf_counter() - wall_before
+                report["cpu_percent_of_one_core"] = {
+                    n: round(100 * (cpu_seconds(p) - cpu_before[n]) / wall)
+                    for n, p in procs.items()
+                }
+                report["loadavg_after"] = round(os.getloadavg()[0], 2)
             finally:
                 await sink.stop()
+            if isinstance(sink, WebSocketSink) and sink.closed:
+                report["sockets_closed"] = sink.closed
+            if tracker.hops:
+                to_nats = [h[0] for h in tracker.hops]
+                to_ws = [h[1] for h in tracker.hops]
+                report["split_ms"] = {
+                    "publish_to_app_event": {
+                        q: round(pct(to_nats, v) * 1000, 1)
+                        for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
+                    },
+                    "app_event_to_ws_frame": {
+                        q: round(pct(to_ws, v) * 1000, 1)
+                        for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
+                    },
+                }
             lat = tracker.latencies
             total = tracker.last_recv - tracker.first_pub
             report.update(
@@ -445,6 +630,24 @@ async def main() -> None:
         ),
         help="a maintenance database; the bench creates (and drops) its own",
     )
+    parser.add_argument(
+        "--redis-url", default=os.environ.get("CLARIN_REDIS_URL", "redis://127.0.0.1:6379/0")
+    )
+    parser.add_argument(
+        "--sink",
+        choices=["ws", "nats"],
+        default="ws",
+        help="ws: to the WebSocket frame through a real gateway (default);\n"
+        "nats: to the app.{account}.new_message NATS event (no gateway/auth)",
+    )
+    parser.add_argument(
+        "--no-leads", action="store_true", help="leave the leads service (and its consumer) out"
+    )
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="ws sink: also time the app event on NATS, to split the latency in two",
+    )
     parser.add_argument("--messages", type=int, default=60_000)
     parser.add_argument("--warmup", type=int, default=2_000)
     parser.add_argument(
@@ -455,10 +658,8 @@ async def main() -> None:
     parser.add_argument("--contacts", type=int, default=100, help="contacts per device")
     parser.add_argument("--batch-size", type=int, default=1000, help="consumer batch size")
     parser.add_argument("--timeout", type=float, default=120)
-    parser.add_argument(
-        "--ws-url", default=None, help="gateway base URL: measure to WebSocket frames"
-    )
     parser.add_argument("--media-dir", default="./var/bench-media")
+    parser.add_argument("--log-dir", default="./var/bench-logs", help="the services' logs")
     parser.add_argument("--keep-db", action="store_true")
     parser.add_argument(
         "--js-acks", action="store_true", help="publish waiting for every stream ack, as a worker"
@@ -468,7 +669,7 @@ async def main() -> None:
 
     async with fresh_database(args.database_url, args.keep_db) as db_url:
         report = await run(args, db_url)
-        # the service has stopped: the same rows again, into the same table, alone
+        # the services have stopped: the same rows again, into the same table, alone
         raw = await raw_insert_rates(db_url, args.batch_size)
         report["raw_insert"] = {k: round(v) for k, v in raw.items()}
 
@@ -478,21 +679,30 @@ async def main() -> None:
     lat = report["latency_ms"]
     raw = report["raw_insert"]
     print(
-        f"messaging pipeline ({report['cpus']} CPUs): {report['messages']} inbound messages, "
+        f"messaging pipeline ({report['cpus']} CPUs, load {report['loadavg_before']} before): "
+        f"{report['messages']} inbound messages, "
         f"{report['accounts']} accounts, {report['devices']} devices, "
         f"batch {report['batch_size']}, {report['publish']}\n"
+        f"  services:   {', '.join(report['services'])}\n"
         f"  measured to: {report['measured_to']}\n"
         f"  published:  {report['published_per_s']} msg/s (target {report['target_rate']:.0f})\n"
         f"  sustained:  {report['sustained_per_s']} msg/s end to end "
         f"({report['delivered']} delivered)\n"
         f"  latency:    p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms, "
         f"max {lat['max']} ms\n"
+        f"  CPU (% of one core, during the run): "
+        + ", ".join(f"{k} {v}" for k, v in report.get("cpu_percent_of_one_core", {}).items())
+        + "\n"
         f"  raw insert of the same {raw['rows']} rows into messaging.messages: "
         f"{raw['insert_unnest_per_s']} rows/s (multi-row INSERT, one txn per batch), "
         f"{raw['copy_per_s']} rows/s (COPY)"
     )
+    if "split_ms" in report:
+        print(f"  split:      {json.dumps(report['split_ms'])}")
     if report.get("lost_or_late"):
         print(f"  NOT DELIVERED within the timeout: {report['lost_or_late']}")
+    for line in report.get("sockets_closed", []):
+        print(f"  socket closed: {line}")
 
 
 if __name__ == "__main__":
