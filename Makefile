@@ -9,11 +9,13 @@ export UV_LINK_MODE ?= copy
 .PHONY: help
 help:
 	@echo "make run            install what is missing, start servers, every service, 2 workers, web app on :8080"
-	@echo "make test           the whole test suite (Python + web app + browser tests)"
-	@echo "make lint           ruff + mypy + tsc"
+	@echo "make test           lint (ruff, mypy --strict) and the whole test suite (Python, web app, browser)"
+	@echo "make dev-backend    like run, without building the web app (use with dev-frontend)"
 	@echo "make dev-frontend   Vite dev server on :3000 proxying /api and /ws to :8080"
+	@echo "make migrate        apply every service's migrations to CLARIN_DATABASE_URL"
+	@echo "make lint / fmt     check / format the code"
 	@echo "make asyncapi       regenerate docs/asyncapi.yaml from the event models"
-	@echo "make up/down/logs/restart/build/db   Docker Compose"
+	@echo "make up/down/logs/restart/build/db   Docker Compose (db: only PostgreSQL, Redis, NATS)"
 
 # ---- install ------------------------------------------------------------------
 
@@ -33,40 +35,53 @@ frontend/node_modules/.package-lock.json: frontend/package-lock.json
 frontend: frontend/node_modules/.package-lock.json
 	cd frontend && ../scripts/with-node.sh npm run build
 
-.PHONY: build
-build: install frontend
+.PHONY: setup
+setup: install frontend
 
 # ---- run ----------------------------------------------------------------------
 
-.PHONY: servers
-servers: install
-	$(UV) run --no-sync python -m clarin_common.devservers up --var-dir $(VAR) --env-file $(VAR)/servers.env
-
 .PHONY: run
-run: build servers
-	@echo "Clarin on http://localhost:8080  (Ctrl-C stops it; 'make stop-servers' stops embedded servers)"
-	$(UV) run --no-sync honcho start -f Procfile -e .env.run,$(VAR)/servers.env
+run: setup
+	bash scripts/run.sh
 
-.PHONY: stop-servers
-stop-servers:
-	$(UV) run --no-sync python -m clarin_common.devservers down --var-dir $(VAR)
+.PHONY: dev-backend
+dev-backend: install
+	bash scripts/run.sh
 
 .PHONY: dev-frontend
 dev-frontend: frontend/node_modules/.package-lock.json
 	cd frontend && ../scripts/with-node.sh npm run dev
 
+.PHONY: servers stop-servers
+servers: install
+	$(UV) run --no-sync python -m clarin_common.devservers up --var-dir $(VAR) --env-file $(VAR)/servers.env
+stop-servers:
+	$(UV) run --no-sync python -m clarin_common.devservers down --var-dir $(VAR)
+
+.PHONY: migrate
+migrate: install
+	$(UV) run --no-sync python scripts/migrate.py
+
 # ---- quality ------------------------------------------------------------------
 
 .PHONY: test
-test: build
+test: setup lint-python
 	bash scripts/test.sh
 
-.PHONY: lint
-lint: install
+.PHONY: lint-python
+lint-python: install
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
 	$(UV) run --no-sync mypy libs/common/src services/*/src
+
+.PHONY: lint
+lint: lint-python frontend/node_modules/.package-lock.json
 	cd frontend && ../scripts/with-node.sh npx tsc --noEmit -p .
+
+.PHONY: fmt
+fmt: install
+	$(UV) run --no-sync ruff format .
+	$(UV) run --no-sync ruff check --fix .
 
 .PHONY: asyncapi
 asyncapi: install
@@ -75,7 +90,7 @@ asyncapi: install
 # ---- Docker Compose -------------------------------------------------------------
 
 COMPOSE ?= docker compose --env-file infra/compose.env
-.PHONY: up down logs restart db
+.PHONY: up down logs restart build db
 up:
 	$(COMPOSE) up -d --build
 down:
@@ -84,5 +99,7 @@ logs:
 	$(COMPOSE) logs -f --tail=200
 restart:
 	$(COMPOSE) restart
+build:
+	$(COMPOSE) build
 db:
-	$(COMPOSE) exec postgres psql -U clarin clarin
+	$(COMPOSE) up -d postgres redis nats

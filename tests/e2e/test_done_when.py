@@ -202,3 +202,14 @@ async def test_inbox_reply_media_and_lead(system: System, client: httpx.AsyncCli
         assert (
             await client.get(f"/api/devices/{device['id']}", headers=bearer(other))
         ).status_code == 404
+
+
+async def test_gateway_readyz_reports_each_service(client: httpx.AsyncClient) -> None:
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200, ready.text
+    assert ready.json()["services"] == {
+        "auth": "ok",
+        "devices": "ok",
+        "leads": "ok",
+        "messaging": "ok",
+    }

@@ -157,3 +157,38 @@ def test_settings_refuse_dev_key_outside_dev(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("CLARIN_ENV", "dev")
     monkeypatch.delenv("CLARIN_JWT_PUBLIC_KEY")
     assert CommonSettings().is_local
+
+
+def test_tokens_signed_with_another_key_or_no_algorithm_are_refused() -> None:
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from clarin_common.auth import TokenVerifier, issue_access_token
+    from clarin_common.errors import Unauthorized
+    from clarin_common.settings import DEV_JWT_PUBLIC_KEY
+
+    verifier = TokenVerifier(DEV_JWT_PUBLIC_KEY)
+    other = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    forged, _ = issue_access_token(
+        other.decode(), user_id="u", account_id="a", role="admin", ttl=timedelta(minutes=5)
+    )
+    with pytest.raises(Unauthorized):
+        verifier.verify(forged)
+
+    good = make_token(account_id="acc")
+    header, payload, _sig = good.split(".")
+
+    def b64(obj: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
+
+    for alg in ("none", "HS256"):
+        unsigned = f"{b64({'alg': alg, 'typ': 'JWT'})}.{payload}."
+        with pytest.raises(Unauthorized):
+            verifier.verify(unsigned)
+    assert verifier.verify(good).account_id == "acc"
+    assert header  # a real token has the three parts

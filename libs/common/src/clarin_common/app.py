@@ -51,6 +51,9 @@ class Resources:
     js: JetStreamContext | None = None
     redis: Redis | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # reported by /readyz under "services" without deciding readiness (the gateway
+    # shows its upstreams there but stays ready while one of them is down)
+    informational_checks: dict[str, Callable[[], Awaitable[Any]]] = field(default_factory=dict)
 
 
 Hook = Callable[[FastAPI, Resources], Awaitable[None]]
@@ -163,10 +166,10 @@ def create_service_app(
         res: Resources | None = getattr(request.app.state, "resources", None)
         checks = await readiness(res) if res else {"lifespan": "not started"}
         ok = all(v == "ok" for v in checks.values())
-        return JSONResponse(
-            {"status": "ok" if ok else "unavailable", "checks": checks},
-            status_code=200 if ok else 503,
-        )
+        body: dict[str, Any] = {"status": "ok" if ok else "unavailable", "checks": checks}
+        if res is not None and res.informational_checks:
+            body["services"] = await _run_checks(res.informational_checks)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -186,7 +189,7 @@ def create_service_app(
     return app
 
 
-async def readiness(res: Resources) -> dict[str, str]:
+async def _run_checks(probes: dict[str, Callable[[], Awaitable[Any]]]) -> dict[str, str]:
     checks: dict[str, str] = {}
 
     async def check(name: str, probe: Callable[[], Awaitable[Any]]) -> None:
@@ -196,10 +199,15 @@ async def readiness(res: Resources) -> dict[str, str]:
         except Exception as exc:
             checks[name] = f"error: {type(exc).__name__}"
 
-    probes: list[Awaitable[None]] = []
+    await asyncio.gather(*(check(name, probe) for name, probe in probes.items()))
+    return dict(sorted(checks.items()))
+
+
+async def readiness(res: Resources) -> dict[str, str]:
+    probes: dict[str, Callable[[], Awaitable[Any]]] = {}
     if res.pool is not None:
         pool = res.pool
-        probes.append(check("postgres", lambda: pool.fetchval("SELECT 1")))
+        probes["postgres"] = lambda: pool.fetchval("SELECT 1")
     if res.nc is not None:
         nc = res.nc
 
@@ -208,12 +216,10 @@ async def readiness(res: Resources) -> dict[str, str]:
                 raise ConnectionError("disconnected")
             await nc.flush(timeout=2)
 
-        probes.append(check("nats", nats_probe))
+        probes["nats"] = nats_probe
     if res.redis is not None:
-        redis = res.redis
-        probes.append(check("redis", redis.ping))
-    await asyncio.gather(*probes)
-    return checks
+        probes["redis"] = res.redis.ping
+    return await _run_checks(probes)
 
 
 # ---- dependencies --------------------------------------------------------------

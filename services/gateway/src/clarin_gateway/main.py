@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from fastapi import APIRouter, FastAPI, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -39,6 +41,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     logfilter.install()
 
+    def _upstream_ready(proxy: Proxy, url: str) -> Callable[[], Awaitable[None]]:
+        async def probe() -> None:
+            resp = await proxy.client.get(f"{url.rstrip('/')}/readyz", timeout=2)
+            resp.raise_for_status()
+
+        return probe
+
     async def on_startup(app: FastAPI, res: Resources) -> None:
         assert res.nc is not None
         proxy = Proxy(settings)
@@ -51,6 +60,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             timeout=settings.openapi_fetch_timeout,
         )
         app.state.hub = Hub(res.nc)
+        for name, url in settings.upstreams().items():
+            res.informational_checks[name] = _upstream_ready(proxy, url)
 
     async def on_shutdown(app: FastAPI, res: Resources) -> None:
         hub: Hub | None = getattr(app.state, "hub", None)

@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 
 from clarin_common import nats as natsmod
 from clarin_common.events import APP_EVENTS_STREAM, WA_EVENTS_STREAM
+from clarin_common.settings import DEV_JWT_PRIVATE_KEY, DEV_JWT_PUBLIC_KEY
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,9 @@ def test_servers() -> Iterator[TestServers]:
                 "CLARIN_REDIS_URL": servers.redis_url,
                 "CLARIN_NATS_URL": servers.nats_url,
                 "CLARIN_LOG_JSON": "false",
+                # tests sign with the dev key, whatever a local `.env` holds
+                "CLARIN_JWT_PUBLIC_KEY": DEV_JWT_PUBLIC_KEY,
+                "AUTH_JWT_PRIVATE_KEY": DEV_JWT_PRIVATE_KEY,
             }
         )
         try:

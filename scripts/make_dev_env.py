@@ -1,0 +1,61 @@
+"""Write `.env` from `.env.example` with a freshly generated Ed25519 key pair.
+
+`make run` calls it when `.env` is absent, so that a new checkout does not sign
+tokens with the key committed in the repository.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fresh_keys() -> tuple[str, str]:
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
+
+
+def render(example: str, private: str, public: str) -> str:
+    def replace(name: str, pem: str, text: str) -> str:
+        pattern = re.compile(rf'^{name}="-----BEGIN [^"]*"\n', re.MULTILINE)
+        if not pattern.search(text):
+            raise SystemExit(f'.env.example has no {name}="…" block')
+        return pattern.sub(lambda _: f'{name}="{pem}"\n', text, count=1)
+
+    text = replace("CLARIN_JWT_PUBLIC_KEY", public, example)
+    text = replace("AUTH_JWT_PRIVATE_KEY", private, text)
+    return text.replace(
+        "# The committed development signing key (refused outside dev/test).",
+        "# Generated for this checkout by scripts/make_dev_env.py.",
+    )
+
+
+def main() -> int:
+    target = ROOT / ".env"
+    if target.exists():
+        return 0
+    private, public = fresh_keys()
+    target.write_text(render((ROOT / ".env.example").read_text(), private, public))
+    target.chmod(0o600)
+    print("wrote .env with a fresh development key pair", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
