@@ -8,10 +8,13 @@ UV=${UV:-$(command -v uv || echo "$HOME/.local/bin/uv")}
 VAR=${VAR:-var}
 
 "$UV" run --no-sync python scripts/make_dev_env.py
-set -a
-# shellcheck disable=SC1091
-source .env
-set +a
+# the servers' URLs: the environment first, then .env
+for var in CLARIN_DATABASE_URL CLARIN_REDIS_URL CLARIN_NATS_URL; do
+  if [[ -z ${!var:-} ]]; then
+    value=$(grep -E "^$var=" .env | tail -n 1 | cut -d= -f2- | tr -d "\"'")
+    [[ -n $value ]] && export "$var=$value"
+  fi
+done
 
 "$UV" run --no-sync python -m clarin_common.devservers up --var-dir "$VAR" --env-file "$VAR/servers.env"
 stop_servers() { "$UV" run --no-sync python -m clarin_common.devservers down --var-dir "$VAR" || true; }
