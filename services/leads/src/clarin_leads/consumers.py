@@ -7,14 +7,14 @@ import uuid
 import asyncpg
 import structlog
 from nats.js import JetStreamContext
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from clarin_common.events import WA_EVENTS_STREAM, AppType, LeadData, WaMessage
 from clarin_common.ids import chat_id_for, phone_from_jid
 from clarin_common.nats import Delivery, PullConsumer
 from clarin_leads.leads import repository
 from clarin_leads.leads.repository import InboundContact
-from clarin_leads.outbox import Outbox, PendingEvent, stage_event
+from clarin_leads.outbox import Outbox, stage_events
 from clarin_leads.pipeline import repository as stages
 
 log = structlog.get_logger(__name__)
@@ -102,17 +102,20 @@ class LeadsConsumer:
         if not contacts:
             return
         contacts = _latest_per_number(contacts)
-        events: list[PendingEvent] = []
         async with self.pool.acquire() as conn, conn.transaction():
             for account_id in sorted({c.account_id for c in contacts}):
                 await stages.ensure_defaults_for_account(conn, account_id)
-            for contact in contacts:
-                result = await repository.upsert_from_whatsapp(conn, contact)
-                if result is None:
-                    continue
-                lead, created = result
-                type_: AppType = "lead_created" if created else "lead_updated"
-                events.append(await stage_event(conn, lead.account_id, type_, LeadData(lead=lead)))
+            changed = await repository.upsert_many_from_whatsapp(conn, contacts)
+            items: list[tuple[str, AppType, BaseModel]] = []
+            for lead, created in changed:
+                items.append(
+                    (
+                        lead.account_id,
+                        "lead_created" if created else "lead_updated",
+                        LeadData(lead=lead),
+                    )
+                )
                 if created:
                     log.info("lead_from_whatsapp", lead_id=lead.id, account_id=lead.account_id)
+            events = await stage_events(conn, items)
         await self.outbox.publish(events)

@@ -39,19 +39,36 @@ async def stage_event(
     conn: asyncpg.Connection, account_id: str, type_: AppType, data: BaseModel
 ) -> PendingEvent:
     """Record an application event inside the caller's transaction."""
-    envelope = app_envelope(account_id, type_, data)
-    event = PendingEvent(
-        id=envelope.id,
-        subject=app_event_subject(account_id, type_),
-        payload=envelope.model_dump(mode="json"),
-    )
-    await conn.execute(
-        "INSERT INTO outbox (id, subject, payload) VALUES ($1, $2, $3)",
-        event.id,
-        event.subject,
-        event.payload,
-    )
+    (event,) = await stage_events(conn, [(account_id, type_, data)])
     return event
+
+
+async def stage_events(
+    conn: asyncpg.Connection, items: Sequence[tuple[str, AppType, BaseModel]]
+) -> list[PendingEvent]:
+    """Record application events inside the caller's transaction (one statement)."""
+    events = []
+    for account_id, type_, data in items:
+        envelope = app_envelope(account_id, type_, data)
+        events.append(
+            PendingEvent(
+                id=envelope.id,
+                subject=app_event_subject(account_id, type_),
+                payload=envelope.model_dump(mode="json"),
+            )
+        )
+    if events:
+        await conn.execute(
+            """
+            INSERT INTO outbox (id, subject, payload)
+            SELECT id, subject, payload::jsonb
+            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS e(id, subject, payload)
+            """,
+            [e.id for e in events],
+            [e.subject for e in events],
+            [json.dumps(e.payload) for e in events],
+        )
+    return events
 
 
 async def _publish(js: JetStreamContext, events: Sequence[PendingEvent]) -> None:

@@ -184,21 +184,28 @@ class InboundContact:
     contact_at: datetime
 
 
-async def upsert_from_whatsapp(
-    conn: asyncpg.Connection, contact: InboundContact
-) -> tuple[Lead, bool] | None:
-    """Create the lead of a number that has none, else move its ``last_contact_at``
-    forward (and link the chat if the lead has none).
+async def upsert_many_from_whatsapp(
+    conn: asyncpg.Connection, contacts: list[InboundContact]
+) -> list[tuple[Lead, bool]]:
+    """Create the lead of each number that has none, else move its
+    ``last_contact_at`` forward (and link the chat if the lead has none).
 
-    Returns ``(lead, created)``, or None when the message changed nothing (an
-    older or redelivered message). One statement, so two messages of a new
-    number at once still make one lead: the second waits on the unique index
-    and then takes the update branch.
+    One statement for the batch: ``contacts`` hold one entry per (account, phone),
+    written in (account, phone) order so that concurrent batches lock rows in the
+    same order; two messages of a new number at once still make one lead (the
+    second waits on the unique index, then takes the update branch). Returns the
+    leads that changed, each with whether it was created; an older or redelivered
+    message changes nothing.
     """
-    row = await conn.fetchrow(
+    if not contacts:
+        return []
+    rows = await conn.fetch(
         f"""
         INSERT INTO leads (account_id, name, phone, stage, source, chat_id, last_contact_at)
-        VALUES ($1, $2, $3, 'new', 'whatsapp', $4, $5)
+        SELECT c.account_id, c.name, c.phone, 'new', 'whatsapp', c.chat_id, c.contact_at
+        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[])
+            AS c(account_id, name, phone, chat_id, contact_at)
+        ORDER BY c.account_id, c.phone
         ON CONFLICT (account_id, phone) DO UPDATE SET
             last_contact_at = GREATEST(leads.last_contact_at, EXCLUDED.last_contact_at),
             chat_id = COALESCE(leads.chat_id, EXCLUDED.chat_id),
@@ -208,12 +215,10 @@ async def upsert_from_whatsapp(
            OR leads.chat_id IS NULL
         RETURNING {_COLUMNS}, (xmax = 0) AS created
         """,
-        contact.account_id,
-        contact.name,
-        contact.phone,
-        contact.chat_id,
-        contact.contact_at,
+        [c.account_id for c in contacts],
+        [c.name for c in contacts],
+        [c.phone for c in contacts],
+        [c.chat_id for c in contacts],
+        [c.contact_at for c in contacts],
     )
-    if row is None:
-        return None
-    return to_lead(row), bool(row["created"])
+    return [(to_lead(row), bool(row["created"])) for row in rows]
