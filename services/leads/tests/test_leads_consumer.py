@@ -111,6 +111,35 @@ async def test_later_messages_only_move_last_contact_forward(
     assert not events.of_type("lead_created")
 
 
+async def test_a_busy_chat_announces_last_contact_at_most_once_a_minute(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any, app_events: Any
+) -> None:
+    tenant = new_tenant()
+    events = await app_events(tenant.account_id)
+    t0 = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+    await wa.message(tenant.account_id, phone=PHONE, push_name="Ana", sent_at=t0)
+    await wa.drained()
+    await eventually(lambda: events.of_type("lead_created"))
+    # three more messages within the minute: stored, not announced
+    for seconds in (10, 20, 30):
+        await wa.message(
+            tenant.account_id, phone=PHONE, push_name="Ana", sent_at=t0 + timedelta(seconds=seconds)
+        )
+        await wa.drained()
+    [lead] = await leads_of(client, tenant)
+    assert when(lead["last_contact_at"]) == t0 + timedelta(seconds=30)
+    # a chat that keeps writing every 30 s is announced once a minute
+    for seconds in (60, 90, 120):
+        await wa.message(
+            tenant.account_id, phone=PHONE, push_name="Ana", sent_at=t0 + timedelta(seconds=seconds)
+        )
+        await wa.drained()
+    await eventually(lambda: len(events.of_type("lead_updated")) >= 2)
+    await asyncio.sleep(0.3)
+    announced = [when(e["data"]["lead"]["last_contact_at"]) for e in events.of_type("lead_updated")]
+    assert announced == [t0 + timedelta(seconds=60), t0 + timedelta(seconds=120)]
+
+
 async def test_manual_lead_with_the_number_gets_linked(
     client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any
 ) -> None:

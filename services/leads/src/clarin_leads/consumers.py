@@ -78,10 +78,16 @@ class LeadsConsumer:
     """
 
     def __init__(
-        self, pool: asyncpg.Pool, js: JetStreamContext, outbox: Outbox, batch_size: int = 500
+        self,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        outbox: Outbox,
+        batch_size: int = 500,
+        contact_event_interval: float = 60.0,
     ) -> None:
         self.pool = pool
         self.outbox = outbox
+        self.contact_event_interval = contact_event_interval
         self.consumer = PullConsumer(
             js,
             stream=WA_EVENTS_STREAM,
@@ -105,17 +111,16 @@ class LeadsConsumer:
         async with self.pool.acquire() as conn, conn.transaction():
             for account_id in sorted({c.account_id for c in contacts}):
                 await stages.ensure_defaults_for_account(conn, account_id)
-            changed = await repository.upsert_many_from_whatsapp(conn, contacts)
+            changed = await repository.upsert_many_from_whatsapp(
+                conn, contacts, self.contact_event_interval
+            )
             items: list[tuple[str, AppType, BaseModel]] = []
-            for lead, created in changed:
-                items.append(
-                    (
-                        lead.account_id,
-                        "lead_created" if created else "lead_updated",
-                        LeadData(lead=lead),
-                    )
-                )
-                if created:
+            for change in changed:
+                lead = change.lead
+                if change.created:
+                    items.append((lead.account_id, "lead_created", LeadData(lead=lead)))
                     log.info("lead_from_whatsapp", lead_id=lead.id, account_id=lead.account_id)
+                elif change.announce:
+                    items.append((lead.account_id, "lead_updated", LeadData(lead=lead)))
             events = await stage_events(conn, items)
         await self.outbox.publish(events)

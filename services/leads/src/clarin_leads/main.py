@@ -25,7 +25,13 @@ def create_app(settings: LeadsSettings | None = None) -> FastAPI:
         app.state.user_directory = UserDirectory(settings.auth_url, settings.auth_timeout)
         outbox = Outbox(res.pool, res.js, settings.outbox_relay_interval)
         app.state.outbox = outbox
-        consumer = LeadsConsumer(res.pool, res.js, outbox, settings.consumer_batch_size)
+        consumer = LeadsConsumer(
+            res.pool,
+            res.js,
+            outbox,
+            settings.consumer_batch_size,
+            settings.contact_event_interval_seconds,
+        )
         res.extras["consumer"] = consumer
         await consumer.start()
         outbox.start()

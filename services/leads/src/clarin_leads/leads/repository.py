@@ -184,9 +184,18 @@ class InboundContact:
     contact_at: datetime
 
 
+@dataclass(frozen=True)
+class ContactUpsert:
+    lead: Lead
+    created: bool
+    # created, chat newly linked, or a contact at least ``announce_every`` after the
+    # last one announced: worth a lead_updated
+    announce: bool
+
+
 async def upsert_many_from_whatsapp(
-    conn: asyncpg.Connection, contacts: list[InboundContact]
-) -> list[tuple[Lead, bool]]:
+    conn: asyncpg.Connection, contacts: list[InboundContact], announce_every: float = 60.0
+) -> list[ContactUpsert]:
     """Create the lead of each number that has none, else move its
     ``last_contact_at`` forward (and link the chat if the lead has none).
 
@@ -194,31 +203,60 @@ async def upsert_many_from_whatsapp(
     written in (account, phone) order so that concurrent batches lock rows in the
     same order; two messages of a new number at once still make one lead (the
     second waits on the unique index, then takes the update branch). Returns the
-    leads that changed, each with whether it was created; an older or redelivered
-    message changes nothing.
+    leads that changed; an older or redelivered message changes nothing.
     """
     if not contacts:
         return []
     rows = await conn.fetch(
         f"""
-        INSERT INTO leads (account_id, name, phone, stage, source, chat_id, last_contact_at)
-        SELECT c.account_id, c.name, c.phone, 'new', 'whatsapp', c.chat_id, c.contact_at
-        FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[])
-            AS c(account_id, name, phone, chat_id, contact_at)
-        ORDER BY c.account_id, c.phone
-        ON CONFLICT (account_id, phone) DO UPDATE SET
-            last_contact_at = GREATEST(leads.last_contact_at, EXCLUDED.last_contact_at),
-            chat_id = COALESCE(leads.chat_id, EXCLUDED.chat_id),
-            updated_at = now()
-        WHERE leads.last_contact_at IS NULL
-           OR leads.last_contact_at < EXCLUDED.last_contact_at
-           OR leads.chat_id IS NULL
-        RETURNING {_COLUMNS}, (xmax = 0) AS created
+        WITH c AS (
+            SELECT * FROM unnest(
+                $1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[]
+            ) AS c(account_id, name, phone, chat_id, contact_at)
+        ),
+        prev AS (
+            SELECT l.account_id, l.phone, l.chat_id, l.contact_announced_at
+            FROM leads l JOIN c ON l.account_id = c.account_id AND l.phone = c.phone
+        ),
+        up AS (
+            INSERT INTO leads (account_id, name, phone, stage, source, chat_id,
+                               last_contact_at, contact_announced_at)
+            SELECT c.account_id, c.name, c.phone, 'new', 'whatsapp', c.chat_id,
+                   c.contact_at, c.contact_at
+            FROM c ORDER BY c.account_id, c.phone
+            ON CONFLICT (account_id, phone) DO UPDATE SET
+                last_contact_at = GREATEST(leads.last_contact_at, EXCLUDED.last_contact_at),
+                chat_id = COALESCE(leads.chat_id, EXCLUDED.chat_id),
+                contact_announced_at = CASE
+                    WHEN leads.contact_announced_at IS NULL
+                      OR EXCLUDED.last_contact_at
+                         >= leads.contact_announced_at + make_interval(secs => $6)
+                    THEN EXCLUDED.last_contact_at
+                    ELSE leads.contact_announced_at
+                END,
+                updated_at = now()
+            WHERE leads.last_contact_at IS NULL
+               OR leads.last_contact_at < EXCLUDED.last_contact_at
+               OR leads.chat_id IS NULL
+            RETURNING {_COLUMNS}, contact_announced_at, (xmax = 0) AS created
+        )
+        SELECT up.*,
+               (up.created
+                OR (prev.chat_id IS NULL AND up.chat_id IS NOT NULL)
+                OR up.contact_announced_at IS DISTINCT FROM prev.contact_announced_at
+               ) AS announce
+        FROM up LEFT JOIN prev ON prev.account_id = up.account_id AND prev.phone = up.phone
         """,
         [c.account_id for c in contacts],
         [c.name for c in contacts],
         [c.phone for c in contacts],
         [c.chat_id for c in contacts],
         [c.contact_at for c in contacts],
+        float(announce_every),
     )
-    return [(to_lead(row), bool(row["created"])) for row in rows]
+    return [
+        ContactUpsert(
+            lead=to_lead(row), created=bool(row["created"]), announce=bool(row["announce"])
+        )
+        for row in rows
+    ]
