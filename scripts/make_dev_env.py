@@ -10,25 +10,9 @@ import re
 import sys
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from clarin_common.auth import generate_key_pair
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def fresh_keys() -> tuple[str, str]:
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
 
 
 def render(example: str, private: str, public: str) -> str:
@@ -50,7 +34,7 @@ def main() -> int:
     target = ROOT / ".env"
     if target.exists():
         return 0
-    private, public = fresh_keys()
+    private, public = generate_key_pair()
     target.write_text(render((ROOT / ".env.example").read_text(), private, public))
     target.chmod(0o600)
     print("wrote .env with a fresh development key pair", file=sys.stderr)

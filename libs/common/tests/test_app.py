@@ -163,19 +163,14 @@ def test_tokens_signed_with_another_key_or_no_algorithm_are_refused() -> None:
     import base64
     import json
 
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    from clarin_common.auth import TokenVerifier, issue_access_token
+    from clarin_common.auth import TokenVerifier, generate_key_pair, issue_access_token
     from clarin_common.errors import Unauthorized
     from clarin_common.settings import DEV_JWT_PUBLIC_KEY
 
     verifier = TokenVerifier(DEV_JWT_PUBLIC_KEY)
-    other = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    other, _ = generate_key_pair()
     forged, _ = issue_access_token(
-        other.decode(), user_id="u", account_id="a", role="admin", ttl=timedelta(minutes=5)
+        other, user_id="u", account_id="a", role="admin", ttl=timedelta(minutes=5)
     )
     with pytest.raises(Unauthorized):
         verifier.verify(forged)

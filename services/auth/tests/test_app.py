@@ -5,28 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clarin_auth.main import create_app
 from clarin_auth.settings import AuthSettings
+from clarin_common.auth import generate_key_pair
 from clarin_common.settings import DEV_JWT_PRIVATE_KEY, DEV_JWT_PUBLIC_KEY
 from clarin_common.testing import running_app
-
-
-def _key_pair() -> tuple[str, str]:
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    public = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
-    return private, public
 
 
 def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,7 +34,7 @@ def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_dev_private_key_is_refused_outside_dev(monkeypatch: pytest.MonkeyPatch) -> None:
-    private, public = _key_pair()
+    private, public = generate_key_pair()
     monkeypatch.setenv("CLARIN_ENV", "prod")
     monkeypatch.setenv("CLARIN_JWT_PUBLIC_KEY", public)
     monkeypatch.delenv("AUTH_JWT_PRIVATE_KEY", raising=False)
@@ -67,7 +51,7 @@ def test_dev_private_key_is_refused_outside_dev(monkeypatch: pytest.MonkeyPatch)
 async def test_startup_refuses_a_key_that_does_not_match_the_public_key(
     test_servers: Any,
 ) -> None:
-    private, _ = _key_pair()
+    private, _ = generate_key_pair()
     app = create_app(AuthSettings(bcrypt_rounds=4, jwt_private_key=private))
     with pytest.raises(RuntimeError, match="AUTH_JWT_PRIVATE_KEY does not match"):
         async with running_app(app):
@@ -77,7 +61,7 @@ async def test_startup_refuses_a_key_that_does_not_match_the_public_key(
 async def test_a_real_key_pair_signs_sessions(
     test_servers: Any, clean_state: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    private, public = _key_pair()
+    private, public = generate_key_pair()
     monkeypatch.setenv("CLARIN_JWT_PUBLIC_KEY", public)
     app = create_app(AuthSettings(bcrypt_rounds=4, jwt_private_key=private))
     async with running_app(app) as client:

@@ -9,11 +9,9 @@ from typing import Any
 import asyncpg
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import clarin_auth.security
-from clarin_common.auth import TokenVerifier, issue_access_token
+from clarin_common.auth import TokenVerifier, generate_key_pair, issue_access_token
 from clarin_common.settings import DEV_JWT_PUBLIC_KEY
 from clarin_common.testing import make_token
 
@@ -281,15 +279,7 @@ class TestLogout:
 
 
 def _foreign_private_key() -> str:
-    return (
-        Ed25519PrivateKey.generate()
-        .private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        .decode()
-    )
+    return generate_key_pair()[0]
 
 
 class TestMe:

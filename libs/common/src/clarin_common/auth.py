@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, Request
 
 from clarin_common.errors import Forbidden, Unauthorized
@@ -25,6 +27,20 @@ class Principal:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+
+def generate_key_pair() -> tuple[str, str]:
+    """A fresh Ed25519 key pair as PEM strings: ``(private PKCS8, public SPKI)``."""
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return private, public
 
 
 def issue_access_token(
