@@ -160,6 +160,18 @@ async def ensure_object_store(js: JetStreamContext, bucket: str = MEDIA_BUCKET) 
             return await js.object_store(bucket)
 
 
+async def confirm_subscriptions(nc: NatsClient, timeout: int = 2) -> None:
+    """Return once the server has every subscription made so far, so that a publish
+    or request sent right after reaches them.
+
+    Twice: nats-py writes a flush's PING straight to the socket while new SUBs
+    wait in its pending buffer for the flusher task, so the first PONG can come
+    back before the server has the SUBs; the second PING goes out after them.
+    """
+    await nc.flush(timeout=timeout)
+    await nc.flush(timeout=timeout)
+
+
 def encode(envelope: Envelope[Any] | BaseModel) -> bytes:
     return envelope.model_dump_json().encode()
 

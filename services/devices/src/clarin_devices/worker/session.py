@@ -35,6 +35,7 @@ from clarin_common.events import (
     wa_command_subject,
 )
 from clarin_common.ids import jid_from_recipient, normalize_jid, phone_digits, phone_from_jid
+from clarin_common.nats import confirm_subscriptions
 from clarin_devices.worker import repository as repo
 from clarin_devices.worker.drivers import DriverError, InboundMedia, NotConnected, SendResult
 
@@ -377,8 +378,13 @@ class DeviceSession:
             )
             if self.closed:  # closed while subscribing: answer nothing more
                 await sub.unsubscribe()
-            else:
-                self._cmd_sub = sub
+                return
+            self._cmd_sub = sub
+            # commands sent as soon as the device shows connected must find us
+            try:
+                await confirm_subscriptions(self.worker.nc)
+            except Exception as exc:  # a NATS blip: the subscription still comes up
+                log.debug("command_subscription_unconfirmed", error=str(exc))
 
     async def _unsubscribe_commands(self) -> None:
         sub, self._cmd_sub = self._cmd_sub, None

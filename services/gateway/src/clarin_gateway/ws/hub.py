@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketState
 
 from clarin_common.events import RawEnvelope, WaQr, ws_frame
+from clarin_common.nats import confirm_subscriptions
 
 log = structlog.get_logger(__name__)
 
@@ -182,12 +183,7 @@ class Hub:
                     subs.append(
                         await self.nc.subscribe(qr_subject(account_id), cb=self._qr_cb(account_id))
                     )
-                    # twice: nats-py writes a flush's PING straight to the socket while
-                    # the SUBs wait in its pending buffer for the flusher task, so the
-                    # first PONG can come back before the server has the SUBs; the
-                    # second PING goes out after them
-                    await self.nc.flush(timeout=2)
-                    await self.nc.flush(timeout=2)
+                    await confirm_subscriptions(self.nc)
                 except Exception:
                     for sub in subs:
                         with contextlib.suppress(Exception):

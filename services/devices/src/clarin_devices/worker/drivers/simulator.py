@@ -44,6 +44,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from clarin_common.contract import MessageType
 from clarin_common.events import WaMessage, WaReceipt, sim_subject
 from clarin_common.ids import normalize_jid, phone_digits, phone_from_jid
+from clarin_common.nats import confirm_subscriptions
 from clarin_devices.worker.drivers import (
     DriverError,
     DriverEvents,
@@ -175,6 +176,10 @@ class SimulatorDriver(WhatsAppDriver):
             self._spawn(self._handle_control(session, msg))
 
         session.sub = await self.nc.subscribe(_control_subjects(device_id), cb=on_control)
+        try:
+            await confirm_subscriptions(self.nc)
+        except Exception as exc:  # a NATS blip: the subscription still comes up
+            log.debug("sim_subscription_unconfirmed", error=str(exc))
         if session_jid:
             session.state = "connected"
             await events.on_status(
