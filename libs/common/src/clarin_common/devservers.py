@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -814,9 +814,12 @@ def ensure_servers(var_dir: Path, database_url: str, redis_url: str, nats_url: s
 
 
 @contextlib.contextmanager
-def ephemeral_servers(tmp_dir: Path) -> Iterator[ServerUrls]:
-    """PostgreSQL, Redis and NATS on free ports, with throwaway data under a new
-    folder in ``tmp_dir``; stopped and deleted on exit."""
+def ephemeral_servers(
+    tmp_dir: Path, kinds: Collection[str] = ("postgres", "redis", "nats")
+) -> Iterator[ServerUrls]:
+    """The servers named in ``kinds`` (of PostgreSQL, Redis and NATS) on free
+    ports, with throwaway data under a new folder in ``tmp_dir``; stopped and
+    deleted on exit. A server not asked for has an empty URL."""
     tmp_dir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="devservers-", dir=tmp_dir)).resolve()
     root.chmod(0o755)
@@ -835,17 +838,24 @@ def ephemeral_servers(tmp_dir: Path) -> Iterator[ServerUrls]:
         raise AssertionError("unreachable")
 
     try:
-        pg_port = on_free_port(
-            lambda p: _start_postgres(root / "postgres", p, _EPHEMERAL_PG_SETTINGS)
+        database_url = redis_url = nats_url = ""
+        if "postgres" in kinds:
+            pg_port = on_free_port(
+                lambda p: _start_postgres(root / "postgres", p, _EPHEMERAL_PG_SETTINGS)
+            )
+            database_url = f"postgresql://postgres@127.0.0.1:{pg_port}/postgres"
+        if "redis" in kinds:
+            redis_port = on_free_port(lambda p: _start_redis(root / "redis", p, persist=False))
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        if "nats" in kinds:
+            nats_port = on_free_port(lambda p: start_nats(root / "nats", p))
+            nats_url = f"nats://127.0.0.1:{nats_port}"
+        log.info(
+            "devservers.ephemeral.started",
+            kinds=sorted(kinds),
+            seconds=round(time.monotonic() - started, 2),
         )
-        redis_port = on_free_port(lambda p: _start_redis(root / "redis", p, persist=False))
-        nats_port = on_free_port(lambda p: start_nats(root / "nats", p))
-        log.info("devservers.ephemeral.started", seconds=round(time.monotonic() - started, 2))
-        yield ServerUrls(
-            database_url=f"postgresql://postgres@127.0.0.1:{pg_port}/postgres",
-            redis_url=f"redis://127.0.0.1:{redis_port}/0",
-            nats_url=f"nats://127.0.0.1:{nats_port}",
-        )
+        yield ServerUrls(database_url=database_url, redis_url=redis_url, nats_url=nats_url)
     finally:
         try:
             stop_all(root)

@@ -1,11 +1,17 @@
 """pytest fixtures shared by every service (loaded with ``-p clarin_common.testing.plugin``).
 
-Servers: ``CLARIN_TEST_DATABASE_URL`` / ``CLARIN_TEST_REDIS_URL`` /
-``CLARIN_TEST_NATS_URL`` when set (the value ``embedded`` starts a private
-embedded server instead); else testcontainers when a Docker engine answers;
-else embedded servers from the project's environment. A fresh database is
-created for the run and dropped after it; ``clean_state`` empties tables,
-streams and Redis before a test.
+A test run owns what it touches, so that ``make test`` beside a running
+``make run`` changes nothing of it:
+
+- PostgreSQL: ``CLARIN_TEST_DATABASE_URL`` names a server (the machine's own is
+  fine); the run creates a fresh database there and drops it afterwards.
+- NATS and Redis: a private server per run (``clean_state`` deletes every
+  stream, consumer and KV bucket, so the run never shares them), unless
+  ``CLARIN_TEST_NATS_URL`` / ``CLARIN_TEST_REDIS_URL`` name one on purpose.
+
+A server not named (or named ``embedded``) comes from testcontainers when a
+Docker engine answers, else from the embedded servers of the project's
+environment.
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ def _servers() -> Iterator[dict[str, str]]:
             from clarin_common.devservers import ephemeral_servers
 
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clarin-test-")))
-            servers = stack.enter_context(ephemeral_servers(tmp))
+            servers = stack.enter_context(ephemeral_servers(tmp, kinds=missing))
             embedded = {
                 "postgres": servers.database_url,
                 "redis": servers.redis_url,
