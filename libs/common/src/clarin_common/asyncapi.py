@@ -24,6 +24,7 @@ from clarin_common.events import (
     LogoutCommand,
     MarkReadCommand,
     PairPhoneCommand,
+    RetryMediaCommand,
     SendMediaCommand,
     SendTextCommand,
 )
@@ -37,6 +38,7 @@ _WA_DOC = {
     "sent": "An outbound message accepted by WhatsApp (or refused).",
     "status": "A device's connection status changed.",
     "qr": "A new QR code to scan for a device being linked.",
+    "media": "The file of an earlier message was fetched (or why it was not).",
 }
 _APP_DOC = {
     "new_message": "A message was stored (inbound or outbound).",
@@ -119,6 +121,7 @@ def build_document() -> dict[str, Any]:
         SendTextCommand,
         SendMediaCommand,
         MarkReadCommand,
+        RetryMediaCommand,
         PairPhoneCommand,
         DisconnectCommand,
         LogoutCommand,

@@ -61,11 +61,18 @@ class Device(Contract):
     created_at: datetime
 
 
+MediaStatus = Literal["ready", "pending", "failed", "too_large"]
+
+
 class Media(Contract):
     url: str
     mime_type: str
     file_name: str | None = None
     size: int
+    # ``pending`` while the worker fetches the file, ``failed`` (retry with
+    # ``POST /api/media/{message_id}/retry``) or ``too_large`` with ``error``
+    status: MediaStatus = "ready"
+    error: str | None = None
 
 
 class Chat(Contract):
@@ -78,6 +85,9 @@ class Chat(Contract):
     last_message_at: datetime | None = None
     unread_count: int = 0
     lead_id: str | None = None
+    # the contact's LID JID (``…@lid``) when WhatsApp told us; ``jid`` is the
+    # phone form whenever it is known
+    lid: str | None = None
 
 
 class Message(Contract):

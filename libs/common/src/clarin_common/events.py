@@ -28,7 +28,7 @@ WA_EVENTS_SUBJECTS = "wa.evt.>"
 APP_EVENTS_SUBJECTS = "app.>"
 MEDIA_BUCKET = "wa_media"
 
-WaKind = Literal["message", "receipt", "sent", "status", "qr"]
+WaKind = Literal["message", "receipt", "sent", "status", "qr", "media"]
 AppType = Literal[
     "new_message",
     "message_sent",
@@ -110,17 +110,40 @@ class MediaRef(BaseModel):
     sha256: str | None = None
 
 
+class MediaInfo(BaseModel):
+    """What a message says of its media before the file is fetched: the file
+    follows in a ``media`` event (or that event says why it never will)."""
+
+    mime_type: str
+    file_name: str | None = None
+    size: int | None = None
+    # driver-specific, opaque to every other reader: what the worker needs to
+    # fetch the file again (``retry_media`` hands it back)
+    download: str | None = None
+
+
 class WaMessage(BaseModel):
-    """A message seen on WhatsApp, in either direction (kind ``message``)."""
+    """A message seen on WhatsApp, in either direction (kind ``message``).
+
+    A contact may be addressed by phone number (``…@s.whatsapp.net``) or by LID
+    (``…@lid``). ``chat_jid``/``sender_jid`` carry the phone form whenever the
+    worker knows it, and ``chat_lid``/``sender_lid`` the LID form when known, so
+    that one person is one chat whichever address WhatsApp used.
+    """
 
     wa_message_id: str
     chat_jid: str
+    chat_lid: str | None = None
     sender_jid: str | None = None
+    sender_lid: str | None = None
     push_name: str | None = None
     direction: Direction
     type: MessageType = "text"
     body: str | None = None
+    # the file, already in the object store
     media: MediaRef | None = None
+    # or: a file still to be fetched, announced by a later ``media`` event
+    media_info: MediaInfo | None = None
     is_group: bool = False
     sent_at: datetime
     # set when the message was sent from Clarin (echo of our own send)
@@ -168,12 +191,26 @@ class WaQr(BaseModel):
     expires_at: datetime
 
 
+class WaMedia(BaseModel):
+    """The file of an earlier ``message`` event (``media_info``) was fetched, or
+    why not (kind ``media``). ``failed`` with ``retryable`` may be retried with a
+    ``retry_media`` command; ``too_large`` never is."""
+
+    wa_message_id: str
+    chat_jid: str
+    status: Literal["ready", "failed", "too_large"]
+    media: MediaRef | None = None
+    error: str | None = None
+    retryable: bool = False
+
+
 WA_EVENT_MODELS: dict[WaKind, type[BaseModel]] = {
     "message": WaMessage,
     "receipt": WaReceipt,
     "sent": WaSent,
     "status": WaStatus,
     "qr": WaQr,
+    "media": WaMedia,
 }
 
 
@@ -286,6 +323,17 @@ class MarkReadCommand(BaseModel):
     wa_message_ids: list[str]
 
 
+class RetryMediaCommand(BaseModel):
+    """Fetch again the file of an inbound message whose ``media`` event failed;
+    the outcome is a new ``media`` event."""
+
+    type: Literal["retry_media"] = "retry_media"
+    wa_message_id: str
+    chat_jid: str
+    mime_type: str
+    download: str | None = None
+
+
 class PairPhoneCommand(BaseModel):
     type: Literal["pair_phone"] = "pair_phone"
     phone: str
@@ -303,6 +351,7 @@ Command = (
     SendTextCommand
     | SendMediaCommand
     | MarkReadCommand
+    | RetryMediaCommand
     | PairPhoneCommand
     | DisconnectCommand
     | LogoutCommand
