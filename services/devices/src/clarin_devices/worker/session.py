@@ -27,8 +27,10 @@ from clarin_common.events import (
     MarkReadCommand,
     MediaRef,
     PairPhoneCommand,
+    RetryMediaCommand,
     SendMediaCommand,
     SendTextCommand,
+    WaMedia,
     WaMessage,
     WaReceipt,
     WaSent,
@@ -37,7 +39,13 @@ from clarin_common.events import (
 from clarin_common.ids import jid_from_recipient, normalize_jid, phone_digits, phone_from_jid
 from clarin_common.nats import confirm_subscriptions
 from clarin_devices.worker import repository as repo
-from clarin_devices.worker.drivers import DriverError, InboundMedia, NotConnected, SendResult
+from clarin_devices.worker.drivers import (
+    DriverError,
+    InboundMedia,
+    MediaOutcome,
+    NotConnected,
+    SendResult,
+)
 
 if TYPE_CHECKING:
     from clarin_devices.worker.worker import Worker
@@ -94,6 +102,11 @@ class _AttemptEvents:
         # a message that made it here is real even if the attempt just ended
         if not self.session.closed:
             await self.session.handle_message(message, media)
+
+    async def on_media(self, device_id: str, outcome: MediaOutcome) -> None:
+        # like a message: the file of a message we published must follow it
+        if not self.session.closed:
+            await self.session.handle_media(outcome)
 
     async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None:
         if not self.session.closed:
@@ -302,6 +315,25 @@ class DeviceSession:
             message = message.model_copy(update={"media": ref})
         await self.worker.publish_wa(self.account_id, self.device_id, "message", message)
 
+    async def handle_media(self, outcome: MediaOutcome) -> None:
+        if outcome.status == "ready" and outcome.media is not None:
+            ref = await self.worker.store_media(self.device_id, outcome.media)
+            event = WaMedia(
+                wa_message_id=outcome.wa_message_id,
+                chat_jid=outcome.chat_jid,
+                status="ready",
+                media=ref,
+            )
+        else:
+            event = WaMedia(
+                wa_message_id=outcome.wa_message_id,
+                chat_jid=outcome.chat_jid,
+                status="failed" if outcome.status == "ready" else outcome.status,
+                error=outcome.error or "the download gave no file",
+                retryable=outcome.retryable or outcome.status == "ready",
+            )
+        await self.worker.publish_wa(self.account_id, self.device_id, "media", event)
+
     async def handle_receipt(self, receipt: WaReceipt) -> None:
         await self.worker.publish_wa(self.account_id, self.device_id, "receipt", receipt)
 
@@ -435,6 +467,17 @@ class DeviceSession:
             await self._driver_call(
                 self.worker.driver.mark_read(
                     self.device_id, command.chat_jid, command.sender_jid, command.wa_message_ids
+                )
+            )
+            return {}
+        if isinstance(command, RetryMediaCommand):
+            await self._driver_call(
+                self.worker.driver.retry_media(
+                    self.device_id,
+                    command.wa_message_id,
+                    command.chat_jid,
+                    command.mime_type,
+                    command.download,
                 )
             )
             return {}

@@ -31,6 +31,19 @@ class InboundMedia:
     file_name: str | None = None
 
 
+@dataclass(frozen=True)
+class MediaOutcome:
+    """The end of a media download: ``media`` when ``status`` is ``ready``, else
+    ``error`` (and whether :meth:`WhatsAppDriver.retry_media` may try again)."""
+
+    wa_message_id: str
+    chat_jid: str
+    status: Literal["ready", "failed", "too_large"]
+    media: InboundMedia | None = None
+    error: str | None = None
+    retryable: bool = False
+
+
 class DriverError(Exception):
     """A driver call failed; ``code`` is a stable machine-readable reason."""
 
@@ -75,7 +88,12 @@ class DriverEvents(Protocol):
 
     async def on_message(
         self, device_id: str, message: WaMessage, media: InboundMedia | None
-    ) -> None: ...
+    ) -> None:
+        """A message. Its file comes either at once (``media``) or later: then
+        ``message.media_info`` is set and :meth:`on_media` follows, always."""
+
+    async def on_media(self, device_id: str, outcome: MediaOutcome) -> None:
+        """The file announced by an earlier ``message.media_info``, or why not."""
 
     async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None: ...
 
@@ -128,6 +146,21 @@ class WhatsAppDriver(abc.ABC):
     async def mark_read(
         self, device_id: str, chat_jid: str, sender_jid: str | None, wa_message_ids: list[str]
     ) -> None: ...
+
+    async def retry_media(
+        self,
+        device_id: str,
+        wa_message_id: str,
+        chat_jid: str,
+        mime_type: str,
+        download: str | None,
+    ) -> None:
+        """Fetch again a file whose download failed; the outcome arrives through
+        ``on_media``. ``download`` is the ``media_info.download`` the driver
+        put on the message. Raises :class:`DriverError` when it cannot try."""
+        raise DriverError(
+            f"the {self.name} driver cannot fetch media again", code="retry_unsupported"
+        )
 
     @abc.abstractmethod
     async def pair_phone(self, device_id: str, phone: str) -> str:
