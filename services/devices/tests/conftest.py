@@ -345,6 +345,8 @@ async def start_worker(
                 qr_max_codes=settings.sim_qr_max_codes,
                 receipt_delay=settings.sim_receipt_delay,
                 read_delay=settings.sim_read_delay,
+                media_max_bytes=settings.media_max_bytes,
+                download_timeout=settings.media_download_timeout_seconds,
             ),
             settings.worker_id,
             ledger,

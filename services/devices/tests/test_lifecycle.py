@@ -19,6 +19,7 @@ from clarin_common.events import (
     wa_command_subject,
 )
 from clarin_common.nats import ensure_object_store, request_json
+from clarin_devices.worker.session import QR_EXPIRED_MESSAGE
 
 
 async def command(nc: NatsClient, device_id: str, cmd: Any) -> dict[str, Any]:
@@ -170,7 +171,7 @@ async def test_qr_rotates_and_gives_up(
     codes = [q.data["data"]["code"] for q in events.of(".qr", device["id"])]
     assert len(codes) == 3 and len(set(codes)) == 3
     gave_up = await api.get(device["id"])
-    assert gave_up["last_error"] == "The QR code was not scanned in time"
+    assert gave_up["last_error"] == QR_EXPIRED_MESSAGE
     desired = await db.fetchval(
         "SELECT desired_state FROM devices WHERE id = $1", uuid.UUID(device["id"])
     )
@@ -240,7 +241,13 @@ async def test_media_both_ways(
     assert reply == {"ok": True}
     message = (await events.wait(lambda: events.of(".message", device["id"])))[0].data["data"]
     assert message["type"] == "image" and message["body"] == "look"
-    ref = message["media"]
+    # announced first, the file follows in a media event
+    assert message["media"] is None
+    assert message["media_info"]["mime_type"] == "image/png"
+    assert message["media_info"]["size"] == len(picture)
+    done = (await events.wait(lambda: events.of(".media", device["id"])))[0].data["data"]
+    assert done["wa_message_id"] == message["wa_message_id"] and done["status"] == "ready"
+    ref = done["media"]
     assert ref["mime_type"] == "image/png" and ref["size"] == len(picture)
     assert (await store.get(ref["object_key"])).data == picture
 

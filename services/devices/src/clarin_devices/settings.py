@@ -74,6 +74,10 @@ class WorkerSettings(CommonSettings):
     send_rate_per_second: float = Field(1.0, ge=0)  # 0 turns pacing off
     send_jitter: float = Field(0.3, ge=0, le=1)  # ± fraction of the interval
     driver_call_timeout_seconds: float = Field(30.0, gt=0)
+    # inbound media: a file announced above this size is not downloaded (the
+    # message says too_large); a download slower than the timeout fails, retryable
+    media_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    media_download_timeout_seconds: float = Field(120.0, gt=0)
 
     # neonize driver: sessions grouped in child processes (see drivers/neonize_driver.py)
     neonize_sessions_per_child: int = Field(25, ge=1)

@@ -22,6 +22,8 @@ def build_driver(settings: WorkerSettings, nc: NatsClient) -> WhatsAppDriver:
                 qr_max_codes=settings.sim_qr_max_codes,
                 receipt_delay=settings.sim_receipt_delay,
                 read_delay=settings.sim_read_delay,
+                media_max_bytes=settings.media_max_bytes,
+                download_timeout=settings.media_download_timeout_seconds,
             ),
         )
     # imported only when chosen: loading neonize costs ~60 MB and a Go runtime

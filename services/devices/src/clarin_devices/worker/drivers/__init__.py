@@ -44,6 +44,11 @@ class MediaOutcome:
     retryable: bool = False
 
 
+# the ``error`` of ``on_status("disconnected")`` when a pairing ended without a
+# scan (the QR codes ran out or the driver's pairing deadline passed)
+QR_EXPIRED = "qr_expired"
+
+
 class DriverError(Exception):
     """A driver call failed; ``code`` is a stable machine-readable reason."""
 
@@ -78,8 +83,9 @@ class DriverEvents(Protocol):
 
         How the worker reads them: ``disconnected`` of a paired session (a JID)
         → status ``connecting`` and a reconnect with backoff; ``disconnected``
-        after ``qr_pending`` without a scan → the pairing ended (status and
-        desired state ``disconnected``, no retry); ``disconnected`` before any
+        after ``qr_pending`` without a scan, or with ``error=QR_EXPIRED`` → the
+        pairing ended (status and desired state ``disconnected``, ``last_error``
+        says the QR expired, no retry); ``disconnected`` before any
         ``qr_pending`` and ``error`` → status ``error`` with ``error`` as
         ``last_error``, retried with backoff; ``logged_out`` → status and desired
         state ``logged_out``, JID cleared. A :class:`DriverError` raised by

@@ -10,10 +10,29 @@ no responders means the device has no live session):
 
 - ``scan`` ``{phone}``: the pending QR (or pairing code) is accepted →
   ``connected`` as ``{phone}@s.whatsapp.net``.
-- ``inbound`` ``{from, push_name?, body?, type?, wa_message_id?, media?}`` with
-  ``media = {mime_type, file_name?, data_base64}``; ``type`` defaults to ``text``,
-  or from the media's MIME type (image/video/audio, ``image/webp`` → sticker,
-  else document); a fresh ``wa_message_id`` unless given.
+- ``inbound`` ``{from, push_name?, body?, type?, wa_message_id?, media?, lid?,
+  phone_known?}`` with ``media = {mime_type, file_name?, data_base64, size?,
+  fail?, delay?}``; ``type`` defaults to ``text``, or from the media's MIME type
+  (image/video/audio, ``image/webp`` → sticker, else document); a fresh
+  ``wa_message_id`` unless given.
+
+  Media comes in two phases, as from WhatsApp: the message announces it
+  (``media_info``) and the file follows through ``on_media`` once "downloaded":
+  after ``delay`` seconds, failing (retryable) the first ``fail`` times,
+  ``too_large`` when ``size`` (the size WhatsApp announces, default the data's)
+  is above ``media_max_bytes``, timed out when ``delay`` exceeds
+  ``download_timeout``. ``retry_media`` downloads it again.
+
+  ``lid`` (digits): the contact writes from ``{lid}@lid``. The simulator knows
+  the contact's phone (``from``) the way WhatsApp's LID map does: with
+  ``phone_known`` (default true) it tells the phone alongside, as whatsmeow's
+  ``SenderAlt`` does (``chat_jid`` the phone form, ``chat_lid`` the LID), and
+  remembers the pair for this device; with ``phone_known: false`` and no pair
+  learnt yet the message carries the LID only (``chat_jid`` is ``…@lid``).
+- ``status_post`` ``{from, body, push_name?}``: the contact posts a status; it
+  arrives from ``status@broadcast`` (the worker keeps it out of chats).
+- ``qr_timeout`` ``{}``: nobody scans: the pairing ends at once as when the
+  codes run out (``disconnected`` with ``error=qr_expired``).
 - ``receipt`` ``{wa_message_id, status: delivered|read|played, chat_jid?}``
   (``chat_jid`` only for ids this session did not send).
 - ``drop`` ``{}``: the connection drops (the worker reconnects by itself).
@@ -42,13 +61,15 @@ from nats.aio.subscription import Subscription
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from clarin_common.contract import MessageType
-from clarin_common.events import WaMessage, WaReceipt, sim_subject
+from clarin_common.events import MediaInfo, WaMessage, WaReceipt, sim_subject
 from clarin_common.ids import normalize_jid, phone_digits, phone_from_jid
 from clarin_common.nats import confirm_subscriptions
 from clarin_devices.worker.drivers import (
+    QR_EXPIRED,
     DriverError,
     DriverEvents,
     InboundMedia,
+    MediaOutcome,
     NotConnected,
     SendResult,
     WhatsAppDriver,
@@ -57,7 +78,9 @@ from clarin_devices.worker.drivers import (
 log = structlog.get_logger(__name__)
 
 SENT_MEMORY = 1000  # outbound ids remembered per session (for receipts)
+DOWNLOAD_MEMORY = 2000  # inbound files kept for retry_media, per driver
 PAIRING_ALPHABET = string.ascii_uppercase + string.digits
+STATUS_BROADCAST = "status@broadcast"
 
 
 @dataclass(frozen=True)
@@ -67,6 +90,8 @@ class SimulatorConfig:
     qr_max_codes: int = 6
     receipt_delay: float = 1.0  # sent → delivered
     read_delay: float = 2.0  # delivered → read
+    media_max_bytes: int = 64 * 1024 * 1024  # announced size above it: too_large
+    download_timeout: float = 120.0  # a slower download fails (retryable)
 
 
 def _digits(value: str, what: str) -> str:
@@ -89,6 +114,12 @@ class SimMedia(BaseModel):
     mime_type: str = Field(min_length=1)
     file_name: str | None = None
     data_base64: str
+    # the size WhatsApp announces (default: the data's), to test the size cap
+    size: int | None = Field(None, ge=0)
+    # download attempts that fail before one succeeds
+    fail: int = Field(0, ge=0, le=100)
+    # seconds each download attempt takes
+    delay: float = Field(0.0, ge=0, le=600)
 
 
 class InboundRequest(BaseModel):
@@ -98,6 +129,29 @@ class InboundRequest(BaseModel):
     type: MessageType | None = None
     wa_message_id: str | None = Field(None, min_length=1, max_length=128)
     media: SimMedia | None = None
+    lid: str | None = None
+    phone_known: bool = True
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        return _digits(value, "from")
+
+    @field_validator("lid")
+    @classmethod
+    def _lid(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        digits = phone_digits(value.removesuffix("@lid"))
+        if not 5 <= len(digits) <= 20:
+            raise ValueError("lid must have 5 to 20 digits")
+        return digits
+
+
+class StatusPostRequest(BaseModel):
+    from_: str = Field(alias="from")
+    body: str = Field(min_length=1)
+    push_name: str | None = None
 
     @field_validator("from_")
     @classmethod
@@ -132,6 +186,19 @@ def _media_type(mime_type: str) -> MessageType:
 
 
 @dataclass
+class _Download:
+    """An inbound file as WhatsApp's servers hold it, fetched on demand."""
+
+    device_id: str
+    wa_message_id: str
+    chat_jid: str
+    media: InboundMedia
+    size: int
+    fails_left: int
+    delay: float
+
+
+@dataclass
 class _Session:
     device_id: str
     events: DriverEvents
@@ -154,6 +221,10 @@ class SimulatorDriver(WhatsAppDriver):
         self._sessions: dict[str, _Session] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
+        # per device, what its store's LID map has learnt: lid digits → phone digits
+        self._lid_maps: dict[str, dict[str, str]] = {}
+        # download token (``media_info.download``) → the file, for retry_media
+        self._downloads: OrderedDict[str, _Download] = OrderedDict()
 
     # ---- the WhatsAppDriver interface ------------------------------------------
 
@@ -163,6 +234,8 @@ class SimulatorDriver(WhatsAppDriver):
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
 
     async def connect(self, device_id: str, session_jid: str | None, events: DriverEvents) -> None:
         await self.disconnect(device_id)
@@ -196,6 +269,7 @@ class SimulatorDriver(WhatsAppDriver):
 
     async def logout(self, device_id: str) -> None:
         await self.disconnect(device_id)
+        self._lid_maps.pop(device_id, None)
 
     def is_connected(self, device_id: str) -> bool:
         session = self._sessions.get(device_id)
@@ -223,6 +297,21 @@ class SimulatorDriver(WhatsAppDriver):
         self, device_id: str, chat_jid: str, sender_jid: str | None, wa_message_ids: list[str]
     ) -> None:
         self._connected(device_id)
+
+    async def retry_media(
+        self,
+        device_id: str,
+        wa_message_id: str,
+        chat_jid: str,
+        mime_type: str,
+        download: str | None,
+    ) -> None:
+        session = self._connected(device_id)
+        item = self._downloads.get(download or "")
+        if item is None or item.device_id != device_id or item.wa_message_id != wa_message_id:
+            raise DriverError("The file is no longer available on WhatsApp", code="media_gone")
+        self._downloads.move_to_end(download or "")
+        self._spawn(self._download(session.events, item))
 
     async def pair_phone(self, device_id: str, phone: str) -> str:
         session = self._sessions.get(device_id)
@@ -288,16 +377,46 @@ class SimulatorDriver(WhatsAppDriver):
             return
         if session.qr_codes >= self.config.qr_max_codes:
             # nobody scanned in time: WhatsApp closes the socket
-            self._sessions.pop(session.device_id, None)
-            await self._end(session)
-            await session.events.on_status(
-                session.device_id, "disconnected", error="The QR code was not scanned in time"
-            )
+            await self._qr_expired(session)
             return
         session.qr_codes += 1
         expires_at = datetime.now(UTC) + timedelta(seconds=self.config.qr_interval)
         self._arm(session, self.config.qr_interval, self._next_qr)
         await session.events.on_qr(session.device_id, _qr_code(), expires_at)
+
+    async def _qr_expired(self, session: _Session) -> None:
+        self._sessions.pop(session.device_id, None)
+        await self._end(session)
+        await session.events.on_status(session.device_id, "disconnected", error=QR_EXPIRED)
+
+    async def _download(self, events: DriverEvents, item: _Download) -> None:
+        """One download attempt of an announced file; its end goes to ``on_media``."""
+
+        def outcome(**fields: Any) -> MediaOutcome:
+            return MediaOutcome(wa_message_id=item.wa_message_id, chat_jid=item.chat_jid, **fields)
+
+        if item.size > self.config.media_max_bytes:
+            limit_mib = self.config.media_max_bytes / (1024 * 1024)
+            result = outcome(
+                status="too_large",
+                error=f"The file is larger than the {limit_mib:g} MiB limit",
+            )
+        elif item.delay > self.config.download_timeout:
+            await asyncio.sleep(self.config.download_timeout)
+            result = outcome(status="failed", error="The download timed out", retryable=True)
+        else:
+            if item.delay:
+                await asyncio.sleep(item.delay)
+            if item.fails_left > 0:
+                item.fails_left -= 1
+                result = outcome(
+                    status="failed",
+                    error="WhatsApp's media server did not answer",
+                    retryable=True,
+                )
+            else:
+                result = outcome(status="ready", media=item.media)
+        await events.on_media(item.device_id, result)
 
     def _accept(self, session: _Session, to_jid: str) -> SendResult:
         wa_message_id = new_wa_message_id()
@@ -350,6 +469,8 @@ class SimulatorDriver(WhatsAppDriver):
             "receipt": self._sim_receipt,
             "drop": self._sim_drop,
             "logout": self._sim_logout,
+            "status_post": self._sim_status_post,
+            "qr_timeout": self._sim_qr_timeout,
         }
         reply: dict[str, Any] = {"ok": True}
         async with session.lock:
@@ -406,18 +527,87 @@ class SimulatorDriver(WhatsAppDriver):
         message_type: MessageType = request.type or (
             _media_type(media.mime_type) if media else "text"
         )
-        chat_jid = f"{request.from_}@s.whatsapp.net"
+        chat_jid, chat_lid = self._contact_address(session.device_id, request)
+        wa_message_id = request.wa_message_id or new_wa_message_id()
+        download: _Download | None = None
+        media_info: MediaInfo | None = None
+        if media is not None and request.media is not None:
+            token = secrets.token_urlsafe(12)
+            size = request.media.size if request.media.size is not None else len(media.data)
+            download = _Download(
+                device_id=session.device_id,
+                wa_message_id=wa_message_id,
+                chat_jid=chat_jid,
+                media=media,
+                size=size,
+                fails_left=request.media.fail,
+                delay=request.media.delay,
+            )
+            self._remember_download(token, download)
+            media_info = MediaInfo(
+                mime_type=media.mime_type, file_name=media.file_name, size=size, download=token
+            )
         message = WaMessage(
-            wa_message_id=request.wa_message_id or new_wa_message_id(),
+            wa_message_id=wa_message_id,
             chat_jid=chat_jid,
+            chat_lid=chat_lid,
             sender_jid=chat_jid,
+            sender_lid=chat_lid,
             push_name=request.push_name,
             direction="in",
             type=message_type,
             body=request.body,
+            media_info=media_info,
             sent_at=datetime.now(UTC),
         )
-        await session.events.on_message(session.device_id, message, media)
+        # the message first, always; its file follows when "downloaded"
+        await session.events.on_message(session.device_id, message, None)
+        if download is not None:
+            self._spawn(self._download(session.events, download))
+
+    def _contact_address(self, device_id: str, request: InboundRequest) -> tuple[str, str | None]:
+        """``(chat_jid, chat_lid)`` of an inbound message: the phone form whenever
+        WhatsApp tells it (SenderAlt) or the LID map learnt it earlier."""
+        phone_jid = f"{request.from_}@s.whatsapp.net"
+        if request.lid is None:
+            return phone_jid, None
+        lid_jid = f"{request.lid}@lid"
+        lid_map = self._lid_maps.setdefault(device_id, {})
+        if request.phone_known:
+            lid_map[request.lid] = request.from_
+        known = lid_map.get(request.lid)
+        if known is None:
+            return lid_jid, lid_jid
+        return f"{known}@s.whatsapp.net", lid_jid
+
+    def _remember_download(self, token: str, download: _Download) -> None:
+        self._downloads[token] = download
+        while len(self._downloads) > DOWNLOAD_MEMORY:
+            self._downloads.popitem(last=False)
+
+    async def _sim_status_post(self, session: _Session, payload: dict[str, Any]) -> None:
+        request = StatusPostRequest.model_validate(payload)
+        if session.state != "connected":
+            raise ValueError("the device is not connected")
+        await session.events.on_message(
+            session.device_id,
+            WaMessage(
+                wa_message_id=new_wa_message_id(),
+                chat_jid=STATUS_BROADCAST,
+                sender_jid=f"{request.from_}@s.whatsapp.net",
+                push_name=request.push_name,
+                direction="in",
+                type="text",
+                body=request.body,
+                sent_at=datetime.now(UTC),
+            ),
+            None,
+        )
+
+    async def _sim_qr_timeout(self, session: _Session, payload: dict[str, Any]) -> None:
+        if session.state != "qr_pending":
+            raise ValueError("no QR code is pending on this device")
+        await self._qr_expired(session)
 
     async def _sim_receipt(self, session: _Session, payload: dict[str, Any]) -> None:
         request = ReceiptRequest.model_validate(payload)
