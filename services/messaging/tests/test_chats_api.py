@@ -148,6 +148,7 @@ class TestGetChat:
             "last_message_at",
             "unread_count",
             "lead_id",
+            "lid",
         }
         assert chat["jid"] == "5215512345678@s.whatsapp.net"
         assert chat["device_id"] == t.device_id

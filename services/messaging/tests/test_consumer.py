@@ -355,6 +355,8 @@ async def test_inbound_media_copied_to_media_store(svc: Any, h: Any) -> None:
         "mime_type": "image/jpeg",
         "file_name": "photo.jpg",
         "size": len(data),
+        "status": "ready",
+        "error": None,
     }
     resp = await svc.client.get(message["media"]["url"], headers=tenant.headers)
     assert resp.status_code == 200

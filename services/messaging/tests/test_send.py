@@ -336,6 +336,8 @@ class TestSendMedia:
             "mime_type": "image/png",
             "file_name": "pixel.png",
             "size": len(PNG),
+            "status": "ready",
+            "error": None,
         }
         command = worker.commands[0]
         assert command["type"] == "send_media" and command["media_type"] == "image"

@@ -44,6 +44,7 @@ _APP_DOC = {
     "new_message": "A message was stored (inbound or outbound).",
     "message_sent": "WhatsApp accepted an outbound message.",
     "message_status": "An outbound message was delivered, read or failed.",
+    "message_updated": "A stored message changed (its media arrived or failed, ...).",
     "device_status": "A device's status changed (full device).",
     "qr_code": "A QR code to show while linking a device.",
     "chat_read": "A chat was marked read.",

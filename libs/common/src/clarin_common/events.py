@@ -33,6 +33,7 @@ AppType = Literal[
     "new_message",
     "message_sent",
     "message_status",
+    "message_updated",
     "device_status",
     "qr_code",
     "chat_read",
@@ -232,6 +233,13 @@ class MessageStatusData(BaseModel):
     status: Literal["pending", "sent", "delivered", "read", "failed", "received"]
 
 
+class MessageUpdatedData(BaseModel):
+    """A stored message changed after it was announced (its media arrived or
+    failed, ...): the whole message as it is now."""
+
+    message: Message
+
+
 class DeviceStatusData(BaseModel):
     device: Device
 
@@ -258,6 +266,7 @@ APP_EVENT_MODELS: dict[AppType, type[BaseModel]] = {
     "new_message": NewMessageData,
     "message_sent": MessageSentData,
     "message_status": MessageStatusData,
+    "message_updated": MessageUpdatedData,
     "device_status": DeviceStatusData,
     "qr_code": QrCodeData,
     "chat_read": ChatReadData,

@@ -10,6 +10,7 @@ from clarin_common.events import (
     Envelope,
     MessageSentData,
     MessageStatusData,
+    MessageUpdatedData,
     NewMessageData,
     app_envelope,
     app_event_subject,
@@ -62,4 +63,16 @@ def chat_read(account_id: str, chat_id: str, device_id: str | None = None) -> Ev
     return (
         app_event_subject(account_id, "chat_read"),
         app_envelope(account_id, "chat_read", ChatReadData(chat_id=chat_id), device_id=device_id),
+    )
+
+
+def message_updated(account_id: str, message: Message) -> Event:
+    return (
+        app_event_subject(account_id, "message_updated"),
+        app_envelope(
+            account_id,
+            "message_updated",
+            MessageUpdatedData(message=message),
+            device_id=message.device_id,
+        ),
     )

@@ -10,7 +10,12 @@ from clarin_messaging.context import Messaging
 from clarin_messaging.ingest.leads import handle_lead_events
 from clarin_messaging.ingest.service import handle_wa_events
 
-WA_FILTERS = ["wa.evt.*.*.message", "wa.evt.*.*.receipt", "wa.evt.*.*.sent"]
+WA_FILTERS = [
+    "wa.evt.*.*.message",
+    "wa.evt.*.*.receipt",
+    "wa.evt.*.*.sent",
+    "wa.evt.*.*.media",
+]
 LEAD_FILTERS = ["app.*.lead_created", "app.*.lead_updated", "app.*.lead_deleted"]
 
 

@@ -52,6 +52,7 @@ def chat_from_row(row: Mapping[str, Any]) -> Chat:
         last_message_at=row["last_message_at"],
         unread_count=row["unread_count"],
         lead_id=_str(row["lead_id"]),
+        lid=row["lid"],
     )
 
 
@@ -65,6 +66,8 @@ def message_from_row(row: Mapping[str, Any]) -> MessageOut:
             mime_type=row["media_mime_type"],
             file_name=row["media_file_name"],
             size=row["media_size"],
+            status=row["media_status"],
+            error=row["media_error"],
         )
     return MessageOut(
         id=message_id,

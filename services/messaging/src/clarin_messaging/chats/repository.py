@@ -23,22 +23,27 @@ class ChatUpsert:
     preview: str | None
     last_at: datetime | None
     unread: int
+    # the contact's LID JID, when the message told it
+    lid: str | None = None
 
 
 _UPSERT = """
 INSERT INTO chats AS c (id, account_id, device_id, jid, phone, is_group, name,
-                        last_message_preview, last_message_at, activity_at, unread_count, lead_id)
+                        last_message_preview, last_message_at, activity_at, unread_count, lead_id,
+                        lid)
 SELECT d.id, d.account_id, d.device_id, d.jid, d.phone, d.is_group, d.name,
        d.preview, d.last_at, coalesce(d.last_at, now()), d.unread,
        (SELECT l.lead_id FROM lead_links l
          WHERE l.account_id = d.account_id AND (l.chat_id = d.id OR l.phone = d.phone)
-         ORDER BY (l.chat_id = d.id) DESC, l.updated_at DESC LIMIT 1)
+         ORDER BY (l.chat_id = d.id) DESC, l.updated_at DESC LIMIT 1),
+       d.lid
 FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::bool[], $7::text[],
-            $8::text[], $9::timestamptz[], $10::int[])
-     AS d(id, account_id, device_id, jid, phone, is_group, name, preview, last_at, unread)
+            $8::text[], $9::timestamptz[], $10::int[], $11::text[])
+     AS d(id, account_id, device_id, jid, phone, is_group, name, preview, last_at, unread, lid)
 ORDER BY d.id
 ON CONFLICT (id) DO UPDATE SET
     name = coalesce(excluded.name, c.name),
+    lid = coalesce(excluded.lid, c.lid),
     unread_count = c.unread_count + excluded.unread_count,
     last_message_preview = CASE
         WHEN excluded.last_message_at >= coalesce(c.last_message_at, '-infinity')
@@ -69,8 +74,90 @@ async def upsert_many(
         [c.preview for c in chats],
         [c.last_at for c in chats],
         [c.unread for c in chats],
+        [c.lid for c in chats],
     )
     return rows
+
+
+# ---- contact identity: one person, one chat per device ------------------------------
+
+
+async def lock_by_lids(
+    conn: asyncpg.Connection, keys: Sequence[tuple[str, str, str]]
+) -> list[asyncpg.Record]:
+    """The chats that know these ``(account_id, device_id, lid)``, locked in id order."""
+    if not keys:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        SELECT c.id, c.account_id, c.device_id, c.jid, c.lid FROM chats c
+        JOIN unnest($1::uuid[], $2::uuid[], $3::text[]) AS k(account_id, device_id, lid)
+          ON c.account_id = k.account_id AND c.device_id = k.device_id AND c.lid = k.lid
+        ORDER BY c.id
+        FOR UPDATE OF c
+        """,
+        [a for a, _, _ in keys],
+        [d for _, d, _ in keys],
+        [lid for _, _, lid in keys],
+    )
+    return rows
+
+
+async def forget_lid(conn: asyncpg.Connection, chat_id: str) -> None:
+    """The LID now belongs to another number's chat."""
+    await conn.execute("UPDATE chats SET lid = NULL, updated_at = now() WHERE id = $1", chat_id)
+
+
+async def merge_into(
+    conn: asyncpg.Connection, source_id: str, target_id: str, jid: str, phone: str | None
+) -> None:
+    """The chat ``source_id`` (opened by LID) and the person's phone chat
+    ``target_id`` are one: its messages, unread count, lead link and name move
+    over, and the phone chat is created from it when it did not exist yet."""
+    await conn.execute("UPDATE messages SET chat_id = $2 WHERE chat_id = $1", source_id, target_id)
+    await conn.execute(
+        "UPDATE lead_links SET chat_id = $2 WHERE chat_id = $1", source_id, target_id
+    )
+    exists = await conn.fetchval("SELECT 1 FROM chats WHERE id = $1 FOR UPDATE", target_id)
+    if not exists:
+        # the phone chat is this one, under the id every context derives from the phone
+        await conn.execute(
+            "UPDATE chats SET id = $2, jid = $3, phone = $4, updated_at = now() WHERE id = $1",
+            source_id,
+            target_id,
+            jid,
+            phone,
+        )
+        return
+    source = await conn.fetchrow("DELETE FROM chats WHERE id = $1 RETURNING *", source_id)
+    if source is None:
+        return
+    await conn.execute(
+        """
+        UPDATE chats c SET
+            unread_count = c.unread_count + $2,
+            lead_id = coalesce(c.lead_id, $3),
+            name = coalesce(c.name, $4),
+            lid = coalesce(c.lid, $5),
+            last_message_preview = CASE
+                WHEN $7::timestamptz > coalesce(c.last_message_at, '-infinity')
+                THEN $6 ELSE c.last_message_preview END,
+            last_message_at = greatest(c.last_message_at, $7),
+            activity_at = greatest(c.activity_at, $8),
+            created_at = least(c.created_at, $9),
+            updated_at = now()
+        WHERE c.id = $1
+        """,
+        target_id,
+        source["unread_count"],
+        source["lead_id"],
+        source["name"],
+        source["lid"],
+        source["last_message_preview"],
+        source["last_message_at"],
+        source["activity_at"],
+        source["created_at"],
+    )
 
 
 async def get_by_id_for_account(

@@ -1,11 +1,15 @@
 """Persist WhatsApp events in batches: one transaction per batch, idempotent.
 
-A batch of ``wa.evt.*.*.message|sent|receipt`` deliveries becomes a handful of
-multi-row statements: insert the new messages (whatever was seen before is left
-alone), their media index rows, upsert their chats (counting unread only for
-messages actually inserted), settle outbound messages from ``sent`` events and
-echoes, then move statuses forward from receipts. Application events go out
-after the commit; the consumer acks after the handler returns.
+A batch of ``wa.evt.*.*.message|sent|receipt|media`` deliveries becomes a
+handful of multi-row statements: resolve each contact to its one chat (a LID
+and a phone number that turn out to be one person merge), insert the new
+messages (whatever was seen before is left alone), their media index rows,
+upsert their chats (counting unread only for messages actually inserted),
+settle outbound messages from ``sent`` events and echoes, move statuses forward
+from receipts, then settle media that arrived after its message (``media``).
+Application events go out after the commit; the consumer acks after the
+handler returns. Status posts (``status@broadcast``) are no conversation and
+are dropped.
 """
 
 from __future__ import annotations
@@ -15,15 +19,16 @@ import contextlib
 import functools
 import hashlib
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import structlog
 from nats.js.errors import NotFoundError as JsNotFoundError
 from pydantic import ValidationError
 
 from clarin_common.contract import Chat, Media, Message
-from clarin_common.events import WaMessage, WaReceipt, WaSent
+from clarin_common.events import WaMedia, WaMessage, WaReceipt, WaSent
 from clarin_common.ids import chat_id_for, normalize_jid, phone_from_jid
 from clarin_common.nats import Delivery, PoisonMessage
 from clarin_messaging import app_events
@@ -34,6 +39,7 @@ from clarin_messaging.media_store import media_key
 from clarin_messaging.messages import repository as messages_repo
 from clarin_messaging.messages.repository import (
     STATUS_RANK,
+    MediaOutcome,
     NewMedia,
     NewMessage,
     ReceiptUpdate,
@@ -44,6 +50,13 @@ log = structlog.get_logger(__name__)
 
 _MESSAGE_NAMESPACE = uuid.UUID("0b7d3c8e-5a4f-4f52-9a0e-3c1d2b6e7f81")
 _MEDIA_COPY_CONCURRENCY = 8
+STATUS_BROADCAST = "status@broadcast"
+MEDIA_EXPIRED = "The file expired before it was stored; retry to fetch it again"
+
+
+class MediaBeforeItsMessage(Exception):
+    """A ``media`` event whose message is not stored yet (it failed in an
+    earlier batch that is being retried): not poison, retried later."""
 
 
 def message_id_for(device_id: str, wa_message_id: str) -> str:
@@ -68,6 +81,10 @@ def _is_group(jid: str) -> bool:
     return jid.endswith("@g.us")
 
 
+def _is_lid(jid: str) -> bool:
+    return jid.endswith("@lid")
+
+
 @dataclass
 class _MediaJob:
     message_id: str
@@ -80,11 +97,26 @@ class _MediaJob:
 
 
 @dataclass
+class _Contact:
+    """Where a message belongs: ``jid`` the chat address (phone form whenever
+    known), ``lid`` the contact's LID when known."""
+
+    jid: str
+    lid: str | None
+
+
+@dataclass
 class _Parsed:
     messages: list[tuple[NewMessage, WaMessage]]
     media_jobs: list[_MediaJob]
     sents: dict[str, SentUpdate]
     receipts: dict[tuple[str, str], ReceiptUpdate]
+    # per message id: its contact, settled by _resolve_chats
+    contacts: dict[str, _Contact] = field(default_factory=dict)
+    # (device, wa_message_id) → the latest media outcome of the batch
+    media_outcomes: dict[tuple[str, str], tuple[str, WaMedia]] = field(default_factory=dict)
+    # media announced by a message, its file still to come (``media_info``)
+    announced: dict[str, NewMedia] = field(default_factory=dict)
 
 
 def _parse(deliveries: list[Delivery]) -> _Parsed:
@@ -107,6 +139,9 @@ def _parse(deliveries: list[Delivery]) -> _Parsed:
                 _add_sent(parsed, account_id, WaSent.model_validate(env.data))
             elif kind == "receipt":
                 _add_receipt(parsed, account_id, device_id, WaReceipt.model_validate(env.data))
+            elif kind == "media":
+                media = WaMedia.model_validate(env.data)
+                parsed.media_outcomes[(device_id, media.wa_message_id)] = (account_id, media)
             # other kinds (status, qr) are not ours: acked and ignored
         except ValidationError as exc:
             raise PoisonMessage(f"invalid {kind} data: {exc}") from exc
@@ -117,6 +152,9 @@ def _add_message(
     parsed: _Parsed, seen: set[str], account_id: str, device_id: str, data: dict[str, Any]
 ) -> None:
     wa = WaMessage.model_validate(data)
+    jid = normalize_jid(wa.chat_jid)
+    if jid == STATUS_BROADCAST:
+        return  # a contact's status post: no chat, no unread (and no lead)
     own_id = None
     if wa.message_id:
         try:
@@ -133,7 +171,10 @@ def _add_message(
     if message_id in seen:
         return
     seen.add(message_id)
-    jid = normalize_jid(wa.chat_jid)
+    lid = normalize_jid(wa.chat_lid) if wa.chat_lid else (jid if _is_lid(jid) else None)
+    if (lid is not None and not _is_lid(lid)) or _is_group(jid):
+        lid = None
+    parsed.contacts[message_id] = _Contact(jid=jid, lid=lid)
     parsed.messages.append(
         (
             NewMessage(
@@ -165,6 +206,19 @@ def _add_message(
                 size=wa.media.size,
                 sha256=wa.media.sha256,
             )
+        )
+    elif wa.media_info is not None:
+        parsed.announced[message_id] = NewMedia(
+            message_id=message_id,
+            account_id=account_id,
+            storage_key=None,
+            mime_type=wa.media_info.mime_type,
+            file_name=wa.media_info.file_name,
+            size=wa.media_info.size or 0,
+            sha256=None,
+            status="pending",
+            download=wa.media_info.download,
+            wa_chat_jid=wa.chat_jid,
         )
 
 
@@ -234,14 +288,108 @@ async def _copy_media(ctx: Messaging, jobs: list[_MediaJob]) -> dict[str, NewMed
     return {m.message_id: m for m in copied}
 
 
+async def _resolve_chats(conn: asyncpg.Connection, parsed: _Parsed) -> None:
+    """One person, one chat per device, whether WhatsApp wrote from the phone
+    number or from the LID.
+
+    A message that carries both (the worker knew the phone) belongs to the
+    phone chat (``chat_id_for(device, phone jid)``, the id leads and sends
+    derive too); a chat opened earlier by the LID alone merges into it. A
+    message that carries only the LID goes to the chat that knows that LID,
+    else to a chat opened by the LID until the phone is learnt.
+    """
+    phone_of: dict[tuple[str, str, str], str] = {}
+    keys: set[tuple[str, str, str]] = set()
+    for msg, _ in parsed.messages:
+        contact = parsed.contacts[msg.id]
+        if contact.lid is None:
+            continue
+        key = (msg.account_id, msg.device_id, contact.lid)
+        keys.add(key)
+        if not _is_lid(contact.jid):
+            phone_of[key] = contact.jid
+    if not keys:
+        return
+    rows = await chats_repo.lock_by_lids(conn, sorted(keys))
+    existing = {(str(r["account_id"]), str(r["device_id"]), r["lid"]): r for r in rows}
+    lid_chats: dict[tuple[str, str, str], tuple[str, str]] = {}
+    for key in sorted(keys):
+        _, device_id, lid = key
+        row = existing.get(key)
+        phone_jid = phone_of.get(key)
+        if phone_jid is not None:
+            target = _chat_id(device_id, phone_jid)
+            if row is not None and str(row["id"]) != target:
+                if _is_lid(row["jid"]):
+                    await chats_repo.merge_into(
+                        conn, str(row["id"]), target, phone_jid, phone_from_jid(phone_jid)
+                    )
+                    log.info("chat_merged", source=str(row["id"]), target=target)
+                else:  # the LID moved to another number
+                    await chats_repo.forget_lid(conn, str(row["id"]))
+            lid_chats[key] = (target, phone_jid)
+        elif row is not None:
+            lid_chats[key] = (str(row["id"]), row["jid"])
+        else:
+            lid_chats[key] = (_chat_id(device_id, lid), lid)
+    for msg, _ in parsed.messages:
+        contact = parsed.contacts[msg.id]
+        if contact.lid is not None and _is_lid(contact.jid):
+            msg.chat_id, contact.jid = lid_chats[(msg.account_id, msg.device_id, contact.lid)]
+
+
+def _outcome_jobs(parsed: _Parsed) -> list[_MediaJob]:
+    """Copy jobs for the files of ``media`` events that are ready."""
+    jobs = []
+    for (device_id, wa_id), (account_id, media) in parsed.media_outcomes.items():
+        if media.status == "ready" and media.media is not None:
+            jobs.append(
+                _MediaJob(
+                    message_id=message_id_for(device_id, wa_id),
+                    account_id=account_id,
+                    object_key=media.media.object_key,
+                    mime_type=media.media.mime_type,
+                    file_name=media.media.file_name,
+                    size=media.media.size,
+                    sha256=media.media.sha256,
+                )
+            )
+    return jobs
+
+
+def _outcomes(parsed: _Parsed, copied: dict[str, NewMedia]) -> list[MediaOutcome]:
+    outcomes = []
+    for (device_id, wa_id), (account_id, media) in parsed.media_outcomes.items():
+        message_id = message_id_for(device_id, wa_id)
+        stored = copied.get(message_id)
+        if media.status == "ready" and stored is not None and stored.storage_key is not None:
+            outcome = MediaOutcome(
+                message_id, account_id, "ready", None, False,
+                storage_key=stored.storage_key, size=stored.size, sha256=stored.sha256,
+            )  # fmt: skip
+        elif media.status == "ready":
+            outcome = MediaOutcome(message_id, account_id, "failed", MEDIA_EXPIRED, True)
+        else:
+            error = media.error or (
+                "The file is too large" if media.status == "too_large" else "The download failed"
+            )
+            retryable = media.retryable and media.status == "failed"
+            outcome = MediaOutcome(message_id, account_id, media.status, error, retryable)
+        outcomes.append(outcome)
+    return outcomes
+
+
 def _chat_upserts(
-    messages: list[tuple[NewMessage, WaMessage]], inserted: set[str]
+    messages: list[tuple[NewMessage, WaMessage]],
+    contacts: dict[str, _Contact],
+    inserted: set[str],
 ) -> list[chats_repo.ChatUpsert]:
     chats: dict[str, chats_repo.ChatUpsert] = {}
     for msg, wa in messages:
         if msg.id not in inserted:
             continue
-        jid = normalize_jid(wa.chat_jid)
+        contact = contacts[msg.id]
+        jid = contact.jid
         group = wa.is_group or _is_group(jid)
         # a direct chat is named after the person's WhatsApp push name
         name = wa.push_name if msg.direction == "in" and not group else None
@@ -258,9 +406,11 @@ def _chat_upserts(
                 preview=None,
                 last_at=None,
                 unread=0,
+                lid=contact.lid,
             )
-        elif name:
-            chat.name = name
+        else:
+            chat.name = name or chat.name
+            chat.lid = contact.lid or chat.lid
         if msg.direction == "in":
             chat.unread += 1
         if chat.last_at is None or msg.sent_at >= chat.last_at:
@@ -270,6 +420,7 @@ def _chat_upserts(
 
 
 def _message_model(msg: NewMessage, media: NewMedia | None) -> Message:
+    status: Any = media.status if media is not None else "ready"
     return Message(
         id=msg.id,
         chat_id=msg.chat_id,
@@ -285,6 +436,8 @@ def _message_model(msg: NewMessage, media: NewMedia | None) -> Message:
             mime_type=media.mime_type,
             file_name=media.file_name,
             size=media.size,
+            status=status,
+            error=media.error,
         ),
         status=msg.status,
         sender_jid=msg.sender_jid,
@@ -305,21 +458,33 @@ async def handle_wa_events(
     """
     parsed = _parse(deliveries)
     new_messages = [m for m, _ in parsed.messages]
+    outcome_jobs = _outcome_jobs(parsed)
     # take the turn right after the synchronous parse: the batch fetched first
     # always asks first
     async with db_turn or contextlib.nullcontext():
         media = await _copy_media(ctx, parsed.media_jobs)
+        media.update(parsed.announced)
+        outcomes = _outcomes(parsed, await _copy_media(ctx, outcome_jobs))
         async with ctx.pool.acquire() as conn, conn.transaction():
+            await _resolve_chats(conn, parsed)
             inserted = await messages_repo.insert_many(conn, new_messages)
             await messages_repo.insert_media_many(
                 conn, [m for message_id, m in media.items() if message_id in inserted]
             )
-            chat_rows = await chats_repo.upsert_many(conn, _chat_upserts(parsed.messages, inserted))
+            chat_rows = await chats_repo.upsert_many(
+                conn, _chat_upserts(parsed.messages, parsed.contacts, inserted)
+            )
             settled = await messages_repo.settle_sent_many(conn, list(parsed.sents.values()))
             receipts = await messages_repo.apply_receipts(conn, list(parsed.receipts.values()))
             sent_rows = await messages_repo.get_many(
                 conn, [str(r["id"]) for r in settled if r["status"] == "sent"]
             )
+            media_changed = await messages_repo.apply_media_outcomes(conn, outcomes)
+            unsettled = [o.message_id for o in outcomes if o.message_id not in media_changed]
+            early = set(unsettled) - await messages_repo.existing_message_ids(conn, unsettled)
+            if early:
+                raise MediaBeforeItsMessage(f"media of messages not stored yet: {sorted(early)}")
+            updated_rows = await messages_repo.get_many(conn, sorted(media_changed))
 
     chats: dict[str, Chat] = {str(r["id"]): chat_from_row(r) for r in chat_rows}
     events: list[app_events.Event] = []
@@ -329,6 +494,8 @@ async def handle_wa_events(
             events.append(app_events.new_message(msg.account_id, message, chats[msg.chat_id]))
     for row in sent_rows:
         events.append(app_events.message_sent(str(row["account_id"]), message_from_row(row)))
+    for row in updated_rows:
+        events.append(app_events.message_updated(str(row["account_id"]), message_from_row(row)))
     for row in (*settled, *receipts):
         if row["status"] != "sent":
             events.append(
@@ -341,7 +508,7 @@ async def handle_wa_events(
                 )
             )
     await ctx.publish_fast(events)
-    await _delete_objects(ctx, [job.object_key for job in parsed.media_jobs])
+    await _delete_objects(ctx, [job.object_key for job in (*parsed.media_jobs, *outcome_jobs)])
 
 
 async def _delete_objects(ctx: Messaging, keys: list[str]) -> None:

@@ -64,6 +64,11 @@ async def send_media(
     return await service.send_media(ctx, user, target, upload, caption or None, client_id)
 
 
+@router.post("/media/{message_id}/retry", status_code=202, response_model=MessageOut)
+async def retry_media(message_id: uuid.UUID, user: CurrentUser, ctx: MessagingDep) -> MessageOut:
+    return await service.retry_media(ctx, user, str(message_id))
+
+
 @router.get("/media/{message_id}", response_class=Response)
 async def download_media(message_id: uuid.UUID, user: CurrentUser, ctx: MessagingDep) -> Response:
     media = await service.get_media(ctx, user, str(message_id))

@@ -12,7 +12,8 @@ SELECT_MESSAGE = """
 SELECT m.id, m.account_id, m.chat_id, m.device_id, m.wa_message_id, m.direction, m.type,
        m.body, m.status, m.error, m.sender_jid, m.sender_name, m.sent_at, m.client_id,
        md.mime_type AS media_mime_type, md.file_name AS media_file_name,
-       md.size AS media_size, md.storage_key AS media_storage_key
+       md.size AS media_size, md.storage_key AS media_storage_key,
+       md.status AS media_status, md.error AS media_error
 FROM messages m LEFT JOIN media md ON md.message_id = m.id
 """
 
@@ -46,6 +47,12 @@ class NewMedia:
     file_name: str | None
     size: int
     sha256: str | None
+    # ``pending`` while the worker fetches the file (announced by ``media_info``)
+    status: str = "ready"
+    error: str | None = None
+    retryable: bool = False
+    download: str | None = None
+    wa_chat_jid: str | None = None
 
 
 async def insert_many(conn: asyncpg.Connection, messages: Sequence[NewMessage]) -> set[str]:
@@ -90,9 +97,11 @@ async def insert_media_many(conn: asyncpg.Connection, media: Sequence[NewMedia])
         return
     await conn.execute(
         """
-        INSERT INTO media (message_id, account_id, storage_key, mime_type, file_name, size, sha256)
+        INSERT INTO media (message_id, account_id, storage_key, mime_type, file_name, size, sha256,
+                           status, error, retryable, download, wa_chat_jid)
         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                             $6::bigint[], $7::text[])
+                             $6::bigint[], $7::text[], $8::text[], $9::text[], $10::bool[],
+                             $11::text[], $12::text[])
         ON CONFLICT (message_id) DO NOTHING
         """,
         [m.message_id for m in media],
@@ -102,7 +111,113 @@ async def insert_media_many(conn: asyncpg.Connection, media: Sequence[NewMedia])
         [m.file_name for m in media],
         [m.size for m in media],
         [m.sha256 for m in media],
+        [m.status for m in media],
+        [m.error for m in media],
+        [m.retryable for m in media],
+        [m.download for m in media],
+        [m.wa_chat_jid for m in media],
     )
+
+
+@dataclass
+class MediaOutcome:
+    """The end of a download the worker announced: the file stored under
+    ``storage_key`` (``ready``), or why not."""
+
+    message_id: str
+    account_id: str
+    status: str  # ready | failed | too_large
+    error: str | None
+    retryable: bool
+    storage_key: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+
+async def apply_media_outcomes(
+    conn: asyncpg.Connection, outcomes: Sequence[MediaOutcome]
+) -> set[str]:
+    """Settle media still ``pending`` (or ``failed``, awaiting a retry); ``ready``
+    and ``too_large`` are final. Returns the message ids that changed."""
+    if not outcomes:
+        return set()
+    rows = await conn.fetch(
+        """
+        UPDATE media md SET
+            status = d.status, error = d.error, retryable = d.retryable,
+            storage_key = coalesce(d.storage_key, md.storage_key),
+            size = coalesce(d.size, md.size), sha256 = coalesce(d.sha256, md.sha256),
+            updated_at = now()
+        FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::bool[], $6::text[],
+                    $7::bigint[], $8::text[])
+             AS d(message_id, account_id, status, error, retryable, storage_key, size, sha256)
+        WHERE md.message_id = d.message_id AND md.account_id = d.account_id
+          AND md.status IN ('pending', 'failed')
+          AND NOT (md.status = 'failed' AND d.status = 'failed'
+                   AND md.error IS NOT DISTINCT FROM d.error
+                   AND md.retryable = d.retryable)
+        RETURNING md.message_id
+        """,
+        [o.message_id for o in outcomes],
+        [o.account_id for o in outcomes],
+        [o.status for o in outcomes],
+        [o.error for o in outcomes],
+        [o.retryable for o in outcomes],
+        [o.storage_key for o in outcomes],
+        [o.size for o in outcomes],
+        [o.sha256 for o in outcomes],
+    )
+    return {str(r["message_id"]) for r in rows}
+
+
+async def existing_message_ids(conn: asyncpg.Connection, ids: Sequence[str]) -> set[str]:
+    if not ids:
+        return set()
+    rows = await conn.fetch("SELECT id FROM messages WHERE id = ANY($1::uuid[])", list(ids))
+    return {str(r["id"]) for r in rows}
+
+
+async def start_media_retry(
+    conn: asyncpg.Connection, message_id: str, account_id: str
+) -> asyncpg.Record | None:
+    """A failed, retryable download goes back to ``pending``; returns the row as
+    it was (None when it was not failed and retryable)."""
+    row: asyncpg.Record | None = await conn.fetchrow(
+        """
+        UPDATE media md SET status = 'pending', error = NULL, updated_at = now()
+        FROM (SELECT message_id, error FROM media
+              WHERE message_id = $1 AND account_id = $2 AND status = 'failed' AND retryable
+              FOR UPDATE) AS before
+        WHERE md.message_id = before.message_id
+        RETURNING md.*, before.error AS previous_error
+        """,
+        message_id,
+        account_id,
+    )
+    return row
+
+
+async def undo_media_retry(
+    conn: asyncpg.Connection,
+    message_id: str,
+    account_id: str,
+    error: str | None,
+    retryable: bool,
+) -> bool:
+    """The retry never reached the worker: ``failed`` again (unless an outcome
+    already settled it)."""
+    done = await conn.fetchval(
+        """
+        UPDATE media SET status = 'failed', error = $3, retryable = $4, updated_at = now()
+        WHERE message_id = $1 AND account_id = $2 AND status = 'pending'
+        RETURNING message_id
+        """,
+        message_id,
+        account_id,
+        error,
+        retryable,
+    )
+    return done is not None
 
 
 async def get_by_id_for_account(

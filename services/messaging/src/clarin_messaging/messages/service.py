@@ -22,10 +22,17 @@ from pydantic import BaseModel, ValidationError
 
 from clarin_common.auth import Principal
 from clarin_common.contract import MessageType
-from clarin_common.errors import DeviceNotConnected, NotFound, ValidationFailed
+from clarin_common.errors import (
+    Conflict,
+    DeviceNotConnected,
+    NotFound,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from clarin_common.events import (
     CommandReply,
     MediaRef,
+    RetryMediaCommand,
     SendMediaCommand,
     SendTextCommand,
     utcnow,
@@ -375,7 +382,87 @@ async def get_media(ctx: Messaging, principal: Principal, message_id: str) -> Me
     row = await repo.get_media_for_account(ctx.pool, message_id, principal.account_id)
     if row is None:
         raise NotFound("Media not found", code="media_not_found")
+    if row["status"] == "pending":
+        raise Conflict("The file is still being downloaded from WhatsApp", code="media_pending")
+    if row["status"] == "too_large":
+        raise Conflict(row["error"] or "The file is too large to download", code="media_too_large")
+    if row["status"] == "failed":
+        hint = " Retry it with POST /api/media/{id}/retry." if row["retryable"] else ""
+        raise Conflict(
+            f"The file could not be downloaded: {row['error'] or 'unknown error'}.{hint}",
+            code="media_failed",
+            details={"error": row["error"], "retryable": row["retryable"]},
+        )
     data = await ctx.store.get(row["storage_key"]) if row["storage_key"] else None
     if data is None:
         raise NotFound("The media file is not available", code="media_not_available")
     return MediaFile(data=data, mime_type=row["mime_type"], file_name=row["file_name"])
+
+
+async def retry_media(ctx: Messaging, principal: Principal, message_id: str) -> MessageOut:
+    """Ask the device's worker to fetch a failed file again: the media goes back
+    to ``pending`` and a later ``media`` event settles it."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        message = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
+        if message is None or message["media_mime_type"] is None:
+            raise NotFound("Media not found", code="media_not_found")
+        started = await repo.start_media_retry(conn, message_id, principal.account_id)
+    if started is None:
+        raise Conflict(
+            "Only a failed download can be retried (this one is "
+            f"{message['media_status'].replace('_', ' ')})",
+            code="media_not_retryable",
+            details={"status": message["media_status"]},
+        )
+    device_id = str(message["device_id"])
+    command = RetryMediaCommand(
+        wa_message_id=message["wa_message_id"] or "",
+        chat_jid=started["wa_chat_jid"] or "",
+        mime_type=started["mime_type"],
+        download=started["download"],
+    )
+    previous = started["previous_error"]
+    try:
+        raw = await request_json(
+            ctx.nc, wa_command_subject(device_id), command, timeout=ctx.settings.command_timeout
+        )
+        reply = CommandReply.model_validate(raw)
+    except NoRespondersError as exc:
+        await _undo_retry(ctx, principal, message_id, previous, True)
+        raise DeviceNotConnected(details={"device_id": device_id}) from exc
+    except (NatsTimeoutError, ValidationError) as exc:
+        # an outcome that still comes moves failed forward just as well
+        await _undo_retry(ctx, principal, message_id, previous, True)
+        raise ServiceUnavailable("The device did not answer; try again") from exc
+    if not reply.ok:
+        error = reply.error or {}
+        code = error.get("code") or "retry_refused"
+        if code == "device_not_connected":
+            await _undo_retry(ctx, principal, message_id, previous, True)
+            raise DeviceNotConnected(details={"device_id": device_id})
+        reason = error.get("message") or "WhatsApp refused to send the file again"
+        # the worker cannot fetch it any more: a failure that is final
+        await _undo_retry(ctx, principal, message_id, reason, False)
+        raise Conflict(reason, code="media_not_retryable", details={"reason": code})
+    row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
+    assert row is not None
+    current = message_from_row(row)
+    await ctx.publish([app_events.message_updated(principal.account_id, current)])
+    return current
+
+
+async def _undo_retry(
+    ctx: Messaging,
+    principal: Principal,
+    message_id: str,
+    error: str | None,
+    retryable: bool,
+) -> None:
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        await repo.undo_media_retry(conn, message_id, principal.account_id, error, retryable)
+    if not retryable:  # the state the user sees changed: failed for good
+        row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
+        if row is not None:
+            await ctx.publish(
+                [app_events.message_updated(principal.account_id, message_from_row(row))]
+            )
