@@ -10,7 +10,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel, ValidationError
 
 from clarin_common.events import WA_EVENTS_STREAM, AppType, LeadData, WaMessage
-from clarin_common.ids import chat_id_for, phone_from_jid
+from clarin_common.ids import chat_id_for, normalize_jid, phone_from_jid
 from clarin_common.nats import Delivery, PullConsumer
 from clarin_leads.leads import repository
 from clarin_leads.leads.repository import InboundContact
@@ -25,7 +25,8 @@ MESSAGE_SUBJECTS = ["wa.evt.*.*.message"]
 
 def inbound_contact(delivery: Delivery) -> InboundContact | None:
     """The contact an event is about, or None when it cannot make or touch a lead
-    (outbound, group, broadcast, no phone number, not a message)."""
+    (outbound, group, broadcast or status post, no phone number known yet, not
+    a message)."""
     env = delivery.envelope
     if env.type != "message" or not env.device_id:
         return None
@@ -38,13 +39,19 @@ def inbound_contact(delivery: Delivery) -> InboundContact | None:
     if message.direction != "in" or message.is_group:
         return None
     phone = phone_from_jid(message.chat_jid)
+    if phone is None and normalize_jid(message.chat_jid).endswith("@lid") and message.sender_jid:
+        # a chat addressed by LID whose sender the worker resolved to a number
+        phone = phone_from_jid(message.sender_jid)
     if phone is None:
+        # status posts, broadcasts, and contacts known only by LID so far: the
+        # lead comes with the first message that tells the number
         return None
     return InboundContact(
         account_id=account_id,
         phone=phone,
         name=(message.push_name or "").strip()[:200] or phone,
-        chat_id=chat_id_for(env.device_id, message.chat_jid),
+        # the chat messaging keeps for this number (the phone form's id)
+        chat_id=chat_id_for(env.device_id, f"{phone}@s.whatsapp.net"),
         contact_at=message.sent_at,
     )
 
