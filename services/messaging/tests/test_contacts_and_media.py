@@ -214,6 +214,18 @@ async def test_lid_only_and_phone_in_one_batch_make_one_chat(svc: Any, h: Any) -
         await consumer.stop()
 
 
+async def test_a_lid_chat_with_a_resolved_sender_is_the_phone_chat(svc: Any, h: Any) -> None:
+    tenant = h.new_tenant()
+    message = from_contact("R1", chat_jid=LID_JID, chat_lid=None).model_copy(
+        update={"sender_jid": PHONE_JID}
+    )
+    await h.publish_wa(svc.nc, tenant, "message", message)
+    await eventually(lambda: has_messages(svc, tenant, 1))
+    [chat] = await chats_of(svc, tenant)
+    assert chat["id"] == chat_id_for(tenant.device_id, PHONE_JID)
+    assert chat["phone"] == PHONE and chat["lid"] == LID_JID
+
+
 async def test_status_posts_make_no_chat_and_no_unread(svc: Any, h: Any) -> None:
     tenant = h.new_tenant()
     post = WaMessage(

@@ -172,6 +172,11 @@ def _add_message(
         return
     seen.add(message_id)
     lid = normalize_jid(wa.chat_lid) if wa.chat_lid else (jid if _is_lid(jid) else None)
+    if _is_lid(jid) and wa.direction == "in" and wa.sender_jid:
+        # a one-to-one chat addressed by LID whose sender the worker resolved
+        sender = normalize_jid(wa.sender_jid)
+        if phone_from_jid(sender) is not None:
+            jid, lid = sender, jid
     if (lid is not None and not _is_lid(lid)) or _is_group(jid):
         lid = None
     parsed.contacts[message_id] = _Contact(jid=jid, lid=lid)
