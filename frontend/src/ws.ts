@@ -23,6 +23,7 @@ export function handleEvent(evt: WsEvent): void {
       break;
     }
     case "message_sent":
+    case "message_updated":
       useChats.getState().upsertMessage(evt.data.message);
       break;
     case "message_status":

@@ -148,6 +148,48 @@ def test_agent_journey(system: System) -> None:
         expect(page.get_by_test_id("chat-lead-panel")).to_contain_text("José Peña")
         shot("07-thread")
 
+        # a photo whose download fails, and a video too large to fetch: the
+        # messages are there, saying so; the photo comes with a retry
+        sim_sync(
+            system,
+            device_id,
+            "inbound",
+            {
+                "from": "5215512345678",
+                "push_name": "José Peña 😀",
+                "body": "El recibo 🧾",
+                "media": {
+                    "mime_type": "image/png",
+                    "file_name": "recibo.png",
+                    "data_base64": PNG,
+                    "fail": 1,
+                },
+            },
+        )
+        failed = page.get_by_test_id("message-media-failed")
+        expect(failed).to_be_visible()
+        sim_sync(
+            system,
+            device_id,
+            "inbound",
+            {
+                "from": "5215512345678",
+                "push_name": "José Peña 😀",
+                "media": {
+                    "mime_type": "video/mp4",
+                    "file_name": "boda.mp4",
+                    "data_base64": PNG,
+                    "size": 200 * 1024 * 1024,
+                },
+            },
+        )
+        expect(page.get_by_test_id("message-media-too-large")).to_contain_text("boda.mp4")
+        shot("07b-media-failed-too-large")
+        failed.get_by_test_id("message-media-retry").click()
+        expect(page.get_by_test_id("message-media-failed")).to_have_count(0)
+        expect(page.get_by_test_id("message-image")).to_have_count(2)
+        shot("07c-media-retried")
+
         # the lead born from the chat: edit it (422 shown), then drag it to another stage
         page.get_by_test_id("chat-lead-link").click()
         expect(page.get_by_test_id("lead-detail")).to_be_visible()

@@ -68,6 +68,7 @@ export const messagesApi = {
     return request<Message>("/api/messages/send/media", { method: "POST", form });
   },
   media: (messageId: string) => request<Blob>(`/api/media/${enc(messageId)}`, { as: "blob" }),
+  retryMedia: (messageId: string) => request<Message>(`/api/media/${enc(messageId)}/retry`, { method: "POST" }),
 };
 
 export const leadsApi = {

@@ -59,6 +59,8 @@ export interface Chat {
   last_message_at: string | null;
   unread_count: number;
   lead_id: string | null;
+  /** the contact's LID JID (…@lid) when WhatsApp told it */
+  lid?: string | null;
 }
 
 export type MessageDirection = "in" | "out";
@@ -75,11 +77,16 @@ export type MessageType =
   | "unknown";
 export type MessageStatus = "pending" | "sent" | "delivered" | "read" | "failed" | "received";
 
+/** `pending` while the file is fetched from WhatsApp; `failed` may be retried. */
+export type MediaStatus = "ready" | "pending" | "failed" | "too_large";
+
 export interface Media {
   url: string;
   mime_type: string | null;
   file_name: string | null;
   size: number | null;
+  status?: MediaStatus;
+  error?: string | null;
 }
 
 export interface Message {
@@ -155,6 +162,7 @@ export type WsEvent =
   | { type: "new_message"; data: { message: Message; chat: Chat } }
   | { type: "message_sent"; data: { message: Message } }
   | { type: "message_status"; data: { message_id: string; chat_id: string; status: MessageStatus } }
+  | { type: "message_updated"; data: { message: Message } }
   | { type: "device_status"; data: { device: Device } }
   | { type: "qr_code"; data: { device_id: string; code: string; expires_at: string } }
   | { type: "chat_read"; data: { chat_id: string } }

@@ -1,9 +1,12 @@
-import { AlertCircle, Check, CheckCheck, Clock, Download, FileText, ImageOff, RotateCcw } from "lucide-react";
+import { AlertCircle, Check, CheckCheck, Clock, Download, FileText, FileWarning, ImageOff, Loader2, RotateCcw } from "lucide-react";
 import { useEffect, useState } from "react";
+import { ApiError } from "../api/client";
+import { messagesApi } from "../api/endpoints";
 import type { Message, MessageStatus } from "../api/types";
 import { useLang, useT, type TKey } from "../i18n";
 import { downloadMedia, mediaUrl } from "../lib/media";
 import { displayStatusOf, isTemp, type UiMessage } from "../lib/reconcile";
+import { useChats } from "../stores/chats";
 import { clockTime, cx, formatBytes } from "../lib/util";
 
 
@@ -80,10 +83,80 @@ function DownloadButton({ m, invert }: { m: UiMessage; invert?: boolean }) {
   );
 }
 
+/** The file is not here (yet): still downloading, failed (with a retry), or too large. */
+function MediaState({ m }: { m: UiMessage }) {
+  const t = useT();
+  const [busy, setBusy] = useState(false);
+  const [retryError, setRetryError] = useState<string | null>(null);
+  const status = m.media?.status ?? "ready";
+  const name = m.media?.file_name ?? t(`inbox.type.${m.type}` as TKey);
+  if (status === "pending") {
+    return (
+      <div className="flex w-56 items-center gap-2 rounded-lg bg-black/5 p-3 text-xs text-slate-600" data-testid="message-media-pending">
+        <Loader2 className="h-4 w-4 shrink-0 animate-spin" />
+        <div className="min-w-0">
+          <div className="truncate font-medium">{name}</div>
+          <div>{t("inbox.media.pending")}</div>
+        </div>
+      </div>
+    );
+  }
+  if (status === "too_large") {
+    return (
+      <div className="flex w-56 items-center gap-2 rounded-lg bg-amber-50 p-3 text-xs text-amber-800" data-testid="message-media-too-large">
+        <FileWarning className="h-4 w-4 shrink-0" />
+        <div className="min-w-0">
+          <div className="truncate font-medium">{name}</div>
+          <div>
+            {t("inbox.media.tooLarge")}
+            {m.media?.size ? ` (${formatBytes(m.media.size)})` : ""}
+          </div>
+          <div className="text-amber-700/80">{t("inbox.media.openOnPhone")}</div>
+        </div>
+      </div>
+    );
+  }
+  const retry = async () => {
+    setBusy(true);
+    setRetryError(null);
+    try {
+      useChats.getState().upsertMessage(await messagesApi.retryMedia(m.id));
+    } catch (e) {
+      setRetryError(e instanceof ApiError ? e.message : t("inbox.media.retryFailed"));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <div className="flex w-56 flex-col gap-1.5 rounded-lg bg-red-50 p-3 text-xs text-red-800" data-testid="message-media-failed" title={m.media?.error ?? undefined}>
+      <div className="flex items-center gap-2">
+        <ImageOff className="h-4 w-4 shrink-0" />
+        <div className="min-w-0">
+          <div className="truncate font-medium">{name}</div>
+          <div>{t("inbox.media.failed")}</div>
+        </div>
+      </div>
+      <button
+        type="button"
+        onClick={retry}
+        disabled={busy}
+        data-testid="message-media-retry"
+        className="inline-flex items-center justify-center gap-1 self-start rounded-md bg-white px-2 py-1 font-medium text-red-700 ring-1 ring-red-200 hover:bg-red-100 disabled:opacity-60"
+      >
+        <RotateCcw className={cx("h-3.5 w-3.5", busy && "animate-spin")} />
+        {t("inbox.media.retry")}
+      </button>
+      {retryError && <div data-testid="message-media-retry-error">{retryError}</div>}
+    </div>
+  );
+}
+
 function MediaView({ m }: { m: UiMessage }) {
   const t = useT();
   const visual = m.type === "image" || m.type === "sticker" || m.type === "video" || m.type === "audio";
-  const { url, error } = useObjectUrl(m, visual);
+  const ready = (m.media?.status ?? "ready") === "ready";
+  const { url, error } = useObjectUrl(m, visual && ready);
+  if (!ready) return <MediaState m={m} />;
   if (!visual) {
     return (
       <div className="flex items-center gap-3 rounded-lg bg-black/5 p-2.5" data-testid="message-document">

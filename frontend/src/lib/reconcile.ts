@@ -46,6 +46,15 @@ export function isTemp(m: Message): boolean {
  * Merge two copies of one message. The server's copy wins on every field (the
  * optimistic copy only contributes its local state); status never regresses.
  */
+/** A file that arrived (or can never arrive) stays so: a late "pending" or
+ * "failed" copy of the message does not undo it. */
+export function mergeMedia(old: Message["media"], incoming: Message["media"]): Message["media"] {
+  if (!incoming) return old;
+  if (!old) return incoming;
+  const final = (s: string | undefined) => (s ?? "ready") === "ready" || s === "too_large";
+  return final(old.status) && !final(incoming.status) ? old : incoming;
+}
+
 export function mergeMessage(old: UiMessage, incoming: UiMessage): UiMessage {
   const oldTemp = isTemp(old);
   const incTemp = isTemp(incoming);
@@ -58,7 +67,7 @@ export function mergeMessage(old: UiMessage, incoming: UiMessage): UiMessage {
     ...a,
     ...b,
     wa_message_id: b.wa_message_id ?? a.wa_message_id,
-    media: b.media ?? a.media,
+    media: oldTemp || incTemp ? (b.media ?? a.media) : mergeMedia(old.media, incoming.media),
     body: b.body ?? a.body,
     client_id: b.client_id ?? a.client_id,
     status: mergeStatus(old.status, incoming.status),

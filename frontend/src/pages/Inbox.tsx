@@ -455,9 +455,16 @@ function ThreadLoader({ chatId, onShowLead }: { chatId: string; onShowLead: () =
 
 export function InboxPage() {
   const t = useT();
+  const navigate = useNavigate();
   const { chatId } = useParams();
   const chat = useChats((s) => (chatId ? s.byId[chatId] : undefined));
+  const mergedTo = useChats((s) => (chatId ? s.mergedInto[chatId] : undefined));
   const [leadOpen, setLeadOpen] = useState(false);
+
+  // the open chat was folded into the contact's phone chat: follow it
+  useEffect(() => {
+    if (mergedTo) navigate(`/inbox/${mergedTo}`, { replace: true });
+  }, [mergedTo, navigate]);
 
   useEffect(() => setLeadOpen(false), [chatId]);
 

@@ -200,3 +200,45 @@ describe("inbound and chat list", () => {
     expect(api.markRead).toHaveBeenCalledWith("c1");
   });
 });
+
+describe("issue 11: media in two phases, one chat per person", () => {
+  const media = (status: "ready" | "pending" | "failed" | "too_large") => ({
+    url: "/api/media/m5",
+    mime_type: "image/png",
+    file_name: "foto.png",
+    size: 4,
+    status,
+    error: status === "failed" ? "timed out" : null,
+  });
+
+  it("message_updated moves the media forward and a stale copy never undoes ready", async () => {
+    await openChat();
+    const inbound = msg({ id: "m5", direction: "in", status: "received", type: "image", media: media("pending") });
+    handleEvent({ type: "new_message", data: { message: inbound, chat: chat("c1", "2026-11-28T18:00:00Z") } });
+    expect(thread()[0]?.media?.status).toBe("pending");
+    handleEvent({ type: "message_updated", data: { message: { ...inbound, media: media("failed") } } });
+    expect(thread()[0]?.media).toMatchObject({ status: "failed", error: "timed out" });
+    handleEvent({ type: "message_updated", data: { message: { ...inbound, media: media("pending") } } });
+    expect(thread()[0]?.media?.status).toBe("pending"); // a retry
+    handleEvent({ type: "message_updated", data: { message: { ...inbound, media: media("ready") } } });
+    handleEvent({ type: "message_updated", data: { message: { ...inbound, media: media("pending") } } });
+    expect(thread()).toHaveLength(1);
+    expect(thread()[0]?.media?.status).toBe("ready");
+  });
+
+  it("a chat opened by LID is folded into the phone chat that now knows the LID", async () => {
+    await openChat();
+    const lid = "70001112223334@lid";
+    useChats.getState().upsertChat(chat("lidchat", "2026-11-28T18:00:00Z", { jid: lid, lid, phone: null }));
+    expect(useChats.getState().listIds).toContain("lidchat");
+    useChats.getState().upsertChat(chat("phonechat", "2026-11-28T18:05:00Z", { lid, unread_count: 2 }));
+    const state = useChats.getState();
+    expect(state.listIds).toContain("phonechat");
+    expect(state.listIds).not.toContain("lidchat");
+    expect(state.byId.lidchat).toBeUndefined();
+    expect(state.mergedInto).toEqual({ lidchat: "phonechat" });
+    // chats of other devices with the same LID are other people's chats
+    useChats.getState().upsertChat(chat("elsewhere", "2026-11-28T18:06:00Z", { device_id: "d2", jid: lid, lid }));
+    expect(useChats.getState().listIds).toContain("phonechat");
+  });
+});

@@ -45,6 +45,8 @@ interface ChatsState {
   threads: Record<string, Thread>;
   /** statuses that arrived before their message (keyed by message id) */
   earlyStatus: Record<string, MessageStatus>;
+  /** chats folded into another (a contact's LID chat into its phone chat): old id → new id */
+  mergedInto: Record<string, string>;
 
   setFilters: (f: Partial<ChatFilters>) => Promise<void>;
   loadChats: (opts?: { soft?: boolean }) => Promise<void>;
@@ -78,6 +80,7 @@ const initial = {
   error: null,
   threads: {} as Record<string, Thread>,
   earlyStatus: {} as Record<string, MessageStatus>,
+  mergedInto: {} as Record<string, string>,
 };
 
 let listSeq = 0; // ignore answers to superseded list requests
@@ -214,8 +217,28 @@ export const useChats = create<ChatsState>((set, get) => {
     },
 
     upsertChat: (chat) => {
-      const { byId, listIds, filters, loaded } = get();
+      const { byId, filters, loaded } = get();
+      let { listIds } = get();
       const nextById = { ...byId, [chat.id]: { ...byId[chat.id], ...chat } };
+      // one person, one chat: the server folded a chat opened by the contact's
+      // LID into this one (same device, same LID or address)
+      const folded = Object.values(byId).filter(
+        (c) => c.id !== chat.id && c.device_id === chat.device_id && ((!!chat.lid && c.lid === chat.lid) || c.jid === chat.jid),
+      );
+      if (folded.length) {
+        const threads = { ...get().threads };
+        const mergedInto = { ...get().mergedInto };
+        for (const c of folded) {
+          delete nextById[c.id];
+          delete threads[c.id];
+          mergedInto[c.id] = chat.id;
+        }
+        const gone = new Set(folded.map((c) => c.id));
+        listIds = listIds.filter((id) => !gone.has(id));
+        set({ threads, mergedInto });
+        // its messages moved here: fetch the thread again if it is showing
+        if (threads[chat.id]?.loaded) void get().loadThread(chat.id);
+      }
       let ids = listIds;
       const inList = listIds.includes(chat.id);
       const matches = chatMatches(chat, filters);
