@@ -1,4 +1,4 @@
-// Types mirroring /work/shared/API.md (the public contract).
+// Types mirroring the public contract (docs/API.md).
 
 export type Role = "admin" | "agent";
 
