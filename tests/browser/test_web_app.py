@@ -227,6 +227,43 @@ def test_agent_journey(system: System) -> None:
         expect(page.get_by_test_id("user-row")).to_have_count(2)
         shot("11-users")
 
+        # a contact writing from a LID: one chat, which gets the phone number
+        # (and follows it, open) once a message reveals it
+        page.get_by_test_id("nav-inbox").click()
+        sim_sync(
+            system,
+            device_id,
+            "inbound",
+            {
+                "from": "5215587654321",
+                "lid": "70001112223334",
+                "phone_known": False,
+                "push_name": "Lucía Ortiz",
+                "body": "Hola, soy Lucía",
+            },
+        )
+        lucia = page.get_by_test_id("chat-item").filter(has_text="Lucía Ortiz")
+        expect(lucia).to_have_count(1)
+        lucia.click()
+        expect(page.get_by_test_id("message-bubble").last).to_contain_text("soy Lucía")
+        sim_sync(
+            system,
+            device_id,
+            "inbound",
+            {
+                "from": "5215587654321",
+                "lid": "70001112223334",
+                "push_name": "Lucía Ortiz",
+                "body": "Te escribo desde mi número",
+            },
+        )
+        expect(page.get_by_test_id("message-bubble").last).to_contain_text("desde mi número")
+        expect(page.get_by_test_id("message-bubble")).to_have_count(2)
+        expect(lucia).to_have_count(1)
+        expect(page.get_by_test_id("chat-item")).to_have_count(2)
+        expect(page.get_by_test_id("inbox-page")).to_contain_text("5215587654321")
+        shot("11b-lid-chat-merged")
+
         page.get_by_test_id("lang-switch").click()
         expect(page.get_by_test_id("nav-inbox")).to_have_text("Inbox")
         shot("12-english")

@@ -1,13 +1,12 @@
 import { AlertCircle, Check, CheckCheck, Clock, Download, FileText, FileWarning, ImageOff, Loader2, RotateCcw } from "lucide-react";
 import { useEffect, useState } from "react";
-import { ApiError } from "../api/client";
 import { messagesApi } from "../api/endpoints";
 import type { Message, MessageStatus } from "../api/types";
 import { useLang, useT, type TKey } from "../i18n";
 import { downloadMedia, mediaUrl } from "../lib/media";
 import { displayStatusOf, isTemp, type UiMessage } from "../lib/reconcile";
 import { useChats } from "../stores/chats";
-import { clockTime, cx, formatBytes } from "../lib/util";
+import { clockTime, cx, errorText, formatBytes } from "../lib/util";
 
 
 export function StatusTicks({ status }: { status: MessageStatus }) {
@@ -83,6 +82,9 @@ function DownloadButton({ m, invert }: { m: UiMessage; invert?: boolean }) {
   );
 }
 
+// the server lets a download pending this long be retried (MESSAGING_MEDIA_STALE_SECONDS)
+const STALLED_AFTER_MS = 10 * 60 * 1000;
+
 /** The file is not here (yet): still downloading, failed (with a retry), or too large. */
 function MediaState({ m }: { m: UiMessage }) {
   const t = useT();
@@ -90,17 +92,6 @@ function MediaState({ m }: { m: UiMessage }) {
   const [retryError, setRetryError] = useState<string | null>(null);
   const status = m.media?.status ?? "ready";
   const name = m.media?.file_name ?? t(`inbox.type.${m.type}` as TKey);
-  if (status === "pending") {
-    return (
-      <div className="flex w-56 items-center gap-2 rounded-lg bg-black/5 p-3 text-xs text-slate-600" data-testid="message-media-pending">
-        <Loader2 className="h-4 w-4 shrink-0 animate-spin" />
-        <div className="min-w-0">
-          <div className="truncate font-medium">{name}</div>
-          <div>{t("inbox.media.pending")}</div>
-        </div>
-      </div>
-    );
-  }
   if (status === "too_large") {
     return (
       <div className="flex w-56 items-center gap-2 rounded-lg bg-amber-50 p-3 text-xs text-amber-800" data-testid="message-media-too-large">
@@ -122,20 +113,13 @@ function MediaState({ m }: { m: UiMessage }) {
     try {
       useChats.getState().upsertMessage(await messagesApi.retryMedia(m.id));
     } catch (e) {
-      setRetryError(e instanceof ApiError ? e.message : t("inbox.media.retryFailed"));
+      setRetryError(`${t("inbox.media.retryFailed")}: ${errorText(t, e)}`);
     } finally {
       setBusy(false);
     }
   };
-  return (
-    <div className="flex w-56 flex-col gap-1.5 rounded-lg bg-red-50 p-3 text-xs text-red-800" data-testid="message-media-failed" title={m.media?.error ?? undefined}>
-      <div className="flex items-center gap-2">
-        <ImageOff className="h-4 w-4 shrink-0" />
-        <div className="min-w-0">
-          <div className="truncate font-medium">{name}</div>
-          <div>{t("inbox.media.failed")}</div>
-        </div>
-      </div>
+  const retryButton = (
+    <>
       <button
         type="button"
         onClick={retry}
@@ -147,6 +131,34 @@ function MediaState({ m }: { m: UiMessage }) {
         {t("inbox.media.retry")}
       </button>
       {retryError && <div data-testid="message-media-retry-error">{retryError}</div>}
+    </>
+  );
+  if (status === "pending") {
+    // a download this old has stalled (its worker stopped mid-way): offer a retry
+    const stalled = Date.now() - Date.parse(m.sent_at) > STALLED_AFTER_MS;
+    return (
+      <div className="flex w-56 flex-col gap-1.5 rounded-lg bg-black/5 p-3 text-xs text-slate-600" data-testid="message-media-pending">
+        <div className="flex items-center gap-2">
+          <Loader2 className="h-4 w-4 shrink-0 animate-spin" />
+          <div className="min-w-0">
+            <div className="truncate font-medium">{name}</div>
+            <div>{t("inbox.media.pending")}</div>
+          </div>
+        </div>
+        {stalled && retryButton}
+      </div>
+    );
+  }
+  return (
+    <div className="flex w-56 flex-col gap-1.5 rounded-lg bg-red-50 p-3 text-xs text-red-800" data-testid="message-media-failed" title={m.media?.error ?? undefined}>
+      <div className="flex items-center gap-2">
+        <ImageOff className="h-4 w-4 shrink-0" />
+        <div className="min-w-0">
+          <div className="truncate font-medium">{name}</div>
+          <div>{t("inbox.media.failed")}</div>
+        </div>
+      </div>
+      {retryButton}
     </div>
   );
 }

@@ -480,3 +480,50 @@ async def test_a_media_event_before_its_message_waits_for_it(svc: Any, h: Any) -
     assert media is not None
     got = await svc.client.get(media["url"], headers=tenant.headers)
     assert got.status_code == 200 and got.content == data
+
+
+async def test_a_stalled_download_can_be_retried(svc: Any, h: Any) -> None:
+    tenant = h.new_tenant()
+    await h.publish_wa(svc.nc, tenant, "message", announced("STALL", download="t-stall"))
+    await eventually(lambda: media_status(svc, tenant, "pending"))
+    media = await media_of(svc, tenant)
+    assert media is not None
+    retry = media["url"] + "/retry"
+    fresh = await svc.client.post(retry, headers=tenant.headers)
+    assert fresh.status_code == 409 and fresh.json()["error"]["code"] == "media_not_retryable"
+
+    # its worker stopped mid-download: nothing will ever settle it
+    await svc.ctx.pool.execute(
+        "UPDATE media SET updated_at = now() - interval '1 hour' WHERE download = 't-stall'"
+    )
+    offline = await svc.client.post(retry, headers=tenant.headers)
+    assert offline.status_code == 409
+    assert offline.json()["error"]["code"] == "device_not_connected"
+    stalled = await media_of(svc, tenant)
+    assert stalled is not None
+    assert stalled["status"] == "failed" and stalled["error"] == "The download did not finish"
+
+    # a driver that cannot retry (yet) leaves it failed and retryable
+    class Unsupported:
+        async def handle(self, msg: Any) -> None:
+            await msg.respond(
+                b'{"ok": false, "error": {"code": "retry_unsupported", '
+                b'"message": "the neonize driver cannot fetch media again"}}'
+            )
+
+    sub = await svc.nc.subscribe(f"wa.cmd.{tenant.device_id}", cb=Unsupported().handle)
+    await svc.nc.flush()
+    try:
+        refused = await svc.client.post(retry, headers=tenant.headers)
+    finally:
+        await sub.unsubscribe()
+    assert refused.status_code == 409
+    assert refused.json()["error"]["details"] == {"reason": "retry_unsupported"}
+    still = await media_of(svc, tenant)
+    assert still is not None
+    assert still["status"] == "failed" and still["error"] == "The download did not finish"
+
+    async with h.fake_worker(svc.nc, tenant.device_id) as worker:
+        resp = await svc.client.post(retry, headers=tenant.headers)
+    assert resp.status_code == 202 and resp.json()["media"]["status"] == "pending"
+    assert worker.commands[0]["download"] == "t-stall"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from clarin_common.settings import CommonSettings
@@ -18,6 +19,9 @@ class MessagingSettings(CommonSettings):
     devices_url: str = "http://127.0.0.1:8002"
     devices_timeout: float = 5.0
     max_upload_bytes: int = 16 * 1024 * 1024
+    # an inbound file still downloading after this long may be retried (its
+    # worker may have stopped mid-way)
+    media_stale_seconds: float = Field(600.0, gt=0)
     # how long a send waits for the worker; on timeout the message stays pending
     # and the worker's `sent` event settles it
     command_timeout: float = 10.0

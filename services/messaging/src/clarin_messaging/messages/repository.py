@@ -177,22 +177,33 @@ async def existing_message_ids(conn: asyncpg.Connection, ids: Sequence[str]) -> 
     return {str(r["id"]) for r in rows}
 
 
+STALLED_DOWNLOAD = "The download did not finish"
+
+
 async def start_media_retry(
-    conn: asyncpg.Connection, message_id: str, account_id: str
+    conn: asyncpg.Connection, message_id: str, account_id: str, stale_after: float
 ) -> asyncpg.Record | None:
-    """A failed, retryable download goes back to ``pending``; returns the row as
-    it was (None when it was not failed and retryable)."""
+    """A failed, retryable download (or one ``pending`` for longer than
+    ``stale_after`` seconds: its worker may have stopped mid-way) goes back to
+    ``pending``; returns the row with ``previous_error``, or None."""
     row: asyncpg.Record | None = await conn.fetchrow(
         """
         UPDATE media md SET status = 'pending', error = NULL, updated_at = now()
-        FROM (SELECT message_id, error FROM media
-              WHERE message_id = $1 AND account_id = $2 AND status = 'failed' AND retryable
+        FROM (SELECT message_id,
+                     coalesce(error, CASE WHEN status = 'pending' THEN $4 END) AS error
+              FROM media
+              WHERE message_id = $1 AND account_id = $2
+                AND ((status = 'failed' AND retryable)
+                     OR (status = 'pending' AND download IS NOT NULL
+                         AND updated_at < now() - make_interval(secs => $3)))
               FOR UPDATE) AS before
         WHERE md.message_id = before.message_id
         RETURNING md.*, before.error AS previous_error
         """,
         message_id,
         account_id,
+        stale_after,
+        STALLED_DOWNLOAD,
     )
     return row
 

@@ -406,10 +406,12 @@ async def retry_media(ctx: Messaging, principal: Principal, message_id: str) -> 
         message = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
         if message is None or message["media_mime_type"] is None:
             raise NotFound("Media not found", code="media_not_found")
-        started = await repo.start_media_retry(conn, message_id, principal.account_id)
+        started = await repo.start_media_retry(
+            conn, message_id, principal.account_id, ctx.settings.media_stale_seconds
+        )
     if started is None:
         raise Conflict(
-            "Only a failed download can be retried (this one is "
+            "Only a failed or stalled download can be retried (this one is "
             f"{message['media_status'].replace('_', ' ')})",
             code="media_not_retryable",
             details={"status": message["media_status"]},
@@ -441,8 +443,10 @@ async def retry_media(ctx: Messaging, principal: Principal, message_id: str) -> 
             await _undo_retry(ctx, principal, message_id, previous, True)
             raise DeviceNotConnected(details={"device_id": device_id})
         reason = error.get("message") or "WhatsApp refused to send the file again"
-        # the worker cannot fetch it any more: a failure that is final
-        await _undo_retry(ctx, principal, message_id, reason, False)
+        # WhatsApp no longer has the file: a failure that is final; any other
+        # refusal (a driver that cannot retry yet, a timeout) leaves it retryable
+        final = code == "media_gone"
+        await _undo_retry(ctx, principal, message_id, reason if final else previous, not final)
         raise Conflict(reason, code="media_not_retryable", details={"reason": code})
     row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
     assert row is not None
