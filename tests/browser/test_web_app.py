@@ -246,6 +246,8 @@ def test_agent_journey(system: System) -> None:
         expect(lucia).to_have_count(1)
         lucia.click()
         expect(page.get_by_test_id("message-bubble").last).to_contain_text("soy Lucía")
+        expect(page.get_by_test_id("inbox-page")).to_contain_text("Número aún no compartido")
+        shot("11a-lid-chat")
         sim_sync(
             system,
             device_id,

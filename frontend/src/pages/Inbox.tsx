@@ -379,7 +379,7 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
         <div className="min-w-0 flex-1">
           <div className="truncate font-semibold text-slate-900" data-testid="thread-title">{chatTitle(chat)}</div>
           <div className="truncate text-xs text-slate-500">
-            {chat.phone ? `+${chat.phone}` : chat.jid}
+            {chat.phone ? `+${chat.phone}` : chat.jid.endsWith("@lid") ? t("inbox.lidOnly") : chat.jid}
             {device ? ` · ${device.name}` : ""}
           </div>
         </div>
