@@ -74,9 +74,15 @@ class WorkerSettings(CommonSettings):
     send_rate_per_second: float = Field(1.0, ge=0)  # 0 turns pacing off
     send_jitter: float = Field(0.3, ge=0, le=1)  # ± fraction of the interval
     driver_call_timeout_seconds: float = Field(30.0, gt=0)
+    # inbound media: a file announced above this size is not downloaded (the
+    # message says too_large); a download slower than the timeout fails, retryable
+    media_max_bytes: int = Field(64 * 1024 * 1024, ge=1)
+    media_download_timeout_seconds: float = Field(120.0, gt=0)
 
     # neonize driver: sessions grouped in child processes (see drivers/neonize_driver.py)
     neonize_sessions_per_child: int = Field(25, ge=1)
+    # devices pairing (showing QR codes) at once, each in a process of its own
+    neonize_pairing_children: int = Field(4, ge=1)
     neonize_max_attempts_per_child: int = Field(50, ge=1)
     neonize_max_store_connections: int = Field(90, ge=2)
     neonize_store_schema: str = "devices_wa"

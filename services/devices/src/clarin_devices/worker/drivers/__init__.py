@@ -44,6 +44,11 @@ class MediaOutcome:
     retryable: bool = False
 
 
+# the ``error`` of ``on_status("disconnected")`` when a pairing ended without a
+# scan (the QR codes ran out or the driver's pairing deadline passed)
+QR_EXPIRED = "qr_expired"
+
+
 class DriverError(Exception):
     """A driver call failed; ``code`` is a stable machine-readable reason."""
 
@@ -123,6 +128,13 @@ class WhatsAppDriver(abc.ABC):
     @abc.abstractmethod
     async def logout(self, device_id: str) -> None:
         """Unlink the number on WhatsApp and forget the session."""
+
+    async def unlink(self, device_id: str, jid: str | None) -> None:
+        """Unlink the number on WhatsApp and forget the session, connected or not
+        (a driver may resume the stored session of ``jid`` just for that).
+        Raises :class:`DriverError` with code ``unlink_failed`` when WhatsApp
+        could not be told: the phone still lists the device."""
+        await self.logout(device_id)
 
     @abc.abstractmethod
     def is_connected(self, device_id: str) -> bool: ...
