@@ -55,6 +55,7 @@ class Recorder:
         self.messages: dict[str, list[tuple[WaMessage, InboundMedia | None]]] = defaultdict(list)
         self.receipts: dict[str, list[WaReceipt]] = defaultdict(list)
         self.media: dict[str, list[MediaOutcome]] = defaultdict(list)
+        self.timeline: list[tuple[str, str]] = []  # (what, wa_message_id)
 
     async def on_qr(self, device_id: str, code: str, expires_at: datetime) -> None:
         self.qrs[device_id].append((code, expires_at))
@@ -66,12 +67,14 @@ class Recorder:
         self, device_id: str, message: WaMessage, media: InboundMedia | None
     ) -> None:
         self.messages[device_id].append((message, media))
+        self.timeline.append(("message", message.wa_message_id))
 
     async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None:
         self.receipts[device_id].append(receipt)
 
     async def on_media(self, device_id: str, outcome: MediaOutcome) -> None:
         self.media[device_id].append(outcome)
+        self.timeline.append(("media", outcome.wa_message_id))
 
     def terminal(self, device_id: str) -> list[tuple[str, dict[str, Any]]]:
         return [
@@ -953,3 +956,171 @@ async def test_a_connected_event_after_the_stop_never_reaches_go(
     assert pid is not None and alive(pid)
     assert "connected" not in [s for s, _ in events.statuses[device]]
     assert driver.child_restarts == 0
+
+
+# ---- media: the message at once, the file after it ----------------------------------------
+
+
+def encrypt_media(kind: str, data: bytes, media_key: bytes) -> bytes:
+    """The blob WhatsApp's media server holds for ``data`` (what a sender uploads):
+    AES-256-CBC with keys from HKDF(mediaKey), then a 10-byte HMAC."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from clarin_devices.worker.drivers.neonize_media import media_keys
+
+    label = {"image": b"WhatsApp Image Keys", "document": b"WhatsApp Document Keys"}[kind]
+    iv, cipher_key, mac_key = media_keys(media_key, label)
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(data) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padded) + encryptor.finalize()
+    return ciphertext + hmac.new(mac_key, iv + ciphertext, hashlib.sha256).digest()[:10]
+
+
+class MediaServer:
+    """WhatsApp's media host, played locally: a path answers with a blob, an
+    HTTP status, or nothing until released."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.files: dict[str, bytes] = {}
+        self.statuses: dict[str, int] = {}
+        self.held: set[str] = set()
+        self.release = threading.Event()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                path = self.path.split("?", 1)[0]
+                server.requests.append(path)
+                if path in server.held:
+                    server.release.wait(30)
+                if path in server.statuses:
+                    self.send_response(server.statuses[path])
+                    self.end_headers()
+                    return
+                body = server.files.get(path)
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def media_server() -> Iterator[MediaServer]:
+    server = MediaServer()
+    yield server
+    server.close()
+
+
+def media_message(path: str, data: bytes, blob: bytes, key: bytes, **extra: Any) -> dict[str, Any]:
+    import base64
+    import hashlib
+
+    return {
+        "imageMessage": {
+            "mimetype": "image/jpeg",
+            "caption": "foto",
+            "directPath": path + "?ccb=11-4",
+            "mediaKey": base64.b64encode(key).decode(),
+            "fileSHA256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+            "fileEncSHA256": base64.b64encode(hashlib.sha256(blob).digest()).decode(),
+            "fileLength": str(len(data)),
+            **extra,
+        }
+    }
+
+
+async def test_media_is_announced_with_its_message_then_fetched_failed_or_refused(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any, media_server: MediaServer
+) -> None:
+    driver = await make_driver(
+        proxy=f"http://127.0.0.1:{black_hole.port}",
+        settle_timeout=0.3,
+        media_host=media_server.url,
+        media_via_proxy=False,  # the proxy is the black hole that keeps the session up
+        media_download_timeout=1.0,
+        media_max_bytes=5000,
+    )
+    events = Recorder()
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
+    key = os.urandom(32)
+    photo = os.urandom(3000)
+    blob = encrypt_media("image", photo, key)
+    media_server.files["/v/ok.enc"] = blob
+    media_server.statuses["/v/gone.enc"] = 410
+    media_server.held.add("/v/slow.enc")
+    big = os.urandom(6000)
+    cases = {
+        "OK": media_message("/v/ok.enc", photo, blob, key),
+        "GONE": media_message("/v/gone.enc", photo, blob, key),
+        "SLOW": media_message("/v/slow.enc", photo, blob, key),
+        "BIG": media_message("/v/big.enc", big, encrypt_media("image", big, key), key),
+    }
+    pid = driver.session_pid(device)
+
+    for msg_id, content in cases.items():
+        await inject(
+            driver,
+            device,
+            "MessageEv",
+            fields=message_ev(msg_id, {"Chat": PHONE, "Sender": PHONE}, content),
+        )
+
+    await eventually(lambda: len(events.media[device]) == 4, timeout=15)
+    messages = {m.wa_message_id: m for m, _ in events.messages[device]}
+    assert set(messages) == set(cases)
+    announced = messages["OK"]
+    assert announced.type == "image" and announced.body == "foto" and announced.media is None
+    assert announced.media_info is not None
+    assert announced.media_info.mime_type == "image/jpeg" and announced.media_info.size == 3000
+    outcomes = {o.wa_message_id: o for o in events.media[device]}
+    ready = outcomes["OK"]
+    assert ready.status == "ready" and ready.media is not None, ready
+    assert ready.media.data == photo and ready.media.mime_type == "image/jpeg"
+    assert outcomes["GONE"].status == "failed" and not outcomes["GONE"].retryable
+    assert "410" in (outcomes["GONE"].error or "")
+    slow = outcomes["SLOW"]
+    assert slow.status == "failed" and slow.retryable and "longer than 1 s" in (slow.error or "")
+    too_large = outcomes["BIG"]
+    assert too_large.status == "too_large" and "WORKER_MEDIA_MAX_BYTES" in (too_large.error or "")
+    assert "/v/big.enc" not in media_server.requests  # refused before downloading
+    # every message was published before its file's outcome
+    for msg_id in cases:
+        assert events.timeline.index(("message", msg_id)) < events.timeline.index(("media", msg_id))
+    # the child never waited for a file, and is alive
+    assert pid is not None and alive(pid) and driver.child_restarts == 0
+
+    # the slow file is there now: a retry fetches it
+    media_server.held.clear()
+    media_server.files["/v/slow.enc"] = blob
+    info = messages["SLOW"].media_info
+    assert info is not None
+    await driver.retry_media(device, "SLOW", PHONE["User"], info.mime_type, info.download)
+    await eventually(lambda: len(events.media[device]) == 5, timeout=10)
+    retried = events.media[device][-1]
+    assert retried.wa_message_id == "SLOW" and retried.status == "ready"
+    assert retried.media is not None and retried.media.data == photo

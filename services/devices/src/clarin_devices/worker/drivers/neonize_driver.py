@@ -109,7 +109,7 @@ class NeonizeDriver(WhatsAppDriver):
             max_bytes=self.config.media_max_bytes,
             timeout=self.config.media_download_timeout,
             host=self.config.media_host,
-            proxy=self.config.proxy,
+            proxy=self.config.proxy if self.config.media_via_proxy else None,
         )
         self._sessions: dict[str, _Session] = {}  # by device id
         self._by_sid: dict[str, _Session] = {}

@@ -87,6 +87,7 @@ class NeonizeConfig:
     media_max_bytes: int = 64 * 1024 * 1024
     media_download_timeout: float = 120.0
     media_host: str = "https://mmg.whatsapp.net"
+    media_via_proxy: bool = True  # files come through ``proxy`` too, as whatsmeow's do
     # the command that starts a child (tests run a host with extra operations)
     host_command: tuple[str, ...] = field(
         default_factory=lambda: (sys.executable, "-m", HOST_MODULE)
