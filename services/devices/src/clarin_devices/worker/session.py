@@ -45,6 +45,7 @@ from clarin_common.nats import confirm_subscriptions
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import repository as repo
 from clarin_devices.worker.drivers import (
+    QR_EXPIRED,
     DriverError,
     InboundMedia,
     MediaOutcome,
@@ -71,6 +72,9 @@ CloseMode = Literal[
 ]
 
 _UNLINK_MODES = ("stop_logout", "deleted", "cmd_logout")
+
+QR_EXPIRED_MESSAGE = "The QR code expired before it was scanned; connect again for a new one"
+STATUS_BROADCAST_JID = "status@broadcast"
 
 
 class SessionOwner(Protocol):
@@ -307,12 +311,14 @@ class DeviceSession:
                         set_error=error is not None,
                     )
                     self._schedule_retry()
-                elif self.pairing:  # the QR codes ran out unscanned: wait for the user
+                elif self.pairing or error == QR_EXPIRED:
+                    # the pairing ended without a scan (codes ran out, or the
+                    # driver's own deadline): wait for the user to ask again
                     await self._write(
                         "disconnected",
                         require_desired="connected",
                         set_desired="disconnected",
-                        last_error=error or "The QR code was not scanned in time",
+                        last_error=QR_EXPIRED_MESSAGE,
                         set_error=True,
                     )
                     self.worker.spawn(self.worker.release(self, "ended"))
@@ -356,6 +362,10 @@ class DeviceSession:
             await self.worker.publish_qr(self.account_id, self.device_id, code, expires_at)
 
     async def handle_message(self, message: WaMessage, media: InboundMedia | None) -> None:
+        if normalize_jid(message.chat_jid) == STATUS_BROADCAST_JID:
+            # a contact's status post: not a conversation (drivers drop them
+            # too; this keeps any that slip through out of chats and leads)
+            return
         if media is not None:
             ref = await self.worker.store_media(self.device_id, media)
             message = message.model_copy(update={"media": ref})

@@ -268,7 +268,7 @@ class NeonizeDriver(WhatsAppDriver):
             try:
                 await asyncio.wait_for(
                     _first(session.linked.wait(), events.ended.wait()),
-                    self.config.connect_timeout,
+                    self.config.unlink_timeout,
                 )
             except TimeoutError:
                 pass

@@ -72,6 +72,8 @@ class NeonizeConfig:
     settle_timeout: float = 8.0
     # no QR and no connection this long after a connect → ``disconnected``
     connect_timeout: float = 90.0
+    # a stored session resumed only to unlink it has this long to come up
+    unlink_timeout: float = 20.0
     # a pairing with no new QR code this long after the last one's expiry has
     # ended (whatsmeow says so only in a log line)
     qr_grace: float = 10.0
