@@ -19,6 +19,7 @@ from clarin_common.events import (
     wa_command_subject,
 )
 from clarin_common.nats import ensure_object_store, request_json
+from clarin_devices.worker.session import QR_EXPIRED_MESSAGE
 
 
 async def command(nc: NatsClient, device_id: str, cmd: Any) -> dict[str, Any]:
@@ -170,7 +171,7 @@ async def test_qr_rotates_and_gives_up(
     codes = [q.data["data"]["code"] for q in events.of(".qr", device["id"])]
     assert len(codes) == 3 and len(set(codes)) == 3
     gave_up = await api.get(device["id"])
-    assert gave_up["last_error"] == "The QR code was not scanned in time"
+    assert gave_up["last_error"] == QR_EXPIRED_MESSAGE
     desired = await db.fetchval(
         "SELECT desired_state FROM devices WHERE id = $1", uuid.UUID(device["id"])
     )
