@@ -20,6 +20,8 @@ from clarin_devices.worker.drivers.neonize_host import Host, HostError, Session,
 
 
 class TestHost(Host):
+    TRANSFER_OPS = frozenset({*Host.TRANSFER_OPS, "debug_transfer"})
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.every: dict[str, Session] = {}  # every session ever started, by sid
@@ -39,6 +41,16 @@ class TestHost(Host):
 
     def op_debug_sessions(self, request: dict[str, Any]) -> dict[str, str]:
         return {s.device_id: s.sid for s in self.every.values()}
+
+    def op_debug_transfer(self, request: dict[str, Any]) -> None:
+        """A long upload, as far as the process's I/O shows: bytes keep moving."""
+        deadline = time.monotonic() + float(request.get("seconds", 3))
+        chunk = b"\0" * 65536
+        with open(os.devnull, "wb") as sink:
+            while time.monotonic() < deadline:
+                sink.write(chunk)
+                sink.flush()
+                time.sleep(0.01)
 
     def op_debug_sleep(self, request: dict[str, Any]) -> None:
         time.sleep(float(request.get("seconds", 3600)))

@@ -506,6 +506,24 @@ async def test_a_child_busy_past_the_call_timeout_is_replaced(
     assert driver.child_restarts == 1
 
 
+async def test_a_long_transfer_is_busy_not_hung(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
+) -> None:
+    driver = await make_driver(
+        proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=1.0
+    )
+    events = Recorder()
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
+    session = driver._sessions[device]
+    pid = session.child.pid
+
+    # an upload three times as long as the hang timeout, its bytes moving
+    await driver.pool.request(session.child, "debug_transfer", seconds=3, timeout=15)
+
+    assert pid is not None and alive(pid)
+    assert events.terminal(device) == [] and driver.child_restarts == 0
+
+
 async def test_a_go_crash_costs_one_child_and_its_sessions_are_reported(
     make_driver: Any, black_hole: BlackHole, test_servers: Any
 ) -> None:

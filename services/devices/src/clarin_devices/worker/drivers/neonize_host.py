@@ -133,6 +133,10 @@ class Lane:
 
 
 class Host:
+    # operations that move files (their lane job is named "transfer:…"): the
+    # parent lets them run past its hang timeout while bytes keep moving
+    TRANSFER_OPS: frozenset[str] = frozenset({"send_media"})
+
     def __init__(self, out: IO[bytes], dsn: str) -> None:
         self.out = out
         self.dsn = dsn
@@ -236,7 +240,7 @@ class Host:
                 log.exception("operation %s failed", op)
                 self.fail(rid, f"{type(exc).__name__}: {exc}", code="driver_error")
 
-        self.lane.submit(op, job)
+        self.lane.submit(f"transfer:{op}" if op in self.TRANSFER_OPS else op, job)
 
     def session(self, request: dict[str, Any]) -> Session:
         session = self.sessions.get(str(request.get("sid")))

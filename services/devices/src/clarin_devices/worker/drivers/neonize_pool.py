@@ -42,7 +42,7 @@ log = structlog.get_logger(__name__)
 
 HOST_MODULE = "clarin_devices.worker.drivers.neonize_host"
 LINE_LIMIT = 4 * 1024 * 1024  # events and replies are small: files never cross the pipe
-TRANSFER_JOBS = frozenset({"send_media"})
+TRANSFER_PREFIX = "transfer:"  # lane jobs that move files (the host names them)
 TRANSFER_PROGRESS_BYTES = 64 * 1024  # I/O a transfer must show per call_timeout
 
 CHILD_RESTARTS = Counter(
@@ -450,7 +450,7 @@ class ChildPool:
             child.io_seen, child.io_moved_at = moved, now
         if busy_for <= cfg.call_timeout:
             return False
-        if job in TRANSFER_JOBS and busy_for <= cfg.transfer_timeout:
+        if job.startswith(TRANSFER_PREFIX) and busy_for <= cfg.transfer_timeout:
             return now - child.io_moved_at > cfg.call_timeout
         return True
 
