@@ -8,10 +8,10 @@ UV=${UV:-$(command -v uv || echo "$HOME/.local/bin/uv")}
 VAR=${VAR:-var}
 
 "$UV" run --no-sync python scripts/make_dev_env.py
-# the servers' URLs: the environment first, then .env
-for var in CLARIN_DATABASE_URL CLARIN_REDIS_URL CLARIN_NATS_URL; do
+# the servers' URLs and the workers' ports (Procfile): the environment first, then .env
+for var in CLARIN_DATABASE_URL CLARIN_REDIS_URL CLARIN_NATS_URL WORKER1_PORT WORKER2_PORT; do
   if [[ -z ${!var:-} ]]; then
-    value=$(grep -E "^$var=" .env | tail -n 1 | cut -d= -f2- | tr -d "\"'")
+    value=$( (grep -E "^$var=" .env || true) | tail -n 1 | cut -d= -f2- | tr -d "\"'")
     [[ -n $value ]] && export "$var=$value"
   fi
 done
