@@ -9,6 +9,7 @@ export UV_LINK_MODE ?= copy
 .PHONY: help
 help:
 	@echo "make run            install what is missing, start servers, every service, 2 workers, web app on :8080"
+	@echo "make run DRIVER=neonize   the same with real WhatsApp (link a phone by its QR code)"
 	@echo "make test           lint (ruff, mypy --strict) and the whole test suite (Python, web app, browser)"
 	@echo "make dev-backend    like run, without building the web app (use with dev-frontend)"
 	@echo "make dev-frontend   Vite dev server on :3000 proxying /api and /ws to :8080"
@@ -40,13 +41,15 @@ setup: install frontend
 
 # ---- run ----------------------------------------------------------------------
 
+# DRIVER=neonize links real phones (WHATSAPP_DRIVER=neonize in the environment too)
+DRIVER ?=
 .PHONY: run
 run: setup
-	bash scripts/run.sh
+	DRIVER="$(DRIVER)" bash scripts/run.sh
 
 .PHONY: dev-backend
 dev-backend: install
-	bash scripts/run.sh
+	DRIVER="$(DRIVER)" bash scripts/run.sh
 
 .PHONY: dev-frontend
 dev-frontend: frontend/node_modules/.package-lock.json

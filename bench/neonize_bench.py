@@ -1,11 +1,14 @@
 """Benchmark of the neonize driver, offline (WhatsApp is unreachable here).
 
-    uv run python bench/neonize_bench.py [--devices 200] [--runs 3] [--live 50]
+    uv run python bench/neonize_bench.py [--devices 200] [--runs 3] [--live 50] [--pairing 20]
 
-* storm: ``--devices`` new devices connect at once; every dial fails. Reports, per
-  run, whether this process (the worker) survived, the time until every device
-  had its ``disconnected`` status, the children used, the peak of PostgreSQL
-  connections held in the store's database and the peak RSS (worker + children).
+* storm: ``--devices`` linked devices (sessions in the store) resume at once, as
+  after a worker restart; every dial fails. Reports, per run, whether this
+  process (the worker) survived, the time until every device had its
+  ``disconnected`` status, the children used, the peak of PostgreSQL connections
+  held in the store's database and the peak RSS (worker + children).
+* pairing: ``--pairing`` new devices ask for a QR at once; each pairs in a child
+  of its own, ``pairing_children`` at a time; every dial fails.
 * race: in one child holding 10 sessions, clients connect on many threads while
   another reads ``is_connected`` (a test hook): Go aborts that child with
   ``fatal error: concurrent map …``; the worker survives and reports them.
@@ -24,11 +27,13 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
 from collections import defaultdict
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -36,8 +41,14 @@ import asyncpg
 
 from clarin_common.events import WaMessage, WaReceipt
 from clarin_common.logging import configure_logging
-from clarin_devices.worker.drivers import InboundMedia
+from clarin_devices.worker.drivers import InboundMedia, MediaOutcome
 from clarin_devices.worker.drivers.neonize_driver import NeonizeConfig, NeonizeDriver
+
+# the host with test-only operations (the race scenario breaks the rules on purpose)
+TEST_HOST = (
+    sys.executable,
+    str(Path(__file__).resolve().parents[1] / "services/devices/tests/neonize_test_host.py"),
+)
 
 
 class Recorder:
@@ -58,6 +69,44 @@ class Recorder:
 
     async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None:
         pass
+
+    async def on_media(self, device_id: str, outcome: MediaOutcome) -> None:
+        pass
+
+
+async def store_sessions(database_url: str, count: int) -> list[str]:
+    """``count`` whatsmeow_device rows as pairings leave them (keys are filler)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        columns = await conn.fetch(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = 'devices_wa' AND table_name = 'whatsmeow_device' "
+            "AND is_nullable = 'NO' AND column_default IS NULL"
+        )
+        base = uuid.uuid4().int % 10**4
+        jids = [f"521{base:04d}{i:06d}:3@s.whatsapp.net" for i in range(count)]
+        for jid in jids:
+            values: dict[str, Any] = {}
+            for col in columns:
+                name, kind = col["column_name"], col["data_type"]
+                if name == "jid":
+                    values[name] = jid
+                elif kind == "bytea":
+                    values[name] = b"\x01" * (64 if name.endswith("_sig") else 32)
+                elif kind in ("integer", "bigint", "smallint"):
+                    values[name] = 1
+                elif kind == "boolean":
+                    values[name] = False
+                else:
+                    values[name] = "x"
+            params = ", ".join(f"${i}" for i in range(1, len(values) + 1))
+            await conn.execute(
+                f"INSERT INTO devices_wa.whatsmeow_device ({', '.join(values)}) VALUES ({params})",
+                *values.values(),
+            )
+        return jids
+    finally:
+        await conn.close()
 
 
 def rss_kb(pid: int) -> int:
@@ -110,13 +159,18 @@ async def wait_until(predicate: Any, timeout: float) -> bool:
     return bool(predicate())
 
 
-async def storm(database_url: str, devices: int, budget: int) -> dict[str, Any]:
+async def storm(
+    database_url: str, devices: int, budget: int, *, pairing: bool = False
+) -> dict[str, Any]:
     driver = NeonizeDriver(
         database_url, NeonizeConfig(max_store_connections=budget, log_level="WARNING")
     )
     await driver.start()
     events = Recorder()
     ids = [str(uuid.uuid4()) for _ in range(devices)]
+    jids: list[str | None] = (
+        [None] * devices if pairing else list(await store_sessions(database_url, devices))
+    )
     conn = await asyncpg.connect(database_url)
     baseline = await pg_connections(conn)
     peak_pg, peak_rss, pids = 0, 0.0, set()
@@ -133,7 +187,8 @@ async def storm(database_url: str, devices: int, budget: int) -> dict[str, Any]:
     sampler = asyncio.create_task(sample())
     started = time.monotonic()
     results = await asyncio.gather(
-        *(driver.connect(d, None, events) for d in ids), return_exceptions=True
+        *(driver.connect(d, j, events) for d, j in zip(ids, jids, strict=True)),
+        return_exceptions=True,
     )
     done = await wait_until(lambda: all(events.terminal[d] for d in ids), timeout=180)
     elapsed = time.monotonic() - started
@@ -156,6 +211,7 @@ async def storm(database_url: str, devices: int, budget: int) -> dict[str, Any]:
         "pg_budget": budget,
         "rss_peak_mb": round(peak_rss),
         "answering_after": answering,
+        "child_restarts": driver.child_restarts,
     }
 
 
@@ -175,10 +231,11 @@ async def live(database_url: str, sessions: int, budget: int) -> dict[str, Any]:
     before = total_rss_mb(driver)
     events = Recorder()
     ids = [str(uuid.uuid4()) for _ in range(sessions)]
+    jids = await store_sessions(database_url, sessions)
     conn = await asyncpg.connect(database_url)
     baseline = await pg_connections(conn)
     started = time.monotonic()
-    await asyncio.gather(*(driver.connect(d, None, events) for d in ids))
+    await asyncio.gather(*(driver.connect(d, j, events) for d, j in zip(ids, jids, strict=True)))
     up = time.monotonic() - started
     await asyncio.sleep(1)
     held = await pg_connections(conn) - baseline
@@ -220,20 +277,20 @@ async def race(database_url: str) -> dict[str, Any]:
             proxy=f"http://127.0.0.1:{port}",
             settle_timeout=0.2,
             connect_timeout=3600,
-            test_hooks=True,
+            host_command=TEST_HOST,
             log_level="WARNING",
         ),
     )
     await driver.start()
     events = Recorder()
     ids = [str(uuid.uuid4()) for _ in range(10)]
-    for device in ids:
-        await driver.connect(device, None, events)
+    for device, jid in zip(ids, await store_sessions(database_url, 10), strict=True):
+        await driver.connect(device, jid, events)
     child = driver._sessions[ids[0]].child
     started = time.monotonic()
     outcome = "no crash"
     try:
-        await driver._request(child, "debug_race", clients=50, seconds=20, timeout=60)
+        await driver.pool.request(child, "debug_race", clients=50, seconds=20, timeout=60)
     except Exception as exc:
         outcome = type(exc).__name__
     reported = await wait_until(lambda: all(events.terminal[d] for d in ids), timeout=10)
@@ -267,15 +324,22 @@ async def main() -> None:
     parser.add_argument("--live", type=int, default=50)
     parser.add_argument("--budget", type=int, default=60, help="max_store_connections")
     parser.add_argument("--race", type=int, default=2, help="runs of the Go crash scenario")
+    parser.add_argument("--pairing", type=int, default=20, help="new devices pairing at once")
     args = parser.parse_args()
     name = f"clarin_bench_neonize_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(args.admin_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
     database_url = with_db(args.admin_url, name)
     try:
+        # the raw ceiling of this host today: one device alone, same path
+        alone = await storm(database_url, 1, args.budget)
+        print(f"one device alone (ceiling): {alone['seconds']} s until reported")
         for run in range(1, args.runs + 1):
             result = await storm(database_url, args.devices, args.budget)
             print(f"storm run {run}: {args.devices} devices connecting at once: {result}")
+        if args.pairing:
+            result = await storm(database_url, args.pairing, args.budget, pairing=True)
+            print(f"pairing: {args.pairing} new devices at once: {result}")
         for run in range(1, args.race + 1):
             print(f"race run {run}: {await race(database_url)}")
         if args.live:

@@ -8,17 +8,43 @@ UV=${UV:-$(command -v uv || echo "$HOME/.local/bin/uv")}
 VAR=${VAR:-var}
 
 "$UV" run --no-sync python scripts/make_dev_env.py
-# the servers' URLs: the environment first, then .env
-for var in CLARIN_DATABASE_URL CLARIN_REDIS_URL CLARIN_NATS_URL; do
+# the servers' URLs and the workers' ports (Procfile): the environment first, then .env
+for var in CLARIN_DATABASE_URL CLARIN_REDIS_URL CLARIN_NATS_URL WORKER1_PORT WORKER2_PORT; do
   if [[ -z ${!var:-} ]]; then
-    value=$(grep -E "^$var=" .env | tail -n 1 | cut -d= -f2- | tr -d "\"'")
+    value=$( (grep -E "^$var=" .env || true) | tail -n 1 | cut -d= -f2- | tr -d "\"'")
     [[ -n $value ]] && export "$var=$value"
   fi
 done
+
+# the WhatsApp driver of the device workers: `make run DRIVER=neonize`, else
+# WORKER_WHATSAPP_DRIVER / WHATSAPP_DRIVER / CLARIN_WHATSAPP_DRIVER from the
+# environment, then from .env; the simulator when none is set. honcho's env
+# files override the environment, so the choice is written into the one it reads.
+driver=${DRIVER:-}
+for var in WORKER_WHATSAPP_DRIVER WHATSAPP_DRIVER CLARIN_WHATSAPP_DRIVER; do
+  [[ -n $driver ]] && break
+  driver=${!var:-}
+done
+for var in WORKER_WHATSAPP_DRIVER WHATSAPP_DRIVER CLARIN_WHATSAPP_DRIVER; do
+  [[ -n $driver ]] && break
+  driver=$( (grep -E "^$var=" .env || true) | tail -n 1 | cut -d= -f2- | tr -d "\"' ")
+done
+driver=${driver:-simulator}
+case $driver in
+  simulator | neonize) ;;
+  *) echo "unknown WhatsApp driver '$driver' (simulator or neonize)" >&2; exit 2 ;;
+esac
+mkdir -p "$VAR"
+{
+  cat .env.run
+  for var in WORKER_WHATSAPP_DRIVER WHATSAPP_DRIVER CLARIN_WHATSAPP_DRIVER; do
+    echo "$var=$driver"
+  done
+} >"$VAR/run.env"
 
 "$UV" run --no-sync python -m clarin_common.devservers up --var-dir "$VAR" --env-file "$VAR/servers.env"
 stop_servers() { "$UV" run --no-sync python -m clarin_common.devservers down --var-dir "$VAR" || true; }
 trap stop_servers EXIT
 
-echo "Clarin on http://localhost:8080 (Ctrl-C stops it)"
-"$UV" run --no-sync honcho start -f Procfile -e .env.run,"$VAR/servers.env" || true
+echo "Clarin on http://localhost:${GATEWAY_PORT:-8080} with the $driver driver (Ctrl-C stops it)"
+"$UV" run --no-sync honcho start -f Procfile -e "$VAR/run.env","$VAR/servers.env" || true

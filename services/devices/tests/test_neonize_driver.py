@@ -13,12 +13,14 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -26,8 +28,15 @@ import pytest
 
 from clarin_common.events import WaMessage, WaReceipt
 from clarin_common.testing import eventually
-from clarin_devices.worker.drivers import DriverError, InboundMedia, NotConnected
+from clarin_devices.worker.drivers import (
+    DriverError,
+    InboundMedia,
+    MediaOutcome,
+    NotConnected,
+)
 from clarin_devices.worker.drivers.neonize_driver import NeonizeConfig, NeonizeDriver, store_dsn
+
+TEST_HOST = (sys.executable, str(Path(__file__).with_name("neonize_test_host.py")))
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 
@@ -45,6 +54,8 @@ class Recorder:
         self.qrs: dict[str, list[tuple[str, datetime]]] = defaultdict(list)
         self.messages: dict[str, list[tuple[WaMessage, InboundMedia | None]]] = defaultdict(list)
         self.receipts: dict[str, list[WaReceipt]] = defaultdict(list)
+        self.media: dict[str, list[MediaOutcome]] = defaultdict(list)
+        self.timeline: list[tuple[str, str]] = []  # (what, wa_message_id)
 
     async def on_qr(self, device_id: str, code: str, expires_at: datetime) -> None:
         self.qrs[device_id].append((code, expires_at))
@@ -56,9 +67,14 @@ class Recorder:
         self, device_id: str, message: WaMessage, media: InboundMedia | None
     ) -> None:
         self.messages[device_id].append((message, media))
+        self.timeline.append(("message", message.wa_message_id))
 
     async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None:
         self.receipts[device_id].append(receipt)
+
+    async def on_media(self, device_id: str, outcome: MediaOutcome) -> None:
+        self.media[device_id].append(outcome)
+        self.timeline.append(("media", outcome.wa_message_id))
 
     def terminal(self, device_id: str) -> list[tuple[str, dict[str, Any]]]:
         return [
@@ -109,7 +125,7 @@ def config(**overrides: Any) -> NeonizeConfig:
         "settle_timeout": 2.0,
         "ping_interval": 0.2,
         "unresponsive_timeout": 10.0,
-        "test_hooks": True,
+        "host_command": TEST_HOST,
         "log_level": "WARNING",
     }
     base.update(overrides)
@@ -222,76 +238,6 @@ async def test_a_connect_that_cannot_dial_reports_disconnected_with_the_cause(
         await driver.send_text(device, "5215512345678@s.whatsapp.net", "hola")
 
 
-async def test_a_storm_of_connects_leaves_the_worker_alive_and_the_store_bounded(
-    make_driver: Any, test_servers: Any
-) -> None:
-    budget = 40  # the PostgreSQL here is shared (max_connections 100)
-    driver = await make_driver(max_store_connections=budget)
-    events = Recorder()
-    devices = [new_id() for _ in range(STORM)]
-    conn = await asyncpg.connect(test_servers.database_url)
-    baseline = await store_connections(conn)
-    peak = baseline
-    peak_rss = 0
-    pids: set[int] = set()
-
-    async def sample() -> None:
-        nonlocal peak, peak_rss
-        while True:
-            peak = max(peak, await store_connections(conn))
-            children = driver.child_pids()
-            pids.update(children)
-            peak_rss = max(peak_rss, rss_kb(os.getpid()) + sum(rss_kb(p) for p in children))
-            await asyncio.sleep(0.05)
-
-    sampler = asyncio.create_task(sample())
-    started = time.monotonic()
-    try:
-        await asyncio.gather(*(driver.connect(d, None, events) for d in devices))
-        await eventually(lambda: all(events.terminal(d) for d in devices), timeout=90)
-    finally:
-        sampler.cancel()
-    elapsed = time.monotonic() - started
-    try:
-        await eventually(lambda: driver.store_connections_reserved() <= budget, timeout=10)
-        after = await store_connections(conn)
-    finally:
-        await conn.close()
-
-    for device in devices:
-        [(status, data)] = events.terminal(device)  # exactly one, with the cause
-        assert status == "disconnected" and data["error"]
-    assert peak - baseline <= budget + 2, (peak, baseline)  # + the driver's own connection
-    assert len(pids) >= 2  # it took several children
-    assert after - baseline <= budget
-    # the driver still answers: a later connect is served and reported
-    late = new_id()
-    await driver.connect(late, None, events)
-    await eventually(lambda: events.terminal(late), timeout=15)
-    print(
-        f"\n{STORM} failed connects: {elapsed:.1f} s, {len(pids)} children, "
-        f"store connections peak {peak - baseline} (budget {budget}), "
-        f"RSS peak {peak_rss / 1024:.0f} MB"
-    )
-
-
-async def test_a_jid_missing_from_the_store_is_refused_without_a_crash(
-    make_driver: Any,
-) -> None:
-    driver = await make_driver()
-    [pid] = driver.child_pids()
-    events = Recorder()
-
-    with pytest.raises(DriverError) as raised:
-        await driver.connect(new_id(), "5215550001111:7@s.whatsapp.net", events)
-
-    assert raised.value.code == "session_not_found"
-    assert driver.child_pids() == [pid] and alive(pid)
-    device = new_id()
-    await driver.connect(device, None, events)  # still serving
-    await eventually(lambda: events.terminal(device), timeout=15)
-
-
 async def store_fake_session(database_url: str, jid: str) -> None:
     """A whatsmeow_device row as a pairing would leave it (keys are filler)."""
     conn = await asyncpg.connect(database_url)
@@ -332,14 +278,129 @@ async def stored_jids(database_url: str) -> list[str]:
         await conn.close()
 
 
+async def linked_devices(
+    driver: NeonizeDriver, database_url: str, events: Recorder, count: int, prefix: str = "5215553"
+) -> list[str]:
+    """``count`` devices resumed from stored sessions (they go to shared children)."""
+    devices = []
+    for i in range(count):
+        number = f"{prefix}{uuid.uuid4().int % 10**6:06d}"  # the store outlives a test
+        jid = f"{number}:{i % 9 + 1}@s.whatsapp.net"
+        await store_fake_session(database_url, jid)
+        device = new_id()
+        await driver.connect(device, jid, events)
+        devices.append(device)
+    return devices
+
+
+async def inject(driver: NeonizeDriver, device: str, event: str, **fields: Any) -> None:
+    session = driver._sessions[device]
+    await driver.pool.request(
+        session.child, "debug_inject", sid=session.sid, event=event, timeout=10, **fields
+    )
+
+
+async def test_a_storm_of_resumes_leaves_the_worker_alive_and_the_store_bounded(
+    make_driver: Any, test_servers: Any
+) -> None:
+    # what a worker restart does: every linked device resumes at once
+    budget = 40  # the PostgreSQL here is shared (max_connections 100)
+    driver = await make_driver(max_store_connections=budget)
+    events = Recorder()
+    base = uuid.uuid4().int % 10**4
+    jids = [f"521{base:04d}{i:06d}:3@s.whatsapp.net" for i in range(STORM)]
+    for jid in jids:
+        await store_fake_session(test_servers.database_url, jid)
+    devices = [new_id() for _ in range(STORM)]
+    conn = await asyncpg.connect(test_servers.database_url)
+    baseline = await store_connections(conn)
+    peak = baseline
+    peak_rss = 0
+    pids: set[int] = set()
+
+    async def sample() -> None:
+        nonlocal peak, peak_rss
+        while True:
+            peak = max(peak, await store_connections(conn))
+            children = driver.child_pids()
+            pids.update(children)
+            peak_rss = max(peak_rss, rss_kb(os.getpid()) + sum(rss_kb(p) for p in children))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    started = time.monotonic()
+    try:
+        await asyncio.gather(*(driver.connect(d, j, events) for d, j in zip(devices, jids)))
+        await eventually(lambda: all(events.terminal(d) for d in devices), timeout=120)
+    finally:
+        sampler.cancel()
+    elapsed = time.monotonic() - started
+    try:
+        await eventually(lambda: driver.store_connections_reserved() <= budget, timeout=10)
+        after = await store_connections(conn)
+    finally:
+        await conn.close()
+
+    for device in devices:
+        [(status, data)] = events.terminal(device)  # exactly one, with the cause
+        assert status == "disconnected" and data["error"]
+    assert peak - baseline <= budget + 2, (peak, baseline)  # + the driver's own connection
+    assert len(pids) >= 2  # it took several children
+    assert after - baseline <= budget
+    # the driver still answers: a later connect is served and reported
+    late = new_id()
+    await driver.connect(late, None, events)
+    await eventually(lambda: events.terminal(late), timeout=15)
+    print(
+        f"\n{STORM} failed resumes: {elapsed:.1f} s, {len(pids)} children, "
+        f"store connections peak {peak - baseline} (budget {budget}), "
+        f"RSS peak {peak_rss / 1024:.0f} MB"
+    )
+
+
+async def test_new_devices_pair_in_children_of_their_own_a_few_at_a_time(
+    make_driver: Any,
+) -> None:
+    driver = await make_driver(pairing_children=2)
+    events = Recorder()
+    devices = [new_id() for _ in range(12)]
+
+    await asyncio.gather(*(driver.connect(d, None, events) for d in devices))
+
+    await eventually(lambda: all(events.terminal(d) for d in devices), timeout=60)
+    for device in devices:
+        [(status, data)] = events.terminal(device)
+        assert status == "disconnected" and "dial" in data["error"]
+    assert len(driver.child_pids("pairing")) <= 2
+    assert driver.child_restarts == 0
+
+
+async def test_a_jid_missing_from_the_store_is_refused_without_a_crash(
+    make_driver: Any,
+) -> None:
+    driver = await make_driver()
+    [pid] = driver.child_pids()
+    events = Recorder()
+
+    with pytest.raises(DriverError) as raised:
+        await driver.connect(new_id(), "5215550001111:7@s.whatsapp.net", events)
+
+    assert raised.value.code == "session_not_found"
+    assert driver.child_pids() == [pid] and alive(pid)
+    device = new_id()
+    await driver.connect(device, None, events)  # still serving
+    await eventually(lambda: events.terminal(device), timeout=15)
+
+
 async def test_a_stored_jid_resumes_that_session(make_driver: Any, test_servers: Any) -> None:
     driver = await make_driver()
-    await store_fake_session(test_servers.database_url, "5215550002222:4@s.whatsapp.net")
+    number = f"52155{uuid.uuid4().int % 10**8:08d}"
+    await store_fake_session(test_servers.database_url, f"{number}:4@s.whatsapp.net")
     events = Recorder()
     device = new_id()
 
     # the worker may have kept the JID without its device part: same number
-    await driver.connect(device, "5215550002222@s.whatsapp.net", events)
+    await driver.connect(device, f"{number}@s.whatsapp.net", events)
 
     await eventually(lambda: events.terminal(device), timeout=15)
     [(status, data)] = events.terminal(device)
@@ -366,6 +427,8 @@ async def test_commands_to_a_device_that_never_connected_raise_not_connected(
         await driver.mark_read(device, "5215512345678@s.whatsapp.net", None, ["ABC"])
     with pytest.raises(NotConnected):
         await driver.pair_phone(device, "5215512345678")
+    with pytest.raises(NotConnected):
+        await driver.retry_media(device, "ABC", "5215512345678@s.whatsapp.net", "image/png", "{}")
     assert driver.is_connected(device) is False
     await driver.disconnect(device)  # nothing to do, no error
     await driver.logout(device)
@@ -375,13 +438,11 @@ async def test_commands_to_a_device_that_never_connected_raise_not_connected(
 
 
 async def test_a_killed_child_reports_its_sessions_and_a_new_child_serves_later_connects(
-    make_driver: Any, black_hole: BlackHole
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
 ) -> None:
     driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
     events = Recorder()
-    first, second = new_id(), new_id()
-    await driver.connect(first, None, events)
-    await driver.connect(second, None, events)
+    first, second = await linked_devices(driver, test_servers.database_url, events, 2)
     pid = driver.session_pid(first)
     assert pid is not None and driver.session_pid(second) == pid
     assert events.terminal(first) == [] and events.terminal(second) == []  # hanging
@@ -393,165 +454,89 @@ async def test_a_killed_child_reports_its_sessions_and_a_new_child_serves_later_
         [(status, data)] = events.terminal(device)
         assert status == "disconnected"
         assert f"pid {pid}" in data["error"] and "signal 9" in data["error"]
-    later = new_id()
-    await driver.connect(later, None, events)
+    assert driver.child_restarts == 1
+    [later] = await linked_devices(driver, test_servers.database_url, events, 1, "5215554")
     new_pid = driver.session_pid(later)
     assert new_pid is not None and new_pid != pid and alive(new_pid)
 
 
-async def test_a_stop_that_hangs_gets_its_child_killed_and_replaced(
-    make_driver: Any, black_hole: BlackHole
+async def test_stopping_a_session_whose_dial_hangs_leaves_the_others_alone(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
 ) -> None:
-    # neonize's stop() never returns while a dial hangs (measured): the call
-    # hangs in Go, the watchdog kills the child after call_timeout.
+    # neonize's stop() waits for a hanging dial's lock (measured: for good): the
+    # host leaves that client be and stops it once its dial is over
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=1.5
     )
     events = Recorder()
-    leaving, bystander = new_id(), new_id()
-    await driver.connect(leaving, None, events)
-    await driver.connect(bystander, None, events)
+    leaving, bystander = await linked_devices(driver, test_servers.database_url, events, 2)
     pid = driver.session_pid(leaving)
-    assert pid is not None
+    assert pid is not None and driver.session_pid(bystander) == pid
 
-    started = time.monotonic()
     await asyncio.wait_for(driver.disconnect(leaving), timeout=10)
 
-    assert time.monotonic() - started < 8
-    await eventually(lambda: events.terminal(bystander), timeout=5)
-    [(status, data)] = events.terminal(bystander)
-    assert status == "disconnected" and "hung" in data["error"]
-    assert events.terminal(leaving) == []  # the caller asked for it: no event
-    assert not alive(pid)
-    later = new_id()
-    await driver.connect(later, None, events)
-    assert driver.session_pid(later) not in (None, pid)
+    # a later call through the same lane is answered: the lane is free
+    [later] = await linked_devices(driver, test_servers.database_url, events, 1, "5215555")
+    assert driver.session_pid(later) == pid
+    await asyncio.sleep(2 * 1.5)  # past the hang timeout the watchdog would act on
+    assert alive(pid) and driver.session_pid(bystander) == pid
+    assert events.terminal(bystander) == [] and events.terminal(leaving) == []
+    assert driver.child_restarts == 0
 
 
 async def test_a_child_busy_past_the_call_timeout_is_replaced(
-    make_driver: Any, black_hole: BlackHole
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=1.0
     )
     events = Recorder()
-    device = new_id()
-    await driver.connect(device, None, events)
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
     session = driver._sessions[device]
     pid = session.child.pid
 
-    # a test-only hook: the child's lane sleeps as a hung Go call would
+    # a test-only operation: the child's lane sleeps as a hung Go call would
     with pytest.raises(DriverError) as raised:
-        await driver._request(session.child, "debug_sleep", seconds=30, timeout=15)
+        await driver.pool.request(session.child, "debug_sleep", seconds=30, timeout=15)
 
     assert raised.value.code == "driver_crashed"
     await eventually(lambda: events.terminal(device), timeout=5)
     assert "hung" in events.terminal(device)[0][1]["error"]
     assert pid is not None and not alive(pid)
+    assert driver.child_restarts == 1
 
 
-# ---- events from WhatsApp, as neonize hands them over -----------------------------------
-
-
-async def test_events_are_mapped_to_driver_events(make_driver: Any, black_hole: BlackHole) -> None:
+async def test_a_long_transfer_is_busy_not_hung(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
+) -> None:
     driver = await make_driver(
-        proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=2.0
+        proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=1.0
     )
     events = Recorder()
-    device = new_id()
-    await driver.connect(device, None, events)
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
     session = driver._sessions[device]
+    pid = session.child.pid
 
-    async def inject(event: str, **fields: Any) -> None:
-        await driver._request(
-            session.child, "debug_inject", sid=session.sid, event=event, timeout=10, **fields
-        )
+    # an upload three times as long as the hang timeout, its bytes moving
+    await driver.pool.request(session.child, "debug_transfer", seconds=3, timeout=15)
 
-    await inject("qr", code="2@abc,def")
-    await inject(
-        "MessageEv",
-        fields={
-            "Info": {
-                "ID": "3EB0AAA",
-                "Pushname": "Ana",
-                "Timestamp": "1700000000000",
-                "MessageSource": {
-                    "Chat": {"User": "5215512345678", "Server": "s.whatsapp.net"},
-                    "Sender": {"User": "5215512345678", "Device": 3, "Server": "s.whatsapp.net"},
-                },
-            },
-            "Message": {"conversation": "hola"},
-        },
-    )
-    await inject(
-        "MessageEv",
-        fields={
-            "Info": {
-                "ID": "3EB0BBB",
-                "Timestamp": "1700000001",
-                "MessageSource": {
-                    "Chat": {"User": "5215512345678", "Server": "s.whatsapp.net"},
-                    "IsFromMe": True,
-                },
-            },
-            "Message": {"imageMessage": {"caption": "foto", "mimetype": "image/jpeg"}},
-        },
-    )
-    await inject(
-        "MessageEv",
-        fields={
-            "Info": {"ID": "3EB0CCC", "MessageSource": {"Chat": {"User": "1", "Server": "s"}}},
-            "Message": {"senderKeyDistributionMessage": {"groupID": "g"}},
-        },
-    )
-    await inject(
-        "ReceiptEv",
-        fields={
-            "MessageIDs": ["3EB0X", "3EB0Y"],
-            "Type": "READ",
-            "Timestamp": "1700000002",
-            "MessageSource": {"Chat": {"User": "5215512345678", "Server": "s.whatsapp.net"}},
-        },
-    )
-
-    await eventually(lambda: len(events.messages[device]) == 2 and events.receipts[device], 10)
-    assert [s for s, _ in events.statuses[device]] == ["qr_pending"]
-    [(code, expires_at)] = events.qrs[device]
-    assert code == "2@abc,def" and expires_at > datetime.now(UTC)
-    (text, no_media), (image, media) = events.messages[device]
-    assert text.wa_message_id == "3EB0AAA" and text.body == "hola" and text.type == "text"
-    assert text.direction == "in" and text.push_name == "Ana"
-    assert text.chat_jid == "5215512345678@s.whatsapp.net"
-    assert text.sender_jid == "5215512345678@s.whatsapp.net"
-    assert text.sent_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
-    assert no_media is None
-    # the download fails offline: the message is kept, without its bytes
-    assert image.type == "image" and image.body == "foto" and image.direction == "out"
-    assert image.sent_at == datetime(2023, 11, 14, 22, 13, 21, tzinfo=UTC)
-    assert media is None
-    [receipt] = events.receipts[device]
-    assert receipt.status == "read" and receipt.wa_message_ids == ["3EB0X", "3EB0Y"]
-    # a QR is pending but the socket is not live (the proxy never answers):
-    # PairPhone hangs in Go, the watchdog kills the child, the call fails
-    with pytest.raises(DriverError) as raised:
-        await driver.pair_phone(device, "5215512345678")
-    assert raised.value.code == "driver_crashed"
+    assert pid is not None and alive(pid)
+    assert events.terminal(device) == [] and driver.child_restarts == 0
 
 
 async def test_a_go_crash_costs_one_child_and_its_sessions_are_reported(
-    make_driver: Any, black_hole: BlackHole
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
 ) -> None:
     driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
     events = Recorder()
-    bystander = new_id()
-    await driver.connect(bystander, None, events)
+    [bystander] = await linked_devices(driver, test_servers.database_url, events, 1)
     session = driver._sessions[bystander]
     pid = session.child.pid
     assert pid is not None
 
     # what the driver's JID check prevents: Go dereferences nil and aborts
     with pytest.raises(DriverError) as raised:
-        await driver._request(
+        await driver.pool.request(
             session.child,
             "debug_connect_unchecked",
             sid=new_id(),
@@ -566,15 +551,356 @@ async def test_a_go_crash_costs_one_child_and_its_sessions_are_reported(
     assert status == "disconnected"
     assert "crashed: panic: runtime error: invalid memory address" in data["error"]
     assert not alive(pid)
-    later = new_id()
-    await driver.connect(later, None, events)
-    assert driver.session_pid(later) not in (None, pid)
 
 
-async def test_unlinked_from_the_phone_reports_logged_out_and_forgets_the_session(
+# ---- pairing: a child of its own, QR codes that run out, handoff ----------------------
+
+
+async def pairing_device(driver: NeonizeDriver, events: Recorder) -> str:
+    """A new device showing a QR code (its dial hangs; the code is injected)."""
+    device = new_id()
+    await driver.connect(device, None, events)
+    await inject(driver, device, "qr", code="2@abc,def")
+    await eventually(lambda: events.qrs[device], timeout=10)
+    return device
+
+
+async def test_stopping_a_pairing_device_never_touches_another_session(
     make_driver: Any, black_hole: BlackHole, test_servers: Any
 ) -> None:
-    jid = "5215550004444:2@s.whatsapp.net"
+    driver = await make_driver(
+        proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=1.5
+    )
+    events = Recorder()
+    bystanders = await linked_devices(driver, test_servers.database_url, events, 3)
+    [shared_pid] = {driver.session_pid(d) for d in bystanders}
+    showing_qr = await pairing_device(driver, events)
+    dialing = new_id()  # stopped before WhatsApp said anything
+    await driver.connect(dialing, None, events)
+    pairing_pids = {driver.session_pid(showing_qr), driver.session_pid(dialing)}
+    assert shared_pid not in pairing_pids and None not in pairing_pids
+    assert [s for s, _ in events.statuses[showing_qr]] == ["qr_pending"]
+
+    await asyncio.wait_for(driver.disconnect(showing_qr), timeout=10)
+    await asyncio.wait_for(driver.logout(dialing), timeout=10)
+
+    for pid in pairing_pids:
+        assert pid is not None
+        await eventually(lambda pid=pid: not alive(pid), timeout=5)
+    [later] = await linked_devices(driver, test_servers.database_url, events, 1, "5215556")
+    assert driver.session_pid(later) == shared_pid  # its lane still answers
+    await asyncio.sleep(2 * 1.5)  # past the hang timeout the watchdog would act on
+    assert alive(shared_pid)
+    assert all(driver.session_pid(d) == shared_pid for d in bystanders)
+    assert all(events.terminal(d) == [] for d in [*bystanders, showing_qr, dialing])
+    assert driver.child_restarts == 0
+
+
+async def test_qr_codes_that_run_out_end_the_pairing_and_a_new_connect_pairs_afresh(
+    make_driver: Any, black_hole: BlackHole
+) -> None:
+    driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
+    events = Recorder()
+    device = await pairing_device(driver, events)
+    pid = driver.session_pid(device)
+    assert pid is not None
+
+    # whatsmeow's QR channel closes with "timeout" (its only word of it)
+    await inject(driver, device, "login_status", status="timeout")
+
+    await eventually(lambda: events.terminal(device), timeout=10)
+    [(status, data)] = events.terminal(device)
+    assert status == "disconnected" and data["error"] == "qr_expired"
+    await eventually(lambda: not alive(pid), timeout=5)
+    assert driver.child_restarts == 0
+    again = Recorder()
+    await driver.connect(device, None, again)
+    assert driver.session_pid(device) not in (None, pid), again.statuses
+    await inject(driver, device, "qr", code="2@new,code")
+    await eventually(lambda: again.qrs[device], timeout=10)
+    assert [s for s, _ in again.statuses[device]] == ["qr_pending"]
+
+
+async def test_a_pairing_past_its_last_code_ends_on_the_drivers_own_deadline(
+    make_driver: Any, black_hole: BlackHole
+) -> None:
+    driver = await make_driver(
+        proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, qr_grace=0.5
+    )
+    events = Recorder()
+    device = new_id()
+    await driver.connect(device, None, events)
+    session = driver._sessions[device]
+    await driver.pool.request(session.child, "debug_qr_validity", first=0.5, next=0.5, timeout=5)
+    pid = session.child.pid
+
+    await inject(driver, device, "qr", code="2@only,code")  # and no word after it
+
+    await eventually(lambda: events.terminal(device), timeout=10)
+    [(status, data)] = events.terminal(device)
+    assert status == "disconnected" and data["error"] == "qr_expired"
+    assert pid is not None
+    await eventually(lambda: not alive(pid), timeout=5)
+
+
+async def test_a_scanned_pairing_hands_the_session_to_a_shared_child(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
+) -> None:
+    driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
+    events = Recorder()
+    [bystander] = await linked_devices(driver, test_servers.database_url, events, 1)
+    shared_pid = driver.session_pid(bystander)
+    device = await pairing_device(driver, events)
+    pairing_pid = driver.session_pid(device)
+    number = f"52155{uuid.uuid4().int % 10**8:08d}"
+    jid = f"{number}:12@s.whatsapp.net"
+    await store_fake_session(test_servers.database_url, jid)  # what the pairing stored
+
+    await inject(
+        driver,
+        device,
+        "PairStatusEv",
+        fields={"ID": {"User": number, "Device": 12, "Server": "s.whatsapp.net"}, "Status": 2},
+    )
+    await inject(driver, device, "ConnectedEv", fields={"status": True})
+
+    await eventually(lambda: any(s == "connected" for s, _ in events.statuses[device]), 10)
+    [(_, data)] = [x for x in events.statuses[device] if x[0] == "connected"]
+    assert data["jid"] == jid and data["phone"] == number
+    assert pairing_pid is not None
+    await eventually(lambda: not alive(pairing_pid), timeout=5)
+    await eventually(lambda: driver.session_pid(device) == shared_pid, timeout=10)
+    assert driver.is_connected(device)  # commands wait for the resumed session
+    await inject(driver, device, "ConnectedEv", fields={"status": True})
+    await eventually(lambda: driver._sessions[device].state == "connected", timeout=10)
+    assert events.terminal(device) == [] and events.terminal(bystander) == []
+    assert driver.child_restarts == 0
+
+
+# ---- what neonize hands over, as its own protobuf objects --------------------------------
+
+
+def message_ev(msg_id: str, source: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Info": {
+            "ID": msg_id,
+            "Pushname": "Ana",
+            "Timestamp": "1700000000000",
+            "MessageSource": source,
+        },
+        "Message": message,
+    }
+
+
+PHONE = {"User": "5215512345678", "Server": "s.whatsapp.net"}
+LID = {"User": "123456789012345", "Server": "lid"}
+
+
+async def test_messages_and_receipts_are_mapped_to_driver_events(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
+) -> None:
+    driver = await make_driver(
+        proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=2.0
+    )
+    events = Recorder()
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
+
+    await inject(
+        driver,
+        device,
+        "MessageEv",
+        fields=message_ev(
+            "3EB0AAA", {"Chat": PHONE, "Sender": {**PHONE, "Device": 3}}, {"conversation": "hola"}
+        ),
+    )
+    await inject(
+        driver,
+        device,
+        "MessageEv",
+        fields=message_ev(
+            "3EB0CCC",
+            {"Chat": PHONE, "Sender": PHONE},
+            {"senderKeyDistributionMessage": {"groupID": "g"}},
+        ),
+    )
+    await inject(
+        driver,
+        device,
+        "ReceiptEv",
+        fields={
+            "MessageIDs": ["3EB0X", "3EB0Y"],
+            "Type": "READ",
+            "Timestamp": "1700000002",
+            "MessageSource": {"Chat": PHONE},
+        },
+    )
+
+    await eventually(lambda: events.messages[device] and events.receipts[device], 10)
+    [(text, no_media)] = events.messages[device]
+    assert text.wa_message_id == "3EB0AAA" and text.body == "hola" and text.type == "text"
+    assert text.direction == "in" and text.push_name == "Ana"
+    assert text.chat_jid == "5215512345678@s.whatsapp.net" and text.chat_lid is None
+    assert text.sender_jid == "5215512345678@s.whatsapp.net"
+    assert text.sent_at == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert no_media is None
+    [receipt] = events.receipts[device]
+    assert receipt.status == "read" and receipt.wa_message_ids == ["3EB0X", "3EB0Y"]
+
+
+async def test_a_contact_writing_from_a_lid_is_published_with_its_phone(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
+) -> None:
+    driver = await make_driver(
+        proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=3.0
+    )
+    events = Recorder()
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
+    # what whatsmeow learnt earlier: this LID is that phone (its LID map)
+    conn = await asyncpg.connect(test_servers.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO devices_wa.whatsmeow_lid_map (lid, pn) VALUES ($1, $2)",
+            "987654321098765",
+            "5215598765432",
+        )
+    finally:
+        await conn.close()
+
+    # with SenderAlt: the phone came along
+    await inject(
+        driver,
+        device,
+        "MessageEv",
+        fields=message_ev(
+            "LID1",
+            {
+                "Chat": LID,
+                "Sender": {**LID, "Device": 2},
+                "SenderAlt": {**PHONE, "Device": 2},
+                "AddressingMode": "LID",
+            },
+            {"conversation": "hola desde lid"},
+        ),
+    )
+    # without it: the store's LID map knows the phone
+    await inject(
+        driver,
+        device,
+        "MessageEv",
+        fields=message_ev(
+            "LID2",
+            {"Chat": {"User": "987654321098765", "Server": "lid"}, "Sender": LID},
+            {"conversation": "otro"},
+        ),
+    )
+    # a LID nobody knows: published as the LID (the phone may come later)
+    await inject(
+        driver,
+        device,
+        "MessageEv",
+        fields=message_ev(
+            "LID3",
+            {"Chat": {"User": "111111111111111", "Server": "lid"}},
+            {"conversation": "sin teléfono"},
+        ),
+    )
+    # our own message to a LID chat, sent from the phone: RecipientAlt
+    await inject(
+        driver,
+        device,
+        "MessageEv",
+        fields=message_ev(
+            "LID4",
+            {"Chat": LID, "Sender": PHONE, "IsFromMe": True, "RecipientAlt": PHONE},
+            {"conversation": "respuesta"},
+        ),
+    )
+
+    await eventually(lambda: len(events.messages[device]) == 4, timeout=10)
+    by_id = {m.wa_message_id: m for m, _ in events.messages[device]}
+    first = by_id["LID1"]
+    assert first.chat_jid == "5215512345678@s.whatsapp.net"
+    assert first.chat_lid == "123456789012345@lid"
+    assert first.sender_jid == "5215512345678@s.whatsapp.net"
+    assert first.sender_lid == "123456789012345@lid"
+    mapped = by_id["LID2"]
+    assert mapped.chat_jid == "5215598765432@s.whatsapp.net"
+    assert mapped.chat_lid == "987654321098765@lid"
+    unknown = by_id["LID3"]
+    assert unknown.chat_jid == "111111111111111@lid" and unknown.chat_lid == "111111111111111@lid"
+    ours = by_id["LID4"]
+    assert ours.direction == "out"
+    assert ours.chat_jid == "5215512345678@s.whatsapp.net"
+    assert ours.chat_lid == "123456789012345@lid"
+    assert [m.wa_message_id for m, _ in events.messages[device]] == ["LID1", "LID2", "LID3", "LID4"]
+
+
+async def test_status_broadcasts_are_published_nowhere(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
+) -> None:
+    driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
+    events = Recorder()
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
+    status = {"User": "status", "Server": "broadcast"}
+
+    await inject(
+        driver,
+        device,
+        "MessageEv",
+        fields=message_ev(
+            "STATUS1",
+            {"Chat": status, "Sender": PHONE, "IsGroup": True},
+            {"imageMessage": {"mimetype": "image/jpeg", "directPath": "/v/x", "mediaKey": "AA=="}},
+        ),
+    )
+    await inject(
+        driver,
+        device,
+        "MessageEv",
+        fields=message_ev("AFTER", {"Chat": PHONE, "Sender": PHONE}, {"conversation": "hola"}),
+    )
+
+    await eventually(lambda: events.messages[device], timeout=10)
+    assert [m.wa_message_id for m, _ in events.messages[device]] == ["AFTER"]
+    assert events.media[device] == []
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "status", "needle"),
+    [
+        ("LoggedOutEv", {"OnConnect": False, "Reason": "LOGGED_OUT"}, "logged_out", "unlinked"),
+        ("StreamReplacedEv", {}, "disconnected", "Another client connected"),
+        ("TemporaryBanEv", {"Code": "SEND_TO_TOO_MANY_PEOPLE", "Expire": 3600}, "error", "banned"),
+        ("ClientOutdatedEv", {}, "error", "client version"),
+        ("ConnectFailureEv", {"Reason": "SERVICE_UNAVAILABLE"}, "error", "refused"),
+    ],
+)
+async def test_the_end_of_a_session_is_reported_with_its_cause(
+    make_driver: Any,
+    black_hole: BlackHole,
+    test_servers: Any,
+    kind: str,
+    fields: dict[str, Any],
+    status: str,
+    needle: str,
+) -> None:
+    driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
+    events = Recorder()
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
+    pid = driver.session_pid(device)
+
+    await inject(driver, device, kind, fields=fields)
+
+    await eventually(lambda: events.terminal(device), timeout=10)
+    [(reported, data)] = events.terminal(device)
+    assert reported == status and needle in data["error"]
+    assert pid is not None and alive(pid)
+
+
+async def test_unlinked_from_the_phone_forgets_the_session(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
+) -> None:
+    jid = f"52155{uuid.uuid4().int % 10**8:08d}:2@s.whatsapp.net"
     await store_fake_session(test_servers.database_url, jid)
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=1.5
@@ -582,16 +908,8 @@ async def test_unlinked_from_the_phone_reports_logged_out_and_forgets_the_sessio
     events = Recorder()
     device = new_id()
     await driver.connect(device, jid, events)
-    session = driver._sessions[device]
 
-    await driver._request(
-        session.child,
-        "debug_inject",
-        sid=session.sid,
-        event="LoggedOutEv",
-        fields={"OnConnect": False, "Reason": "LOGGED_OUT"},
-        timeout=10,
-    )
+    await inject(driver, device, "LoggedOutEv", fields={"OnConnect": False, "Reason": "LOGGED_OUT"})
 
     await eventually(lambda: events.terminal(device), timeout=10)
     [(status, data)] = events.terminal(device)
@@ -604,3 +922,223 @@ async def test_unlinked_from_the_phone_reports_logged_out_and_forgets_the_sessio
 
 async def _gone(database_url: str, jid: str) -> bool:
     return jid not in await stored_jids(database_url)
+
+
+# ---- calls into Go stay on the lane ----------------------------------------------------
+
+
+async def test_every_client_has_its_own_go_identity_and_no_finalizer(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
+) -> None:
+    driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
+    events = Recorder()
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
+    jid = driver._sessions[device].jid
+    first_sid = driver._sessions[device].sid
+    await driver.disconnect(device)
+    await driver.connect(device, jid, events)  # the same number again, same child
+    session = driver._sessions[device]
+
+    clients = await driver.pool.request(session.child, "debug_clients", timeout=10)
+
+    # neonize would key both by the number ("5215553000000"): the old client's
+    # finalizer would then stop the new session from the collecting thread
+    assert f"clarin-{session.sid}" in clients["uuids"]
+    assert f"clarin-{first_sid}" in clients["uuids"]  # kept until Go's Stop ran
+    assert len(set(clients["uuids"])) == len(clients["uuids"])
+    assert not any(clients["finalizers"])
+
+
+async def test_a_connected_event_after_the_stop_never_reaches_go(
+    make_driver: Any, test_servers: Any
+) -> None:
+    refusing = socket.socket()
+    refusing.bind(("127.0.0.1", 0))
+    port = refusing.getsockname()[1]
+    refusing.close()  # nothing listens: every dial is refused at once
+    driver = await make_driver(proxy=f"http://127.0.0.1:{port}", settle_timeout=0.3)
+    events = Recorder()
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
+    await eventually(lambda: events.terminal(device), timeout=10)  # ended: Go's Stop ran
+    [child] = [c for c in driver.pool.children if c.role == "shared"]
+    pid = child.pid
+    sids = await driver.pool.request(child, "debug_sessions", timeout=10)
+
+    # Go's GetMe of a stopped client dereferences nil and aborts the process
+    await driver.pool.request(
+        child, "debug_inject", sid=sids[device], event="ConnectedEv", fields={}, timeout=10
+    )
+    [late] = await linked_devices(driver, test_servers.database_url, events, 1, "5215558")
+    await eventually(lambda: events.terminal(late), timeout=10)  # the lane ran past it
+
+    assert pid is not None and alive(pid)
+    assert "connected" not in [s for s, _ in events.statuses[device]]
+    assert driver.child_restarts == 0
+
+
+# ---- media: the message at once, the file after it ----------------------------------------
+
+
+def encrypt_media(kind: str, data: bytes, media_key: bytes) -> bytes:
+    """The blob WhatsApp's media server holds for ``data`` (what a sender uploads):
+    AES-256-CBC with keys from HKDF(mediaKey), then a 10-byte HMAC."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from clarin_devices.worker.drivers.neonize_media import media_keys
+
+    label = {"image": b"WhatsApp Image Keys", "document": b"WhatsApp Document Keys"}[kind]
+    iv, cipher_key, mac_key = media_keys(media_key, label)
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(data) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(cipher_key), modes.CBC(iv)).encryptor()
+    ciphertext = encryptor.update(padded) + encryptor.finalize()
+    return ciphertext + hmac.new(mac_key, iv + ciphertext, hashlib.sha256).digest()[:10]
+
+
+class MediaServer:
+    """WhatsApp's media host, played locally: a path answers with a blob, an
+    HTTP status, or nothing until released."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.files: dict[str, bytes] = {}
+        self.statuses: dict[str, int] = {}
+        self.held: set[str] = set()
+        self.release = threading.Event()
+        self.requests: list[str] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = self.path.split("?", 1)[0]
+                server.requests.append(path)
+                if path in server.held:
+                    server.release.wait(30)
+                if path in server.statuses:
+                    self.send_response(server.statuses[path])
+                    self.end_headers()
+                    return
+                body = server.files.get(path)
+                if body is None:
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def media_server() -> Iterator[MediaServer]:
+    server = MediaServer()
+    yield server
+    server.close()
+
+
+def media_message(path: str, data: bytes, blob: bytes, key: bytes, **extra: Any) -> dict[str, Any]:
+    import base64
+    import hashlib
+
+    return {
+        "imageMessage": {
+            "mimetype": "image/jpeg",
+            "caption": "foto",
+            "directPath": path + "?ccb=11-4",
+            "mediaKey": base64.b64encode(key).decode(),
+            "fileSHA256": base64.b64encode(hashlib.sha256(data).digest()).decode(),
+            "fileEncSHA256": base64.b64encode(hashlib.sha256(blob).digest()).decode(),
+            "fileLength": str(len(data)),
+            **extra,
+        }
+    }
+
+
+async def test_media_is_announced_with_its_message_then_fetched_failed_or_refused(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any, media_server: MediaServer
+) -> None:
+    driver = await make_driver(
+        proxy=f"http://127.0.0.1:{black_hole.port}",
+        settle_timeout=0.3,
+        media_host=media_server.url,
+        media_via_proxy=False,  # the proxy is the black hole that keeps the session up
+        media_download_timeout=1.0,
+        media_max_bytes=5000,
+    )
+    events = Recorder()
+    [device] = await linked_devices(driver, test_servers.database_url, events, 1)
+    key = os.urandom(32)
+    photo = os.urandom(3000)
+    blob = encrypt_media("image", photo, key)
+    media_server.files["/v/ok.enc"] = blob
+    media_server.statuses["/v/gone.enc"] = 410
+    media_server.held.add("/v/slow.enc")
+    big = os.urandom(6000)
+    cases = {
+        "OK": media_message("/v/ok.enc", photo, blob, key),
+        "GONE": media_message("/v/gone.enc", photo, blob, key),
+        "SLOW": media_message("/v/slow.enc", photo, blob, key),
+        "BIG": media_message("/v/big.enc", big, encrypt_media("image", big, key), key),
+    }
+    pid = driver.session_pid(device)
+
+    for msg_id, content in cases.items():
+        await inject(
+            driver,
+            device,
+            "MessageEv",
+            fields=message_ev(msg_id, {"Chat": PHONE, "Sender": PHONE}, content),
+        )
+
+    await eventually(lambda: len(events.media[device]) == 4, timeout=15)
+    messages = {m.wa_message_id: m for m, _ in events.messages[device]}
+    assert set(messages) == set(cases)
+    announced = messages["OK"]
+    assert announced.type == "image" and announced.body == "foto" and announced.media is None
+    assert announced.media_info is not None
+    assert announced.media_info.mime_type == "image/jpeg" and announced.media_info.size == 3000
+    outcomes = {o.wa_message_id: o for o in events.media[device]}
+    ready = outcomes["OK"]
+    assert ready.status == "ready" and ready.media is not None, ready
+    assert ready.media.data == photo and ready.media.mime_type == "image/jpeg"
+    assert outcomes["GONE"].status == "failed" and not outcomes["GONE"].retryable
+    assert "410" in (outcomes["GONE"].error or "")
+    slow = outcomes["SLOW"]
+    assert slow.status == "failed" and slow.retryable and "longer than 1 s" in (slow.error or "")
+    too_large = outcomes["BIG"]
+    assert too_large.status == "too_large" and "WORKER_MEDIA_MAX_BYTES" in (too_large.error or "")
+    assert "/v/big.enc" not in media_server.requests  # refused before downloading
+    # every message was published before its file's outcome
+    for msg_id in cases:
+        assert events.timeline.index(("message", msg_id)) < events.timeline.index(("media", msg_id))
+    # the child never waited for a file, and is alive
+    assert pid is not None and alive(pid) and driver.child_restarts == 0
+
+    # the slow file is there now: a retry fetches it
+    media_server.held.clear()
+    media_server.files["/v/slow.enc"] = blob
+    info = messages["SLOW"].media_info
+    assert info is not None
+    await driver.retry_media(device, "SLOW", PHONE["User"], info.mime_type, info.download)
+    await eventually(lambda: len(events.media[device]) == 5, timeout=10)
+    retried = events.media[device][-1]
+    assert retried.wa_message_id == "SLOW" and retried.status == "ready"
+    assert retried.media is not None and retried.media.data == photo

@@ -81,6 +81,8 @@ class WorkerSettings(CommonSettings):
 
     # neonize driver: sessions grouped in child processes (see drivers/neonize_driver.py)
     neonize_sessions_per_child: int = Field(25, ge=1)
+    # devices pairing (showing QR codes) at once, each in a process of its own
+    neonize_pairing_children: int = Field(4, ge=1)
     neonize_max_attempts_per_child: int = Field(50, ge=1)
     neonize_max_store_connections: int = Field(90, ge=2)
     neonize_store_schema: str = "devices_wa"

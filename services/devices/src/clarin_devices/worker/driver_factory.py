@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from nats.aio.client import Client as NatsClient
 
 from clarin_devices.settings import WorkerSettings
@@ -29,16 +27,15 @@ def build_driver(settings: WorkerSettings, nc: NatsClient) -> WhatsAppDriver:
     # imported only when chosen: loading neonize costs ~60 MB and a Go runtime
     from clarin_devices.worker.drivers import neonize_driver
 
-    from_settings: Any = getattr(neonize_driver.NeonizeDriver, "from_settings", None)
-    if from_settings is not None:
-        built: WhatsAppDriver = from_settings(settings)
-        return built
     config = neonize_driver.NeonizeConfig(
         sessions_per_child=settings.neonize_sessions_per_child,
+        pairing_children=settings.neonize_pairing_children,
         max_attempts_per_child=settings.neonize_max_attempts_per_child,
         max_store_connections=settings.neonize_max_store_connections,
         store_schema=settings.neonize_store_schema,
         proxy=settings.neonize_proxy,
         log_level=settings.log_level,
+        media_max_bytes=settings.media_max_bytes,
+        media_download_timeout=settings.media_download_timeout_seconds,
     )
     return neonize_driver.NeonizeDriver(settings.database_url, config)

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
+import asyncpg
 import structlog
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from clarin_common.contract import DeviceStatus, MessageType
+from clarin_common.contract import Device, DeviceStatus, MessageType
 from clarin_common.events import (
     Command,
     CommandReply,
@@ -30,6 +33,7 @@ from clarin_common.events import (
     RetryMediaCommand,
     SendMediaCommand,
     SendTextCommand,
+    WaKind,
     WaMedia,
     WaMessage,
     WaReceipt,
@@ -38,6 +42,7 @@ from clarin_common.events import (
 )
 from clarin_common.ids import jid_from_recipient, normalize_jid, phone_digits, phone_from_jid
 from clarin_common.nats import confirm_subscriptions
+from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import repository as repo
 from clarin_devices.worker.drivers import (
     QR_EXPIRED,
@@ -46,10 +51,8 @@ from clarin_devices.worker.drivers import (
     MediaOutcome,
     NotConnected,
     SendResult,
+    WhatsAppDriver,
 )
-
-if TYPE_CHECKING:
-    from clarin_devices.worker.worker import Worker
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +75,50 @@ _UNLINK_MODES = ("stop_logout", "deleted", "cmd_logout")
 
 QR_EXPIRED_MESSAGE = "The QR code expired before it was scanned; connect again for a new one"
 STATUS_BROADCAST_JID = "status@broadcast"
+
+
+class SessionOwner(Protocol):
+    """What a session asks of the worker that holds it."""
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None: ...
+
+    async def release(self, session: DeviceSession, mode: CloseMode) -> None: ...
+
+    def wake(self) -> None: ...
+
+    def metrics_reconnect(self) -> None: ...
+
+    def metrics_command(self, kind: str, ok: bool) -> None: ...
+
+    async def publish_status(self, device: Device, push_name: str | None = None) -> None: ...
+
+    async def publish_wa(
+        self, account_id: str, device_id: str, kind: WaKind, payload: BaseModel
+    ) -> None: ...
+
+    async def publish_many(
+        self, account_id: str, device_id: str, items: Sequence[tuple[WaKind, BaseModel]]
+    ) -> None: ...
+
+    async def publish_qr(
+        self, account_id: str, device_id: str, code: str, expires_at: datetime
+    ) -> None: ...
+
+    async def store_media(self, device_id: str, media: InboundMedia) -> MediaRef: ...
+
+    async def load_media(self, media: MediaRef) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class SessionContext:
+    """What every session of one worker shares, handed in by the worker."""
+
+    settings: WorkerSettings
+    worker_id: str
+    pool: asyncpg.Pool
+    nc: NatsClient
+    driver: WhatsAppDriver
+    owner: SessionOwner
 
 
 class _AttemptEvents:
@@ -120,13 +167,18 @@ class _AttemptEvents:
 class DeviceSession:
     def __init__(
         self,
-        worker: Worker,
+        context: SessionContext,
         device_id: str,
         account_id: str,
         jid: str | None,
         lease_revision: int,
     ) -> None:
-        self.worker = worker
+        self.worker = context.owner
+        self.settings = context.settings
+        self.worker_id = context.worker_id
+        self.pool = context.pool
+        self.nc = context.nc
+        self.driver = context.driver
         self.device_id = device_id
         self.account_id = account_id
         self.jid = jid
@@ -144,10 +196,6 @@ class DeviceSession:
         self._lock = asyncio.Lock()  # status handling and closing, one at a time
         self._send_lock: asyncio.Lock | None = None
         self._next_send_at = 0.0
-
-    @property
-    def settings(self) -> Any:
-        return self.worker.settings
 
     def current(self, epoch: int) -> bool:
         return not self.closed and epoch == self.epoch
@@ -187,7 +235,7 @@ class DeviceSession:
             self.pairing = False
             if self.attempts == 0:  # a retry leaves the error (and its message) showing
                 await self._write("connecting", require_desired="connected")
-        driver = self.worker.driver
+        driver = self.driver
         timeout = self.settings.driver_call_timeout_seconds
         if self.attempts > 0:  # start clean after a failed or dropped attempt
             await self._call_quietly(driver.disconnect(self.device_id), "disconnect")
@@ -309,9 +357,7 @@ class DeviceSession:
         async with self._lock:
             if not self.current(epoch):
                 return
-            stored = await repo.set_qr(
-                self.worker.pool, self.worker.id, self.device_id, code, expires_at
-            )
+            stored = await repo.set_qr(self.pool, self.worker_id, self.device_id, code, expires_at)
         if stored:
             await self.worker.publish_qr(self.account_id, self.device_id, code, expires_at)
 
@@ -360,8 +406,8 @@ class DeviceSession:
         push_name: str | None = None,
     ) -> None:
         transition = await repo.set_status(
-            self.worker.pool,
-            self.worker.id,
+            self.pool,
+            self.worker_id,
             self.device_id,
             status,
             require_desired=require_desired,
@@ -391,9 +437,10 @@ class DeviceSession:
             task.cancel()
         # the connection goes first (a lost lease must not wait for a status write)
         await self._unsubscribe_commands()
-        driver = self.worker.driver
+        driver = self.driver
+        unlink_error: str | None = None
         if mode in _UNLINK_MODES:
-            await self._call_quietly(driver.logout(self.device_id), "logout")
+            unlink_error = await self._unlink()
         elif mode != "ended":
             await self._call_quietly(driver.disconnect(self.device_id), "disconnect")
         self.connected = False
@@ -403,28 +450,55 @@ class DeviceSession:
             elif mode == "stop":
                 await self._write("disconnected", require_desired="disconnected")
             elif mode == "stop_logout":
-                await self._write("logged_out", require_desired="logged_out", set_error=True)
+                await self._write(
+                    "logged_out",
+                    require_desired="logged_out",
+                    last_error=unlink_error,
+                    set_error=True,
+                )
             elif mode == "cmd_disconnect":
                 await self._write("disconnected", require_desired=None, set_desired="disconnected")
             elif mode == "cmd_logout":
                 await self._write(
-                    "logged_out", require_desired=None, set_desired="logged_out", set_error=True
+                    "logged_out",
+                    require_desired=None,
+                    set_desired="logged_out",
+                    last_error=unlink_error,
+                    set_error=True,
                 )
+
+    async def _unlink(self) -> str | None:
+        """Unlink the number (the driver resumes a session that is not connected
+        just for that); what went wrong, for ``last_error``."""
+        try:
+            await asyncio.wait_for(
+                self.driver.unlink(self.device_id, self.jid),
+                self.settings.driver_call_timeout_seconds * 2,
+            )
+        except TimeoutError:
+            return (
+                "Unlinking the number from WhatsApp timed out; the phone may still list this "
+                "device under Linked devices: remove it there"
+            )
+        except DriverError as exc:
+            log.warning("device_unlink_failed", device_id=self.device_id, error=str(exc))
+            return str(exc) if exc.code == "unlink_failed" else None
+        except Exception as exc:
+            log.warning("device_unlink_failed", device_id=self.device_id, error=repr(exc))
+        return None
 
     # ---- commands (wa.cmd.{device_id}) ------------------------------------------------------
 
     async def _subscribe_commands(self) -> None:
         if self._cmd_sub is None and not self.closed:
-            sub = await self.worker.nc.subscribe(
-                wa_command_subject(self.device_id), cb=self._on_command
-            )
+            sub = await self.nc.subscribe(wa_command_subject(self.device_id), cb=self._on_command)
             if self.closed:  # closed while subscribing: answer nothing more
                 await sub.unsubscribe()
                 return
             self._cmd_sub = sub
             # commands sent as soon as the device shows connected must find us
             try:
-                await confirm_subscriptions(self.worker.nc)
+                await confirm_subscriptions(self.nc)
             except Exception as exc:  # a NATS blip: the subscription still comes up
                 log.debug("command_subscription_unconfirmed", error=str(exc))
 
@@ -475,14 +549,14 @@ class DeviceSession:
             return await self._send(command, command.media_type, command.caption, command.media)
         if isinstance(command, MarkReadCommand):
             await self._driver_call(
-                self.worker.driver.mark_read(
+                self.driver.mark_read(
                     self.device_id, command.chat_jid, command.sender_jid, command.wa_message_ids
                 )
             )
             return {}
         if isinstance(command, RetryMediaCommand):
             await self._driver_call(
-                self.worker.driver.retry_media(
+                self.driver.retry_media(
                     self.device_id,
                     command.wa_message_id,
                     command.chat_jid,
@@ -497,7 +571,7 @@ class DeviceSession:
                 raise DriverError(
                     "a phone number in international format: 7 to 15 digits", code="invalid_phone"
                 )
-            code = await self._driver_call(self.worker.driver.pair_phone(self.device_id, digits))
+            code = await self._driver_call(self.driver.pair_phone(self.device_id, digits))
             return {"pairing_code": code}
         if isinstance(command, DisconnectCommand):
             await self.worker.release(self, "cmd_disconnect")
@@ -542,11 +616,11 @@ class DeviceSession:
             to_jid = jid_from_recipient(command.to)
         except ValueError as exc:
             raise DriverError(str(exc), code="invalid_recipient") from exc
-        if not self.worker.driver.is_connected(self.device_id):
+        if not self.driver.is_connected(self.device_id):
             raise NotConnected()
         data = await self.worker.load_media(media) if media is not None else b""
         await self._pace()
-        driver = self.worker.driver
+        driver = self.driver
         try:
             if media is not None:
                 assert isinstance(command, SendMediaCommand)

@@ -47,8 +47,8 @@ from clarin_devices.events import (
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import hrw
 from clarin_devices.worker import repository as repo
-from clarin_devices.worker.drivers import InboundMedia, WhatsAppDriver
-from clarin_devices.worker.session import CloseMode, DeviceSession
+from clarin_devices.worker.drivers import DriverError, InboundMedia, WhatsAppDriver
+from clarin_devices.worker.session import CloseMode, DeviceSession, SessionContext
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +76,9 @@ class Worker:
         self.nc = nc
         self.js = nc.jetstream()
         self.driver = driver
+        self.session_context = SessionContext(
+            settings=settings, worker_id=self.id, pool=pool, nc=nc, driver=driver, owner=self
+        )
         self.sessions: dict[str, DeviceSession] = {}
         self._closing: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -275,7 +278,9 @@ class Worker:
         log.info("devices_acquired", count=len(taken), spread=spread)
         for row, revision in taken:
             device_id = str(row["id"])
-            session = DeviceSession(self, device_id, row["account_id"], row["jid"], revision)
+            session = DeviceSession(
+                self.session_context, device_id, row["account_id"], row["jid"], revision
+            )
             self.sessions[device_id] = session
             session.start(random.uniform(0, spread) if spread else 0.0)
 
@@ -421,8 +426,6 @@ class Worker:
         )
 
     async def load_media(self, media: MediaRef) -> bytes:
-        from clarin_devices.worker.drivers import DriverError
-
         try:
             result = await self.media.get(media.object_key)
         except Exception as exc:

@@ -130,6 +130,13 @@ class WhatsAppDriver(abc.ABC):
     async def logout(self, device_id: str) -> None:
         """Unlink the number on WhatsApp and forget the session."""
 
+    async def unlink(self, device_id: str, jid: str | None) -> None:
+        """Unlink the number on WhatsApp and forget the session, connected or not
+        (a driver may resume the stored session of ``jid`` just for that).
+        Raises :class:`DriverError` with code ``unlink_failed`` when WhatsApp
+        could not be told: the phone still lists the device."""
+        await self.logout(device_id)
+
     @abc.abstractmethod
     def is_connected(self, device_id: str) -> bool: ...
 

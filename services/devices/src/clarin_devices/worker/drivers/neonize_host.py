@@ -1,7 +1,7 @@
-"""A child process of the device worker that holds a group of neonize sessions.
+"""A child process of the device worker that holds neonize sessions.
 
 Run as ``python -m clarin_devices.worker.drivers.neonize_host``; spoken to by
-:mod:`clarin_devices.worker.drivers.neonize_driver` over JSON lines:
+:mod:`.neonize_pool` over JSON lines:
 
 * parent → child on stdin: ``{"id": n, "op": ..., ...}`` requests, and
   ``{"op": "shutdown"}``;
@@ -14,9 +14,22 @@ whole process on a concurrent write; its calls can hang for good; every connect
 attempt leaks a database pool. Here every call into Go goes through one thread
 (the *lane*), so that no two of them overlap — a connect holds the lane until it
 has settled (its first event, its failure, or ``settle_timeout``). Whatever still
-goes wrong costs this process only: the parent reports its sessions and
-reconnects them elsewhere, kills it when a call hangs, and recycles it before
-its leaked pools add up.
+goes wrong costs this process only.
+
+What keeps Go calls on the lane (read in neonize 0.5.2's source):
+
+* neonize registers ``weakref.finalize(client, Stop, uuid)``: it would call Go
+  from whatever thread collects the client. The finalizer is detached and
+  ``Stop`` is only ever called by :meth:`Host.release` on the lane.
+* neonize keys its Go maps by ``uuid``, which is ``jid.User`` on a resume: two
+  clients of one number in one process would share (and stop) each other's
+  entries. Every client here gets a uuid of its own (the session id).
+* a job queued for a session (``GetMe`` after ``Connected``, a LID lookup) runs
+  only while its client was not stopped: Go dereferences nil for a stopped one.
+
+Media are not downloaded here: a message with a file is reported at once with
+``media_info`` and the worker fetches the file itself (:mod:`.neonize_media`),
+so no file crosses this pipe and no download holds the lane.
 
 Go writes to file descriptor 1 (``fmt.Println``), so the protocol uses a
 duplicate of it and fd 1 is pointed at stderr before anything else runs.
@@ -24,8 +37,6 @@ duplicate of it and fd 1 is pointed at stderr before anything else runs.
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import ctypes
 import json
 import logging
@@ -33,7 +44,6 @@ import os
 import queue
 import signal
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -41,9 +51,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
-HOOKS_ENV = "CLARIN_NEONIZE_TEST_HOOKS"
+from clarin_devices.worker.drivers.neonize_mapping import (
+    classify,
+    jid_string,
+    lid_lookups,
+    message_payload,
+    phone_of,
+    receipt_payload,
+    unwrap,
+)
+
 FIRST_QR_SECONDS = 60  # whatsmeow shows the first code for 60 s, the next ones for 20 s
 NEXT_QR_SECONDS = 20
+QR_EXPIRED = "qr_expired"  # the error of a pairing that ended without a scan
 
 log = logging.getLogger("clarin.neonize_host")
 
@@ -54,19 +74,6 @@ class HostError(Exception):
         self.code = code
 
 
-# ---- pure mapping helpers (no neonize import needed) ----------------------------
-
-
-def proto_time(value: int) -> datetime:
-    """A neonize timestamp as an aware datetime: seconds in some versions,
-    milliseconds in others (``UnixMilli``), 0 when unknown."""
-    if value <= 0:
-        return datetime.now(UTC)
-    if value > 100_000_000_000:  # after 5138 in seconds: it is milliseconds
-        return datetime.fromtimestamp(value / 1000, UTC)
-    return datetime.fromtimestamp(value, UTC)
-
-
 def split_jid(jid: str) -> tuple[str, str]:
     """``user[:device]@server`` → (``user[:device]``, ``server``) as neonize's
     ``ClientFactory.get_all_devices_from_db`` builds store JIDs."""
@@ -74,96 +81,6 @@ def split_jid(jid: str) -> tuple[str, str]:
     if not sep or not user or not server:
         raise HostError(f"not a JID: {jid!r}", code="invalid_jid")
     return user, server
-
-
-def normalize(jid: str) -> str:
-    user, _, server = jid.strip().partition("@")
-    user = user.split(":", 1)[0]
-    return f"{user}@{server.lower()}" if server else user
-
-
-def phone_of(jid: str) -> str | None:
-    user, _, server = normalize(jid).partition("@")
-    if server != "s.whatsapp.net":
-        return None
-    digits = "".join(c for c in user if c.isdigit())
-    return digits or None
-
-
-_MEDIA_FIELDS = {
-    "imageMessage": "image",
-    "videoMessage": "video",
-    "audioMessage": "audio",
-    "documentMessage": "document",
-    "stickerMessage": "sticker",
-}
-_WRAPPERS = (
-    "ephemeralMessage",
-    "viewOnceMessage",
-    "viewOnceMessageV2",
-    "viewOnceMessageV2Extension",
-    "documentWithCaptionMessage",
-    "editedMessage",
-)
-# parts of a message that carry nothing a user would see
-_INVISIBLE = {"senderKeyDistributionMessage", "messageContextInfo", "protocolMessage"}
-
-
-def unwrap(message: Any) -> Any:
-    for _ in range(4):
-        for name in _WRAPPERS:
-            if message.HasField(name) and message_has(getattr(message, name), "message"):
-                message = getattr(message, name).message
-                break
-        else:
-            return message
-    return message
-
-
-def message_has(message: Any, name: str) -> bool:
-    try:
-        return bool(message.HasField(name))
-    except ValueError:
-        return False
-
-
-def classify(message: Any) -> tuple[str, str | None, str | None] | None:
-    """(type, body, media field) of a waE2E Message, or None when nothing shows."""
-    names = {fd.name for fd, _ in message.ListFields()}
-    if not names - _INVISIBLE:
-        return None
-    for name, kind in _MEDIA_FIELDS.items():
-        if name in names:
-            sub = getattr(message, name)
-            caption = getattr(sub, "caption", "") or None
-            return kind, caption, name
-    if "conversation" in names:
-        return "text", message.conversation, None
-    if "extendedTextMessage" in names:
-        return "text", message.extendedTextMessage.text, None
-    if "locationMessage" in names or "liveLocationMessage" in names:
-        loc = message.locationMessage if "locationMessage" in names else message.liveLocationMessage
-        parts = [f"{loc.degreesLatitude},{loc.degreesLongitude}"]
-        for extra in ("name", "address"):
-            value = getattr(loc, extra, "")
-            if value:
-                parts.append(value)
-        return "location", " ".join(parts), None
-    if "contactMessage" in names:
-        contact = message.contactMessage
-        return "contact", contact.vcard or contact.displayName or None, None
-    if "contactsArrayMessage" in names:
-        contacts = message.contactsArrayMessage
-        return "contact", "\n".join(c.vcard for c in contacts.contacts) or None, None
-    if "reactionMessage" in names:
-        return "reaction", message.reactionMessage.text or None, None
-    return "unknown", None, None
-
-
-RECEIPT_STATUS = {1: "delivered", 4: "read", 6: "played"}  # neonize ReceiptType
-
-
-# ---- the host ---------------------------------------------------------------------
 
 
 @dataclass
@@ -176,6 +93,11 @@ class Session:
     state: str = "connecting"  # connecting | qr | connected
     settled: threading.Event = field(default_factory=threading.Event)
     closing: bool = False  # we asked it to stop: no more status events
+    stopped: bool = False  # Go's Stop ran (on the lane): no Go call for it any more
+    returned: threading.Event = field(default_factory=threading.Event)  # connect() returned
+    # stopped while its dial may hang (Go's Stop would wait for the dial's lock
+    # and hold the lane): Stop runs once the dial is over, whichever way
+    abandoned: bool = False
     terminal_sent: bool = False
     qr_count: int = 0
     pending: int = 0  # emissions waiting on the lane (keeps events in order)
@@ -211,19 +133,27 @@ class Lane:
 
 
 class Host:
+    # operations that move files (their lane job is named "transfer:…"): the
+    # parent lets them run past its hang timeout while bytes keep moving
+    TRANSFER_OPS: frozenset[str] = frozenset({"send_media"})
+
     def __init__(self, out: IO[bytes], dsn: str) -> None:
         self.out = out
         self.dsn = dsn
         self.write_lock = threading.Lock()
         self.lane = Lane()
-        self.sessions: dict[str, Session] = {}  # by sid
-        self.hooks = os.environ.get(HOOKS_ENV) == "1"
+        self.sessions: dict[str, Session] = {}  # by sid, while connect() runs
+        # every client until Go's Stop ran for it on the lane: Go calls back
+        # into its ctypes callbacks, which must not be collected before that
+        self.clients: dict[str, Session] = {}
         self.settle_timeout = float(os.environ.get("CLARIN_NEONIZE_SETTLE_TIMEOUT", "8"))
         self.proxy = os.environ.get("CLARIN_NEONIZE_PROXY") or None
         self.os_name = os.environ.get("CLARIN_NEONIZE_OS_NAME", "Clarin")
+        self.first_qr_seconds: float = FIRST_QR_SECONDS
+        self.next_qr_seconds: float = NEXT_QR_SECONDS
         import neonize.events as nev
         import neonize.utils as nutils
-        from neonize.client import ClientFactory, NewClient
+        from neonize.client import ChatSettingsStore, ClientFactory, ContactStore, NewClient
         from neonize.proto.Neonize_pb2 import JID
         from neonize.proto.waCompanionReg.WAWebProtobufsCompanionReg_pb2 import DeviceProps
 
@@ -231,6 +161,8 @@ class Host:
         self.nutils = nutils
         self.NewClient = NewClient
         self.ClientFactory = ClientFactory
+        self.ContactStore = ContactStore
+        self.ChatSettingsStore = ChatSettingsStore
         self.JID = JID
         self.DeviceProps = DeviceProps
 
@@ -295,7 +227,7 @@ class Host:
             )
             return
         handler = getattr(self, f"op_{op}", None)
-        if handler is None or (op.startswith("debug_") and not self.hooks):
+        if handler is None:
             self.fail(rid, f"unknown operation {op!r}", code="bad_request")
             return
 
@@ -308,11 +240,11 @@ class Host:
                 log.exception("operation %s failed", op)
                 self.fail(rid, f"{type(exc).__name__}: {exc}", code="driver_error")
 
-        self.lane.submit(op, job)
+        self.lane.submit(f"transfer:{op}" if op in self.TRANSFER_OPS else op, job)
 
     def session(self, request: dict[str, Any]) -> Session:
         session = self.sessions.get(str(request.get("sid")))
-        if session is None or session.closing:
+        if session is None or session.closing or session.stopped:
             raise HostError("The device is not connected", code="device_not_connected")
         return session
 
@@ -336,25 +268,44 @@ class Host:
         devices = self.ClientFactory.get_all_devices_from_db(self.dsn)
         return {"devices": len(devices)}
 
-    def op_connect(self, request: dict[str, Any]) -> dict[str, Any]:
-        sid = str(request["sid"])
-        device_id = str(request["device_id"])
-        jid = request.get("jid")
-        session = Session(sid=sid, device_id=device_id, jid=jid)
+    def new_client(self, session: Session) -> Any:
         props = self.DeviceProps(os=self.os_name, platformType=self.DeviceProps.SAFARI)
-        if jid:
+        if session.jid:
             # the parent checked that this JID is in the store: one missing
             # there aborts the process inside Go
-            user, server = split_jid(jid)
+            user, server = split_jid(session.jid)
             store_jid = self.nutils.build_jid(user, server)
             client = self.NewClient(self.dsn, jid=store_jid, props=props)
         else:
-            client = self.NewClient(self.dsn, props=props, uuid=device_id, new_device=True)
-        session.client = client
-        self.subscribe(session, client)
-        self.sessions[sid] = session
+            client = self.NewClient(self.dsn, props=props, new_device=True)
+        # Go calls only on the lane: no finalizer calling Stop from the thread
+        # that happens to collect the client (release() stops it instead) ...
+        client._stop_finalizer.detach()
+        # ... and a Go identity of its own, never the number's (resuming a
+        # number twice in a process would share, and stop, one map entry)
+        client.uuid = f"clarin-{session.sid}".encode()
+        client.contact = self.ContactStore(client.uuid)
+        client.chat_settings = self.ChatSettingsStore(client.uuid)
+        # whatsmeow's QR channel ends with a login status ("timeout" when the
+        # codes ran out, "success", "err-…"); neonize only prints it
+        client._NewClient__onLoginStatus = lambda _uuid, status: self.on_login_status(
+            session, ctypes.string_at(status).decode(errors="replace") if status else ""
+        )
+        return client
+
+    def op_connect(self, request: dict[str, Any]) -> dict[str, Any]:
+        session = Session(
+            sid=str(request["sid"]), device_id=str(request["device_id"]), jid=request.get("jid")
+        )
+        session.client = self.new_client(session)
+        self.subscribe(session, session.client)
+        self.sessions[session.sid] = session
+        self.clients[session.sid] = session
         thread = threading.Thread(
-            target=self.run_session, args=(session,), name=f"session-{device_id}", daemon=True
+            target=self.run_session,
+            args=(session,),
+            name=f"session-{session.device_id}",
+            daemon=True,
         )
         session.thread = thread
         thread.start()
@@ -373,47 +324,75 @@ class Host:
                 session.client.connect()
         except Exception as exc:
             error = str(exc) or type(exc).__name__
+        session.returned.set()
         session.settled.set()
         self.sessions.pop(session.sid, None)
         if error is None:
             error = "The WhatsApp connection ended"
-        if session.state == "qr" and error == "The WhatsApp connection ended":
-            error = "The QR code was not scanned in time"
+        # Go still holds the client in its maps unless Stop ran: free them
+        self.lane.submit("release", lambda: self.release(session))
 
         def finish() -> None:
-            self.status(session, "disconnected", terminal=True, error=error)
+            # "returned": this process may serve another session (a pairing
+            # whose connect returned by itself did not leave whatsmeow's QR
+            # loop behind)
+            self.status(session, "disconnected", terminal=True, error=error, returned=True)
             self.emit(session, "ended")
 
         self.ordered(session, "ended", finish, lane=False)
 
+    def release(self, session: Session) -> None:
+        """Go's ``Stop`` for a client, once (on the lane)."""
+        if not session.stopped:
+            session.stopped = True
+            session.client.stop()
+        if session.returned.is_set():
+            self.clients.pop(session.sid, None)
+
     def stop_session(self, session: Session) -> None:
-        """Stop the client and wait for its connect to return (on the lane: a stop
-        that never returns is what the parent's watchdog kills this process for)."""
-        session.client.stop()
+        """Stop the client and wait for its connect to return (on the lane)."""
+        session.closing = True
+        if session.state == "connecting" and not session.returned.is_set():
+            # no word from WhatsApp yet: the dial may hang, and Stop with it
+            # (whatsmeow's Disconnect waits for the dial's lock). Stop it once
+            # the dial is over (its first event, or connect() returning).
+            session.abandoned = True
+            self.sessions.pop(session.sid, None)
+            return
+        self.release(session)
+        if session.state == "qr":
+            # whatsmeow's QR loop never returns once stopped (nor after the
+            # codes ran out): nothing to wait for. Pairing happens in a child
+            # of its own, which the parent ends.
+            self.sessions.pop(session.sid, None)
+            return
         if session.thread is not None:
             session.thread.join()
+        self.clients.pop(session.sid, None)
 
     def op_disconnect(self, request: dict[str, Any]) -> None:
         session = self.sessions.get(str(request.get("sid")))
         if session is None:
             return
-        session.closing = True
         self.stop_session(session)
 
     def op_logout(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self.sessions.get(str(request.get("sid")))
         if session is None:
-            return {"unlinked": False}
+            return {"unlinked": False, "error": "The session had ended"}
         session.closing = True
-        unlinked = False
-        if session.state == "connected":
+        unlinked, error = False, None
+        if session.state == "connected" and not session.stopped:
             try:
                 session.client.logout()
                 unlinked = True
             except Exception as exc:
-                log.warning("logout of %s failed: %s", session.device_id, exc)
+                error = str(exc) or type(exc).__name__
+                log.warning("logout of %s failed: %s", session.device_id, error)
+        else:
+            error = "The session was not connected to WhatsApp"
         self.stop_session(session)
-        return {"unlinked": unlinked}
+        return {"unlinked": unlinked, "error": error}
 
     def op_send_text(self, request: dict[str, Any]) -> dict[str, Any]:
         session = self.connected(request)
@@ -421,23 +400,25 @@ class Host:
         return self.sent(response)
 
     def op_send_media(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Upload and send a file the parent wrote to ``path`` (files never
+        travel through this pipe)."""
         session = self.connected(request)
         to = self.to_jid(request["to"])
-        data = base64.b64decode(request["data"])
+        path = str(request["path"])
         kind = request["media_type"]
         caption = request.get("caption") or None
         client = session.client
         if kind == "image":
-            response = client.send_image(to, data, caption=caption)
+            response = client.send_image(to, path, caption=caption)
         elif kind == "video":
-            response = client.send_video(to, data, caption=caption)
+            response = client.send_video(to, path, caption=caption)
         elif kind == "audio":
             ptt = str(request.get("mime_type", "")).startswith("audio/ogg")
-            response = client.send_audio(to, data, ptt=ptt)
+            response = client.send_audio(to, path, ptt=ptt)
         elif kind == "document":
             response = client.send_document(
                 to,
-                data,
+                path,
                 caption=caption,
                 filename=request.get("file_name"),
                 mimetype=request.get("mime_type"),
@@ -447,6 +428,8 @@ class Host:
         return self.sent(response)
 
     def sent(self, response: Any) -> dict[str, Any]:
+        from clarin_devices.worker.drivers.neonize_mapping import proto_time
+
         return {"wa_message_id": response.ID, "sent_at": proto_time(response.Timestamp).isoformat()}
 
     def op_mark_read(self, request: dict[str, Any]) -> None:
@@ -472,59 +455,6 @@ class Host:
             raise HostError(f"Pairing failed: {exc}", code="pairing_failed") from exc
         return {"code": code}
 
-    # test hooks (only with CLARIN_NEONIZE_TEST_HOOKS=1)
-
-    def op_debug_sleep(self, request: dict[str, Any]) -> None:
-        time.sleep(float(request.get("seconds", 3600)))
-
-    def op_debug_connect_unchecked(self, request: dict[str, Any]) -> dict[str, Any]:
-        """A connect whose JID the parent did not check (one missing from the
-        store makes Go dereference nil and abort the process)."""
-        return self.op_connect(request)
-
-    def op_debug_race(self, request: dict[str, Any]) -> None:
-        """Break the one rule (one call into Go at a time) to see the process die:
-        clients connect on many threads while another reads ``is_connected``."""
-        # a throwaway sqlite store: the race is on Go's maps, and each attempt
-        # on the PostgreSQL store would leak a connection
-        store = os.path.join(tempfile.mkdtemp(prefix="neonize-race-"), "race.db")
-        clients = [
-            self.NewClient(store, uuid=f"race-{i}", new_device=True)
-            for i in range(int(request.get("clients", 40)))
-        ]
-        deadline = time.monotonic() + float(request.get("seconds", 10))
-
-        def connect(client: Any) -> None:
-            while time.monotonic() < deadline:
-                with contextlib.suppress(Exception):
-                    client.connect()
-
-        def poll() -> None:
-            while time.monotonic() < deadline:
-                for client in clients:
-                    _ = client.is_connected
-
-        threads = [threading.Thread(target=connect, args=(c,), daemon=True) for c in clients]
-        threads.append(threading.Thread(target=poll, daemon=True))
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-
-    def op_debug_inject(self, request: dict[str, Any]) -> None:
-        """Feed a session's handler an event built from JSON, as Go would."""
-        from google.protobuf.json_format import ParseDict
-
-        session = self.session(request)
-        kind = request["event"]
-        if kind == "qr":
-            self.on_qr(session, str(request["code"]).encode())
-            return
-        event = ParseDict(request.get("fields", {}), getattr(self.nev, kind)())
-        handler = session.client.event.list_func[self.nev.EVENT_TO_INT[getattr(self.nev, kind)]]
-        # like Go, from another thread than the lane
-        threading.Thread(target=handler, args=(session.client, event), daemon=True).start()
-
     # ---- events from Go (on Go's threads: never block them on the lane) ----
 
     def subscribe(self, session: Session, client: Any) -> None:
@@ -533,6 +463,10 @@ class Host:
         def bind(kind: Any, handler: Callable[[Session, Any], None]) -> None:
             def on_event(_client: Any, event: Any) -> None:
                 session.settled.set()
+                if session.abandoned:
+                    # the dial of a session we stopped is over: Stop it now
+                    self.lane.submit("release", lambda: self.release(session))
+                    return
                 try:
                     handler(session, event)
                 except Exception:
@@ -547,18 +481,22 @@ class Host:
         bind(nev.StreamReplacedEv, self.on_stream_replaced)
         bind(nev.TemporaryBanEv, self.on_temporary_ban)
         bind(nev.ConnectFailureEv, self.on_connect_failure)
+        bind(nev.ClientOutdatedEv, self.on_client_outdated)
         bind(nev.DisconnectedEv, self.on_disconnected)
         bind(nev.MessageEv, self.on_message)
         bind(nev.ReceiptEv, self.on_receipt)
 
     def on_qr(self, session: Session, data: bytes) -> None:
         session.settled.set()
+        if session.abandoned:
+            self.lane.submit("release", lambda: self.release(session))
+            return
         code = data.decode(errors="replace")
         first = session.qr_count == 0
         session.qr_count += 1
         session.state = "qr"
         expires_at = datetime.now(UTC) + timedelta(
-            seconds=FIRST_QR_SECONDS if first else NEXT_QR_SECONDS
+            seconds=self.first_qr_seconds if first else self.next_qr_seconds
         )
 
         def job() -> None:
@@ -569,9 +507,28 @@ class Host:
 
         self.ordered(session, "qr", job, lane=False)
 
+    def on_login_status(self, session: Session, status: str) -> None:
+        """The end of whatsmeow's QR channel. After "timeout" whatsmeow has
+        disconnected by itself without a Disconnected event, and neonize keeps
+        waiting for an id that never comes: this is the only word of it."""
+        session.settled.set()
+        if status == "success":
+            return  # PairStatus and Connected follow
+        if status == "timeout":
+            self.status(session, "disconnected", terminal=True, error=QR_EXPIRED)
+        elif status == "err-client-outdated":
+            self.status(
+                session,
+                "error",
+                terminal=True,
+                error="WhatsApp refused this client version: neonize needs an update",
+            )
+        elif status:
+            self.status(session, "error", terminal=True, error=f"Pairing failed: {status}")
+
     def on_pair_status(self, session: Session, event: Any) -> None:
         if event.Status == 2:  # SUCCESS: Connected follows
-            session.jid = self.nutils.Jid2String(event.ID)
+            session.jid = jid_string(event.ID) or session.jid
             return
         error = event.Error or "pairing failed"
         self.end(session, "error", f"Pairing failed: {error}")
@@ -582,10 +539,11 @@ class Host:
         def job() -> None:
             jid = session.jid
             push_name = None
+            if session.stopped or session.closing:
+                return  # GetMe of a stopped client dereferences nil in Go
             try:
                 me = session.client.get_me()
-                if me.JID.User:
-                    jid = self.nutils.Jid2String(me.JID)
+                jid = jid_string(me.JID) or jid
                 push_name = me.PushName or None
             except Exception as exc:
                 log.warning("get_me for %s failed: %s", session.device_id, exc)
@@ -614,9 +572,14 @@ class Host:
         reason = event.Message or f"reason {event.Reason}"
         self.end(session, "error", f"WhatsApp refused the connection: {reason}")
 
+    def on_client_outdated(self, session: Session, _event: Any) -> None:
+        self.end(session, "error", "WhatsApp refused this client version: neonize needs an update")
+
     def on_disconnected(self, session: Session, _event: Any) -> None:
-        error = "The QR code was not scanned in time" if session.state == "qr" else None
-        self.end(session, "disconnected", error or "The WhatsApp connection dropped")
+        if session.state == "qr":
+            self.end(session, "disconnected", QR_EXPIRED)
+        else:
+            self.end(session, "disconnected", "The WhatsApp connection dropped")
 
     def end(self, session: Session, status: str, error: str) -> None:
         """Report the end of a session and stop its client: no reconnect here,
@@ -629,7 +592,7 @@ class Host:
         self.ordered(session, status, job, lane=False)
 
         def stop() -> None:
-            if self.sessions.get(session.sid) is session:
+            if self.sessions.get(session.sid) is session and not session.closing:
                 self.stop_session(session)
 
         self.lane.submit("stop", stop)
@@ -640,58 +603,30 @@ class Host:
         kind = classify(message)
         if kind is None:
             return
-        type_, body, media_field = kind
-        source = info.MessageSource
-        chat = normalize(self.nutils.Jid2String(source.Chat))
-        sender = self.nutils.Jid2String(source.Sender) if source.Sender.User else None
-        payload: dict[str, Any] = {
-            "wa_message_id": info.ID,
-            "chat_jid": chat,
-            "sender_jid": normalize(sender) if sender else None,
-            "push_name": info.Pushname or None,
-            "direction": "out" if source.IsFromMe else "in",
-            "type": type_,
-            "body": body or (self.nutils.extract_text(message) or None),
-            "is_group": bool(source.IsGroup),
-            "sent_at": proto_time(info.Timestamp).isoformat(),
-        }
-        if media_field is None:
-            self.ordered(
-                session, "message", lambda: self.emit(session, "message", message=payload), False
-            )
-            return
+        needs_lookup = bool(lid_lookups(info))
+
+        def lookup(lid: str) -> str | None:
+            # on the lane, and only for a client Go still holds
+            if not needs_lookup or session.stopped:
+                return None
+            try:
+                found = session.client.get_pn_from_lid(self.to_jid(lid))
+            except Exception as exc:
+                log.info("no phone number stored for %s: %s", lid, exc)
+                return None
+            return jid_string(found)
 
         def job() -> None:
-            media: dict[str, Any] | None = None
-            sub = getattr(message, media_field)
-            try:
-                data = session.client.download_any(message)
-                media = {
-                    "data": base64.b64encode(data).decode(),
-                    "mime_type": sub.mimetype or "application/octet-stream",
-                    "file_name": getattr(sub, "fileName", "") or None,
-                }
-            except Exception as exc:
-                # the message is kept without its bytes rather than lost
-                log.warning("media download of %s failed: %s", info.ID, exc)
-            self.emit(session, "message", message=payload, media=media)
+            payload = message_payload(info, message, kind, lookup)
+            if payload is not None:  # None: a status post, not a conversation
+                self.emit(session, "message", message=payload)
 
-        self.ordered(session, "download", job, lane=True)
+        self.ordered(session, "message", job, lane=needs_lookup)
 
     def on_receipt(self, session: Session, event: Any) -> None:
-        status = RECEIPT_STATUS.get(int(event.Type))
-        if status is None or not event.MessageIDs:
+        payload = receipt_payload(event)
+        if payload is None:
             return
-        source = event.MessageSource
-        payload = {
-            "wa_message_ids": list(event.MessageIDs),
-            "chat_jid": normalize(self.nutils.Jid2String(source.Chat)),
-            "sender_jid": normalize(self.nutils.Jid2String(source.Sender))
-            if source.Sender.User
-            else None,
-            "status": status,
-            "receipt_at": proto_time(event.Timestamp).isoformat(),
-        }
         self.ordered(
             session, "receipt", lambda: self.emit(session, "receipt", receipt=payload), False
         )
@@ -720,14 +655,14 @@ def _configure_logging() -> None:
         logger.setLevel(os.environ.get("CLARIN_NEONIZE_LOG_LEVEL", "WARNING"))
 
 
-def main() -> None:
+def main(host_class: type[Host] = Host) -> None:
     _die_with_parent()
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     dsn = os.environ["CLARIN_NEONIZE_STORE"]
     _configure_logging()
-    host = Host(out, dsn)
+    host = host_class(out, dsn)
     host.send({"ev": "ready", "pid": os.getpid()})
     for raw in sys.stdin.buffer:
         try:
