@@ -54,9 +54,9 @@ dev-frontend: frontend/node_modules/.package-lock.json
 
 .PHONY: servers stop-servers
 servers: install
-	$(UV) run --no-sync python -m clarin_common.devservers up --var-dir $(VAR) --env-file $(VAR)/servers.env
+	$(UV) run --no-sync python -m clarin_devkit.devservers up --var-dir $(VAR) --env-file $(VAR)/servers.env
 stop-servers:
-	$(UV) run --no-sync python -m clarin_common.devservers down --var-dir $(VAR)
+	$(UV) run --no-sync python -m clarin_devkit.devservers down --var-dir $(VAR)
 
 .PHONY: migrate
 migrate: install
@@ -72,7 +72,7 @@ test: setup lint-python
 lint-python: install
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
-	$(UV) run --no-sync mypy libs/common/src services/*/src
+	$(UV) run --no-sync mypy libs/common/src libs/devkit/src services/*/src
 
 .PHONY: lint
 lint: lint-python frontend/node_modules/.package-lock.json
@@ -85,7 +85,7 @@ fmt: install
 
 .PHONY: asyncapi
 asyncapi: install
-	$(UV) run --no-sync python -m clarin_common.asyncapi --write docs/asyncapi.yaml
+	$(UV) run --no-sync python -m clarin_devkit.asyncapi --write docs/asyncapi.yaml
 
 # ---- Docker Compose -------------------------------------------------------------
 

@@ -35,7 +35,7 @@ import httpx
 from nats.aio.msg import Msg
 
 from clarin_common import nats as natsmod
-from clarin_common.testing import auth_headers, make_token, running_app
+from clarin_devkit.testing import auth_headers, make_token, running_app
 
 
 def _with_db(url: str, name: str) -> str:

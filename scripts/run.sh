@@ -16,8 +16,8 @@ for var in CLARIN_DATABASE_URL CLARIN_REDIS_URL CLARIN_NATS_URL; do
   fi
 done
 
-"$UV" run --no-sync python -m clarin_common.devservers up --var-dir "$VAR" --env-file "$VAR/servers.env"
-stop_servers() { "$UV" run --no-sync python -m clarin_common.devservers down --var-dir "$VAR" || true; }
+"$UV" run --no-sync python -m clarin_devkit.devservers up --var-dir "$VAR" --env-file "$VAR/servers.env"
+stop_servers() { "$UV" run --no-sync python -m clarin_devkit.devservers down --var-dir "$VAR" || true; }
 trap stop_servers EXIT
 
 echo "Clarin on http://localhost:8080 (Ctrl-C stops it)"

@@ -16,7 +16,7 @@ from clarin_common.auth import CurrentUser
 from clarin_common.db import create_pool, migrate
 from clarin_common.errors import Conflict
 from clarin_common.settings import CommonSettings
-from clarin_common.testing import auth_headers, make_token, running_app
+from clarin_devkit.testing import auth_headers, make_token, running_app
 
 MIGRATIONS = Path(__file__).parent / "migrations_sample"
 
@@ -128,7 +128,7 @@ async def test_expired_and_tampered_tokens(clean_state: None) -> None:
 
 
 async def test_migrations_are_safe_in_parallel(test_servers: object) -> None:
-    from clarin_common.testing.plugin import TestServers
+    from clarin_devkit.testing.plugin import TestServers
 
     assert isinstance(test_servers, TestServers)
     dsn = test_servers.database_url

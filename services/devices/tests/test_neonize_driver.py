@@ -25,9 +25,9 @@ import asyncpg
 import pytest
 
 from clarin_common.events import WaMessage, WaReceipt
-from clarin_common.testing import eventually
 from clarin_devices.worker.drivers import DriverError, InboundMedia, NotConnected
 from clarin_devices.worker.drivers.neonize_driver import NeonizeConfig, NeonizeDriver, store_dsn
+from clarin_devkit.testing import eventually
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 

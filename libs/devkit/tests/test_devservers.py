@@ -1,4 +1,4 @@
-"""clarin_common.devservers against real embedded processes (no mocks).
+"""clarin_devkit.devservers against real embedded processes (no mocks).
 
 Ports are always free random ones: the machine may run real servers on the
 default ports.
@@ -21,7 +21,7 @@ import psycopg
 import pytest
 import redis
 
-from clarin_common.devservers import (
+from clarin_devkit.devservers import (
     ServerUrls,
     _free_ports,
     ensure_servers,
@@ -151,7 +151,7 @@ def test_ephemeral_servers_stop_and_delete(tmp_path: Path) -> None:
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clarin_common.devservers", *args],
+        [sys.executable, "-m", "clarin_devkit.devservers", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -225,7 +225,7 @@ def test_cli_up_down(tmp_path: Path) -> None:
 
 
 def test_start_fails_clearly_when_port_is_taken(tmp_path: Path) -> None:
-    from clarin_common.devservers import PortInUseError, start_redis
+    from clarin_devkit.devservers import PortInUseError, start_redis
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -236,7 +236,7 @@ def test_start_fails_clearly_when_port_is_taken(tmp_path: Path) -> None:
 
 
 def test_start_is_idempotent_and_refuses_another_port(tmp_path: Path) -> None:
-    from clarin_common.devservers import start_nats, start_redis
+    from clarin_devkit.devservers import start_nats, start_redis
 
     redis_port, nats_port, other = _free_ports(3)
     try:

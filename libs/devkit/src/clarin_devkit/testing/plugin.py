@@ -1,4 +1,4 @@
-"""pytest fixtures shared by every service (loaded with ``-p clarin_common.testing.plugin``).
+"""pytest fixtures shared by every service (loaded with ``-p clarin_devkit.testing.plugin``).
 
 A test run owns what it touches, so that ``make test`` beside a running
 ``make run`` changes nothing of it:
@@ -96,7 +96,7 @@ def _servers() -> Iterator[dict[str, str]]:
             urls.update(stack.enter_context(_containers(missing)))
             missing = set()
         if missing:
-            from clarin_common.devservers import ephemeral_servers
+            from clarin_devkit.devservers import ephemeral_servers
 
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clarin-test-")))
             servers = stack.enter_context(ephemeral_servers(tmp, kinds=missing))

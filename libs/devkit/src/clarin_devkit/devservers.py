@@ -16,7 +16,7 @@ PostgreSQL refuses to run as root: as root, ``initdb``/``pg_ctl`` run as
 user (if ``nobody`` cannot reach the directory's parents, e.g. a private
 temporary directory, it gets the ambient capability to traverse them).
 
-CLI: ``python -m clarin_common.devservers up|down|status [--var-dir var] [--env-file F]``.
+CLI: ``python -m clarin_devkit.devservers up|down|status [--var-dir var] [--env-file F]``.
 """
 
 from __future__ import annotations
@@ -885,7 +885,7 @@ def _write_env_file(path: Path, values: Mapping[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m clarin_common.devservers",
+        prog="python -m clarin_devkit.devservers",
         description="Use PostgreSQL/Redis/NATS at CLARIN_*_URL, or start embedded ones.",
     )
     parser.add_argument("command", choices=["up", "down", "status"])
