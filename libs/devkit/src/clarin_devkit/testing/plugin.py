@@ -24,7 +24,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -32,6 +31,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
 from clarin_common import nats as natsmod
+from clarin_common.db import ensure_database_sync, with_database
 from clarin_common.events import APP_EVENTS_STREAM, WA_EVENTS_STREAM
 from clarin_common.settings import DEV_JWT_PRIVATE_KEY, DEV_JWT_PUBLIC_KEY
 
@@ -43,11 +43,6 @@ class TestServers:
     admin_database_url: str  # the server's maintenance database
     redis_url: str
     nats_url: str
-
-
-def _with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
 
 
 def _docker_answers() -> bool:
@@ -114,12 +109,11 @@ def test_servers() -> Iterator[TestServers]:
     import psycopg
 
     with _servers() as urls:
-        admin_url = _with_db(urls["postgres"], "postgres")
+        admin_url = with_database(urls["postgres"], "postgres")
         name = f"clarin_test_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        ensure_database_sync(with_database(urls["postgres"], name))
         servers = TestServers(
-            database_url=_with_db(urls["postgres"], name),
+            database_url=with_database(urls["postgres"], name),
             admin_database_url=admin_url,
             redis_url=urls["redis"],
             nats_url=urls["nats"],
