@@ -1,4 +1,4 @@
-// Types mirroring /work/shared/API.md (the public contract).
+// Types mirroring docs/API.md (the public contract).
 
 export type Role = "admin" | "agent";
 

@@ -1,8 +1,8 @@
 """The ``neonize`` driver: WhatsApp through whatsmeow (Go) by way of neonize 0.5.2.
 
 neonize can abort the whole process (unsynchronised Go maps), hang in
-``connect``/``stop``, and leaks a PostgreSQL pool per connect attempt (see
-/work/shared/NEONIZE.md). So this driver never loads it in the worker: sessions
+``connect``/``stop``, and leaks a PostgreSQL pool per connect attempt (all three
+seen with 0.5.2). So this driver never loads it in the worker: sessions
 live in child processes (:mod:`.neonize_host`), ``sessions_per_child`` each,
 spoken to over pipes with JSON lines. The driver
 
