@@ -15,6 +15,7 @@ help:
 	@echo "make migrate        apply every service's migrations to CLARIN_DATABASE_URL"
 	@echo "make lint / fmt     check / format the code"
 	@echo "make asyncapi       regenerate docs/asyncapi.yaml from the event models"
+	@echo "make docs           asyncapi, and the settings tables of docs/LAYOUT.md from the settings classes"
 	@echo "make up/down/logs/restart/build/db   Docker Compose (db: only PostgreSQL, Redis, NATS)"
 
 # ---- install ------------------------------------------------------------------
@@ -83,9 +84,11 @@ fmt: install
 	$(UV) run --no-sync ruff format .
 	$(UV) run --no-sync ruff check --fix .
 
-.PHONY: asyncapi
+.PHONY: asyncapi docs
 asyncapi: install
 	$(UV) run --no-sync python -m clarin_devkit.asyncapi --write docs/asyncapi.yaml
+docs: asyncapi
+	$(UV) run --no-sync python -m clarin_devkit.settings_doc --write docs/LAYOUT.md
 
 # ---- Docker Compose -------------------------------------------------------------
 

@@ -43,20 +43,37 @@ class CommonSettings(BaseSettings):
         populate_by_name=True,
     )
 
-    env: Environment = Field("dev")
-    service_name: str = Field("clarin")
-    database_url: str = Field(DEV_DATABASE_URL)
-    db_pool_min: int = Field(1)
-    db_pool_max: int = Field(10)
-    redis_url: str = Field("redis://127.0.0.1:6379/0")
-    nats_url: str = Field("nats://127.0.0.1:4222")
-    jwt_public_key: str = Field(DEV_JWT_PUBLIC_KEY)
-    jwt_issuer: str = Field("clarin")
-    log_level: str = Field("INFO")
-    log_json: bool | None = Field(None)
-    cors_origins: list[str] = Field(["http://localhost:3000"])
-    media_dir: str = Field("./var/media")
-    host: str = Field("127.0.0.1")
+    env: Environment = Field(
+        "dev",
+        description="`dev`, `test`, `staging` or `prod`; outside dev/test the dev keys are refused",
+    )
+    service_name: str = Field(
+        "clarin",
+        description="the name in logs and metrics; set per process, never in a shared .env",
+    )
+    database_url: str = Field(
+        DEV_DATABASE_URL, description="PostgreSQL; each service migrates its own schema at start-up"
+    )
+    db_pool_min: int = Field(1, description="PostgreSQL connections each process keeps open")
+    db_pool_max: int = Field(10, description="PostgreSQL connections each process may open")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis (gateway rate limits)")
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS with JetStream; comma-separated for a cluster"
+    )
+    jwt_public_key: str = Field(
+        DEV_JWT_PUBLIC_KEY,
+        description="Ed25519 public key (PEM) that access tokens are checked with",
+    )
+    jwt_issuer: str = Field("clarin", description="`iss` of the access tokens")
+    log_level: str = Field("INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`")
+    log_json: bool | None = Field(None, description="JSON log lines; unset: JSON unless `dev`")
+    cors_origins: list[str] = Field(
+        ["http://localhost:3000"], description="browser origins allowed to call the API (JSON list)"
+    )
+    media_dir: str = Field("./var/media", description="where messaging keeps media files")
+    host: str = Field(
+        "127.0.0.1", description="the address processes listen on (`0.0.0.0` in containers)"
+    )
 
     @classmethod
     def settings_customise_sources(
