@@ -14,7 +14,8 @@
   connections held; then one child is killed with SIGKILL and the time until its
   sessions are reported is measured.
 
-Uses a scratch database on ``--admin-url``'s server, dropped at the end.
+Uses a scratch database on ``--admin-url``'s server, dropped at the end; every
+setting is passed explicitly (CLARIN_* variables and `.env` change nothing).
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ import uuid
 from collections import defaultdict
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import benchenv
 
+from clarin_common.db import with_database
 from clarin_common.events import WaMessage, WaReceipt
 from clarin_common.logging import configure_logging
 from clarin_devices.worker.drivers import InboundMedia
@@ -253,25 +255,21 @@ async def race(database_url: str) -> dict[str, Any]:
     }
 
 
-def with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-
-
 async def main() -> None:
     configure_logging("WARNING", json=False, service="neonize-bench")
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=benchenv.DEFAULT_POSTGRES)
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--live", type=int, default=50)
     parser.add_argument("--budget", type=int, default=60, help="max_store_connections")
     parser.add_argument("--race", type=int, default=2, help="runs of the Go crash scenario")
     args = parser.parse_args()
+    benchenv.isolate()  # the driver's children inherit this environment
     name = f"clarin_bench_neonize_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(args.admin_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    database_url = with_db(args.admin_url, name)
+    database_url = with_database(args.admin_url, name)
     try:
         for run in range(1, args.runs + 1):
             result = await storm(database_url, args.devices, args.budget)

@@ -187,3 +187,23 @@ def test_tokens_signed_with_another_key_or_no_algorithm_are_refused() -> None:
             verifier.verify(unsigned)
     assert verifier.verify(good).account_id == "acc"
     assert header  # a real token has the three parts
+
+
+def test_settings_read_dotenv_under_both_prefixes_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic_settings import SettingsConfigDict
+
+    class ThingSettings(CommonSettings):
+        model_config = SettingsConfigDict(env_prefix="THING_", env_file=".env", extra="ignore")
+        port: int = 1
+
+    monkeypatch.delenv("CLARIN_JWT_ISSUER", raising=False)
+    monkeypatch.delenv("THING_PORT", raising=False)
+    (tmp_path / ".env").write_text("CLARIN_JWT_ISSUER=from-dotenv\nTHING_PORT=7\n")
+    monkeypatch.chdir(tmp_path)
+    read = ThingSettings()
+    assert (read.jwt_issuer, read.port) == ("from-dotenv", 7)
+    # a caller that says every value itself (benchmarks) reads no .env at all
+    explicit = ThingSettings(_env_file=None)  # type: ignore[call-arg]
+    assert (explicit.jwt_issuer, explicit.port) == ("clarin", 1)

@@ -85,13 +85,15 @@ class CommonSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # A service's own prefix first (AUTH_DATABASE_URL may override), then the
-        # common CLARIN_ one, from the environment and then from .env.
+        # common CLARIN_ one, from the environment and then from .env (the same
+        # file for both prefixes: `_env_file=None` reads none).
+        env_file = getattr(dotenv_settings, "env_file", ".env")
         return (
             init_settings,
             env_settings,
             EnvSettingsSource(settings_cls, env_prefix="CLARIN_"),
             dotenv_settings,
-            DotEnvSettingsSource(settings_cls, env_prefix="CLARIN_"),
+            DotEnvSettingsSource(settings_cls, env_file=env_file, env_prefix="CLARIN_"),
             file_secret_settings,
         )
 
