@@ -8,6 +8,8 @@ A test run owns what it touches, so that ``make test`` beside a running
 - NATS and Redis: a private server per run (``clean_state`` deletes every
   stream, consumer and KV bucket, so the run never shares them), unless
   ``CLARIN_TEST_NATS_URL`` / ``CLARIN_TEST_REDIS_URL`` name one on purpose.
+  ``CLARIN_NATS_URL``/``CLARIN_REDIS_URL`` (the environment, a ``.env``) are
+  never used for them: ``libs/devkit/tests/test_isolation.py`` shows it.
 
 A server not named (or named ``embedded``) comes from testcontainers when a
 Docker engine answers, else from the embedded servers of the project's
