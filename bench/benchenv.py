@@ -1,9 +1,9 @@
 """What every benchmark needs to measure the code and nothing else around it.
 
 * Settings are explicit: the Clarin variables of the caller's environment are
-  dropped, the processes a benchmark starts run in an empty folder (so no `.env`
-  applies, whatever `make run` wrote), and settings objects built in-process read
-  no `.env` either. A benchmark passes every setting it depends on itself.
+  dropped, no `.env` is read (`CLARIN_ENV_FILE` empty, and the processes a
+  benchmark starts run in an empty folder besides), whatever `make run` wrote.
+  A benchmark passes every setting it depends on itself.
 * Servers are private unless named: NATS and Redis not given on the command line
   are started for the run (the embedded servers of `clarin_devkit`) and stopped
   afterwards, so a benchmark never purges the streams of a running system.
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from clarin_common.settings import ENV_FILE_VARIABLE
 from clarin_devkit.devservers import ephemeral_servers
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,15 +36,17 @@ _SETTING_PREFIXES = (
 
 
 def clean_environ() -> dict[str, str]:
-    """The process environment without any Clarin setting."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
+    """The process environment without any Clarin setting, reading no `.env`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
+    return {**env, ENV_FILE_VARIABLE: ""}
 
 
 def isolate() -> Path:
-    """Drop Clarin settings from this process's environment; the folder (empty,
-    removed at exit) that the benchmark's child processes should run in."""
+    """Drop Clarin settings from this process's environment (and read no `.env`);
+    the folder (empty, removed at exit) the benchmark's child processes run in."""
     for key in [k for k in os.environ if k.startswith(_SETTING_PREFIXES)]:
         del os.environ[key]
+    os.environ[ENV_FILE_VARIABLE] = ""
     workdir = tempfile.TemporaryDirectory(prefix="clarin-bench-")
     _keep.append(workdir)
     return Path(workdir.name)

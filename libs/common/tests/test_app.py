@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -198,12 +199,25 @@ def test_settings_read_dotenv_under_both_prefixes_unless_told_not_to(
         model_config = SettingsConfigDict(env_prefix="THING_", env_file=".env", extra="ignore")
         port: int = 1
 
-    monkeypatch.delenv("CLARIN_JWT_ISSUER", raising=False)
-    monkeypatch.delenv("THING_PORT", raising=False)
+    for name in ("CLARIN_ENV_FILE", "CLARIN_JWT_ISSUER", "THING_PORT"):
+        monkeypatch.delenv(name, raising=False)
     (tmp_path / ".env").write_text("CLARIN_JWT_ISSUER=from-dotenv\nTHING_PORT=7\n")
+    (tmp_path / "other.env").write_text("CLARIN_JWT_ISSUER=from-other\nTHING_PORT=8\n")
     monkeypatch.chdir(tmp_path)
     read = ThingSettings()
     assert (read.jwt_issuer, read.port) == ("from-dotenv", 7)
     # a caller that says every value itself (benchmarks) reads no .env at all
     explicit = ThingSettings(_env_file=None)  # type: ignore[call-arg]
     assert (explicit.jwt_issuer, explicit.port) == ("clarin", 1)
+    # CLARIN_ENV_FILE names another file, or none (what the test plugin sets)
+    monkeypatch.setenv("CLARIN_ENV_FILE", str(tmp_path / "other.env"))
+    other = ThingSettings()
+    assert (other.jwt_issuer, other.port) == ("from-other", 8)
+    monkeypatch.setenv("CLARIN_ENV_FILE", "")
+    none = ThingSettings()
+    assert (none.jwt_issuer, none.port) == ("clarin", 1)
+
+
+def test_a_test_run_reads_no_dotenv() -> None:
+    # set by the plugin for the whole run (and inherited by the processes tests start)
+    assert os.environ.get("CLARIN_ENV_FILE") == ""

@@ -30,6 +30,7 @@ from nats.js.api import ConsumerConfig
 from clarin_common import nats as natsmod
 from clarin_common.db import ensure_database_sync, with_database
 from clarin_common.events import WA_EVENTS_STREAM
+from clarin_common.settings import ENV_FILE_VARIABLE
 from clarin_devkit.devservers import ServerUrls, ephemeral_servers
 from clarin_devkit.testing.plugin import TestServers
 
@@ -128,7 +129,12 @@ def run_tests_beside(
         f"CLARIN_REDIS_URL={running.redis_url}\n"
         f"CLARIN_DATABASE_URL={running.database_url}\n"
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARIN_TEST_")}
+    # a developer's shell: none of this run's own test settings
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CLARIN_TEST_") and k != ENV_FILE_VARIABLE
+    }
     env |= {
         "CLARIN_NATS_URL": running.nats_url,
         "CLARIN_REDIS_URL": running.redis_url,

@@ -4,10 +4,16 @@ Common variables carry the ``CLARIN_`` prefix; a service subclasses
 :class:`CommonSettings`, sets its own ``env_prefix`` (``AUTH_``, ``GATEWAY_``, …)
 for its own fields and keeps reading every field under ``CLARIN_`` too (its own
 prefix wins: ``AUTH_DATABASE_URL`` beats ``CLARIN_DATABASE_URL``).
+
+Values come from the environment, then from ``.env`` in the working directory.
+``CLARIN_ENV_FILE`` in the environment names another file instead, or none when
+empty (the test plugin sets it empty: a developer's ``.env`` never leaks into a
+test run).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -30,6 +36,8 @@ MCowBQYDK2VwAyEAtnjRpNme3gudZgvF98d301Of0l6NeDiXIywgIteS8kw=
 -----END PUBLIC KEY-----
 """
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/clarin"
+# where settings come from, so not a setting itself
+ENV_FILE_VARIABLE = "CLARIN_ENV_FILE"
 
 Environment = Literal["dev", "test", "prod", "staging"]
 
@@ -88,6 +96,10 @@ class CommonSettings(BaseSettings):
         # common CLARIN_ one, from the environment and then from .env (the same
         # file for both prefixes: `_env_file=None` reads none).
         env_file = getattr(dotenv_settings, "env_file", ".env")
+        chosen = env_file == settings_cls.model_config.get("env_file")  # not `_env_file=`
+        if chosen and ENV_FILE_VARIABLE in os.environ:
+            env_file = os.environ[ENV_FILE_VARIABLE] or None
+            dotenv_settings = DotEnvSettingsSource(settings_cls, env_file=env_file)
         return (
             init_settings,
             env_settings,

@@ -10,6 +10,9 @@ A test run owns what it touches, so that ``make test`` beside a running
   ``CLARIN_TEST_NATS_URL`` / ``CLARIN_TEST_REDIS_URL`` name one on purpose.
   ``CLARIN_NATS_URL``/``CLARIN_REDIS_URL`` (the environment, a ``.env``) are
   never used for them: ``libs/devkit/tests/test_isolation.py`` shows it.
+- Settings: no ``.env`` is read during a run (``CLARIN_ENV_FILE`` is set empty
+  for the whole session, so the processes tests start inherit it): a ``.env``
+  that ``make run`` wrote changes nothing of the tests.
 
 A server not named (or named ``embedded``) comes from testcontainers when a
 Docker engine answers, else from the embedded servers of the project's
@@ -35,7 +38,12 @@ from nats.js.errors import NotFoundError
 from clarin_common import nats as natsmod
 from clarin_common.db import ensure_database_sync, with_database
 from clarin_common.events import APP_EVENTS_STREAM, WA_EVENTS_STREAM
-from clarin_common.settings import DEV_JWT_PRIVATE_KEY, DEV_JWT_PUBLIC_KEY
+from clarin_common.settings import DEV_JWT_PRIVATE_KEY, DEV_JWT_PUBLIC_KEY, ENV_FILE_VARIABLE
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # before any test builds a settings object
+    os.environ[ENV_FILE_VARIABLE] = ""
 
 
 @dataclass(frozen=True)
