@@ -1,7 +1,7 @@
 """The repository's documents say what the code does.
 
 * docs/API.md's REST tables and the gateway's merged OpenAPI document name the
-  same routes, both ways;
+  same routes, both ways, and its WebSocket tables every frame type there is;
 * no tracked file points outside the repository (a sibling folder, a path of
   someone's machine), and every Markdown document it names exists.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -19,6 +19,7 @@ from fastapi import FastAPI
 from starlette.routing import Route
 
 from clarin_auth.main import create_app as create_auth
+from clarin_common.events import AppType
 from clarin_devices.main import create_app as create_devices
 from clarin_gateway.main import create_app as create_gateway
 from clarin_gateway.openapi import OpenApiCache
@@ -145,6 +146,30 @@ def test_the_check_catches_drift_both_ways(served: set[Route_]) -> None:
     assert compare(extra, served) == ["documented but not served: GET /api/leads/{}/history"]
     with pytest.raises(AssertionError, match="one exact path per row"):
         documented_routes(text.replace(row, "| DELETE | /api/leads/{id}, /api/x | - | 204 |"))
+
+
+def documented_frame_types(text: str) -> set[str]:
+    """The backticked names in the first column of every ``| type | data |`` table."""
+    types: set[str] = set()
+    in_table = False
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")] if "|" in line else []
+        if tuple(cells) == ("type", "data"):
+            in_table = True
+        elif in_table and cells:
+            types |= set(re.findall(r"`([a-z_]+)`", cells[0]))
+        else:
+            in_table = False
+    return types
+
+
+def test_api_doc_names_every_websocket_frame_type() -> None:
+    served = set(get_args(AppType))
+    documented = documented_frame_types(API_DOC.read_text())
+    assert documented == served, (
+        f"WebSocket frame types: documented only {sorted(documented - served)}, "
+        f"sent but not documented {sorted(served - documented)}"
+    )
 
 
 # --------------------------------------------------------------------------- references
