@@ -16,6 +16,7 @@ help:
 	@echo "make migrate        apply every service's migrations to CLARIN_DATABASE_URL"
 	@echo "make lint / fmt     check / format the code"
 	@echo "make asyncapi       regenerate docs/asyncapi.yaml from the event models"
+	@echo "make docs           asyncapi, and the settings tables of docs/LAYOUT.md from the settings classes"
 	@echo "make up/down/logs/restart/build/db   Docker Compose (db: only PostgreSQL, Redis, NATS)"
 
 # ---- install ------------------------------------------------------------------
@@ -57,9 +58,9 @@ dev-frontend: frontend/node_modules/.package-lock.json
 
 .PHONY: servers stop-servers
 servers: install
-	$(UV) run --no-sync python -m clarin_common.devservers up --var-dir $(VAR) --env-file $(VAR)/servers.env
+	$(UV) run --no-sync python -m clarin_devkit.devservers up --var-dir $(VAR) --env-file $(VAR)/servers.env
 stop-servers:
-	$(UV) run --no-sync python -m clarin_common.devservers down --var-dir $(VAR)
+	$(UV) run --no-sync python -m clarin_devkit.devservers down --var-dir $(VAR)
 
 .PHONY: migrate
 migrate: install
@@ -75,7 +76,7 @@ test: setup lint-python
 lint-python: install
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
-	$(UV) run --no-sync mypy libs/common/src services/*/src
+	$(UV) run --no-sync mypy libs/common/src libs/devkit/src services/*/src
 
 .PHONY: lint
 lint: lint-python frontend/node_modules/.package-lock.json
@@ -86,9 +87,11 @@ fmt: install
 	$(UV) run --no-sync ruff format .
 	$(UV) run --no-sync ruff check --fix .
 
-.PHONY: asyncapi
+.PHONY: asyncapi docs
 asyncapi: install
-	$(UV) run --no-sync python -m clarin_common.asyncapi --write docs/asyncapi.yaml
+	$(UV) run --no-sync python -m clarin_devkit.asyncapi --write docs/asyncapi.yaml
+docs: asyncapi
+	$(UV) run --no-sync python -m clarin_devkit.settings_doc --write docs/LAYOUT.md
 
 # ---- Docker Compose -------------------------------------------------------------
 

@@ -9,8 +9,9 @@ per device (VmRSS before the devices and after they are all connected).
     uv run python bench/devices_bench.py --devices 500 --workers 1
 
 Uses the PostgreSQL server of ``--pg`` (a throw-away database is created and
-dropped) and the NATS of ``--nats`` (its own KV buckets; events go to WA_EVENTS,
-so run it against a development NATS, not a shared one).
+dropped) and a private NATS server started for the run, or the one of ``--nats``
+(its own KV buckets; events go to WA_EVENTS, so never a shared one). Every setting
+is passed explicitly: a `.env` or CLARIN_* variables around it change nothing.
 """
 
 from __future__ import annotations
@@ -21,32 +22,22 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import benchenv
 import httpx
 from nats.aio.msg import Msg
 
 from clarin_common import nats as natsmod
-from clarin_common.testing import auth_headers, make_token, running_app
-
-
-def _with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from clarin_common.db import with_database
+from clarin_common.settings import DEV_JWT_PUBLIC_KEY
+from clarin_devkit.testing import auth_headers, free_port, make_token, running_app
 
 
 def vm_rss_kib(pid: int) -> int:
@@ -70,17 +61,23 @@ async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    admin_url = _with_db(args.pg, "postgres")
+    workdir = benchenv.isolate()
+    with benchenv.servers(args.nats) as servers:
+        return await run(args, servers.nats_url, workdir)
+
+
+async def run(args: argparse.Namespace, nats_url: str, workdir: Path) -> dict[str, Any]:
+    admin_url = with_database(args.pg, "postgres")
     db_name = f"clarin_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(admin_url)
     await admin.execute(f'CREATE DATABASE "{db_name}"')
-    database_url = _with_db(args.pg, db_name)
+    database_url = with_database(args.pg, db_name)
     run_id = uuid.uuid4().hex[:6]
     env = {
-        **os.environ,
+        **benchenv.clean_environ(),
         "CLARIN_ENV": "dev",
         "CLARIN_DATABASE_URL": database_url,
-        "CLARIN_NATS_URL": args.nats,
+        "CLARIN_NATS_URL": nats_url,
         "CLARIN_LOG_LEVEL": "WARNING",
         "WHATSAPP_DRIVER": "simulator",
         "WORKER_MEMBERS_BUCKET": f"bench_workers_{run_id}",
@@ -90,20 +87,28 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     os.environ.update({k: env[k] for k in ("CLARIN_DATABASE_URL", "CLARIN_NATS_URL")})
     procs: list[tuple[str, subprocess.Popen[bytes], int]] = []
-    nc = await natsmod.connect(args.nats, name="devices-bench")
+    nc = await natsmod.connect(nats_url, name="devices-bench")
     try:
         # the API first: it applies the migrations
         from clarin_devices.main import create_app
         from clarin_devices.settings import DevicesSettings
 
-        app = create_app(DevicesSettings(database_url=database_url, nats_url=args.nats))
+        settings = DevicesSettings(
+            _env_file=None,  # type: ignore[call-arg]
+            env="dev",
+            database_url=database_url,
+            nats_url=nats_url,
+            jwt_public_key=DEV_JWT_PUBLIC_KEY,  # make_token signs with the dev key
+        )
+        app = create_app(settings)
         async with running_app(app) as client:
             for i in range(args.workers):
-                port = _free_port()
+                port = free_port()
                 worker_id = f"bench-{run_id}-{i + 1}"
                 proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before the clock
                     [sys.executable, "-m", "clarin_devices.worker.main"],
                     env={**env, "WORKER_ID": worker_id, "WORKER_PORT": str(port)},
+                    cwd=workdir,  # no .env there
                 )
                 procs.append((worker_id, proc, port))
             for _, proc, port in procs:
@@ -267,15 +272,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument(
-        "--pg",
-        default=os.environ.get(
-            "CLARIN_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
-    )
-    parser.add_argument(
-        "--nats", default=os.environ.get("CLARIN_NATS_URL", "nats://127.0.0.1:4222")
-    )
+    parser.add_argument("--pg", default=benchenv.DEFAULT_POSTGRES, help="a PostgreSQL server")
+    parser.add_argument("--nats", default=None, help="default: a private nats-server for the run")
     parser.add_argument(
         "--stagger", type=float, default=5.0, help="WORKER_RECONNECT_STAGGER_SECONDS"
     )

@@ -19,14 +19,15 @@ gateway (``POST /api/auth/register``), opens one WebSocket per account
 ``--sink nats`` stops one step earlier: latency to the ``app.{account}.new_message``
 NATS event (what the gateway's hub forwards), without gateway, auth or sockets.
 
-It needs a private NATS (it purges WA_EVENTS/APP_EVENTS and deletes their
-consumers), a PostgreSQL server (it creates a fresh database and drops it
-afterwards) and, for the WebSocket sink, a Redis database. Service logs go to
-``--log-dir``.
+It needs a PostgreSQL server (it creates a fresh database and drops it
+afterwards), a NATS server of its own (it purges WA_EVENTS/APP_EVENTS and deletes
+their consumers) and, for the WebSocket sink, Redis: unless ``--nats-url`` /
+``--redis-url`` name one, it starts private ones for the run. Every setting of the
+services is passed explicitly; they run in an empty folder, so a `.env` changes
+nothing. Service logs go to ``--log-dir``.
 
-    uv run python bench/messaging_bench.py --nats-url nats://127.0.0.1:4307 \\
-        --database-url postgresql://postgres@127.0.0.1:5432/postgres \\
-        --redis-url redis://127.0.0.1:6379/7 --messages 60000 --rate 6000
+    uv run python bench/messaging_bench.py \\
+        --database-url postgresql://postgres@127.0.0.1:5432/postgres --messages 60000 --rate 6000
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,13 +49,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
+import benchenv
 import httpx
 import nats
 from nats.aio.client import Client as NatsClient
 
+from clarin_common.db import with_database
 from clarin_common.events import (
     APP_EVENTS_STREAM,
     WA_EVENTS_STREAM,
@@ -64,6 +66,7 @@ from clarin_common.events import (
     wa_event_subject,
 )
 from clarin_common.nats import encode, ensure_streams
+from clarin_devkit.testing import free_port
 
 # ---- sinks: where a message counts as delivered ----------------------------------------
 
@@ -274,17 +277,6 @@ async def publish(
 # ---- the service under test --------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def with_db(url: str, name: str) -> str:
-    p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, f"/{name}", p.query, ""))
-
-
 @contextlib.asynccontextmanager
 async def fresh_database(admin_url: str, keep: bool) -> AsyncIterator[str]:
     name = f"clarin_bench_{uuid.uuid4().hex[:8]}"
@@ -292,7 +284,7 @@ async def fresh_database(admin_url: str, keep: bool) -> AsyncIterator[str]:
     await conn.execute(f'CREATE DATABASE "{name}"')
     await conn.close()
     try:
-        yield with_db(admin_url, name)
+        yield with_database(admin_url, name)
     finally:
         if not keep:
             conn = await asyncpg.connect(admin_url)
@@ -321,13 +313,14 @@ async def services(
     batch_size: int,
     media_dir: str,
     log_dir: Path,
+    workdir: Path,
 ) -> AsyncIterator[Services]:
     """The services as real processes (their console scripts, as tests/e2e/system.py
     starts them), each on a free port, logging at WARNING to ``log_dir``."""
     ports = {name: free_port() for name in SERVICES}
     # services not started get a port nobody listens on: their callers fail fast
     env = {
-        **os.environ,
+        **benchenv.clean_environ(),
         "CLARIN_ENV": "test",
         "CLARIN_DATABASE_URL": database_url,
         "CLARIN_REDIS_URL": redis_url,
@@ -350,6 +343,7 @@ async def services(
         "GATEWAY_LEADS_URL": f"http://127.0.0.1:{ports['leads']}",
         # one register per simulated account, all from 127.0.0.1
         "GATEWAY_RATE_LIMIT_ENABLED": "false",
+        "GATEWAY_STATIC_DIR": str(benchenv.ROOT / "frontend" / "dist"),
         "PYTHONUNBUFFERED": "1",
     }
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
@@ -361,6 +355,7 @@ async def services(
                 procs[name] = subprocess.Popen(  # noqa: ASYNC220 - before anything is timed
                     [sys.executable, "-c", f"from clarin_{name}.main import run; run()"],
                     env=env,
+                    cwd=workdir,  # an empty folder: no .env applies
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
@@ -526,6 +521,7 @@ async def run(args: argparse.Namespace, db_url: str) -> dict[str, Any]:
             args.batch_size,
             args.media_dir,
             Path(args.log_dir),
+            args.workdir,
         ) as system:
             tracker = Tracker()
             sink: Sink
@@ -616,22 +612,20 @@ async def run(args: argparse.Namespace, db_url: str) -> dict[str, Any]:
     return report
 
 
-async def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument(
-        "--nats-url", default=os.environ.get("CLARIN_NATS_URL", "nats://127.0.0.1:4222")
+        "--nats-url", default=None, help="default: a private nats-server for the run"
     )
     parser.add_argument(
         "--database-url",
-        default=os.environ.get(
-            "CLARIN_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-        ),
+        default=benchenv.DEFAULT_POSTGRES,
         help="a maintenance database; the bench creates (and drops) its own",
     )
     parser.add_argument(
-        "--redis-url", default=os.environ.get("CLARIN_REDIS_URL", "redis://127.0.0.1:6379/0")
+        "--redis-url", default=None, help="default: a private redis-server (ws sink only)"
     )
     parser.add_argument(
         "--sink",
@@ -666,12 +660,21 @@ async def main() -> None:
     )
     parser.add_argument("--json", action="store_true", help="print the report as JSON only")
     args = parser.parse_args()
+    args.media_dir = os.path.abspath(args.media_dir)
+    args.log_dir = os.path.abspath(args.log_dir)
+    args.workdir = benchenv.isolate()
+    return args
 
-    async with fresh_database(args.database_url, args.keep_db) as db_url:
-        report = await run(args, db_url)
-        # the services have stopped: the same rows again, into the same table, alone
-        raw = await raw_insert_rates(db_url, args.batch_size)
-        report["raw_insert"] = {k: round(v) for k, v in raw.items()}
+
+async def main(args: argparse.Namespace) -> None:
+    redis = args.redis_url if args.sink == "ws" else ""
+    with benchenv.servers(args.nats_url, redis) as servers:
+        args.nats_url, args.redis_url = servers.nats_url, servers.redis_url
+        async with fresh_database(args.database_url, args.keep_db) as db_url:
+            report = await run(args, db_url)
+            # the services have stopped: the same rows again, into the same table, alone
+            raw = await raw_insert_rates(db_url, args.batch_size)
+            report["raw_insert"] = {k: round(v) for k, v in raw.items()}
 
     if args.json:
         print(json.dumps(report))
@@ -706,4 +709,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(parse_args()))

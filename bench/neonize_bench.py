@@ -17,7 +17,8 @@
   connections held; then one child is killed with SIGKILL and the time until its
   sessions are reported is measured.
 
-Uses a scratch database on ``--admin-url``'s server, dropped at the end.
+Uses a scratch database on ``--admin-url``'s server, dropped at the end; every
+setting is passed explicitly (CLARIN_* variables and `.env` change nothing).
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ from collections import defaultdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import benchenv
 
+from clarin_common.db import with_database
 from clarin_common.events import WaMessage, WaReceipt
 from clarin_common.logging import configure_logging
 from clarin_devices.worker.drivers import InboundMedia, MediaOutcome
@@ -310,15 +312,10 @@ async def race(database_url: str) -> dict[str, Any]:
     }
 
 
-def with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-
-
 async def main() -> None:
     configure_logging("WARNING", json=False, service="neonize-bench")
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--admin-url", default=benchenv.DEFAULT_POSTGRES)
     parser.add_argument("--devices", type=int, default=200)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--live", type=int, default=50)
@@ -326,10 +323,11 @@ async def main() -> None:
     parser.add_argument("--race", type=int, default=2, help="runs of the Go crash scenario")
     parser.add_argument("--pairing", type=int, default=20, help="new devices pairing at once")
     args = parser.parse_args()
+    benchenv.isolate()  # the driver's children inherit this environment
     name = f"clarin_bench_neonize_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(args.admin_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    database_url = with_db(args.admin_url, name)
+    database_url = with_database(args.admin_url, name)
     try:
         # the raw ceiling of this host today: one device alone, same path
         alone = await storm(database_url, 1, args.budget)

@@ -42,8 +42,8 @@ mkdir -p "$VAR"
   done
 } >"$VAR/run.env"
 
-"$UV" run --no-sync python -m clarin_common.devservers up --var-dir "$VAR" --env-file "$VAR/servers.env"
-stop_servers() { "$UV" run --no-sync python -m clarin_common.devservers down --var-dir "$VAR" || true; }
+"$UV" run --no-sync python -m clarin_devkit.devservers up --var-dir "$VAR" --env-file "$VAR/servers.env"
+stop_servers() { "$UV" run --no-sync python -m clarin_devkit.devservers down --var-dir "$VAR" || true; }
 trap stop_servers EXIT
 
 echo "Clarin on http://localhost:${GATEWAY_PORT:-8080} with the $driver driver (Ctrl-C stops it)"

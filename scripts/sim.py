@@ -11,12 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from typing import Any
 
 from clarin_common.events import sim_subject
 from clarin_common.nats import connect, request_json
+from clarin_common.settings import CommonSettings
 
 
 def payload(args: argparse.Namespace) -> dict[str, Any]:
@@ -41,10 +41,10 @@ async def main() -> int:
     parser.add_argument("device_id")
     parser.add_argument("rest", nargs="*")
     parser.add_argument(
-        "--nats", default=os.environ.get("CLARIN_NATS_URL", "nats://127.0.0.1:4222")
+        "--nats", default=None, help="default: CLARIN_NATS_URL from the environment or .env"
     )
     args = parser.parse_args()
-    nc = await connect(args.nats, name="clarin-sim-cli")
+    nc = await connect(args.nats or CommonSettings().nats_url, name="clarin-sim-cli")
     try:
         reply = await request_json(nc, sim_subject(args.device_id, args.action), payload(args), 5)
     finally:

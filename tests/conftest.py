@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clarin_common.testing.plugin import TestServers
+from clarin_devkit.testing.plugin import TestServers
 from tests.e2e.system import System, run_system
 
 

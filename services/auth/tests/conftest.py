@@ -9,8 +9,8 @@ import pytest
 
 from clarin_auth.main import create_app
 from clarin_auth.settings import AuthSettings
-from clarin_common.testing import running_app
-from clarin_common.testing.plugin import TestServers
+from clarin_devkit.testing import running_app
+from clarin_devkit.testing.plugin import TestServers
 
 PASSWORD = "correct horse battery"
 

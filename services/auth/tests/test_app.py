@@ -10,7 +10,7 @@ from clarin_auth.main import create_app
 from clarin_auth.settings import AuthSettings
 from clarin_common.auth import generate_key_pair
 from clarin_common.settings import DEV_JWT_PRIVATE_KEY, DEV_JWT_PUBLIC_KEY
-from clarin_common.testing import running_app
+from clarin_devkit.testing import running_app
 
 
 def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:

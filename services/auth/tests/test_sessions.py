@@ -13,7 +13,7 @@ import pytest
 import clarin_auth.security
 from clarin_common.auth import TokenVerifier, generate_key_pair, issue_access_token
 from clarin_common.settings import DEV_JWT_PUBLIC_KEY
-from clarin_common.testing import make_token
+from clarin_devkit.testing import make_token
 
 SESSION_KEYS = {"access_token", "refresh_token", "token_type", "expires_in", "user", "account"}
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from clarin_common.testing import make_token
+from clarin_devkit.testing import make_token
 
 
 class TestListUsers:

@@ -21,13 +21,13 @@ from nats.aio.msg import Msg
 
 from clarin_common import nats as natsmod
 from clarin_common.db import create_pool
-from clarin_common.testing import auth_headers, free_port, make_token, running_app
-from clarin_common.testing.plugin import TestServers
 from clarin_devices.main import create_app
 from clarin_devices.settings import DevicesSettings, WorkerSettings
 from clarin_devices.worker.drivers import DriverError
 from clarin_devices.worker.drivers.simulator import SimulatorConfig, SimulatorDriver
 from clarin_devices.worker.worker import Worker
+from clarin_devkit.testing import auth_headers, free_port, make_token, running_app
+from clarin_devkit.testing.plugin import TestServers
 
 # fast clocks for tests; production defaults are in WorkerSettings
 FAST_WORKER: dict[str, Any] = {

@@ -27,7 +27,6 @@ import asyncpg
 import pytest
 
 from clarin_common.events import WaMessage, WaReceipt
-from clarin_common.testing import eventually
 from clarin_devices.worker.drivers import (
     DriverError,
     InboundMedia,
@@ -35,6 +34,7 @@ from clarin_devices.worker.drivers import (
     NotConnected,
 )
 from clarin_devices.worker.drivers.neonize_driver import NeonizeConfig, NeonizeDriver, store_dsn
+from clarin_devkit.testing import eventually
 
 TEST_HOST = (sys.executable, str(Path(__file__).with_name("neonize_test_host.py")))
 

@@ -12,11 +12,11 @@ from typing import Any
 
 from clarin_common import nats as natsmod
 from clarin_common.db import create_pool
-from clarin_common.testing import eventually
-from clarin_common.testing.plugin import TestServers
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker.driver_factory import build_driver
 from clarin_devices.worker.worker import Worker
+from clarin_devkit.testing import eventually
+from clarin_devkit.testing.plugin import TestServers
 
 from .conftest import FAST_WORKER
 

@@ -20,7 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
-from clarin_common.testing import free_port, live_server
+from clarin_devkit.testing import free_port, live_server
 from clarin_gateway.main import create_app
 from clarin_gateway.settings import GatewaySettings
 

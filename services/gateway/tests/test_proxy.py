@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from clarin_common.testing import auth_headers, make_token
+from clarin_devkit.testing import auth_headers, make_token
 
 ROUTES = {
     "/api/auth/me": "auth",

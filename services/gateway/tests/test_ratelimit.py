@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clarin_common.testing import auth_headers, make_token
+from clarin_devkit.testing import auth_headers, make_token
 from clarin_gateway.settings import GatewaySettings
 
 

@@ -22,7 +22,7 @@ from clarin_common.events import (
     wa_event_subject,
 )
 from clarin_common.nats import encode, publish_event
-from clarin_common.testing import eventually, make_token
+from clarin_devkit.testing import eventually, make_token
 
 
 def ws_connect(gw: Any, token: str, **kwargs: Any) -> Any:

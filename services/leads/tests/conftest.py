@@ -22,8 +22,8 @@ from clarin_common.auth import TokenVerifier
 from clarin_common.events import WaMessage, wa_envelope, wa_event_subject
 from clarin_common.nats import publish_event
 from clarin_common.settings import DEV_JWT_PUBLIC_KEY
-from clarin_common.testing import auth_headers, live_server, make_token, running_app
-from clarin_common.testing.plugin import TestServers
+from clarin_devkit.testing import auth_headers, live_server, make_token, running_app
+from clarin_devkit.testing.plugin import TestServers
 from clarin_leads.main import create_app
 from clarin_leads.settings import LeadsSettings
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from clarin_common.testing import auth_headers, eventually, make_token
+from clarin_devkit.testing import auth_headers, eventually, make_token
 
 LEAD_FIELDS = {
     "id",

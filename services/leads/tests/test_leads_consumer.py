@@ -15,7 +15,7 @@ from nats.aio.client import Client as NatsClient
 from clarin_common.events import RawEnvelope, WaMessage, wa_envelope
 from clarin_common.ids import chat_id_for
 from clarin_common.nats import Delivery
-from clarin_common.testing import eventually, running_app
+from clarin_devkit.testing import eventually, running_app
 from clarin_leads.main import create_app
 
 PHONE = "5215512345678"

@@ -13,7 +13,7 @@ from nats.aio.client import Client as NatsClient
 from clarin_common.events import WaMessage, wa_envelope, wa_event_subject
 from clarin_common.ids import chat_id_for
 from clarin_common.nats import publish_event
-from clarin_common.testing import eventually
+from clarin_devkit.testing import eventually
 
 DEVICE = "0b7c6a1e-5d2f-4f1e-9a3b-2c1d0e9f8a7b"  # the conftest default device
 PHONE = "5215566667777"

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from clarin_common.testing.plugin import TestServers
+from clarin_devkit.testing.plugin import TestServers
 
 
 async def create(client: httpx.AsyncClient, tenant: Any, **body: Any) -> dict[str, Any]:

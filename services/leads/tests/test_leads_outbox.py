@@ -11,8 +11,8 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
-from clarin_common.testing import eventually, running_app
-from clarin_common.testing.plugin import TestServers
+from clarin_devkit.testing import eventually, running_app
+from clarin_devkit.testing.plugin import TestServers
 from clarin_leads.main import create_app
 
 

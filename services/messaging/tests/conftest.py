@@ -32,7 +32,7 @@ from clarin_common.events import (
 )
 from clarin_common.nats import encode
 from clarin_common.settings import DEV_JWT_PUBLIC_KEY
-from clarin_common.testing import auth_headers, live_server, make_token, running_app
+from clarin_devkit.testing import auth_headers, live_server, make_token, running_app
 from clarin_messaging.context import Messaging
 from clarin_messaging.main import create_app
 from clarin_messaging.settings import MessagingSettings

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from clarin_common.ids import chat_id_for
-from clarin_common.testing import eventually
+from clarin_devkit.testing import eventually
 
 
 async def _wait_messages(svc: Any, n: int) -> None:

@@ -14,7 +14,7 @@ from nats.aio.client import Client as NatsClient
 from clarin_common.events import MediaRef, WaMessage, app_envelope, app_event_subject
 from clarin_common.ids import chat_id_for
 from clarin_common.nats import ensure_object_store, publish_event
-from clarin_common.testing import eventually
+from clarin_devkit.testing import eventually
 
 
 async def count_in_chat(svc: Any, chat_id: str) -> int:

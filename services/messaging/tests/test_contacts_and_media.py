@@ -20,7 +20,7 @@ from clarin_common.events import (
 )
 from clarin_common.ids import chat_id_for
 from clarin_common.nats import ensure_object_store, publish_event
-from clarin_common.testing import eventually
+from clarin_devkit.testing import eventually
 
 PHONE = "5215544443333"
 PHONE_JID = f"{PHONE}@s.whatsapp.net"

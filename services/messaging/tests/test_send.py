@@ -10,7 +10,7 @@ from typing import Any
 from nats.aio.client import Client as NatsClient
 
 from clarin_common.ids import chat_id_for
-from clarin_common.testing import eventually
+from clarin_devkit.testing import eventually
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"

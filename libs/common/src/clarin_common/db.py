@@ -106,21 +106,48 @@ async def migrate(dsn: str, schema: str, migrations_dir: Path) -> list[str]:
     return await anyio.to_thread.run_sync(migrate_sync, dsn, schema, migrations_dir)
 
 
-def ensure_database_sync(dsn: str) -> None:
-    """Create the database named in ``dsn`` if it does not exist yet."""
+def database_name(dsn: str) -> str:
+    """The database a PostgreSQL URL names (``postgres`` when it names none)."""
+    return urlsplit(dsn).path.lstrip("/") or "postgres"
+
+
+def with_database(dsn: str, name: str) -> str:
+    """``dsn`` pointing at database ``name`` instead (same server, user and options)."""
+    parts = urlsplit(dsn)
+    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+
+
+def _libpq(dsn: str) -> str:
+    # "postgresql+asyncpg://…" and the like are SQLAlchemy-style: libpq wants the bare scheme
+    return "postgresql" + dsn[dsn.index("://") :]
+
+
+def ensure_database_sync(dsn: str) -> bool:
+    """Create the database named in ``dsn`` if it does not exist yet; True if it did not.
+
+    A database the user can already connect to is left alone without asking the
+    server's maintenance database (which a restricted user may not reach).
+    """
     import psycopg
     from psycopg import sql
 
-    parts = urlsplit(dsn)
-    name = parts.path.lstrip("/") or "postgres"
-    admin = urlunsplit((parts.scheme, parts.netloc, "/postgres", parts.query, ""))
-    with psycopg.connect(admin, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
-        if not exists:
-            try:
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-            except psycopg.errors.DuplicateDatabase:
-                pass
+    dsn = _libpq(dsn)
+    name = database_name(dsn)
+    try:
+        with psycopg.connect(dsn, connect_timeout=5):
+            return False
+    except psycopg.OperationalError:
+        pass
+    with psycopg.connect(
+        with_database(dsn, "postgres"), autocommit=True, connect_timeout=5
+    ) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+        try:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        except psycopg.errors.DuplicateDatabase:
+            return False  # created by someone else meanwhile
+        return True
 
 
 def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:

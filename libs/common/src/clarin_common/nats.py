@@ -6,11 +6,9 @@ import asyncio
 import contextlib
 import json
 import random
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import nats
 import structlog
@@ -44,26 +42,18 @@ from clarin_common.events import (
     Envelope,
     RawEnvelope,
 )
+from clarin_common.net import url_answers
 
 log = structlog.get_logger(__name__)
 
 DUPLICATE_WINDOW_S = 120.0
 
 
-def _probe(url: str, timeout: float = 1.0) -> bool:
-    parts = urlsplit(url)
-    try:
-        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), timeout):
-            return True
-    except OSError:
-        return False
-
-
 async def connect(url: str, name: str, *, timeout: float = 5.0) -> NatsClient:
     """Connect with endless reconnects. Fails fast (ConnectionError) when nothing
     listens: nats-py's own connect can hang on a closed port."""
     urls = [u.strip() for u in url.split(",") if u.strip()]
-    probes = await asyncio.gather(*(asyncio.to_thread(_probe, u) for u in urls))
+    probes = await asyncio.gather(*(asyncio.to_thread(url_answers, u, 1.0) for u in urls))
     if not any(probes):
         raise ConnectionError(f"NATS does not answer at {url}")
 

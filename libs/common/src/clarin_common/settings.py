@@ -4,10 +4,16 @@ Common variables carry the ``CLARIN_`` prefix; a service subclasses
 :class:`CommonSettings`, sets its own ``env_prefix`` (``AUTH_``, ``GATEWAY_``, …)
 for its own fields and keeps reading every field under ``CLARIN_`` too (its own
 prefix wins: ``AUTH_DATABASE_URL`` beats ``CLARIN_DATABASE_URL``).
+
+Values come from the environment, then from ``.env`` in the working directory.
+``CLARIN_ENV_FILE`` in the environment names another file instead, or none when
+empty (the test plugin sets it empty: a developer's ``.env`` never leaks into a
+test run).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -30,6 +36,8 @@ MCowBQYDK2VwAyEAtnjRpNme3gudZgvF98d301Of0l6NeDiXIywgIteS8kw=
 -----END PUBLIC KEY-----
 """
 DEV_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/clarin"
+# where settings come from, so not a setting itself
+ENV_FILE_VARIABLE = "CLARIN_ENV_FILE"
 
 Environment = Literal["dev", "test", "prod", "staging"]
 
@@ -43,20 +51,37 @@ class CommonSettings(BaseSettings):
         populate_by_name=True,
     )
 
-    env: Environment = Field("dev")
-    service_name: str = Field("clarin")
-    database_url: str = Field(DEV_DATABASE_URL)
-    db_pool_min: int = Field(1)
-    db_pool_max: int = Field(10)
-    redis_url: str = Field("redis://127.0.0.1:6379/0")
-    nats_url: str = Field("nats://127.0.0.1:4222")
-    jwt_public_key: str = Field(DEV_JWT_PUBLIC_KEY)
-    jwt_issuer: str = Field("clarin")
-    log_level: str = Field("INFO")
-    log_json: bool | None = Field(None)
-    cors_origins: list[str] = Field(["http://localhost:3000"])
-    media_dir: str = Field("./var/media")
-    host: str = Field("127.0.0.1")
+    env: Environment = Field(
+        "dev",
+        description="`dev`, `test`, `staging` or `prod`; outside dev/test the dev keys are refused",
+    )
+    service_name: str = Field(
+        "clarin",
+        description="the name in logs and metrics; set per process, never in a shared .env",
+    )
+    database_url: str = Field(
+        DEV_DATABASE_URL, description="PostgreSQL; each service migrates its own schema at start-up"
+    )
+    db_pool_min: int = Field(1, description="PostgreSQL connections each process keeps open")
+    db_pool_max: int = Field(10, description="PostgreSQL connections each process may open")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis (gateway rate limits)")
+    nats_url: str = Field(
+        "nats://127.0.0.1:4222", description="NATS with JetStream; comma-separated for a cluster"
+    )
+    jwt_public_key: str = Field(
+        DEV_JWT_PUBLIC_KEY,
+        description="Ed25519 public key (PEM) that access tokens are checked with",
+    )
+    jwt_issuer: str = Field("clarin", description="`iss` of the access tokens")
+    log_level: str = Field("INFO", description="`DEBUG`, `INFO`, `WARNING` or `ERROR`")
+    log_json: bool | None = Field(None, description="JSON log lines; unset: JSON unless `dev`")
+    cors_origins: list[str] = Field(
+        ["http://localhost:3000"], description="browser origins allowed to call the API (JSON list)"
+    )
+    media_dir: str = Field("./var/media", description="where messaging keeps media files")
+    host: str = Field(
+        "127.0.0.1", description="the address processes listen on (`0.0.0.0` in containers)"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -68,13 +93,19 @@ class CommonSettings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # A service's own prefix first (AUTH_DATABASE_URL may override), then the
-        # common CLARIN_ one, from the environment and then from .env.
+        # common CLARIN_ one, from the environment and then from .env (the same
+        # file for both prefixes: `_env_file=None` reads none).
+        env_file = getattr(dotenv_settings, "env_file", ".env")
+        chosen = env_file == settings_cls.model_config.get("env_file")  # not `_env_file=`
+        if chosen and ENV_FILE_VARIABLE in os.environ:
+            env_file = os.environ[ENV_FILE_VARIABLE] or None
+            dotenv_settings = DotEnvSettingsSource(settings_cls, env_file=env_file)
         return (
             init_settings,
             env_settings,
             EnvSettingsSource(settings_cls, env_prefix="CLARIN_"),
             dotenv_settings,
-            DotEnvSettingsSource(settings_cls, env_prefix="CLARIN_"),
+            DotEnvSettingsSource(settings_cls, env_file=env_file, env_prefix="CLARIN_"),
             file_secret_settings,
         )
 

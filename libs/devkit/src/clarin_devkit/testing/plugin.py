@@ -1,4 +1,4 @@
-"""pytest fixtures shared by every service (loaded with ``-p clarin_common.testing.plugin``).
+"""pytest fixtures shared by every service (loaded with ``-p clarin_devkit.testing.plugin``).
 
 A test run owns what it touches, so that ``make test`` beside a running
 ``make run`` changes nothing of it:
@@ -8,6 +8,11 @@ A test run owns what it touches, so that ``make test`` beside a running
 - NATS and Redis: a private server per run (``clean_state`` deletes every
   stream, consumer and KV bucket, so the run never shares them), unless
   ``CLARIN_TEST_NATS_URL`` / ``CLARIN_TEST_REDIS_URL`` name one on purpose.
+  ``CLARIN_NATS_URL``/``CLARIN_REDIS_URL`` (the environment, a ``.env``) are
+  never used for them: ``libs/devkit/tests/test_isolation.py`` shows it.
+- Settings: no ``.env`` is read during a run (``CLARIN_ENV_FILE`` is set empty
+  for the whole session, so the processes tests start inherit it): a ``.env``
+  that ``make run`` wrote changes nothing of the tests.
 
 A server not named (or named ``embedded``) comes from testcontainers when a
 Docker engine answers, else from the embedded servers of the project's
@@ -24,7 +29,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -32,8 +36,14 @@ from nats.aio.client import Client as NatsClient
 from nats.js.errors import NotFoundError
 
 from clarin_common import nats as natsmod
+from clarin_common.db import ensure_database_sync, with_database
 from clarin_common.events import APP_EVENTS_STREAM, WA_EVENTS_STREAM
-from clarin_common.settings import DEV_JWT_PRIVATE_KEY, DEV_JWT_PUBLIC_KEY
+from clarin_common.settings import DEV_JWT_PRIVATE_KEY, DEV_JWT_PUBLIC_KEY, ENV_FILE_VARIABLE
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # before any test builds a settings object
+    os.environ[ENV_FILE_VARIABLE] = ""
 
 
 @dataclass(frozen=True)
@@ -43,11 +53,6 @@ class TestServers:
     admin_database_url: str  # the server's maintenance database
     redis_url: str
     nats_url: str
-
-
-def _with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
 
 
 def _docker_answers() -> bool:
@@ -96,7 +101,7 @@ def _servers() -> Iterator[dict[str, str]]:
             urls.update(stack.enter_context(_containers(missing)))
             missing = set()
         if missing:
-            from clarin_common.devservers import ephemeral_servers
+            from clarin_devkit.devservers import ephemeral_servers
 
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="clarin-test-")))
             servers = stack.enter_context(ephemeral_servers(tmp, kinds=missing))
@@ -114,12 +119,11 @@ def test_servers() -> Iterator[TestServers]:
     import psycopg
 
     with _servers() as urls:
-        admin_url = _with_db(urls["postgres"], "postgres")
+        admin_url = with_database(urls["postgres"], "postgres")
         name = f"clarin_test_{uuid.uuid4().hex[:10]}"
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+        ensure_database_sync(with_database(urls["postgres"], name))
         servers = TestServers(
-            database_url=_with_db(urls["postgres"], name),
+            database_url=with_database(urls["postgres"], name),
             admin_database_url=admin_url,
             redis_url=urls["redis"],
             nats_url=urls["nats"],

@@ -16,7 +16,7 @@ PostgreSQL refuses to run as root: as root, ``initdb``/``pg_ctl`` run as
 user (if ``nobody`` cannot reach the directory's parents, e.g. a private
 temporary directory, it gets the ambient capability to traverse them).
 
-CLI: ``python -m clarin_common.devservers up|down|status [--var-dir var] [--env-file F]``.
+CLI: ``python -m clarin_devkit.devservers up|down|status [--var-dir var] [--env-file F]``.
 """
 
 from __future__ import annotations
@@ -44,6 +44,9 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from clarin_common.db import database_name, ensure_database_sync
+from clarin_common.net import host_port, tcp_answers, url_answers
+
 log = structlog.get_logger(__name__)
 
 Kind = Literal["postgres", "redis", "nats"]
@@ -51,14 +54,6 @@ Kind = Literal["postgres", "redis", "nats"]
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 30.0
 LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
-DEFAULT_PORTS: Mapping[str, int] = {
-    "postgresql": 5432,
-    "postgres": 5432,
-    "redis": 6379,
-    "rediss": 6379,
-    "nats": 4222,
-    "tls": 4222,
-}
 DEFAULT_URLS: Mapping[str, str] = {
     "CLARIN_DATABASE_URL": "postgresql://postgres@127.0.0.1:5432/clarin",
     "CLARIN_REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -86,37 +81,11 @@ class PortInUseError(RuntimeError):
     """The port an embedded server should listen on is taken by something else."""
 
 
-# --------------------------------------------------------------------------- probing
+# --------------------------------------------------------------------------- ports
 
 
-def tcp_answers(host: str, port: int, timeout: float = 0.5) -> bool:
-    """Whether a TCP connection to ``host:port`` succeeds within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _host_port(url: str) -> tuple[str, int]:
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.split("+", 1)[0].lower()
-    host = parts.hostname or "127.0.0.1"
-    port = parts.port or DEFAULT_PORTS.get(scheme)
-    if port is None:
-        raise ValueError(f"no port in {url!r} and no default for scheme {scheme!r}")
-    return host, port
-
-
-def url_answers(url: str) -> bool:
-    """Whether the host/port of a postgres/redis/nats URL accepts TCP connections.
-
-    A comma-separated NATS server list answers if any of its servers does.
-    """
-    return any(tcp_answers(*_host_port(u)) for u in url.split(",") if u.strip())
-
-
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports that were free a moment ago on 127.0.0.1."""
     socks: list[socket.socket] = []
     try:
         for _ in range(count):
@@ -742,7 +711,7 @@ def stop_all(var_dir: Path) -> None:
 
 
 def _local_port(url: str, name: str) -> int:
-    host, port = _host_port(url.split(",")[0])
+    host, port = host_port(url.split(",")[0])
     if host not in LOCAL_HOSTS:
         raise RuntimeError(
             f"nothing answers at {name} URL {url!r} and its host is not local: "
@@ -751,35 +720,21 @@ def _local_port(url: str, name: str) -> int:
     return port
 
 
-def _db_name(url: str) -> str:
-    return urlsplit(url).path.lstrip("/") or "postgres"
-
-
 def _create_database(url: str, *, embedded: bool) -> None:
-    """CREATE the URL's database if it is missing (connecting to ``postgres``)."""
+    """CREATE the URL's database if it is missing; only fatal for our embedded server."""
     import psycopg
-    from psycopg import sql
 
-    name = _db_name(url)
-    libpq_url = "postgresql" + url[url.index("://") :]
     try:
-        with psycopg.connect(libpq_url, connect_timeout=5):
-            return
-    except psycopg.OperationalError:
-        pass
-    try:
-        with psycopg.connect(
-            libpq_url, dbname="postgres", autocommit=True, connect_timeout=5
-        ) as conn:
-            if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
-                return
-            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
-                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-                log.info("devservers.postgres.created_database", database=name)
+        if ensure_database_sync(url):
+            log.info("devservers.postgres.created_database", database=database_name(url))
     except psycopg.Error as exc:
         if embedded:
-            raise RuntimeError(f"cannot create database {name!r}: {exc}") from exc
-        log.warning("devservers.postgres.create_database_failed", database=name, error=str(exc))
+            raise RuntimeError(f"cannot create database {database_name(url)!r}: {exc}") from exc
+        log.warning(
+            "devservers.postgres.create_database_failed",
+            database=database_name(url),
+            error=str(exc),
+        )
 
 
 def ensure_servers(var_dir: Path, database_url: str, redis_url: str, nats_url: str) -> ServerUrls:
@@ -798,7 +753,7 @@ def ensure_servers(var_dir: Path, database_url: str, redis_url: str, nats_url: s
             port = _local_port(database_url, "database")
             start_postgres(var_dir / "postgres", port)
             scheme = urlsplit(database_url).scheme or "postgresql"
-            database_url = f"{scheme}://postgres@127.0.0.1:{port}/{_db_name(database_url)}"
+            database_url = f"{scheme}://postgres@127.0.0.1:{port}/{database_name(database_url)}"
         if not url_answers(redis_url):
             port = _local_port(redis_url, "redis")
             start_redis(var_dir / "redis", port)
@@ -827,7 +782,7 @@ def ephemeral_servers(
 
     def on_free_port(start: Callable[[int], None]) -> int:
         for attempt in range(3):
-            port = _free_ports(1)[0]
+            port = free_ports(1)[0]
             try:
                 start(port)
             except PortInUseError:
@@ -885,7 +840,7 @@ def _write_env_file(path: Path, values: Mapping[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m clarin_common.devservers",
+        prog="python -m clarin_devkit.devservers",
         description="Use PostgreSQL/Redis/NATS at CLARIN_*_URL, or start embedded ones.",
     )
     parser.add_argument("command", choices=["up", "down", "status"])

@@ -7,8 +7,8 @@ from typing import Any
 
 import yaml
 
-from clarin_common import asyncapi
 from clarin_common.events import APP_EVENT_MODELS, WA_EVENT_MODELS
+from clarin_devkit import asyncapi
 
 ROOT = Path(__file__).resolve().parents[3]
 DOC = ROOT / "docs" / "asyncapi.yaml"

@@ -1,4 +1,4 @@
-"""clarin_common.devservers against real embedded processes (no mocks).
+"""clarin_devkit.devservers against real embedded processes (no mocks).
 
 Ports are always free random ones: the machine may run real servers on the
 default ports.
@@ -21,15 +21,14 @@ import psycopg
 import pytest
 import redis
 
-from clarin_common.devservers import (
+from clarin_common.net import tcp_answers, url_answers
+from clarin_devkit.devservers import (
     ServerUrls,
-    _free_ports,
     ensure_servers,
     ephemeral_servers,
     find_binary,
+    free_ports,
     stop_all,
-    tcp_answers,
-    url_answers,
 )
 
 
@@ -79,7 +78,7 @@ def test_find_binary() -> None:
 
 
 def test_url_answers_parses_urls(servers: ServerUrls) -> None:
-    closed = _free_ports(1)[0]
+    closed = free_ports(1)[0]
     assert url_answers(servers.database_url)
     assert url_answers(servers.database_url.replace("postgresql://", "postgresql+asyncpg://"))
     assert url_answers(servers.redis_url)
@@ -127,7 +126,7 @@ def test_ensure_servers_keeps_answering_urls(servers: ServerUrls, tmp_path: Path
 
 
 def test_ensure_servers_refuses_remote_hosts(tmp_path: Path) -> None:
-    closed = _free_ports(1)[0]
+    closed = free_ports(1)[0]
     with pytest.raises(RuntimeError, match="not local"):
         # 192.0.2.0/24 is TEST-NET-1: nothing answers there
         ensure_servers(
@@ -151,7 +150,7 @@ def test_ephemeral_servers_stop_and_delete(tmp_path: Path) -> None:
 
 def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "clarin_common.devservers", *args],
+        [sys.executable, "-m", "clarin_devkit.devservers", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -163,7 +162,7 @@ def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[st
 def test_cli_up_down(tmp_path: Path) -> None:
     var = tmp_path / "var"
     env_file = var / "servers.env"
-    pg_port, redis_port, nats_port = _free_ports(3)
+    pg_port, redis_port, nats_port = free_ports(3)
     env = {
         **os.environ,
         "CLARIN_DATABASE_URL": f"postgresql://postgres@localhost:{pg_port}/clarin_cli",
@@ -225,7 +224,7 @@ def test_cli_up_down(tmp_path: Path) -> None:
 
 
 def test_start_fails_clearly_when_port_is_taken(tmp_path: Path) -> None:
-    from clarin_common.devservers import PortInUseError, start_redis
+    from clarin_devkit.devservers import PortInUseError, start_redis
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -236,9 +235,9 @@ def test_start_fails_clearly_when_port_is_taken(tmp_path: Path) -> None:
 
 
 def test_start_is_idempotent_and_refuses_another_port(tmp_path: Path) -> None:
-    from clarin_common.devservers import start_nats, start_redis
+    from clarin_devkit.devservers import start_nats, start_redis
 
-    redis_port, nats_port, other = _free_ports(3)
+    redis_port, nats_port, other = free_ports(3)
     try:
         start_redis(tmp_path / "redis", redis_port)
         start_nats(tmp_path / "nats", nats_port)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,6 +14,7 @@ from fastapi import FastAPI
 
 from clarin_common.auth import issue_access_token
 from clarin_common.settings import DEV_JWT_PRIVATE_KEY
+from clarin_devkit.devservers import free_ports
 
 
 def make_token(
@@ -50,10 +50,7 @@ async def running_app(
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 @contextlib.asynccontextmanager

@@ -1,6 +1,6 @@
 """The AsyncAPI 3.0 document of Clarin's NATS events, generated from the models.
 
-``python -m clarin_common.asyncapi`` prints it; ``--write PATH`` writes it and
+``python -m clarin_devkit.asyncapi`` prints it; ``--write PATH`` writes it and
 ``--check PATH`` fails when the committed document and the models disagree.
 """
 

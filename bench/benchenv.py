@@ -1,0 +1,76 @@
+"""What every benchmark needs to measure the code and nothing else around it.
+
+* Settings are explicit: the Clarin variables of the caller's environment are
+  dropped, no `.env` is read (`CLARIN_ENV_FILE` empty, and the processes a
+  benchmark starts run in an empty folder besides), whatever `make run` wrote.
+  A benchmark passes every setting it depends on itself.
+* Servers are private unless named: NATS and Redis not given on the command line
+  are started for the run (the embedded servers of `clarin_devkit`) and stopped
+  afterwards, so a benchmark never purges the streams of a running system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from clarin_common.settings import ENV_FILE_VARIABLE
+from clarin_devkit.devservers import ephemeral_servers
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+_SETTING_PREFIXES = (
+    "CLARIN_",
+    "GATEWAY_",
+    "AUTH_",
+    "DEVICES_",
+    "WORKER_",
+    "MESSAGING_",
+    "LEADS_",
+    "WHATSAPP_",
+)
+
+
+def clean_environ() -> dict[str, str]:
+    """The process environment without any Clarin setting, reading no `.env`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTING_PREFIXES)}
+    return {**env, ENV_FILE_VARIABLE: ""}
+
+
+def isolate() -> Path:
+    """Drop Clarin settings from this process's environment (and read no `.env`);
+    the folder (empty, removed at exit) the benchmark's child processes run in."""
+    for key in [k for k in os.environ if k.startswith(_SETTING_PREFIXES)]:
+        del os.environ[key]
+    os.environ[ENV_FILE_VARIABLE] = ""
+    workdir = tempfile.TemporaryDirectory(prefix="clarin-bench-")
+    _keep.append(workdir)
+    return Path(workdir.name)
+
+
+_keep: list[tempfile.TemporaryDirectory[str]] = []
+
+
+@dataclass(frozen=True)
+class Servers:
+    nats_url: str
+    redis_url: str
+
+
+@contextlib.contextmanager
+def servers(nats_url: str | None, redis_url: str | None = "") -> Iterator[Servers]:
+    """The NATS and Redis of the run: the given URL, or a private server when it
+    is None (an empty ``redis_url`` means the benchmark needs no Redis)."""
+    kinds = [k for k, url in (("nats", nats_url), ("redis", redis_url)) if url is None]
+    if not kinds:
+        yield Servers(nats_url or "", redis_url or "")
+        return
+    with (
+        tempfile.TemporaryDirectory(prefix="clarin-bench-servers-") as tmp,
+        ephemeral_servers(Path(tmp), kinds=kinds) as started,
+    ):
+        yield Servers(nats_url or started.nats_url, redis_url or started.redis_url)

@@ -1,0 +1,1 @@
+"""Clarin's development tooling: never installed in a production image."""
