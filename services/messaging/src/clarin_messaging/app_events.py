@@ -7,6 +7,7 @@ from typing import Any
 from clarin_common.contract import Chat, Message
 from clarin_common.events import (
     ChatReadData,
+    ChatUpdatedData,
     Envelope,
     MessageSentData,
     MessageStatusData,
@@ -62,4 +63,13 @@ def chat_read(account_id: str, chat_id: str, device_id: str | None = None) -> Ev
     return (
         app_event_subject(account_id, "chat_read"),
         app_envelope(account_id, "chat_read", ChatReadData(chat_id=chat_id), device_id=device_id),
+    )
+
+
+def chat_updated(account_id: str, chat: Chat) -> Event:
+    return (
+        app_event_subject(account_id, "chat_updated"),
+        app_envelope(
+            account_id, "chat_updated", ChatUpdatedData(chat=chat), device_id=chat.device_id
+        ),
     )

@@ -17,6 +17,9 @@ class MessagingSettings(CommonSettings):
     # the devices service, asked whether a device belongs to the caller's account
     devices_url: str = "http://127.0.0.1:8002"
     devices_timeout: float = 5.0
+    # the auth service, asked whether an assignee is a user of the caller's account
+    auth_url: str = "http://127.0.0.1:8001"
+    auth_timeout: float = 5.0
     max_upload_bytes: int = 16 * 1024 * 1024
     # how long a send waits for the worker; on timeout the message stays pending
     # and the worker's `sent` event settles it

@@ -3,8 +3,9 @@
 A batch of ``wa.evt.*.*.message|sent|receipt`` deliveries becomes a handful of
 multi-row statements: insert the new messages (whatever was seen before is left
 alone), their media index rows, upsert their chats (counting unread only for
-messages actually inserted), settle outbound messages from ``sent`` events and
-echoes, then move statuses forward from receipts. Application events go out
+messages actually inserted), set resolved chats with a new inbound message back to
+open, settle outbound messages from ``sent`` events and echoes, then move
+statuses forward from receipts. Application events go out
 after the commit; the consumer acks after the handler returns.
 """
 
@@ -315,14 +316,20 @@ async def handle_wa_events(
                 conn, [m for message_id, m in media.items() if message_id in inserted]
             )
             chat_rows = await chats_repo.upsert_many(conn, _chat_upserts(parsed.messages, inserted))
+            reopened = await chats_repo.reopen_resolved(
+                conn,
+                list({m.chat_id for m in new_messages if m.id in inserted and m.direction == "in"}),
+            )
             settled = await messages_repo.settle_sent_many(conn, list(parsed.sents.values()))
             receipts = await messages_repo.apply_receipts(conn, list(parsed.receipts.values()))
             sent_rows = await messages_repo.get_many(
                 conn, [str(r["id"]) for r in settled if r["status"] == "sent"]
             )
 
-    chats: dict[str, Chat] = {str(r["id"]): chat_from_row(r) for r in chat_rows}
-    events: list[app_events.Event] = []
+    chats: dict[str, Chat] = {str(r["id"]): chat_from_row(r) for r in (*chat_rows, *reopened)}
+    events: list[app_events.Event] = [
+        app_events.chat_updated(str(r["account_id"]), chats[str(r["id"])]) for r in reopened
+    ]
     for msg in new_messages:
         if msg.id in inserted:
             message = _message_model(msg, media.get(msg.id))
