@@ -588,17 +588,17 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
         </button>
         <Avatar name={chat.name ?? chat.phone} seed={chat.id} />
         <div className="min-w-0 flex-1">
-          <div className="flex items-center gap-2">
+          <div className="flex min-w-0 items-center gap-2">
             <span className="truncate font-semibold text-slate-900" data-testid="thread-title">{chatTitle(chat)}</span>
-            <StatusBadge status={chat.status ?? "open"} />
+            <span className="shrink-0">
+              <StatusBadge status={chat.status ?? "open"} />
+            </span>
           </div>
           <div className="truncate text-xs text-slate-500">
             {chat.phone ? `+${chat.phone}` : chat.jid}
             {device ? ` · ${device.name}` : ""}
           </div>
         </div>
-        <AssigneePicker chat={chat} />
-        <StatusActions chat={chat} />
         <button
           type="button"
           onClick={onShowLead}
@@ -609,8 +609,12 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
           <span className="hidden sm:inline">{t("inbox.showLead")}</span>
         </button>
       </div>
-      <div className="border-b border-slate-100 bg-white px-3 py-1.5">
-        <LabelChips chat={chat} />
+      <div className="flex flex-wrap items-center gap-2 border-b border-slate-100 bg-white px-3 py-1.5" data-testid="conversation-bar">
+        <div className="min-w-0 flex-1">
+          <LabelChips chat={chat} />
+        </div>
+        <AssigneePicker chat={chat} />
+        <StatusActions chat={chat} />
       </div>
       {device && device.status !== "connected" && (
         <div className="px-3 pt-2">

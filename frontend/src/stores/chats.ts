@@ -434,6 +434,7 @@ export const useChats = create<ChatsState>((set, get) => {
       if (c && c.unread_count > 0) get().patchChat(chatId, { unread_count: 0 });
       try {
         await chatsApi.markRead(chatId);
+        get().scheduleCounts();
       } catch {
         /* a later open or a chat_read frame fixes it */
       }
