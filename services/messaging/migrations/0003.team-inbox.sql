@@ -46,6 +46,9 @@ ALTER TABLE messages
         to_tsvector('simple'::regconfig, messaging.search_text(coalesce(body, '')))
     ) STORED;
 CREATE INDEX messages_search_idx ON messages USING gin (search_vector);
+-- a frequent word is searched newest first through this index, stopping once
+-- enough messages match
+CREATE INDEX messages_account_sent_idx ON messages (account_id, sent_at DESC);
 
 -- ---- quick replies ---------------------------------------------------------------
 

@@ -29,14 +29,13 @@ async def search_messages(
     if not _WORD.search(q):
         raise ValidationFailed.field(["query", "q"], "Type at least one letter or digit")
     after = decode_ranked_cursor(cursor) if cursor else None
-    async with ctx.pool.acquire() as conn:
-        rows = await repo.search_for_account(
-            conn, principal.account_id, q, device_id=device_id, after=after, limit=limit + 1
-        )
-        page, more = rows[:limit], len(rows) > limit
-        chat_rows = await chats_repo.get_many_for_account(
-            conn, list({str(r["chat_id"]) for r in page}), principal.account_id
-        )
+    rows = await repo.search_for_account(
+        ctx.pool, principal.account_id, q, device_id=device_id, after=after, limit=limit + 1
+    )
+    page, more = rows[:limit], len(rows) > limit
+    chat_rows = await chats_repo.get_many_for_account(
+        ctx.pool, list({str(r["chat_id"]) for r in page}), principal.account_id
+    )
     chats = {str(r["id"]): chat_from_row(r) for r in chat_rows}
     last = page[-1] if page else None
     next_cursor = (
