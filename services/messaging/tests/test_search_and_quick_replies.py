@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from clarin_common.testing import eventually
+from clarin_messaging.search.repository import search_for_account
 
 
 def _locs(resp: Any) -> list[list[Any]]:
@@ -115,6 +116,18 @@ class TestSearch:
             f"pedido número {i}" for i in range(6, -1, -1)
         ]
         assert seen[-1]["message"]["body"] == "pedidos pendientes"
+
+    async def test_ranking_covers_the_newest_candidates(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        # the oldest message is the best match
+        await _messages(svc, h, t, ["pedido pedido pedido"] + [f"pedido {i}" for i in range(4)])
+        best = (await _search(svc, t, q="pedido"))["items"][0]["message"]["body"]
+        assert best == "pedido pedido pedido"
+        # with room for three candidates only the three newest are ranked
+        rows = await search_for_account(
+            svc.ctx.pool, t.account_id, "pedido", device_id=None, after=None, limit=10, candidates=3
+        )
+        assert [r["body"] for r in rows] == ["pedido 3", "pedido 2", "pedido 1"]
 
     async def test_notes_are_found_too(self, svc: Any, h: Any) -> None:
         t = h.new_tenant()

@@ -21,7 +21,7 @@ import asyncpg
 
 from clarin_messaging.messages.repository import SELECT_MESSAGE
 
-CANDIDATES = 1000
+CANDIDATES = 500
 
 # The query's words as the stored vectors hold them (same parser, same
 # unaccent), each quoted for to_tsquery: every word must appear, each also as the
