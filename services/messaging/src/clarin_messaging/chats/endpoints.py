@@ -49,7 +49,7 @@ async def list_chats(
         unread_only=unread,
         status=status,
         assigned_to=service.assignee_filter(user, assigned_to),
-        label=normalize_label(label) or None if label else None,
+        label=normalize_label(label or "") or None,
     )
     return await service.list_chats(ctx, user, filters, limit=limit, cursor=cursor)
 

@@ -148,25 +148,24 @@ async def update_chat(
     ctx: Messaging, principal: Principal, users: AccountUsers, chat_id: str, patch: ChatPatch
 ) -> Chat:
     """Status, assignee and labels; ``chat_updated`` goes out when something changed."""
-    current = await get_chat_row(ctx, principal, chat_id)
+    current = chat_from_row(await get_chat_row(ctx, principal, chat_id))
     assignee = str(patch.assigned_to) if patch.assigned_to is not None else None
-    current_assignee = str(current["assigned_to"]) if current["assigned_to"] else None
     # only a change of assignee asks auth: saving what is there never fails on it
-    changes_assignee = patch.given("assigned_to") and assignee not in (None, current_assignee)
-    if changes_assignee and assignee is not None and not await users.is_member(assignee):
+    if (
+        patch.given("assigned_to")
+        and assignee is not None
+        and assignee != current.assigned_to
+        and not await users.is_member(assignee)
+    ):
         raise ValidationFailed.field(["body", "assigned_to"], "Not a user of this account")
     async with ctx.pool.acquire() as conn, conn.transaction():
         row = await repo.lock_for_account(conn, chat_id, principal.account_id)
         if row is None:
             raise NotFound("Chat not found", code="chat_not_found")
-        status = patch.status if patch.status is not None else row["status"]
-        assigned_to = (
-            assignee
-            if patch.given("assigned_to")
-            else (str(row["assigned_to"]) if row["assigned_to"] else None)
-        )
-        labels = patch.labels if patch.labels is not None else list(row["labels"])
         before = chat_from_row(row)
+        status = patch.status or before.status
+        assigned_to = assignee if patch.given("assigned_to") else before.assigned_to
+        labels = patch.labels if patch.labels is not None else before.labels
         if (status, assigned_to, labels) == (before.status, before.assigned_to, before.labels):
             return before
         updated = await repo.update_conversation(
