@@ -6,6 +6,7 @@ import { DevicesPage } from "./pages/Devices";
 import { InboxPage } from "./pages/Inbox";
 import { LeadDetailPage } from "./pages/LeadDetail";
 import { LeadsPage } from "./pages/Leads";
+import { QuickRepliesPage } from "./pages/QuickReplies";
 import { LoginPage, RegisterPage } from "./pages/Auth";
 import { UsersPage } from "./pages/Users";
 import { useAuth } from "./stores/auth";
@@ -41,6 +42,7 @@ export function App() {
           <Route path="leads" element={<LeadsPage />} />
           <Route path="leads/:leadId" element={<LeadDetailPage />} />
           <Route path="users" element={<UsersPage />} />
+          <Route path="quick-replies" element={<QuickRepliesPage />} />
         </Route>
         <Route path="*" element={<Navigate to="/" replace />} />
       </Routes>

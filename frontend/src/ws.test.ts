@@ -86,6 +86,9 @@ describe("lead frames", () => {
       last_message_at: "2026-11-28T10:00:00Z",
       unread_count: 1,
       lead_id: null,
+      status: "open",
+      assigned_to: null,
+      labels: [],
     };
     useChats.getState().upsertChat(c);
     handleEvent({ type: "lead_created", data: { lead: lead() } });

@@ -20,6 +20,7 @@ export function handleEvent(evt: WsEvent): void {
       const chats = useChats.getState();
       if (chat) chats.upsertChat(chat);
       if (message) chats.upsertMessage(message);
+      if (message?.direction === "in") chats.scheduleCounts();
       break;
     }
     case "message_sent":
@@ -31,7 +32,16 @@ export function handleEvent(evt: WsEvent): void {
       break;
     case "chat_read":
       useChats.getState().patchChat(evt.data.chat_id, { unread_count: 0 });
+      useChats.getState().scheduleCounts();
       break;
+    case "chat_updated": {
+      const chats = useChats.getState();
+      chats.upsertChat(evt.data.chat);
+      chats.scheduleCounts();
+      const known = new Set(chats.labels);
+      if (evt.data.chat.labels?.some((l) => !known.has(l))) void chats.loadLabels();
+      break;
+    }
     case "device_status":
       useDevices.getState().upsert(evt.data.device);
       break;
@@ -63,6 +73,7 @@ export function resync(activeChatId: string | null): void {
   if (devices.loaded) void devices.load();
   const chats = useChats.getState();
   if (chats.loaded) void chats.loadChats({ soft: true });
+  if (chats.counts) void chats.loadCounts();
   if (activeChatId && chats.threads[activeChatId]?.loaded) void chats.loadThread(activeChatId);
   const leads = useLeads.getState();
   if (leads.loaded) void leads.load({ soft: true });

@@ -271,6 +271,8 @@ def test_agent_journey(system: System) -> None:
         shot("12-english")
         page.get_by_test_id("lang-switch").click()
 
+        team_inbox_steps(page, system, device_id, shot)
+
         # phone width
         page.set_viewport_size({"width": 390, "height": 844})
         page.goto(base + "/inbox")
@@ -279,6 +281,13 @@ def test_agent_journey(system: System) -> None:
         page.get_by_test_id("chat-item").first.click()
         expect(page.get_by_test_id("composer-input")).to_be_visible()
         shot("14-phone-thread")
+        # the lead drawer over the conversation; Esc closes it
+        page.get_by_test_id("thread-show-lead").click()
+        expect(page.get_by_test_id("lead-drawer")).to_be_visible()
+        expect(page.get_by_test_id("lead-drawer")).to_contain_text("José Peña")
+        shot("14b-phone-lead-drawer")
+        page.keyboard.press("Escape")
+        expect(page.get_by_test_id("lead-drawer")).to_have_count(0)
         page.goto(base + "/devices")
         shot("15-phone-devices")
         page.goto(base + "/leads?view=kanban")
@@ -289,3 +298,137 @@ def test_agent_journey(system: System) -> None:
         expect(page.get_by_test_id("login-form")).to_be_visible()
         browser.close()
     assert not errors, errors
+
+
+def team_inbox_steps(page: Any, system: System, device_id: str, shot: Any) -> None:
+    """Issue 14: quick replies, notes, labels, assignment, tabs with live unread
+    counts, resolve and reopen on inbound, label filter, message search."""
+    from playwright.sync_api import expect
+
+    # quick replies: create one, a duplicate shortcut is refused beside the field
+    page.get_by_test_id("nav-quick-replies").click()
+    page.get_by_test_id("quick-shortcut").fill("saludo")
+    page.get_by_test_id("quick-body").fill("¡Hola {{name}}! Gracias por escribir a Café Olé ☕")
+    page.get_by_test_id("quick-submit").click()
+    expect(page.get_by_test_id("quick-row")).to_have_count(1)
+    page.get_by_test_id("quick-shortcut").fill("Saludo")
+    page.get_by_test_id("quick-body").fill("otro")
+    page.get_by_test_id("quick-submit").click()
+    expect(page.get_by_test_id("quick-shortcut-error")).to_be_visible()
+    shot("team-01-quick-replies")
+
+    # the inbox: tabs, the conversation; "/" in the composer lists the replies
+    page.get_by_test_id("nav-inbox").click()
+    expect(page.locator('[data-testid="inbox-tab"][data-tab="all"]')).to_have_attribute(
+        "aria-selected", "true"
+    )
+    page.get_by_test_id("chat-item").first.click()
+    composer = page.get_by_test_id("composer-input")
+    composer.fill("/sal")
+    expect(page.get_by_test_id("quick-reply-option")).to_have_count(1)
+    close_toasts = page.locator('[data-testid^="toast-"] button')
+    while close_toasts.count():  # earlier confirmations would cover the menu
+        close_toasts.first.click()
+    shot("team-02-quick-reply-menu")
+    composer.press("Enter")
+    expect(composer).to_have_value("¡Hola José Peña 😀! Gracias por escribir a Café Olé ☕")
+    composer.press("Enter")
+    expect(
+        page.locator('[data-testid="message-bubble"][data-direction="out"]').last
+    ).to_contain_text("Gracias por escribir")
+    # Shift+Enter breaks the line; Esc closes the quick-reply menu
+    composer.type("línea 1")
+    composer.press("Shift+Enter")
+    composer.type("línea 2")
+    expect(composer).to_have_value("línea 1\nlínea 2")
+    composer.fill("/")
+    expect(page.get_by_test_id("quick-reply-menu")).to_be_visible()
+    composer.press("Escape")
+    expect(page.get_by_test_id("quick-reply-menu")).to_have_count(0)
+    composer.fill("")
+
+    # a private note: the composer turns amber, the note stays in the team's timeline
+    page.get_by_test_id("composer-mode-note").click()
+    expect(page.get_by_test_id("composer")).to_have_attribute("data-mode", "note")
+    composer.fill("Cliente mayorista: ofrecer 10 % en el próximo pedido")
+    composer.press("Enter")
+    note = page.locator('[data-testid="message-bubble"][data-direction="note"]')
+    expect(note).to_contain_text("ofrecer 10 %")
+    expect(note.get_by_test_id("note-label")).to_contain_text("Ana Núñez")
+    shot("team-03-note")
+    page.get_by_test_id("composer-mode-reply").click()
+
+    # a label and an assignee; the Mine / Unassigned tabs follow
+    page.get_by_test_id("chat-label-add").click()
+    page.get_by_test_id("chat-label-input").fill("Mayorista")
+    page.get_by_test_id("chat-label-input").press("Enter")
+    expect(page.locator('[data-testid="chat-label"][data-label="mayorista"]')).to_be_visible()
+    page.get_by_test_id("chat-assignee").select_option(label="Ana Núñez (yo)")
+    page.locator('[data-testid="inbox-tab"][data-tab="mine"]').click()
+    expect(page.get_by_test_id("chat-item")).to_have_count(1)
+    expect(page.get_by_test_id("chat-item-labels")).to_contain_text("mayorista")
+    shot("team-04-mine-label")
+    page.locator('[data-testid="inbox-tab"][data-tab="unassigned"]').click()
+    expect(page.get_by_test_id("chat-item")).to_have_count(0)
+    page.locator('[data-testid="inbox-tab"][data-tab="all"]').click()
+    expect(page.get_by_test_id("chat-item")).to_have_count(1)
+
+    # resolve: it leaves the open list, and is found under "resolved"
+    page.get_by_test_id("chat-resolve").click()
+    expect(page.get_by_test_id("chat-status").first).to_have_attribute("data-status", "resolved")
+    expect(page.get_by_test_id("chat-reopen")).to_be_visible()
+    expect(page.get_by_test_id("chat-item")).to_have_count(0)
+    page.get_by_test_id("chat-status-filter").select_option("resolved")
+    expect(page.get_by_test_id("chat-item")).to_have_count(1)
+    shot("team-05-resolved")
+    page.get_by_test_id("chat-status-filter").select_option("open")
+    expect(page.get_by_test_id("chat-item")).to_have_count(0)
+
+    # away from the thread, José writes again: reopened, live, with unread counts per tab
+    page.get_by_test_id("nav-quick-replies").click()
+    page.get_by_test_id("nav-inbox").click()
+    sim_sync(
+        system,
+        device_id,
+        "inbound",
+        {"from": "5215512345678", "push_name": "José Peña 😀", "body": "¿Me confirmas el pedido?"},
+    )
+    item = page.get_by_test_id("chat-item").first
+    expect(item).to_contain_text("¿Me confirmas el pedido?")
+    expect(item.get_by_test_id("chat-unread-badge")).to_have_text("1")
+    all_tab = page.locator('[data-testid="inbox-tab"][data-tab="all"]')
+    expect(all_tab.get_by_test_id("inbox-tab-count")).to_have_text("1")
+    mine_tab = page.locator('[data-testid="inbox-tab"][data-tab="mine"]')
+    expect(mine_tab.get_by_test_id("inbox-tab-count")).to_have_text("1")
+    expect(
+        page.locator(
+            '[data-testid="inbox-tab"][data-tab="unassigned"] [data-testid="inbox-tab-count"]'
+        )
+    ).to_have_count(0)
+    shot("team-06-reopened-live-counts")
+
+    # the label filter
+    page.get_by_test_id("chat-label-filter").select_option("mayorista")
+    expect(page.get_by_test_id("chat-item")).to_have_count(1)
+    page.get_by_test_id("chat-label-filter").select_option("")
+
+    # search without the accent, jump to the message in its chat
+    page.get_by_test_id("chat-search").fill("cafe oaxaca")
+    hit = page.get_by_test_id("message-search-hit").first
+    expect(hit).to_contain_text("café de Oaxaca")
+    shot("team-07-search")
+    hit.click()
+    focused = page.locator('[data-testid="message-bubble"][data-focused="true"]')
+    expect(focused).to_contain_text("Oaxaca")
+    expect(item.get_by_test_id("chat-unread-badge")).to_have_count(0)
+    shot("team-08-search-jump")
+    page.get_by_test_id("chat-search").press("Escape")
+    expect(page.get_by_test_id("chat-search")).to_have_value("")
+    expect(page.get_by_test_id("message-search-results")).to_have_count(0)
+
+    # the same inbox in English
+    page.get_by_test_id("lang-switch").click()
+    expect(page.locator('[data-testid="inbox-tab"][data-tab="mine"]')).to_contain_text("Mine")
+    expect(page.get_by_test_id("composer-mode-note")).to_have_text("Private note")
+    shot("team-09-english")
+    page.get_by_test_id("lang-switch").click()

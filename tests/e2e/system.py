@@ -78,6 +78,7 @@ def run_system(
         "GATEWAY_LEADS_URL": f"http://127.0.0.1:{ports['leads']}",
         "GATEWAY_STATIC_DIR": str(ROOT / "frontend" / "dist"),
         "MESSAGING_DEVICES_URL": f"http://127.0.0.1:{ports['devices']}",
+        "MESSAGING_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
         "LEADS_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
         "PYTHONUNBUFFERED": "1",
     }

@@ -2,15 +2,19 @@ import { request } from "./client";
 import type {
   Account,
   Chat,
+  ChatStatus,
   Device,
   Lead,
   LeadInput,
   Message,
   Page,
   QrCode,
+  QuickReply,
   Role,
+  SearchHit,
   Session,
   Stage,
+  UnreadCounts,
   User,
 } from "./types";
 
@@ -45,12 +49,31 @@ export const devicesApi = {
   remove: (id: string) => request<void>(`/api/devices/${enc(id)}`, { method: "DELETE" }),
 };
 
+export interface ChatListParams {
+  device_id?: string;
+  q?: string;
+  unread?: boolean;
+  status?: ChatStatus | "";
+  /** "me", "none" or a user id */
+  assigned_to?: string;
+  label?: string;
+  limit?: number;
+  cursor?: string | null;
+}
+
 export const chatsApi = {
-  list: (params: { device_id?: string; q?: string; unread?: boolean; limit?: number; cursor?: string | null }) =>
+  list: (params: ChatListParams) =>
     request<Page<Chat>>("/api/chats", {
       query: { ...params, unread: params.unread ? "true" : undefined },
     }),
   get: (id: string) => request<Chat>(`/api/chats/${enc(id)}`),
+  update: (id: string, body: { status?: ChatStatus; assigned_to?: string | null; labels?: string[] }) =>
+    request<Chat>(`/api/chats/${enc(id)}`, { method: "PATCH", json: body }),
+  addNote: (id: string, body: { body: string; client_id: string }) =>
+    request<Message>(`/api/chats/${enc(id)}/notes`, { method: "POST", json: body }),
+  counts: (params: { device_id?: string; status?: ChatStatus | "" }) =>
+    request<UnreadCounts>("/api/chats/counts", { query: params }),
+  labels: () => request<{ items: { label: string; chats: number }[] }>("/api/chats/labels"),
   messages: (id: string, params: { limit?: number; cursor?: string | null }) =>
     request<Page<Message>>(`/api/chats/${enc(id)}/messages`, { query: params }),
   markRead: (id: string) => request<void>(`/api/chats/${enc(id)}/read`, { method: "POST" }),
@@ -69,6 +92,20 @@ export const messagesApi = {
   },
   media: (messageId: string) => request<Blob>(`/api/media/${enc(messageId)}`, { as: "blob" }),
   retryMedia: (messageId: string) => request<Message>(`/api/media/${enc(messageId)}/retry`, { method: "POST" }),
+};
+
+export const searchApi = {
+  messages: (params: { q: string; device_id?: string; limit?: number; cursor?: string | null }) =>
+    request<Page<SearchHit>>("/api/search/messages", { query: params }),
+};
+
+export const quickRepliesApi = {
+  list: () => request<{ items: QuickReply[] }>("/api/quick-replies"),
+  create: (body: { shortcut: string; body: string }) =>
+    request<QuickReply>("/api/quick-replies", { method: "POST", json: body }),
+  update: (id: string, body: { shortcut?: string; body?: string }) =>
+    request<QuickReply>(`/api/quick-replies/${enc(id)}`, { method: "PUT", json: body }),
+  remove: (id: string) => request<void>(`/api/quick-replies/${enc(id)}`, { method: "DELETE" }),
 };
 
 export const leadsApi = {

@@ -61,9 +61,16 @@ export interface Chat {
   lead_id: string | null;
   /** the contact's LID JID (…@lid) when WhatsApp told it */
   lid?: string | null;
+  /** the chat as a conversation the team works */
+  status: ChatStatus;
+  assigned_to: string | null;
+  labels: string[];
 }
 
-export type MessageDirection = "in" | "out";
+export type ChatStatus = "open" | "pending" | "resolved";
+
+/** inbound, outbound, or an agent's private note (never sent to WhatsApp) */
+export type MessageDirection = "in" | "out" | "note";
 export type MessageType =
   | "text"
   | "image"
@@ -103,6 +110,8 @@ export interface Message {
   sender_name: string | null;
   sent_at: string;
   client_id: string | null;
+  /** who wrote a note */
+  author_id?: string | null;
 }
 
 export interface Page<T> {
@@ -147,6 +156,25 @@ export interface Stage {
   position: number;
 }
 
+export interface QuickReply {
+  id: string;
+  shortcut: string;
+  body: string;
+  created_at: string;
+}
+
+export interface SearchHit {
+  message: Message;
+  chat: Chat;
+}
+
+/** chats with something unread in each inbox tab */
+export interface UnreadCounts {
+  all: number;
+  mine: number;
+  unassigned: number;
+}
+
 export interface ValidationDetail {
   loc: (string | number)[];
   msg: string;
@@ -166,6 +194,7 @@ export type WsEvent =
   | { type: "device_status"; data: { device: Device } }
   | { type: "qr_code"; data: { device_id: string; code: string; expires_at: string } }
   | { type: "chat_read"; data: { chat_id: string } }
+  | { type: "chat_updated"; data: { chat: Chat } }
   | { type: "lead_created"; data: { lead: Lead } }
   | { type: "lead_updated"; data: { lead: Lead } }
   | { type: "lead_deleted"; data: { lead_id: string } }

@@ -1,4 +1,4 @@
-import { AlertCircle, Check, CheckCheck, Clock, Download, FileText, FileWarning, ImageOff, Loader2, RotateCcw } from "lucide-react";
+import { AlertCircle, Check, CheckCheck, Clock, Download, FileText, FileWarning, ImageOff, Loader2, Lock, RotateCcw } from "lucide-react";
 import { useEffect, useState } from "react";
 import { messagesApi } from "../api/endpoints";
 import type { Message, MessageStatus } from "../api/types";
@@ -7,6 +7,7 @@ import { downloadMedia, mediaUrl } from "../lib/media";
 import { displayStatusOf, isTemp, type UiMessage } from "../lib/reconcile";
 import { useChats } from "../stores/chats";
 import { clockTime, cx, errorText, formatBytes } from "../lib/util";
+import { useUsers } from "../stores/users";
 
 
 export function StatusTicks({ status }: { status: MessageStatus }) {
@@ -230,7 +231,58 @@ const TYPE_LABEL: Partial<Record<Message["type"], TKey>> = {
   unknown: "inbox.type.unknown",
 };
 
-export function MessageBubble({ m, onRetry }: { m: UiMessage; onRetry?: () => void }) {
+/** A private note: for the team only, so it looks nothing like a WhatsApp bubble. */
+function NoteBubble({ m, onRetry, focused }: { m: UiMessage; onRetry?: () => void; focused?: boolean }) {
+  const t = useT();
+  const lang = useLang((s) => s.lang);
+  const author = useUsers((s) => s.items.find((u) => u.id === m.author_id));
+  return (
+    <div className="flex justify-end">
+      <div
+        data-testid="message-bubble"
+        data-direction="note"
+        data-status={displayStatusOf(m)}
+        data-message-id={isTemp(m) ? "" : m.id}
+        data-client-id={m.client_id ?? ""}
+        data-focused={focused ? "true" : undefined}
+        className={cx(
+          "relative max-w-[85%] rounded-xl border border-dashed border-amber-400 bg-amber-50 px-2.5 pt-1.5 pb-1 text-sm shadow-sm sm:max-w-[70%]",
+          focused && "ring-2 ring-sky-400",
+        )}
+      >
+        <div className="mb-0.5 flex items-center gap-1 text-[11px] font-semibold text-amber-800" data-testid="note-label">
+          <Lock className="h-3 w-3" />
+          {author ? t("inbox.noteBy", { name: author.name }) : t("inbox.note")}
+        </div>
+        <p className="whitespace-pre-wrap break-words text-slate-900" data-testid="message-text">
+          {m.body}
+        </p>
+        <div className="mt-0.5 flex items-center justify-end gap-1 text-[11px] text-amber-700/80">
+          <span>{clockTime(m.sent_at, lang)}</span>
+          {(isTemp(m) || m.local?.error) && <StatusTicks status={displayStatusOf(m)} />}
+        </div>
+        {m.local?.error && onRetry && (
+          <button
+            type="button"
+            onClick={onRetry}
+            data-testid="message-retry"
+            className="mt-1 inline-flex items-center gap-1 text-xs font-medium text-red-600 hover:underline"
+          >
+            <RotateCcw className="h-3 w-3" />
+            {t("inbox.resend")}
+          </button>
+        )}
+      </div>
+    </div>
+  );
+}
+
+export function MessageBubble({ m, onRetry, focused }: { m: UiMessage; onRetry?: () => void; focused?: boolean }) {
+  if (m.direction === "note") return <NoteBubble m={m} onRetry={onRetry} focused={focused} />;
+  return <ChatBubble m={m} onRetry={onRetry} focused={focused} />;
+}
+
+function ChatBubble({ m, onRetry, focused }: { m: UiMessage; onRetry?: () => void; focused?: boolean }) {
   const t = useT();
   const lang = useLang((s) => s.lang);
   const out = m.direction === "out";
@@ -245,10 +297,12 @@ export function MessageBubble({ m, onRetry }: { m: UiMessage; onRetry?: () => vo
         data-status={status}
         data-message-id={isTemp(m) ? "" : m.id}
         data-client-id={m.client_id ?? ""}
+        data-focused={focused ? "true" : undefined}
         className={cx(
           "relative max-w-[85%] rounded-xl px-2.5 pt-1.5 pb-1 text-sm shadow-sm sm:max-w-[70%]",
           out ? "rounded-tr-sm bg-bubble-out" : "rounded-tl-sm bg-white",
           status === "failed" && "ring-1 ring-red-300",
+          focused && "ring-2 ring-sky-400",
         )}
       >
         {!out && m.sender_name && m.sender_jid?.endsWith("@g.us") && (

@@ -1,4 +1,4 @@
-import { Languages, LogOut, MessageSquare, Smartphone, SquareKanban, Users } from "lucide-react";
+import { Languages, LogOut, MessageSquare, Smartphone, SquareKanban, Users, Zap } from "lucide-react";
 import { useEffect, type ComponentType } from "react";
 import { NavLink, Outlet } from "react-router";
 import { useLang, useT, type TKey } from "../i18n";
@@ -21,6 +21,7 @@ const NAV: NavItem[] = [
   { to: "/inbox", label: "nav.inbox", icon: MessageSquare, testid: "nav-inbox" },
   { to: "/leads", label: "nav.leads", icon: SquareKanban, testid: "nav-leads" },
   { to: "/devices", label: "nav.devices", icon: Smartphone, testid: "nav-devices" },
+  { to: "/quick-replies", label: "nav.quickReplies", icon: Zap, testid: "nav-quick-replies" },
   { to: "/users", label: "nav.users", icon: Users, testid: "nav-users", adminOnly: true },
 ];
 

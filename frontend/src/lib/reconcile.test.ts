@@ -78,6 +78,9 @@ describe("chatOrder", () => {
       last_message_at: at,
       unread_count: 0,
       lead_id: null,
+      status: "open" as const,
+      assigned_to: null,
+      labels: [],
     });
     const sorted = [mk("old", "2026-01-01T00:00:00Z"), mk("none", null), mk("new", "2026-06-01T00:00:00Z")].sort(chatOrder);
     expect(sorted.map((c) => c.id)).toEqual(["new", "old", "none"]);

@@ -120,7 +120,28 @@ export function chatOrder(a: Chat, b: Chat): number {
   return tb > ta ? 1 : -1;
 }
 
-export function chatMatches(chat: Chat, f: { q: string; device_id: string; unread: boolean }): boolean {
+export type InboxTab = "mine" | "unassigned" | "all";
+
+export interface ListFilters {
+  q: string;
+  device_id: string;
+  unread: boolean;
+  tab?: InboxTab;
+  status?: Chat["status"] | "";
+  label?: string;
+}
+
+/** Whether a chat belongs in the inbox tab and status/label filter (search aside). */
+export function chatInView(chat: Chat, f: ListFilters, me: string | null): boolean {
+  if (f.tab === "mine" && (!me || chat.assigned_to !== me)) return false;
+  if (f.tab === "unassigned" && chat.assigned_to) return false;
+  if (f.status && (chat.status ?? "open") !== f.status) return false;
+  if (f.label && !(chat.labels ?? []).includes(f.label)) return false;
+  return true;
+}
+
+export function chatMatches(chat: Chat, f: ListFilters, me: string | null = null): boolean {
+  if (!chatInView(chat, f, me)) return false;
   if (f.device_id && chat.device_id !== f.device_id) return false;
   if (f.unread && chat.unread_count <= 0) return false;
   const q = f.q.trim().toLocaleLowerCase();

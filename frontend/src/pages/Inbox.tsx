@@ -1,4 +1,4 @@
-import { ArrowLeft, MessageSquare, Paperclip, Search, SendHorizontal, UserRound, X } from "lucide-react";
+import { ArrowLeft, Lock, MessageSquare, Paperclip, Search, SendHorizontal, UserRound, X, Zap } from "lucide-react";
 import {
   useCallback,
   useEffect,
@@ -10,14 +10,19 @@ import {
   type UIEvent,
 } from "react";
 import { Link, useNavigate, useParams } from "react-router";
-import type { Chat } from "../api/types";
+import type { Chat, QuickReply } from "../api/types";
+import { AssigneePicker, LabelChips, StatusActions, StatusBadge } from "../components/ConversationBar";
+import { InboxTabs, LabelFilter, StatusFilter } from "../components/InboxFilters";
 import { LeadPanel } from "../components/LeadPanel";
 import { MessageBubble } from "../components/MessageBubble";
+import { MessageSearchResults } from "../components/MessageSearchResults";
 import { Avatar, Banner, EmptyState, ErrorState, Spinner, selectClass } from "../components/ui";
 import { useLang, useT } from "../i18n";
 import { cx, dayLabel, formatBytes, isSameDay, shortTime } from "../lib/util";
 import { useChats } from "../stores/chats";
 import { useDevices } from "../stores/devices";
+import { useLeads } from "../stores/leads";
+import { fillTemplate, matchQuickReplies, useQuickReplies } from "../stores/quickReplies";
 import { live } from "../ws";
 
 function chatTitle(c: Chat): string {
@@ -55,6 +60,7 @@ function ChatListItem({ chat, active }: { chat: Chat; active: boolean }) {
           <span className="truncate text-xs text-slate-500" data-testid="chat-item-preview">
             {chat.last_message_preview ?? ""}
           </span>
+          {chat.status && chat.status !== "open" && <StatusBadge status={chat.status} />}
           {unread && (
             <span
               className="inline-flex h-5 min-w-5 shrink-0 items-center justify-center rounded-full bg-brand-500 px-1.5 text-[11px] font-semibold text-white"
@@ -64,6 +70,15 @@ function ChatListItem({ chat, active }: { chat: Chat; active: boolean }) {
             </span>
           )}
         </div>
+        {(chat.labels?.length ?? 0) > 0 && (
+          <div className="mt-0.5 flex flex-wrap gap-1" data-testid="chat-item-labels">
+            {chat.labels.slice(0, 3).map((l) => (
+              <span key={l} className="rounded-full bg-sky-50 px-1.5 text-[10px] font-medium text-sky-800 ring-1 ring-sky-200">
+                {l}
+              </span>
+            ))}
+          </div>
+        )}
       </div>
     </Link>
   );
@@ -85,7 +100,10 @@ function ChatList({ activeId }: { activeId: string | null }) {
   const chats = useMemo(() => listIds.map((id) => byId[id]).filter((c): c is Chat => !!c), [listIds, byId]);
 
   useEffect(() => {
-    if (!useChats.getState().loaded) void useChats.getState().loadChats();
+    const chats = useChats.getState();
+    if (!chats.loaded) void chats.loadChats();
+    void chats.loadCounts();
+    void chats.loadLabels();
   }, []);
 
   useEffect(() => {
@@ -99,7 +117,8 @@ function ChatList({ activeId }: { activeId: string | null }) {
     if (cursor && !loadingMore && el.scrollHeight - el.scrollTop - el.clientHeight < 200) void useChats.getState().loadMoreChats();
   };
 
-  const filtered = !!(filters.q || filters.device_id || filters.unread);
+  const filtered = !!(filters.q || filters.device_id || filters.unread || filters.label || filters.tab !== "all");
+  const messageQuery = filters.q.trim().length >= 2 ? filters.q.trim() : "";
 
   return (
     <div className="flex h-full min-h-0 flex-col">
@@ -110,11 +129,23 @@ function ChatList({ activeId }: { activeId: string | null }) {
             type="search"
             value={q}
             onChange={(e) => setQ(e.target.value)}
+            onKeyDown={(e) => {
+              if (e.key === "Escape" && q) {
+                e.stopPropagation();
+                setQ("");
+                void useChats.getState().setFilters({ q: "" });
+              }
+            }}
             placeholder={t("inbox.search")}
             data-testid="chat-search"
             aria-label={t("inbox.search")}
             className="w-full rounded-lg border border-slate-200 bg-slate-50 py-2 pr-3 pl-8 text-sm focus:border-brand-500 focus:bg-white focus:outline-none focus:ring-2 focus:ring-brand-500/30"
           />
+        </div>
+        <InboxTabs />
+        <div className="flex items-center gap-2">
+          <StatusFilter />
+          <LabelFilter />
         </div>
         <div className="flex items-center gap-2">
           {devices.length > 1 && (
@@ -147,7 +178,7 @@ function ChatList({ activeId }: { activeId: string | null }) {
         </div>
       </div>
       <div className="min-h-0 flex-1 overflow-y-auto" onScroll={onScroll} data-testid="chat-list">
-        {loading && !chats.length ? (
+        {loading && !chats.length && !messageQuery ? (
           <Spinner />
         ) : error && !chats.length ? (
           <ErrorState error={error} onRetry={() => void useChats.getState().loadChats()} />
@@ -165,6 +196,7 @@ function ChatList({ activeId }: { activeId: string | null }) {
             {loadingMore && <Spinner />}
           </>
         )}
+        {messageQuery && <MessageSearchResults q={messageQuery} />}
       </div>
     </div>
   );
@@ -174,16 +206,90 @@ function ChatList({ activeId }: { activeId: string | null }) {
 
 const drafts = new Map<string, string>();
 
-function Composer({ chatId }: { chatId: string }) {
+/** "/sal" while choosing a quick reply: a slash at the start and no space yet. */
+function quickQuery(text: string): string | null {
+  const m = /^\/([\w-]*)$/.exec(text);
+  return m ? (m[1] ?? "") : null;
+}
+
+function QuickReplyMenu({
+  replies,
+  active,
+  onPick,
+  onHover,
+}: {
+  replies: QuickReply[];
+  active: number;
+  onPick: (r: QuickReply) => void;
+  onHover: (i: number) => void;
+}) {
   const t = useT();
+  const listRef = useRef<HTMLUListElement>(null);
+  useEffect(() => {
+    listRef.current?.querySelector(`[data-index="${active}"]`)?.scrollIntoView({ block: "nearest" });
+  }, [active]);
+  return (
+    <div
+      className="absolute right-0 bottom-full left-0 z-20 mb-2 overflow-hidden rounded-xl border border-slate-200 bg-white shadow-lg"
+      data-testid="quick-reply-menu"
+    >
+      <div className="flex items-center justify-between border-b border-slate-100 px-3 py-1.5 text-[11px] font-semibold tracking-wide text-slate-500 uppercase">
+        <span className="inline-flex items-center gap-1">
+          <Zap className="h-3.5 w-3.5" />
+          {t("inbox.quick.title")}
+        </span>
+        <Link to="/quick-replies" className="font-medium normal-case tracking-normal text-brand-700 hover:underline" data-testid="quick-reply-manage">
+          {t("inbox.quick.manage")}
+        </Link>
+      </div>
+      {replies.length === 0 ? (
+        <p className="px-3 py-3 text-xs text-slate-500" data-testid="quick-reply-empty">
+          {t("inbox.quick.empty")}
+        </p>
+      ) : (
+        <ul ref={listRef} role="listbox" className="max-h-56 overflow-y-auto py-1">
+          {replies.map((r, i) => (
+            <li
+              key={r.id}
+              role="option"
+              aria-selected={i === active}
+              data-index={i}
+              data-testid="quick-reply-option"
+              data-shortcut={r.shortcut}
+              onMouseDown={(e) => {
+                e.preventDefault(); // keep the focus in the composer
+                onPick(r);
+              }}
+              onMouseEnter={() => onHover(i)}
+              className={cx("flex cursor-pointer items-baseline gap-2 px-3 py-1.5 text-sm", i === active && "bg-brand-50")}
+            >
+              <code className="shrink-0 text-xs font-semibold text-brand-800">/{r.shortcut}</code>
+              <span className="truncate text-xs text-slate-600">{r.body}</span>
+            </li>
+          ))}
+        </ul>
+      )}
+    </div>
+  );
+}
+
+function Composer({ chat }: { chat: Chat }) {
+  const t = useT();
+  const chatId = chat.id;
   const [text, setText] = useState(() => drafts.get(chatId) ?? "");
   const [file, setFile] = useState<File | null>(null);
+  const [note, setNote] = useState(false);
+  const [active, setActive] = useState(0);
+  const [menuClosed, setMenuClosed] = useState(false);
   const fileRef = useRef<HTMLInputElement>(null);
   const areaRef = useRef<HTMLTextAreaElement>(null);
+  const replies = useQuickReplies((s) => s.items);
+  const lead = useLeads((s) => (chat.lead_id ? s.byId[chat.lead_id] : undefined));
 
   useEffect(() => {
     setText(drafts.get(chatId) ?? "");
     setFile(null);
+    setNote(false);
     areaRef.current?.focus();
   }, [chatId]);
 
@@ -194,14 +300,38 @@ function Composer({ chatId }: { chatId: string }) {
     el.style.height = `${Math.min(el.scrollHeight, 140)}px`;
   }, [text]);
 
+  const typed = quickQuery(text);
+  const menuOpen = typed !== null && !menuClosed && !file;
+  const matches = useMemo(() => (typed === null ? [] : matchQuickReplies(replies, typed)), [replies, typed]);
+
+  useEffect(() => {
+    if (menuOpen && !useQuickReplies.getState().loaded && !useQuickReplies.getState().loading) void useQuickReplies.getState().load();
+  }, [menuOpen]);
+  useEffect(() => setActive(0), [typed]);
+
   const update = (v: string) => {
     setText(v);
     drafts.set(chatId, v);
+    if (quickQuery(v) === null) setMenuClosed(false);
+  };
+
+  const insert = (r: QuickReply) => {
+    const name = lead?.name || chat.name || (chat.phone ? `+${chat.phone}` : "");
+    update(fillTemplate(r.body, { name }));
+    requestAnimationFrame(() => {
+      const el = areaRef.current;
+      if (!el) return;
+      el.focus();
+      el.setSelectionRange(el.value.length, el.value.length);
+    });
   };
 
   const send = () => {
     const chats = useChats.getState();
-    if (file) {
+    if (note) {
+      if (!text.trim()) return;
+      void chats.sendNote(chatId, text);
+    } else if (file) {
       void chats.sendFile(chatId, file, text);
       setFile(null);
       if (fileRef.current) fileRef.current.value = "";
@@ -213,15 +343,68 @@ function Composer({ chatId }: { chatId: string }) {
   };
 
   const onKey = (e: KeyboardEvent<HTMLTextAreaElement>) => {
-    if (e.key === "Enter" && !e.shiftKey && !e.nativeEvent.isComposing) {
+    if (e.nativeEvent.isComposing) return;
+    if (menuOpen) {
+      if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+        e.preventDefault();
+        const n = matches.length || 1;
+        setActive((a) => (a + (e.key === "ArrowDown" ? 1 : n - 1)) % n);
+        return;
+      }
+      if ((e.key === "Enter" || e.key === "Tab") && !e.shiftKey && matches.length) {
+        e.preventDefault();
+        insert(matches[Math.min(active, matches.length - 1)] as QuickReply);
+        return;
+      }
+      if (e.key === "Escape") {
+        e.preventDefault();
+        e.stopPropagation();
+        setMenuClosed(true);
+        return;
+      }
+    }
+    if (e.key === "Enter" && !e.shiftKey) {
       e.preventDefault();
       send();
     }
   };
 
   return (
-    <div className="border-t border-slate-200 bg-slate-50 px-3 py-2">
-      {file && (
+    <div className={cx("border-t px-3 py-2", note ? "border-amber-300 bg-amber-50" : "border-slate-200 bg-slate-50")} data-testid="composer" data-mode={note ? "note" : "reply"}>
+      <div className="mb-1.5 flex items-center gap-1" role="tablist">
+        <button
+          type="button"
+          role="tab"
+          aria-selected={!note}
+          onClick={() => {
+            setNote(false);
+            areaRef.current?.focus();
+          }}
+          data-testid="composer-mode-reply"
+          className={cx("rounded-md px-2.5 py-1 text-xs font-medium", !note ? "bg-white text-slate-900 shadow-sm" : "text-slate-500 hover:text-slate-800")}
+        >
+          {t("inbox.composer.reply")}
+        </button>
+        <button
+          type="button"
+          role="tab"
+          aria-selected={note}
+          onClick={() => {
+            setNote(true);
+            setFile(null);
+            areaRef.current?.focus();
+          }}
+          data-testid="composer-mode-note"
+          className={cx(
+            "inline-flex items-center gap-1 rounded-md px-2.5 py-1 text-xs font-medium",
+            note ? "bg-amber-200/70 text-amber-900 shadow-sm" : "text-slate-500 hover:text-slate-800",
+          )}
+        >
+          <Lock className="h-3 w-3" />
+          {t("inbox.composer.note")}
+        </button>
+      </div>
+      {file && !note && (
         <div className="mb-2 flex items-center gap-2 rounded-lg border border-slate-200 bg-white px-3 py-2 text-sm" data-testid="composer-file">
           <Paperclip className="h-4 w-4 text-slate-400" />
           <span className="min-w-0 flex-1 truncate">{file.name}</span>
@@ -239,17 +422,20 @@ function Composer({ chatId }: { chatId: string }) {
           </button>
         </div>
       )}
-      <div className="flex items-end gap-2">
-        <button
-          type="button"
-          onClick={() => fileRef.current?.click()}
-          data-testid="composer-attach"
-          title={t("inbox.composer.attach")}
-          aria-label={t("inbox.composer.attach")}
-          className="rounded-full p-2.5 text-slate-500 hover:bg-slate-200"
-        >
-          <Paperclip className="h-5 w-5" />
-        </button>
+      <div className="relative flex items-end gap-2">
+        {menuOpen && <QuickReplyMenu replies={matches} active={active} onPick={insert} onHover={setActive} />}
+        {!note && (
+          <button
+            type="button"
+            onClick={() => fileRef.current?.click()}
+            data-testid="composer-attach"
+            title={t("inbox.composer.attach")}
+            aria-label={t("inbox.composer.attach")}
+            className="rounded-full p-2.5 text-slate-500 hover:bg-slate-200"
+          >
+            <Paperclip className="h-5 w-5" />
+          </button>
+        )}
         <input
           ref={fileRef}
           type="file"
@@ -263,22 +449,30 @@ function Composer({ chatId }: { chatId: string }) {
           value={text}
           onChange={(e) => update(e.target.value)}
           onKeyDown={onKey}
-          placeholder={t("inbox.composer.placeholder")}
-          aria-label={t("inbox.composer.placeholder")}
+          placeholder={note ? t("inbox.composer.notePlaceholder") : t("inbox.composer.placeholder")}
+          aria-label={note ? t("inbox.composer.notePlaceholder") : t("inbox.composer.placeholder")}
           title={t("inbox.composer.hint")}
           data-testid="composer-input"
-          className="max-h-36 min-h-[42px] flex-1 resize-none rounded-2xl border border-slate-200 bg-white px-4 py-2.5 text-sm focus:border-brand-500 focus:outline-none focus:ring-2 focus:ring-brand-500/30"
+          className={cx(
+            "max-h-36 min-h-[42px] flex-1 resize-none rounded-2xl border px-4 py-2.5 text-sm focus:outline-none focus:ring-2",
+            note
+              ? "border-amber-300 bg-amber-100/60 focus:border-amber-500 focus:ring-amber-400/40"
+              : "border-slate-200 bg-white focus:border-brand-500 focus:ring-brand-500/30",
+          )}
         />
         <button
           type="button"
           onClick={send}
-          disabled={!file && !text.trim()}
+          disabled={note ? !text.trim() : !file && !text.trim()}
           data-testid="composer-send"
-          aria-label={t("inbox.composer.send")}
-          title={t("inbox.composer.send")}
-          className="rounded-full bg-brand-600 p-2.5 text-white hover:bg-brand-700 disabled:bg-slate-300"
+          aria-label={note ? t("inbox.composer.addNote") : t("inbox.composer.send")}
+          title={note ? t("inbox.composer.addNote") : t("inbox.composer.send")}
+          className={cx(
+            "rounded-full p-2.5 text-white disabled:bg-slate-300",
+            note ? "bg-amber-500 hover:bg-amber-600" : "bg-brand-600 hover:bg-brand-700",
+          )}
         >
-          <SendHorizontal className="h-5 w-5" />
+          {note ? <Lock className="h-5 w-5" /> : <SendHorizontal className="h-5 w-5" />}
         </button>
       </div>
     </div>
@@ -300,6 +494,8 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
   });
 
   const items = thread?.items ?? [];
+  const focus = useChats((s) => (s.focus?.chatId === chat.id ? s.focus.messageId : null));
+  const [highlight, setHighlight] = useState<string | null>(null);
 
   // open: load history, tell the socket which thread to resync
   useEffect(() => {
@@ -345,6 +541,21 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
     };
   }, [items]);
 
+  // a search result: page back until the message is loaded, then show it
+  useEffect(() => {
+    if (!focus || !thread?.loaded) return;
+    const el = scrollRef.current?.querySelector(`[data-message-id="${focus}"]`);
+    if (el) {
+      el.scrollIntoView({ block: "center" });
+      setHighlight(focus);
+      useChats.getState().setFocus(null);
+    } else if (thread.cursor && !thread.loadingOlder) {
+      void useChats.getState().loadOlder(chat.id);
+    } else if (!thread.cursor) {
+      useChats.getState().setFocus(null);
+    }
+  }, [focus, thread?.loaded, thread?.cursor, thread?.loadingOlder, items.length, chat.id]);
+
   // short histories: keep loading older pages until the view is filled
   useEffect(() => {
     const el = scrollRef.current;
@@ -377,7 +588,12 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
         </button>
         <Avatar name={chat.name ?? chat.phone} seed={chat.id} />
         <div className="min-w-0 flex-1">
-          <div className="truncate font-semibold text-slate-900" data-testid="thread-title">{chatTitle(chat)}</div>
+          <div className="flex min-w-0 items-center gap-2">
+            <span className="truncate font-semibold text-slate-900" data-testid="thread-title">{chatTitle(chat)}</span>
+            <span className="shrink-0">
+              <StatusBadge status={chat.status ?? "open"} />
+            </span>
+          </div>
           <div className="truncate text-xs text-slate-500">
             {chat.phone ? `+${chat.phone}` : chat.jid.endsWith("@lid") ? t("inbox.lidOnly") : chat.jid}
             {device ? ` · ${device.name}` : ""}
@@ -392,6 +608,13 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
           <UserRound className="h-4 w-4" />
           <span className="hidden sm:inline">{t("inbox.showLead")}</span>
         </button>
+      </div>
+      <div className="flex flex-wrap items-center gap-2 border-b border-slate-100 bg-white px-3 py-1.5" data-testid="conversation-bar">
+        <div className="min-w-0 flex-1">
+          <LabelChips chat={chat} />
+        </div>
+        <AssigneePicker chat={chat} />
+        <StatusActions chat={chat} />
       </div>
       {device && device.status !== "connected" && (
         <div className="px-3 pt-2">
@@ -424,14 +647,14 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
                       </span>
                     </div>
                   )}
-                  <MessageBubble m={m} onRetry={() => void useChats.getState().retry(chat.id, m.id)} />
+                  <MessageBubble m={m} focused={m.id === highlight} onRetry={() => void useChats.getState().retry(chat.id, m.id)} />
                 </div>
               );
             })}
           </div>
         )}
       </div>
-      <Composer chatId={chat.id} />
+      <Composer chat={chat} />
     </div>
   );
 }
@@ -468,6 +691,17 @@ export function InboxPage() {
 
   useEffect(() => setLeadOpen(false), [chatId]);
 
+  // Esc closes the panel over the conversation (menus and fields inside it
+  // take their own Esc first)
+  useEffect(() => {
+    if (!leadOpen) return;
+    const onKey = (e: globalThis.KeyboardEvent) => {
+      if (e.key === "Escape") setLeadOpen(false);
+    };
+    window.addEventListener("keydown", onKey);
+    return () => window.removeEventListener("keydown", onKey);
+  }, [leadOpen]);
+
   return (
     <div className="flex h-full min-h-0" data-testid="inbox-page">
       <section
@@ -493,7 +727,7 @@ export function InboxPage() {
             <LeadPanel chat={chat} />
           </aside>
           {leadOpen && (
-            <div className="fixed inset-0 z-30 flex justify-end bg-slate-900/30 xl:hidden" onClick={() => setLeadOpen(false)}>
+            <div className="fixed inset-0 z-30 flex justify-end bg-slate-900/30 xl:hidden" onClick={() => setLeadOpen(false)} data-testid="lead-drawer">
               <aside className="h-full w-80 max-w-[90vw] overflow-y-auto bg-white shadow-xl" onClick={(e) => e.stopPropagation()}>
                 <div className="flex justify-end p-2">
                   <button type="button" onClick={() => setLeadOpen(false)} className="rounded p-1 text-slate-500 hover:bg-slate-100" aria-label={t("common.close")}>

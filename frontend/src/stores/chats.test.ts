@@ -10,14 +10,26 @@ const api = vi.hoisted(() => ({
   messages: vi.fn(),
   markRead: vi.fn(),
   get: vi.fn(),
+  addNote: vi.fn(),
+  update: vi.fn(),
 }));
 
 vi.mock("../api/endpoints", () => ({
   messagesApi: { send: api.send, sendMedia: api.sendMedia, media: vi.fn() },
-  chatsApi: { list: api.list, messages: api.messages, markRead: api.markRead, get: api.get },
+  chatsApi: {
+    list: api.list,
+    messages: api.messages,
+    markRead: api.markRead,
+    get: api.get,
+    addNote: api.addNote,
+    update: api.update,
+    counts: vi.fn().mockResolvedValue({ all: 0, mine: 0, unassigned: 0 }),
+    labels: vi.fn().mockResolvedValue({ items: [] }),
+  },
 }));
 
 const { useChats } = await import("./chats");
+const { useAuth } = await import("./auth");
 const { handleEvent } = await import("../ws");
 
 function chat(id: string, at: string, extra: Partial<Chat> = {}): Chat {
@@ -31,6 +43,9 @@ function chat(id: string, at: string, extra: Partial<Chat> = {}): Chat {
     last_message_at: at,
     unread_count: 0,
     lead_id: null,
+    status: "open",
+    assigned_to: null,
+    labels: [],
     ...extra,
   };
 }
@@ -240,5 +255,55 @@ describe("issue 11: media in two phases, one chat per person", () => {
     // chats of other devices with the same LID are other people's chats
     useChats.getState().upsertChat(chat("elsewhere", "2026-11-28T18:06:00Z", { device_id: "d2", jid: lid, lid }));
     expect(useChats.getState().listIds).toContain("phonechat");
+  });
+});
+
+describe("conversations", () => {
+  it("a chat resolved elsewhere leaves the open list; an inbound message brings it back", async () => {
+    await openChat();
+    expect(useChats.getState().filters.status).toBe("open");
+    handleEvent({ type: "chat_updated", data: { chat: chat("c1", "2026-11-28T17:00:00Z", { status: "resolved" }) } });
+    expect(useChats.getState().listIds).toEqual(["c2"]);
+    handleEvent({
+      type: "new_message",
+      data: { message: msg({ id: "in1", direction: "in", status: "received" }), chat: chat("c1", "2026-11-28T19:00:00Z") },
+    });
+    expect(useChats.getState().listIds).toEqual(["c1", "c2"]);
+  });
+
+  it("the Mine tab asks for assigned_to=me and only takes in chats assigned to me", async () => {
+    useAuth.setState({ user: { id: "u-me", account_id: "a", email: "a@x", name: "Ana", role: "agent" } });
+    api.list.mockResolvedValueOnce(page([chat("c1", "2026-11-28T17:00:00Z", { assigned_to: "u-me" })]));
+    await useChats.getState().setFilters({ tab: "mine", label: "vip" });
+    expect(api.list).toHaveBeenLastCalledWith(
+      expect.objectContaining({ assigned_to: "me", status: "open", label: "vip" }),
+    );
+    const other = chat("c2", "2026-11-28T18:00:00Z", { assigned_to: "u-other", labels: ["vip"] });
+    handleEvent({ type: "new_message", data: { message: msg({ chat_id: "c2", direction: "in" }), chat: other } });
+    expect(useChats.getState().listIds).toEqual(["c1"]);
+    handleEvent({ type: "chat_updated", data: { chat: { ...other, assigned_to: "u-me" } } });
+    expect(useChats.getState().listIds).toEqual(["c2", "c1"]);
+    useAuth.setState({ user: null });
+  });
+
+  it("a note goes to the notes endpoint and leaves the inbox preview alone", async () => {
+    await openChat();
+    api.addNote.mockImplementationOnce(async (_id: string, body: { body: string; client_id: string }) =>
+      msg({ id: "n1", direction: "note", status: "sent", body: body.body, client_id: body.client_id }),
+    );
+    await useChats.getState().sendNote("c1", "Cliente VIP");
+    expect(api.send).not.toHaveBeenCalled();
+    expect(api.addNote).toHaveBeenCalledWith("c1", expect.objectContaining({ body: "Cliente VIP" }));
+    expect(thread()).toHaveLength(1);
+    expect(thread()[0]).toMatchObject({ id: "n1", direction: "note" });
+    expect(useChats.getState().byId.c1?.last_message_preview).toBe("hola");
+  });
+
+  it("a refused change is undone", async () => {
+    await openChat();
+    api.update.mockRejectedValueOnce(new ApiError(422, "validation_error", "Validation failed"));
+    await expect(useChats.getState().updateChat("c1", { status: "resolved" })).rejects.toThrow();
+    expect(useChats.getState().byId.c1?.status).toBe("open");
+    expect(useChats.getState().listIds).toEqual(["c1", "c2"]);
   });
 });

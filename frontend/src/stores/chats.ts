@@ -1,19 +1,22 @@
 import { create } from "zustand";
 import { ApiError } from "../api/client";
-import { chatsApi, messagesApi } from "../api/endpoints";
-import type { Chat, Message, MessageStatus, MessageType } from "../api/types";
+import { chatsApi, messagesApi, type ChatListParams } from "../api/endpoints";
+import type { Chat, ChatStatus, Message, MessageStatus, MessageType, UnreadCounts } from "../api/types";
 import { onSessionEnd } from "../lib/bus";
 import {
   TEMP_PREFIX,
   applyStatus,
+  chatInView,
   chatMatches,
   chatOrder,
   mergeAll,
   mergeStatus,
   upsertInto,
+  type InboxTab,
   type UiMessage,
 } from "../lib/reconcile";
 import { uuid } from "../lib/util";
+import { useAuth } from "./auth";
 
 export const PAGE_SIZE = 50;
 
@@ -30,6 +33,19 @@ export interface ChatFilters {
   q: string;
   device_id: string;
   unread: boolean;
+  /** Mine / Unassigned / All */
+  tab: InboxTab;
+  /** "" = every status */
+  status: ChatStatus | "";
+  label: string;
+}
+
+export type ChatPatch = { status?: ChatStatus; assigned_to?: string | null; labels?: string[] };
+
+/** A message to show (and highlight) once its chat's thread is open. */
+export interface Focus {
+  chatId: string;
+  messageId: string;
 }
 
 interface ChatsState {
@@ -47,6 +63,11 @@ interface ChatsState {
   earlyStatus: Record<string, MessageStatus>;
   /** chats folded into another (a contact's LID chat into its phone chat): old id → new id */
   mergedInto: Record<string, string>;
+  /** chats with something unread per inbox tab (under the status and device filters) */
+  counts: UnreadCounts | null;
+  /** labels in use in the account */
+  labels: string[];
+  focus: Focus | null;
 
   setFilters: (f: Partial<ChatFilters>) => Promise<void>;
   loadChats: (opts?: { soft?: boolean }) => Promise<void>;
@@ -60,7 +81,15 @@ interface ChatsState {
   upsertMessage: (m: UiMessage) => void;
   setStatus: (messageId: string, chatId: string, status: MessageStatus) => void;
 
+  loadCounts: () => Promise<void>;
+  /** reload the counts soon (many frames in a burst cost one request) */
+  scheduleCounts: () => void;
+  loadLabels: () => Promise<void>;
+  updateChat: (id: string, patch: ChatPatch) => Promise<void>;
+  setFocus: (focus: Focus | null) => void;
+
   sendText: (chatId: string, body: string) => Promise<void>;
+  sendNote: (chatId: string, body: string) => Promise<void>;
   sendFile: (chatId: string, file: File, caption: string) => Promise<void>;
   retry: (chatId: string, tempOrId: string) => Promise<void>;
   markRead: (chatId: string) => Promise<void>;
@@ -72,7 +101,7 @@ const emptyThread: Thread = { items: [], cursor: null, loaded: false, loading: f
 const initial = {
   byId: {} as Record<string, Chat>,
   listIds: [] as string[],
-  filters: { q: "", device_id: "", unread: false },
+  filters: { q: "", device_id: "", unread: false, tab: "all", status: "open", label: "" } as ChatFilters,
   cursor: null,
   loading: false,
   loadingMore: false,
@@ -81,9 +110,27 @@ const initial = {
   threads: {} as Record<string, Thread>,
   earlyStatus: {} as Record<string, MessageStatus>,
   mergedInto: {} as Record<string, string>,
+  counts: null as UnreadCounts | null,
+  labels: [] as string[],
+  focus: null as Focus | null,
 };
 
 let listSeq = 0; // ignore answers to superseded list requests
+let countsTimer: ReturnType<typeof setTimeout> | null = null;
+const COUNTS_DELAY_MS = 400;
+
+const me = (): string | null => useAuth.getState().user?.id ?? null;
+
+export function listParams(f: ChatFilters): ChatListParams {
+  return {
+    q: f.q,
+    device_id: f.device_id,
+    unread: f.unread,
+    status: f.status,
+    assigned_to: f.tab === "mine" ? "me" : f.tab === "unassigned" ? "none" : undefined,
+    label: f.label,
+  };
+}
 
 function typeOfFile(file: File): MessageType {
   if (file.type.startsWith("image/")) return "image";
@@ -115,9 +162,12 @@ export const useChats = create<ChatsState>((set, get) => {
     try {
       const file = temp.local?.file;
       const clientId = temp.client_id ?? uuid();
-      const msg = file
-        ? await messagesApi.sendMedia({ chat_id: chatId, file, caption: temp.body ?? undefined, client_id: clientId })
-        : await messagesApi.send({ chat_id: chatId, body: temp.body ?? "", client_id: clientId });
+      const msg =
+        temp.direction === "note"
+          ? await chatsApi.addNote(chatId, { body: temp.body ?? "", client_id: clientId })
+          : file
+            ? await messagesApi.sendMedia({ chat_id: chatId, file, caption: temp.body ?? undefined, client_id: clientId })
+            : await messagesApi.send({ chat_id: chatId, body: temp.body ?? "", client_id: clientId });
       get().upsertMessage(msg);
     } catch (e) {
       const error = e instanceof ApiError ? e.code : "network";
@@ -128,7 +178,7 @@ export const useChats = create<ChatsState>((set, get) => {
     }
   };
 
-  const optimistic = (chatId: string, body: string, file?: File): UiMessage | null => {
+  const optimistic = (chatId: string, body: string, file?: File, note = false): UiMessage | null => {
     const chat = get().byId[chatId];
     if (!chat) return null;
     const clientId = uuid();
@@ -141,7 +191,7 @@ export const useChats = create<ChatsState>((set, get) => {
       chat_id: chatId,
       device_id: chat.device_id,
       wa_message_id: null,
-      direction: "out",
+      direction: note ? "note" : "out",
       type: file ? typeOfFile(file) : "text",
       body: body || null,
       media: file ? { url: "", mime_type: file.type || null, file_name: file.name, size: file.size } : null,
@@ -150,10 +200,12 @@ export const useChats = create<ChatsState>((set, get) => {
       sender_name: null,
       sent_at: now,
       client_id: clientId,
+      author_id: note ? me() : null,
       local: file ? { file, preview } : {},
     };
     get().upsertMessage(m);
-    get().patchChat(chatId, { last_message_at: now, last_message_preview: previewOf(m) });
+    // a note is for the team: the inbox keeps showing the conversation's last message
+    if (!note) get().patchChat(chatId, { last_message_at: now, last_message_preview: previewOf(m) });
     return m;
   };
 
@@ -161,7 +213,10 @@ export const useChats = create<ChatsState>((set, get) => {
     ...initial,
 
     setFilters: async (f) => {
-      set({ filters: { ...get().filters, ...f } });
+      const before = get().filters;
+      set({ filters: { ...before, ...f } });
+      if (f.status !== undefined && f.status !== before.status) get().scheduleCounts();
+      if (f.device_id !== undefined && f.device_id !== before.device_id) get().scheduleCounts();
       await get().loadChats();
     },
 
@@ -169,8 +224,7 @@ export const useChats = create<ChatsState>((set, get) => {
       const seq = ++listSeq;
       set(opts?.soft ? { error: null } : { loading: true, error: null });
       try {
-        const { q, device_id, unread } = get().filters;
-        const page = await chatsApi.list({ q, device_id, unread, limit: PAGE_SIZE });
+        const page = await chatsApi.list({ ...listParams(get().filters), limit: PAGE_SIZE });
         if (seq !== listSeq) return;
         const byId = { ...get().byId };
         for (const c of page.items) byId[c.id] = c;
@@ -192,7 +246,7 @@ export const useChats = create<ChatsState>((set, get) => {
       const seq = listSeq;
       set({ loadingMore: true });
       try {
-        const page = await chatsApi.list({ ...filters, limit: PAGE_SIZE, cursor });
+        const page = await chatsApi.list({ ...listParams(filters), limit: PAGE_SIZE, cursor });
         if (seq !== listSeq) return;
         const byId = { ...get().byId };
         const ids = get().listIds.slice();
@@ -241,9 +295,12 @@ export const useChats = create<ChatsState>((set, get) => {
       }
       let ids = listIds;
       const inList = listIds.includes(chat.id);
-      const matches = chatMatches(chat, filters);
-      // a chat already listed stays (e.g. just read under the unread filter)
+      const merged = nextById[chat.id] as Chat;
+      const matches = chatMatches(merged, filters, me());
+      // a chat already listed stays (e.g. just read under the unread filter),
+      // unless it left the tab, status or label shown (resolved, reassigned…)
       if (!inList && matches && loaded) ids = [...listIds, chat.id];
+      else if (inList && !chatInView(merged, filters, me())) ids = listIds.filter((x) => x !== chat.id);
       set({ byId: nextById, listIds: sortIds(ids, nextById) });
     },
 
@@ -323,6 +380,56 @@ export const useChats = create<ChatsState>((set, get) => {
       set({ earlyStatus: early });
     },
 
+    loadCounts: async () => {
+      const { status, device_id } = get().filters;
+      try {
+        const counts = await chatsApi.counts({ status, device_id });
+        set({ counts });
+      } catch {
+        /* the next frame or list load tries again */
+      }
+    },
+
+    scheduleCounts: () => {
+      if (countsTimer) return;
+      countsTimer = setTimeout(() => {
+        countsTimer = null;
+        void get().loadCounts();
+      }, COUNTS_DELAY_MS);
+    },
+
+    loadLabels: async () => {
+      try {
+        const { items } = await chatsApi.labels();
+        set({ labels: items.map((x) => x.label) });
+      } catch {
+        /* the filter just offers fewer labels */
+      }
+    },
+
+    updateChat: async (id, patch) => {
+      const before = get().byId[id];
+      if (before) get().upsertChat({ ...before, ...patch });
+      try {
+        const chat = await chatsApi.update(id, patch);
+        get().upsertChat(chat);
+        get().scheduleCounts();
+        if (patch.labels) void get().loadLabels();
+      } catch (e) {
+        if (before) get().upsertChat(before);
+        throw e;
+      }
+    },
+
+    setFocus: (focus) => set({ focus }),
+
+    sendNote: async (chatId, body) => {
+      const text = body.trim();
+      if (!text) return;
+      const m = optimistic(chatId, text, undefined, true);
+      if (m) await deliver(chatId, m);
+    },
+
     sendText: async (chatId, body) => {
       const text = body.trim();
       if (!text) return;
@@ -350,6 +457,7 @@ export const useChats = create<ChatsState>((set, get) => {
       if (c && c.unread_count > 0) get().patchChat(chatId, { unread_count: 0 });
       try {
         await chatsApi.markRead(chatId);
+        get().scheduleCounts();
       } catch {
         /* a later open or a chat_read frame fixes it */
       }
@@ -357,6 +465,8 @@ export const useChats = create<ChatsState>((set, get) => {
 
     reset: () => {
       listSeq++;
+      if (countsTimer) clearTimeout(countsTimer);
+      countsTimer = null;
       for (const t of Object.values(get().threads))
         for (const m of t.items) if (m.local?.preview) URL.revokeObjectURL(m.local.preview);
       set({ ...initial });

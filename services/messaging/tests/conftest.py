@@ -1,5 +1,5 @@
 """Fixtures of the messaging tests: the service on the real servers, a fake
-devices service, a stand-in for the device worker, and event helpers."""
+devices and auth service, a stand-in for the device worker, and event helpers."""
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ from clarin_messaging.settings import MessagingSettings
 
 # device id -> account id, as the fake devices service knows them
 DEVICES: dict[str, str] = {}
+# account id -> its user ids, as the fake auth service knows them
+USERS: dict[str, list[str]] = {}
 
 
 def fake_devices_app() -> FastAPI:
@@ -56,6 +58,16 @@ def fake_devices_app() -> FastAPI:
             return JSONResponse({"error": {"code": "not_found"}}, status_code=404)
         return JSONResponse({"id": device_id, "account_id": principal.account_id})
 
+    @app.get("/api/users")
+    async def list_users(request: Request) -> JSONResponse:
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        try:
+            principal = verifier.verify(token)
+        except Exception:
+            return JSONResponse({"error": {"code": "unauthorized"}}, status_code=401)
+        ids = USERS.get(principal.account_id, [])
+        return JSONResponse({"items": [{"id": i, "account_id": principal.account_id} for i in ids]})
+
     return app
 
 
@@ -70,16 +82,27 @@ class Tenant:
     account_id: str
     device_id: str
     token: str
+    user_id: str = ""
 
     @property
     def headers(self) -> dict[str, str]:
         return auth_headers(self.token)
 
+    def colleague(self, role: str = "agent") -> Tenant:
+        """Another user of the same account (known to auth), with their own token."""
+        user_id = str(uuid.uuid4())
+        USERS.setdefault(self.account_id, []).append(user_id)
+        token = make_token(account_id=self.account_id, user_id=user_id, role=role)
+        return Tenant(self.account_id, self.device_id, token, user_id)
+
 
 def new_tenant() -> Tenant:
-    account_id, device_id = str(uuid.uuid4()), str(uuid.uuid4())
+    account_id, device_id, user_id = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     DEVICES[device_id] = account_id
-    return Tenant(account_id, device_id, make_token(account_id=account_id))
+    USERS[account_id] = [user_id]
+    return Tenant(
+        account_id, device_id, make_token(account_id=account_id, user_id=user_id), user_id
+    )
 
 
 @dataclass
@@ -98,6 +121,7 @@ class Service:
 def settings_for(tmp_path: Path, devices_url: str, **overrides: Any) -> MessagingSettings:
     values: dict[str, Any] = {
         "devices_url": devices_url,
+        "auth_url": devices_url,
         "media_dir": str(tmp_path / "media"),
         "command_timeout": 1.0,
         "mark_read_timeout": 1.0,

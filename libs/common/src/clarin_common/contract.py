@@ -28,6 +28,9 @@ MessageType = Literal[
 ]
 MessageStatus = Literal["pending", "sent", "delivered", "read", "failed", "received"]
 Direction = Literal["in", "out"]
+# a message of a chat's timeline: WhatsApp's two directions, or an agent's private note
+MessageDirection = Literal["in", "out", "note"]
+ChatStatus = Literal["open", "pending", "resolved"]
 Role = Literal["admin", "agent"]
 LeadSource = Literal["manual", "whatsapp"]
 
@@ -88,6 +91,11 @@ class Chat(Contract):
     # the contact's LID JID (``…@lid``) when WhatsApp told us; ``jid`` is the
     # phone form whenever it is known
     lid: str | None = None
+    # the chat as a conversation the team works: new chats are open, an inbound
+    # message reopens a resolved one
+    status: ChatStatus = "open"
+    assigned_to: str | None = None
+    labels: list[str] = []
 
 
 class Message(Contract):
@@ -95,7 +103,7 @@ class Message(Contract):
     chat_id: str
     device_id: str
     wa_message_id: str | None = None
-    direction: Direction
+    direction: MessageDirection
     type: MessageType
     body: str | None = None
     media: Media | None = None
@@ -104,6 +112,8 @@ class Message(Contract):
     sender_name: str | None = None
     sent_at: datetime
     client_id: str | None = None
+    # the user who wrote a private note (``direction: "note"``), else null
+    author_id: str | None = None
 
 
 class Lead(Contract):

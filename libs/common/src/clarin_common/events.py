@@ -37,6 +37,7 @@ AppType = Literal[
     "device_status",
     "qr_code",
     "chat_read",
+    "chat_updated",
     "lead_created",
     "lead_updated",
     "lead_deleted",
@@ -254,6 +255,13 @@ class ChatReadData(BaseModel):
     chat_id: str
 
 
+class ChatUpdatedData(BaseModel):
+    """A conversation's status, assignee or labels changed (also: an inbound
+    message reopened a resolved chat)."""
+
+    chat: Chat
+
+
 class LeadData(BaseModel):
     lead: Lead
 
@@ -270,6 +278,7 @@ APP_EVENT_MODELS: dict[AppType, type[BaseModel]] = {
     "device_status": DeviceStatusData,
     "qr_code": QrCodeData,
     "chat_read": ChatReadData,
+    "chat_updated": ChatUpdatedData,
     "lead_created": LeadData,
     "lead_updated": LeadData,
     "lead_deleted": LeadDeletedData,

@@ -48,6 +48,7 @@ _APP_DOC = {
     "device_status": "A device's status changed (full device).",
     "qr_code": "A QR code to show while linking a device.",
     "chat_read": "A chat was marked read.",
+    "chat_updated": "A conversation's status, assignee or labels changed.",
     "lead_created": "A lead was created (by an agent or by a first WhatsApp message).",
     "lead_updated": "A lead changed.",
     "lead_deleted": "A lead was deleted.",

@@ -7,6 +7,7 @@ from typing import Any
 from clarin_common.contract import Chat, Message
 from clarin_common.events import (
     ChatReadData,
+    ChatUpdatedData,
     Envelope,
     MessageSentData,
     MessageStatusData,
@@ -74,5 +75,14 @@ def message_updated(account_id: str, message: Message) -> Event:
             "message_updated",
             MessageUpdatedData(message=message),
             device_id=message.device_id,
+        ),
+    )
+
+
+def chat_updated(account_id: str, chat: Chat) -> Event:
+    return (
+        app_event_subject(account_id, "chat_updated"),
+        app_envelope(
+            account_id, "chat_updated", ChatUpdatedData(chat=chat), device_id=chat.device_id
         ),
     )

@@ -53,6 +53,9 @@ def chat_from_row(row: Mapping[str, Any]) -> Chat:
         unread_count=row["unread_count"],
         lead_id=_str(row["lead_id"]),
         lid=row["lid"],
+        status=row["status"],
+        assigned_to=_str(row["assigned_to"]),
+        labels=list(row["labels"]),
     )
 
 
@@ -83,5 +86,6 @@ def message_from_row(row: Mapping[str, Any]) -> MessageOut:
         sender_name=row["sender_name"],
         sent_at=row["sent_at"],
         client_id=row["client_id"],
+        author_id=_str(row["author_id"]),
         error=row["error"],
     )

@@ -1,4 +1,5 @@
-"""The messaging service: chats, messages, media; the wa.evt and lead consumers."""
+"""The messaging service: chats (conversations, notes), messages, media, quick
+replies and search; the wa.evt and lead consumers."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from clarin_common.app import Resources, create_service_app, serve
 from clarin_common.errors import error_response
 from clarin_common.nats import PullConsumer
+from clarin_common.users import UserDirectory
 from clarin_messaging.chats.endpoints import router as chats_router
 from clarin_messaging.consumers import lead_events_consumer, wa_events_consumer
 from clarin_messaging.context import Messaging
 from clarin_messaging.devices_client import DevicesClient
 from clarin_messaging.media_store import LocalMediaStore
 from clarin_messaging.messages.endpoints import router as messages_router
+from clarin_messaging.quick_replies.endpoints import router as quick_replies_router
+from clarin_messaging.search.endpoints import router as search_router
 from clarin_messaging.settings import MessagingSettings
 
 log = structlog.get_logger(__name__)
@@ -51,6 +55,7 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
 
     async def on_startup(app: FastAPI, res: Resources) -> None:
         assert res.pool is not None and res.nc is not None and res.js is not None
+        app.state.user_directory = UserDirectory(settings.auth_url, settings.auth_timeout)
         ctx = Messaging(
             settings=settings,
             pool=res.pool,
@@ -75,13 +80,16 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
         ctx: Messaging | None = res.extras.get("messaging")
         if ctx is not None:
             await ctx.devices.aclose()
+        directory: UserDirectory | None = getattr(app.state, "user_directory", None)
+        if directory is not None:
+            await directory.close()
 
     app = create_service_app(
         settings,
         title="Clarin messaging",
         schema="messaging",
         migrations_dir=MIGRATIONS,
-        routers=[chats_router, messages_router],
+        routers=[chats_router, messages_router, search_router, quick_replies_router],
         on_startup=on_startup,
         on_shutdown=on_shutdown,
     )

@@ -18,6 +18,9 @@ class MessagingSettings(CommonSettings):
     # the devices service, asked whether a device belongs to the caller's account
     devices_url: str = "http://127.0.0.1:8002"
     devices_timeout: float = 5.0
+    # the auth service, asked whether an assignee is a user of the caller's account
+    auth_url: str = "http://127.0.0.1:8001"
+    auth_timeout: float = 5.0
     max_upload_bytes: int = 16 * 1024 * 1024
     # an inbound file still downloading after this long may be retried (its
     # worker may have stopped mid-way)

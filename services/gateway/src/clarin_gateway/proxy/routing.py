@@ -12,6 +12,8 @@ _ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/chats", "messaging"),
     ("/api/messages", "messaging"),
     ("/api/media", "messaging"),
+    ("/api/search", "messaging"),
+    ("/api/quick-replies", "messaging"),
     ("/api/leads", "leads"),
     ("/api/pipeline", "leads"),
 )

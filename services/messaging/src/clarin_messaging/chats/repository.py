@@ -113,7 +113,8 @@ async def merge_into(
 ) -> None:
     """The chat ``source_id`` (opened by LID) and the person's phone chat
     ``target_id`` are one: its messages, unread count, lead link and name move
-    over, and the phone chat is created from it when it did not exist yet."""
+    over (with its assignee and labels, so the team's triage survives), and the
+    phone chat is created from it when it did not exist yet."""
     await conn.execute("UPDATE messages SET chat_id = $2 WHERE chat_id = $1", source_id, target_id)
     await conn.execute(
         "UPDATE lead_links SET chat_id = $2 WHERE chat_id = $1", source_id, target_id
@@ -139,6 +140,8 @@ async def merge_into(
             lead_id = coalesce(c.lead_id, $3),
             name = coalesce(c.name, $4),
             lid = coalesce(c.lid, $5),
+            assigned_to = coalesce(c.assigned_to, $10),
+            labels = ARRAY(SELECT DISTINCT unnest(c.labels || $11::text[]) ORDER BY 1),
             last_message_preview = CASE
                 WHEN $7::timestamptz > coalesce(c.last_message_at, '-infinity')
                 THEN $6 ELSE c.last_message_preview END,
@@ -157,6 +160,8 @@ async def merge_into(
         source["last_message_at"],
         source["activity_at"],
         source["created_at"],
+        source["assigned_to"],
+        list(source["labels"]),
     )
 
 
@@ -168,42 +173,179 @@ async def get_by_id_for_account(
     )
 
 
+@dataclass
+class ChatFilters:
+    """The inbox list's filters; ``assigned_to`` is a user id, ``NONE`` or None (any)."""
+
+    device_id: str | None = None
+    q: str | None = None
+    unread_only: bool = False
+    status: str | None = None
+    assigned_to: str | None = None
+    label: str | None = None
+
+
+# ``assigned_to`` filter value for "nobody"
+NONE = "none"
+
+
+def _filter_sql(account_id: str, filters: ChatFilters) -> tuple[list[str], list[object]]:
+    """WHERE clauses and their arguments: only the filters given, so that each
+    shape of the query gets its own plan on the matching index."""
+    args: list[object] = [account_id]
+    where = ["account_id = $1"]
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if filters.device_id is not None:
+        where.append(f"device_id = {arg(filters.device_id)}::uuid")
+    if filters.status is not None:
+        where.append(f"status = {arg(filters.status)}")
+    if filters.assigned_to == NONE:
+        where.append("assigned_to IS NULL")
+    elif filters.assigned_to is not None:
+        where.append(f"assigned_to = {arg(filters.assigned_to)}::uuid")
+    if filters.label is not None:
+        where.append(f"labels @> ARRAY[{arg(filters.label)}::text]")
+    if filters.unread_only:
+        where.append("unread_count > 0")
+    if filters.q:
+        escaped = filters.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = arg(f"%{escaped}%")
+        clause = f"name ILIKE {pattern} OR phone ILIKE {pattern} OR jid ILIKE {pattern}"
+        digits = "".join(ch for ch in filters.q if ch.isdigit())
+        if digits:
+            clause += f" OR phone LIKE {arg(f'%{digits}%')}"
+        where.append(f"({clause})")
+    return where, args
+
+
+async def get_many_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, chat_ids: Sequence[str], account_id: str
+) -> list[asyncpg.Record]:
+    if not chat_ids:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT * FROM chats WHERE id = ANY($1::uuid[]) AND account_id = $2",
+        list(chat_ids),
+        account_id,
+    )
+    return rows
+
+
 async def list_for_account(
     conn: asyncpg.Connection | asyncpg.Pool,
     account_id: str,
+    filters: ChatFilters,
     *,
-    device_id: str | None,
-    q: str | None,
-    unread_only: bool,
     after: tuple[datetime, str] | None,
     limit: int,
 ) -> list[asyncpg.Record]:
-    pattern = digits_pattern = None
-    if q:
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        pattern = f"%{escaped}%"
-        digits = "".join(ch for ch in q if ch.isdigit())
-        digits_pattern = f"%{digits}%" if digits else None
+    where, args = _filter_sql(account_id, filters)
+    if after is not None:
+        args.extend(after)
+        where.append(f"(activity_at, id) < (${len(args) - 1}::timestamptz, ${len(args)}::uuid)")
+    args.append(limit)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"""
+        SELECT * FROM chats
+        WHERE {" AND ".join(where)}
+        ORDER BY activity_at DESC, id DESC
+        LIMIT ${len(args)}
+        """,
+        *args,
+    )
+    return rows
+
+
+async def unread_counts(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    account_id: str,
+    user_id: str,
+    *,
+    device_id: str | None,
+    status: str | None,
+) -> asyncpg.Record:
+    """Chats with something unread: all, assigned to ``user_id``, unassigned."""
+    where, args = _filter_sql(account_id, ChatFilters(device_id=device_id, status=status))
+    args.append(user_id)
+    row: asyncpg.Record = await conn.fetchrow(
+        f"""
+        SELECT count(*) AS all,
+               count(*) FILTER (WHERE assigned_to = ${len(args)}::uuid) AS mine,
+               count(*) FILTER (WHERE assigned_to IS NULL) AS unassigned
+        FROM chats
+        WHERE {" AND ".join(where)} AND unread_count > 0
+        """,
+        *args,
+    )
+    return row
+
+
+async def labels_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, account_id: str
+) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch(
         """
-        SELECT * FROM chats
-        WHERE account_id = $1
-          AND ($2::uuid IS NULL OR device_id = $2)
-          AND ($3::text IS NULL OR name ILIKE $3 OR phone ILIKE $3 OR jid ILIKE $3
-               OR ($4::text IS NOT NULL AND phone LIKE $4))
-          AND (NOT $5::bool OR unread_count > 0)
-          AND ($6::timestamptz IS NULL OR (activity_at, id) < ($6, $7::uuid))
-        ORDER BY activity_at DESC, id DESC
-        LIMIT $8
+        SELECT label, count(*) AS chats
+        FROM chats, unnest(labels) AS label
+        WHERE account_id = $1 AND labels <> '{}'
+        GROUP BY label ORDER BY label
         """,
         account_id,
-        device_id,
-        pattern,
-        digits_pattern,
-        unread_only,
-        after[0] if after else None,
-        after[1] if after else None,
-        limit,
+    )
+    return rows
+
+
+async def lock_for_account(
+    conn: asyncpg.Connection, chat_id: str, account_id: str
+) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        "SELECT * FROM chats WHERE id = $1 AND account_id = $2 FOR UPDATE", chat_id, account_id
+    )
+
+
+async def update_conversation(
+    conn: asyncpg.Connection,
+    chat_id: str,
+    account_id: str,
+    *,
+    status: str,
+    assigned_to: str | None,
+    labels: list[str],
+) -> asyncpg.Record:
+    row: asyncpg.Record = await conn.fetchrow(
+        """
+        UPDATE chats SET status = $3, assigned_to = $4::uuid, labels = $5::text[],
+                         updated_at = now()
+        WHERE id = $1 AND account_id = $2
+        RETURNING *
+        """,
+        chat_id,
+        account_id,
+        status,
+        assigned_to,
+        labels,
+    )
+    return row
+
+
+async def reopen_resolved(
+    conn: asyncpg.Connection, chat_ids: Sequence[str]
+) -> list[asyncpg.Record]:
+    """An inbound message sets a resolved chat back to open; returns the chats
+    reopened (already locked by this batch's upsert, in id order)."""
+    if not chat_ids:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(
+        """
+        UPDATE chats SET status = 'open', updated_at = now()
+        WHERE id = ANY($1::uuid[]) AND status = 'resolved'
+        RETURNING *
+        """,
+        sorted(chat_ids),
     )
     return rows
 

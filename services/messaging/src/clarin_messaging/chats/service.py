@@ -1,7 +1,9 @@
-"""Chats: the inbox list, one chat, its messages, mark read."""
+"""Chats: the inbox list, one chat, its messages, mark read; chats as
+conversations (status, assignee, labels) and private notes."""
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 
 import asyncpg
@@ -11,15 +13,26 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from clarin_common.auth import Principal
 from clarin_common.contract import Chat
-from clarin_common.errors import NotFound
-from clarin_common.events import MarkReadCommand, wa_command_subject
+from clarin_common.errors import NotFound, ValidationFailed
+from clarin_common.events import MarkReadCommand, utcnow, wa_command_subject
 from clarin_common.nats import request_json
+from clarin_common.users import AccountUsers
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as repo
-from clarin_messaging.chats.schemas import ChatPage, MessagePage
+from clarin_messaging.chats.repository import ChatFilters
+from clarin_messaging.chats.schemas import (
+    ChatPage,
+    ChatPatch,
+    LabelCount,
+    LabelList,
+    MessagePage,
+    NoteRequest,
+    UnreadCounts,
+)
 from clarin_messaging.context import Messaging
-from clarin_messaging.convert import chat_from_row, message_from_row
+from clarin_messaging.convert import MessageOut, chat_from_row, message_from_row
 from clarin_messaging.messages import repository as messages_repo
+from clarin_messaging.messages.repository import NewMessage
 from clarin_messaging.pagination import decode_cursor, encode_cursor
 
 log = structlog.get_logger(__name__)
@@ -27,29 +40,49 @@ log = structlog.get_logger(__name__)
 _READ_IDS_PER_COMMAND = 200
 
 
+def assignee_filter(principal: Principal, value: str | None) -> str | None:
+    """``assigned_to=me|none|{user_id}`` as a user id, ``repo.NONE`` or None."""
+    if value is None or value == "":
+        return None
+    if value == "me":
+        return principal.user_id
+    if value == "none":
+        return repo.NONE
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise ValidationFailed.field(["query", "assigned_to"], "Use me, none or a user id") from exc
+
+
 async def list_chats(
     ctx: Messaging,
     principal: Principal,
+    filters: ChatFilters,
     *,
-    device_id: str | None,
-    q: str | None,
-    unread_only: bool,
     limit: int,
     cursor: str | None,
 ) -> ChatPage:
     after = decode_cursor(cursor) if cursor else None
     rows = await repo.list_for_account(
-        ctx.pool,
-        principal.account_id,
-        device_id=device_id,
-        q=q.strip() if q and q.strip() else None,
-        unread_only=unread_only,
-        after=after,
-        limit=limit + 1,
+        ctx.pool, principal.account_id, filters, after=after, limit=limit + 1
     )
     page, more = rows[:limit], len(rows) > limit
     next_cursor = encode_cursor(page[-1]["activity_at"], page[-1]["id"]) if more else None
     return ChatPage(items=[chat_from_row(r) for r in page], next_cursor=next_cursor)
+
+
+async def unread_counts(
+    ctx: Messaging, principal: Principal, *, device_id: str | None, status: str | None
+) -> UnreadCounts:
+    row = await repo.unread_counts(
+        ctx.pool, principal.account_id, principal.user_id, device_id=device_id, status=status
+    )
+    return UnreadCounts(all=row["all"], mine=row["mine"], unassigned=row["unassigned"])
+
+
+async def list_labels(ctx: Messaging, principal: Principal) -> LabelList:
+    rows = await repo.labels_for_account(ctx.pool, principal.account_id)
+    return LabelList(items=[LabelCount(label=r["label"], chats=r["chats"]) for r in rows])
 
 
 async def get_chat_row(ctx: Messaging, principal: Principal, chat_id: str) -> asyncpg.Record:
@@ -109,3 +142,86 @@ async def mark_read(ctx: Messaging, principal: Principal, chat_id: str) -> None:
                 # the chat is read here anyway; WhatsApp just will not show blue ticks
                 log.info("read_receipts_not_sent", chat_id=chat_id, reason=type(exc).__name__)
                 return
+
+
+async def update_chat(
+    ctx: Messaging, principal: Principal, users: AccountUsers, chat_id: str, patch: ChatPatch
+) -> Chat:
+    """Status, assignee and labels; ``chat_updated`` goes out when something changed."""
+    current = chat_from_row(await get_chat_row(ctx, principal, chat_id))
+    assignee = str(patch.assigned_to) if patch.assigned_to is not None else None
+    # only a change of assignee asks auth: saving what is there never fails on it
+    if (
+        patch.given("assigned_to")
+        and assignee is not None
+        and assignee != current.assigned_to
+        and not await users.is_member(assignee)
+    ):
+        raise ValidationFailed.field(["body", "assigned_to"], "Not a user of this account")
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        row = await repo.lock_for_account(conn, chat_id, principal.account_id)
+        if row is None:
+            raise NotFound("Chat not found", code="chat_not_found")
+        before = chat_from_row(row)
+        status = patch.status or before.status
+        assigned_to = assignee if patch.given("assigned_to") else before.assigned_to
+        labels = patch.labels if patch.labels is not None else before.labels
+        if (status, assigned_to, labels) == (before.status, before.assigned_to, before.labels):
+            return before
+        updated = await repo.update_conversation(
+            conn,
+            chat_id,
+            principal.account_id,
+            status=status,
+            assigned_to=assigned_to,
+            labels=labels,
+        )
+    chat = chat_from_row(updated)
+    await ctx.publish([app_events.chat_updated(principal.account_id, chat)])
+    return chat
+
+
+async def add_note(
+    ctx: Messaging, principal: Principal, chat_id: str, note: NoteRequest
+) -> MessageOut:
+    """A private note in the chat's timeline: stored and announced to the
+    account's sockets like a message, never handed to a device worker."""
+    chat_row = await get_chat_row(ctx, principal, chat_id)
+    if note.client_id is not None:
+        existing = await messages_repo.get_by_client_id(
+            ctx.pool, principal.account_id, note.client_id
+        )
+        if existing is not None and str(existing["chat_id"]) == chat_id:
+            return message_from_row(existing)
+    new = NewMessage(
+        id=str(uuid.uuid4()),
+        account_id=principal.account_id,
+        chat_id=chat_id,
+        device_id=str(chat_row["device_id"]),
+        wa_message_id=None,
+        direction="note",
+        type="text",
+        body=note.body,
+        status="sent",
+        sender_jid=None,
+        sender_name=None,
+        sent_at=utcnow(),
+        client_id=note.client_id,
+        author_id=principal.user_id,
+    )
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        inserted = await messages_repo.insert_one(conn, new)
+        row = await (
+            messages_repo.get_by_id_for_account(conn, new.id, principal.account_id)
+            if inserted
+            else messages_repo.get_by_client_id(conn, principal.account_id, note.client_id or "")
+        )
+    if row is None or str(row["chat_id"]) != chat_id:
+        # the client_id belongs to a message of another chat
+        raise ValidationFailed.field(["body", "client_id"], "client_id is already used")
+    message = message_from_row(row)
+    if inserted:
+        await ctx.publish(
+            [app_events.new_message(principal.account_id, message, chat_from_row(chat_row))]
+        )
+    return message

@@ -5,8 +5,9 @@ handful of multi-row statements: resolve each contact to its one chat (a LID
 and a phone number that turn out to be one person merge), insert the new
 messages (whatever was seen before is left alone), their media index rows,
 upsert their chats (counting unread only for messages actually inserted),
-settle outbound messages from ``sent`` events and echoes, move statuses forward
-from receipts, then settle media that arrived after its message (``media``).
+set resolved chats with a new inbound message back to open, settle outbound
+messages from ``sent`` events and echoes, move statuses forward from receipts,
+then settle media that arrived after its message (``media``).
 Application events go out after the commit; the consumer acks after the
 handler returns. Status posts (``status@broadcast``) are no conversation and
 are dropped.
@@ -479,6 +480,10 @@ async def handle_wa_events(
             chat_rows = await chats_repo.upsert_many(
                 conn, _chat_upserts(parsed.messages, parsed.contacts, inserted)
             )
+            reopened = await chats_repo.reopen_resolved(
+                conn,
+                list({m.chat_id for m in new_messages if m.id in inserted and m.direction == "in"}),
+            )
             settled = await messages_repo.settle_sent_many(conn, list(parsed.sents.values()))
             receipts = await messages_repo.apply_receipts(conn, list(parsed.receipts.values()))
             sent_rows = await messages_repo.get_many(
@@ -491,8 +496,10 @@ async def handle_wa_events(
                 raise MediaBeforeItsMessage(f"media of messages not stored yet: {sorted(early)}")
             updated_rows = await messages_repo.get_many(conn, sorted(media_changed))
 
-    chats: dict[str, Chat] = {str(r["id"]): chat_from_row(r) for r in chat_rows}
-    events: list[app_events.Event] = []
+    chats: dict[str, Chat] = {str(r["id"]): chat_from_row(r) for r in (*chat_rows, *reopened)}
+    events: list[app_events.Event] = [
+        app_events.chat_updated(str(r["account_id"]), chats[str(r["id"])]) for r in reopened
+    ]
     for msg in new_messages:
         if msg.id in inserted:
             message = _message_model(msg, media.get(msg.id))

@@ -11,6 +11,7 @@ import asyncpg
 SELECT_MESSAGE = """
 SELECT m.id, m.account_id, m.chat_id, m.device_id, m.wa_message_id, m.direction, m.type,
        m.body, m.status, m.error, m.sender_jid, m.sender_name, m.sent_at, m.client_id,
+       m.author_id,
        md.mime_type AS media_mime_type, md.file_name AS media_file_name,
        md.size AS media_size, md.storage_key AS media_storage_key,
        md.status AS media_status, md.error AS media_error
@@ -36,6 +37,8 @@ class NewMessage:
     sender_name: str | None
     sent_at: datetime
     client_id: str | None
+    # who wrote a private note
+    author_id: str | None = None
 
 
 @dataclass
@@ -64,10 +67,11 @@ async def insert_many(conn: asyncpg.Connection, messages: Sequence[NewMessage]) 
     rows = await conn.fetch(
         """
         INSERT INTO messages (id, account_id, chat_id, device_id, wa_message_id, direction, type,
-                              body, status, sender_jid, sender_name, sent_at, client_id)
+                              body, status, sender_jid, sender_name, sent_at, client_id,
+                              author_id)
         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
                              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                             $11::text[], $12::timestamptz[], $13::text[])
+                             $11::text[], $12::timestamptz[], $13::text[], $14::uuid[])
         ON CONFLICT DO NOTHING
         RETURNING id
         """,
@@ -84,6 +88,7 @@ async def insert_many(conn: asyncpg.Connection, messages: Sequence[NewMessage]) 
         [m.sender_name for m in messages],
         [m.sent_at for m in messages],
         [m.client_id for m in messages],
+        [m.author_id for m in messages],
     )
     return {str(r["id"]) for r in rows}
 
@@ -283,7 +288,7 @@ async def list_for_chat(
 
 async def latest_in_chat(conn: asyncpg.Connection, chat_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT type, body, sent_at FROM messages WHERE chat_id = $1 "
+        "SELECT type, body, sent_at FROM messages WHERE chat_id = $1 AND direction <> 'note' "
         "ORDER BY sent_at DESC, id DESC LIMIT 1",
         chat_id,
     )
