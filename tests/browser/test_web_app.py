@@ -227,6 +227,8 @@ def test_agent_journey(system: System) -> None:
         expect(page.get_by_test_id("user-row")).to_have_count(2)
         shot("11-users")
 
+        team_inbox_steps(page, system, device_id, shot)
+
         # a contact writing from a LID: one chat, which gets the phone number
         # (and follows it, open) once a message reveals it
         page.get_by_test_id("nav-inbox").click()
@@ -271,14 +273,12 @@ def test_agent_journey(system: System) -> None:
         shot("12-english")
         page.get_by_test_id("lang-switch").click()
 
-        team_inbox_steps(page, system, device_id, shot)
-
         # phone width
         page.set_viewport_size({"width": 390, "height": 844})
         page.goto(base + "/inbox")
         expect(page.get_by_test_id("chat-item").first).to_be_visible()
         shot("13-phone-inbox")
-        page.get_by_test_id("chat-item").first.click()
+        page.get_by_test_id("chat-item").filter(has_text="José Peña").click()
         expect(page.get_by_test_id("composer-input")).to_be_visible()
         shot("14-phone-thread")
         # the lead drawer over the conversation; Esc closes it
