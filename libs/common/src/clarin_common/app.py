@@ -278,5 +278,7 @@ def serve(app: FastAPI | str, host: str, port: int, *, factory: bool = False) ->
         ws_ping_timeout=20,
         # frames are small JSON; compressing each cost the gateway ~18 % of its CPU
         ws_per_message_deflate=False,
-        proxy_headers=True,
+        # X-Forwarded-For is read by the gateway from its configured trusted proxies
+        # only (GATEWAY_TRUSTED_PROXIES); uvicorn's would trust any local peer
+        proxy_headers=False,
     )

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import prometheus_client
+import structlog
 from fastapi import APIRouter, FastAPI, Request
+from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from clarin_common.app import Resources, create_service_app, serve
 from clarin_gateway import logfilter
+from clarin_gateway.clientip import TrustedProxies
+from clarin_gateway.guard import PathGuard, SecurityHeaders
 from clarin_gateway.openapi import OpenApiCache
 from clarin_gateway.proxy.endpoints import router as api_router
 from clarin_gateway.proxy.forward import Proxy
@@ -28,13 +33,16 @@ async def web_app(request: Request) -> Response:
     return await webapp.serve(request)
 
 
+log = structlog.get_logger(__name__)
+
 # FastAPI's own docs would describe the gateway, not the API; the merged
-# document lives at /api/openapi.json and these paths belong to the web app
-_FASTAPI_DOC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+# document lives at /api/openapi.json and these paths belong to the web app.
+# /metrics is served on GATEWAY_METRICS_PORT only, never on the public port.
+_NOT_PUBLIC_PATHS = {"/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/metrics"}
 
 
-def _not_fastapi_docs(route: BaseRoute) -> bool:
-    return not (isinstance(route, Route) and route.path in _FASTAPI_DOC_PATHS)
+def _public_route(route: BaseRoute) -> bool:
+    return not (isinstance(route, Route) and route.path in _NOT_PUBLIC_PATHS)
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -82,7 +90,12 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         on_startup=on_startup,
         on_shutdown=on_shutdown,
     )
-    app.router.routes[:] = [r for r in app.router.routes if _not_fastapi_docs(r)]
+    app.router.routes[:] = [r for r in app.router.routes if _public_route(r)]
+    # just inside the request id (so a refused path still has one), before CORS,
+    # metrics and routing: every later step sees the normalised path
+    app.user_middleware.insert(1, Middleware(PathGuard))
+    app.user_middleware.insert(1, Middleware(SecurityHeaders))
+    app.state.trusted_proxies = TrustedProxies(settings.trusted_networks)
     app.state.webapp = WebApp(settings.static_path)
     app.include_router(api_router)
     app.include_router(ws_router)
@@ -91,6 +104,14 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     return app
 
 
+def start_metrics_server(settings: GatewaySettings) -> None:
+    if settings.metrics_port is None:
+        return
+    prometheus_client.start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    log.info("metrics_server_started", host=settings.metrics_host, port=settings.metrics_port)
+
+
 def run() -> None:
     settings = GatewaySettings()
+    start_metrics_server(settings)
     serve(create_app(settings), settings.host, settings.port)
