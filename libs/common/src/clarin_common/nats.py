@@ -35,6 +35,11 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from pydantic import BaseModel, ValidationError
 
+from clarin_common.auth_events import (
+    AUTH_EVENTS_MAX_AGE_SECONDS,
+    AUTH_EVENTS_STREAM,
+    AUTH_EVENTS_SUBJECTS,
+)
 from clarin_common.events import (
     APP_EVENTS_STREAM,
     APP_EVENTS_SUBJECTS,
@@ -121,6 +126,15 @@ async def ensure_streams(js: JetStreamContext) -> None:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=24 * 3600,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=AUTH_EVENTS_STREAM,
+            subjects=[AUTH_EVENTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=AUTH_EVENTS_MAX_AGE_SECONDS,
             duplicate_window=DUPLICATE_WINDOW_S,
             discard=DiscardPolicy.OLD,
         ),
