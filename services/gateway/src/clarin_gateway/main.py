@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 
 import prometheus_client
@@ -12,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from clarin_common.app import Resources, create_service_app, serve
+from clarin_common.auth_events import SessionRevoked
 from clarin_gateway import logfilter
 from clarin_gateway.clientip import TrustedProxies
 from clarin_gateway.guard import PathGuard, SecurityHeaders
@@ -19,6 +21,7 @@ from clarin_gateway.openapi import OpenApiCache
 from clarin_gateway.proxy.endpoints import router as api_router
 from clarin_gateway.proxy.forward import Proxy
 from clarin_gateway.ratelimit import Limiter
+from clarin_gateway.revocations import RevocationList, follow
 from clarin_gateway.settings import GatewaySettings
 from clarin_gateway.webapp import WebApp
 from clarin_gateway.ws.endpoints import router as ws_router
@@ -67,11 +70,22 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             ttl=settings.openapi_cache_seconds,
             timeout=settings.openapi_fetch_timeout,
         )
-        app.state.hub = Hub(res.nc)
+        hub = Hub(res.nc)
+        app.state.hub = hub
+
+        async def close_revoked(account_id: str, event: SessionRevoked) -> None:
+            hub.revoke(account_id, event)
+
+        assert res.js is not None
+        res.extras["revocations"] = await follow(res.js, app.state.revoked, close_revoked)
         for name, url in settings.upstreams().items():
             res.informational_checks[name] = _upstream_ready(proxy, url)
 
     async def on_shutdown(app: FastAPI, res: Resources) -> None:
+        revocations = res.extras.get("revocations")
+        if revocations is not None:
+            with contextlib.suppress(Exception):
+                await revocations.unsubscribe()
         hub: Hub | None = getattr(app.state, "hub", None)
         if hub is not None:
             await hub.close()
@@ -96,6 +110,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.user_middleware.insert(1, Middleware(PathGuard))
     app.user_middleware.insert(1, Middleware(SecurityHeaders))
     app.state.trusted_proxies = TrustedProxies(settings.trusted_networks)
+    app.state.revoked = RevocationList()
     app.state.webapp = WebApp(settings.static_path)
     app.include_router(api_router)
     app.include_router(ws_router)

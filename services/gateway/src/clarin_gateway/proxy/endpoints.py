@@ -23,6 +23,7 @@ from clarin_gateway.proxy.routing import (
     service_for,
 )
 from clarin_gateway.ratelimit import Limiter
+from clarin_gateway.revocations import RevocationList
 from clarin_gateway.settings import GatewaySettings
 
 router = APIRouter()
@@ -126,6 +127,8 @@ async def forward(request: Request) -> Response:
     else:
         # early rejection: a request without a valid token never reaches a service
         principal = current_principal(request)
+        revoked: RevocationList = request.app.state.revoked
+        revoked.check(principal)
         if request.method == "POST" and path in SEND_PATHS:
             await limiter.check(("send_account", principal.account_id))
     if body is None:
