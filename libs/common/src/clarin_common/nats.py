@@ -204,6 +204,33 @@ class PoisonMessage(Exception):
     """Raised by a handler for a message that can never be processed."""
 
 
+def subject_mismatch(subject: str, envelope: RawEnvelope) -> str | None:
+    """Why an envelope does not belong on its subject, or None when it does.
+
+    ``wa.evt.{account}.{device}.{kind}`` must carry that account, device and
+    kind; ``app.{account}.{type}`` and ``auth.{account}.{type}`` that account and
+    type. A publisher allowed on one subject cannot speak for another tenant by
+    writing a different account into the payload.
+    """
+    parts = subject.split(".")
+    if parts[:2] == ["wa", "evt"] and len(parts) == 5:
+        account, device, kind = parts[2], parts[3], parts[4]
+        if envelope.account_id != account:
+            return "account"
+        if envelope.device_id != device:
+            return "device"
+        if envelope.type != kind:
+            return "type"
+        return None
+    if parts[0] in ("app", "auth") and len(parts) == 3:
+        if envelope.account_id != parts[1]:
+            return "account"
+        if envelope.type != parts[2]:
+            return "type"
+        return None
+    return None
+
+
 @dataclass
 class Delivery:
     msg: Msg
@@ -368,6 +395,17 @@ class PullConsumer:
                     durable=self.durable,
                     subject=msg.subject,
                     reason=str(exc)[:500],
+                )
+                await msg.term()
+                continue
+            mismatch = subject_mismatch(msg.subject, envelope)
+            if mismatch is not None:
+                log.error(
+                    "event_subject_mismatch_terminated",
+                    durable=self.durable,
+                    subject=msg.subject,
+                    event_id=envelope.id,
+                    field=mismatch,
                 )
                 await msg.term()
                 continue
