@@ -37,6 +37,17 @@ class TokenRevoked(Unauthorized):
     message = "This session has ended; sign in again"
 
 
+def issued_before_cutoff(event: SessionRevoked) -> int:
+    """Tokens with an ``iat`` (whole seconds) below this no longer count.
+
+    A disabled or removed user gets no new token, so every token of the
+    revocation's second goes too. After a role change the client fetches a fresh
+    token at once: one issued in the same second as the change must stay valid.
+    """
+    second = int(event.issued_before.timestamp())
+    return second + 1 if event.reason in ("disabled", "removed") else second
+
+
 class RevocationList:
     def __init__(self, retention_seconds: float = AUTH_EVENTS_MAX_AGE_SECONDS) -> None:
         self.retention = retention_seconds
@@ -48,9 +59,7 @@ class RevocationList:
 
     def add(self, event: SessionRevoked) -> None:
         if event.session_ids is None:
-            # whole seconds, as in a token's iat: a token of the same second stays
-            # valid rather than refusing the fresh one the client fetches right after
-            before = int(event.issued_before.timestamp())
+            before = issued_before_cutoff(event)
             self._users[event.user_id] = max(self._users.get(event.user_id, 0), before)
         else:
             now = time.time()

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from clarin_common.auth_events import SessionRevoked
 from clarin_common.events import RawEnvelope, WaQr, ws_frame
 from clarin_common.nats import confirm_subscriptions
+from clarin_gateway.revocations import issued_before_cutoff
 
 log = structlog.get_logger(__name__)
 
@@ -232,7 +233,7 @@ class Hub:
             if conn.user_id != event.user_id:
                 continue
             if event.session_ids is None:
-                hit = conn.issued_at < int(event.issued_before.timestamp())
+                hit = conn.issued_at < issued_before_cutoff(event)
             else:
                 hit = conn.session_id is not None and conn.session_id in event.session_ids
             if hit:
