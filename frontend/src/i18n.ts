@@ -199,6 +199,20 @@ const es = {
   "users.created": "Usuario creado",
   "users.adminOnly": "Solo los administradores pueden gestionar usuarios.",
   "users.you": "tú",
+  "users.actions.role": "Cambiar rol de {name}",
+  "users.actions.disable": "Desactivar",
+  "users.actions.enable": "Activar",
+  "users.actions.remove": "Eliminar",
+  "users.disabled": "Desactivado",
+  "users.disabledToast": "{name} ya no puede entrar; sus sesiones se cerraron",
+  "users.enabledToast": "{name} puede volver a entrar",
+  "users.roleToast": "{name} ahora es {role}",
+  "users.removeTitle": "Eliminar usuario",
+  "users.removeConfirm": "¿Eliminar a {name}? Perderá el acceso al instante.",
+  "users.removed": "Usuario eliminado",
+  "users.lastAdmin": "La cuenta debe conservar al menos un administrador activo.",
+  "users.cannotRemoveSelf": "No puedes desactivarte ni eliminarte a ti mismo.",
+  "auth.userDisabled": "Tu usuario está desactivado. Habla con un administrador de tu cuenta.",
 } as const;
 
 export type TKey = keyof typeof es;
@@ -401,6 +415,20 @@ const en: Record<TKey, string> = {
   "users.created": "User created",
   "users.adminOnly": "Only admins can manage users.",
   "users.you": "you",
+  "users.actions.role": "Change the role of {name}",
+  "users.actions.disable": "Disable",
+  "users.actions.enable": "Enable",
+  "users.actions.remove": "Remove",
+  "users.disabled": "Disabled",
+  "users.disabledToast": "{name} can no longer sign in; their sessions were closed",
+  "users.enabledToast": "{name} can sign in again",
+  "users.roleToast": "{name} is now {role}",
+  "users.removeTitle": "Remove user",
+  "users.removeConfirm": "Remove {name}? They lose access at once.",
+  "users.removed": "User removed",
+  "users.lastAdmin": "The account must keep at least one active admin.",
+  "users.cannotRemoveSelf": "You cannot disable or remove yourself.",
+  "auth.userDisabled": "Your user is disabled. Ask an admin of your account.",
 };
 
 export const dictionaries = { es, en } as const;
