@@ -113,7 +113,7 @@ function UserRow({ user, isMe }: { user: User; isMe: boolean }) {
       ) : (
         <div className="flex flex-wrap items-center gap-2">
           <select
-            className={cx(selectClass, "w-auto py-1 text-xs")}
+            className={cx(selectClass.replace("w-full", ""), "w-32 py-1 text-xs")}
             value={user.role}
             aria-label={t("users.actions.role", { name: user.name })}
             disabled={busy !== null}

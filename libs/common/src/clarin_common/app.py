@@ -124,7 +124,16 @@ def create_service_app(
                     max_size=settings.db_pool_max,
                 )
             if use_nats:
-                res.nc = await natsmod.connect(settings.nats_url, name=settings.service_name)
+                res.nc = await natsmod.connect(
+                    settings.nats_url,
+                    name=settings.service_name,
+                    user=settings.nats_user,
+                    password=(
+                        settings.nats_password.get_secret_value()
+                        if settings.nats_password
+                        else None
+                    ),
+                )
                 res.js = res.nc.jetstream()
                 await natsmod.ensure_streams(res.js)
             if use_redis:

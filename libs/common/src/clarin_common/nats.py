@@ -64,13 +64,34 @@ def _probe(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-async def connect(url: str, name: str, *, timeout: float = 5.0) -> NatsClient:
+def redact_url(url: str) -> str:
+    """``url`` without the password of any server in it (for logs and errors)."""
+    parts = []
+    for one in url.split(","):
+        split = urlsplit(one.strip())
+        if split.password is not None:
+            host = split.hostname or ""
+            port = f":{split.port}" if split.port else ""
+            one = split._replace(netloc=f"{split.username}:***@{host}{port}").geturl()
+        parts.append(one)
+    return ",".join(parts)
+
+
+async def connect(
+    url: str,
+    name: str,
+    *,
+    timeout: float = 5.0,
+    user: str | None = None,
+    password: str | None = None,
+) -> NatsClient:
     """Connect with endless reconnects. Fails fast (ConnectionError) when nothing
-    listens: nats-py's own connect can hang on a closed port."""
+    listens: nats-py's own connect can hang on a closed port. ``user``/``password``
+    are the process's NATS role (none for a server without authorization)."""
     urls = [u.strip() for u in url.split(",") if u.strip()]
     probes = await asyncio.gather(*(asyncio.to_thread(_probe, u) for u in urls))
     if not any(probes):
-        raise ConnectionError(f"NATS does not answer at {url}")
+        raise ConnectionError(f"NATS does not answer at {redact_url(url)}")
 
     async def _quiet(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc))
@@ -99,11 +120,12 @@ async def connect(url: str, name: str, *, timeout: float = 5.0) -> NatsClient:
                 disconnected_cb=_disconnected,
                 reconnected_cb=_reconnected,
                 pending_size=64 * 1024 * 1024,
+                **({"user": user, "password": password} if user else {}),
             ),
             timeout,
         )
     except TimeoutError as exc:
-        raise ConnectionError(f"NATS connect to {url} timed out") from exc
+        raise ConnectionError(f"NATS connect to {redact_url(url)} timed out") from exc
     client.append(nc)
     return nc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -50,6 +50,10 @@ class CommonSettings(BaseSettings):
     db_pool_max: int = Field(10)
     redis_url: str = Field("redis://127.0.0.1:6379/0")
     nats_url: str = Field("nats://127.0.0.1:4222")
+    # NATS credentials of this process's role (infra/nats/nats.conf): kept out of
+    # the URL so that no log line that names the server shows a secret
+    nats_user: str | None = Field(None)
+    nats_password: SecretStr | None = Field(None)
     jwt_public_key: str = Field(DEV_JWT_PUBLIC_KEY)
     jwt_issuer: str = Field("clarin")
     log_level: str = Field("INFO")
