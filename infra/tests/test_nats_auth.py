@@ -221,3 +221,13 @@ async def test_each_role_does_its_job_and_no_more(as_role: Any) -> None:
     await reader.nc.subscribe("wa.evt.>")
     await reader.nc.flush()
     await eventually(lambda: any("permissions violation" in e.lower() for e in reader.errors))
+
+
+def test_dev_cluster_nats_has_the_same_users() -> None:
+    import yaml
+
+    docs = list(yaml.safe_load_all((ROOT / "k8s" / "dev-deps" / "nats.yaml").read_text()))
+    config = next(d for d in docs if d and d["kind"] == "ConfigMap")
+    assert config["data"]["auth.conf"] == (ROOT / "infra" / "nats" / "auth.conf").read_text()
+    assert "include ./auth.conf" in config["data"]["nats.conf"]
+    assert "include ./auth.conf" in (ROOT / "infra" / "nats" / "nats.conf").read_text()
