@@ -1,6 +1,7 @@
-import { Ban, CheckCircle2, ShieldCheck, Trash2, UserPlus, Users as UsersIcon } from "lucide-react";
+import { Ban, CheckCircle2, KeyRound, Trash2, UserPlus, Users as UsersIcon } from "lucide-react";
 import { useEffect, useState, type FormEvent } from "react";
 import { ApiError, fieldErrors } from "../api/client";
+import { usersApi } from "../api/endpoints";
 import type { Role, User } from "../api/types";
 import { Avatar, Banner, Button, ConfirmDialog, EmptyState, ErrorState, Field, Input, PageHeader, Spinner, selectClass } from "../components/ui";
 import { useT } from "../i18n";
@@ -63,8 +64,53 @@ function AddUserForm() {
   );
 }
 
+/** Anyone's own password; the other sessions of the user end (API.md). */
+function PasswordForm() {
+  const t = useT();
+  const [f, setF] = useState({ current: "", next: "" });
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      await usersApi.changePassword(f.current, f.next);
+      setF({ current: "", next: "" });
+      useToasts.getState().push("success", t("users.password.done"));
+    } catch (err) {
+      setError(err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  const fields = fieldErrors(error);
+  if (error instanceof ApiError && error.code === "wrong_password") fields.current_password = t("users.password.wrong");
+  const general = error !== null && !fields.current_password && !fields.new_password;
+
+  return (
+    <form onSubmit={submit} className="space-y-4 rounded-2xl border border-slate-200 bg-white p-5" data-testid="password-form" noValidate>
+      <h2 className="flex items-center gap-2 font-semibold text-slate-900">
+        <KeyRound className="h-5 w-5 text-brand-600" />
+        {t("users.password.title")}
+      </h2>
+      {general && <Banner testid="password-form-error">{errorText(t, error)}</Banner>}
+      <Field label={t("users.password.current")} error={fields.current_password} testid="password-current">
+        <Input type="password" autoComplete="current-password" value={f.current} onChange={(e) => setF({ ...f, current: e.target.value })} data-testid="password-current" invalid={!!fields.current_password} />
+      </Field>
+      <Field label={t("users.password.new")} error={fields.new_password} hint={t("auth.passwordHint")} testid="password-new">
+        <Input type="password" autoComplete="new-password" value={f.next} onChange={(e) => setF({ ...f, next: e.target.value })} data-testid="password-new" invalid={!!fields.new_password} />
+      </Field>
+      <Button type="submit" variant="primary" busy={busy} className="w-full" data-testid="password-submit">
+        {t("users.password.submit")}
+      </Button>
+    </form>
+  );
+}
+
 /** One user of the account, with what an admin may do to them (never to themself). */
-function UserRow({ user, isMe }: { user: User; isMe: boolean }) {
+function UserRow({ user, isMe, canManage }: { user: User; isMe: boolean; canManage: boolean }) {
   const t = useT();
   const update = useUsers((s) => s.update);
   const remove = useUsers((s) => s.remove);
@@ -106,7 +152,7 @@ function UserRow({ user, isMe }: { user: User; isMe: boolean }) {
           {t("users.disabled")}
         </span>
       )}
-      {isMe ? (
+      {isMe || !canManage ? (
         <span className={cx("rounded-full px-2 py-0.5 text-xs font-medium", user.role === "admin" ? "bg-violet-100 text-violet-700" : "bg-slate-100 text-slate-600")}>
           {roleLabel(user.role)}
         </span>
@@ -170,13 +216,8 @@ export function UsersPage() {
     void load();
   }, [load]);
 
-  if (me?.role !== "admin") {
-    return (
-      <div className="flex-1 p-6">
-        <EmptyState title={t("users.adminOnly")} icon={<ShieldCheck className="h-6 w-6" />} testid="users-forbidden" />
-      </div>
-    );
-  }
+  if (!me) return null;
+  const isAdmin = me.role === "admin";
 
   return (
     <div className="flex-1 overflow-y-auto p-4 md:p-6" data-testid="users-page">
@@ -192,12 +233,15 @@ export function UsersPage() {
           ) : (
             <ul className="divide-y divide-slate-100" data-testid="user-list">
               {items.map((u) => (
-                <UserRow key={u.id} user={u} isMe={u.id === me.id} />
+                <UserRow key={u.id} user={u} isMe={u.id === me.id} canManage={isAdmin} />
               ))}
             </ul>
           )}
         </div>
-        <AddUserForm />
+        <div className="space-y-6">
+          {isAdmin && <AddUserForm />}
+          <PasswordForm />
+        </div>
       </div>
     </div>
   );
