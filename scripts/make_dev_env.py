@@ -1,4 +1,5 @@
-"""Write `.env` from `.env.example` with a freshly generated Ed25519 key pair.
+"""Write `.env` from `.env.example` with a freshly generated Ed25519 key pair and
+NATS passwords.
 
 `make run` calls it when `.env` is absent, so that a new checkout does not sign
 tokens with the key committed in the repository.
@@ -7,6 +8,7 @@ tokens with the key committed in the repository.
 from __future__ import annotations
 
 import re
+import secrets
 import sys
 from pathlib import Path
 
@@ -24,6 +26,13 @@ def render(example: str, private: str, public: str) -> str:
 
     text = replace("CLARIN_JWT_PUBLIC_KEY", public, example)
     text = replace("AUTH_JWT_PRIVATE_KEY", private, text)
+    # a NATS password per role for the embedded server (infra/nats/auth.conf)
+    text = re.sub(
+        r"^(NATS_[A-Z]+_PASSWORD)=.*$",
+        lambda m: f"{m.group(1)}={secrets.token_hex(16)}",
+        text,
+        flags=re.MULTILINE,
+    )
     return text.replace(
         "# The committed development signing key (refused outside dev/test).",
         "# Generated for this checkout by scripts/make_dev_env.py.",

@@ -42,7 +42,17 @@ mkdir -p "$VAR"
   done
 } >"$VAR/run.env"
 
-"$UV" run --no-sync python -m clarin_devkit.devservers up --var-dir "$VAR" --env-file "$VAR/servers.env"
+# NATS passwords per role (infra/nats/auth.conf): the embedded server and the
+# Procfile's processes read them from here
+for var in NATS_WORKER_PASSWORD NATS_DEVICES_PASSWORD NATS_SERVICE_PASSWORD NATS_GATEWAY_PASSWORD NATS_READER_PASSWORD; do
+  if [[ -z ${!var:-} ]]; then
+    value=$( (grep -E "^$var=" .env || true) | tail -n 1 | cut -d= -f2- | tr -d "\"'")
+    [[ -n $value ]] && export "$var=$value"
+  fi
+done
+
+"$UV" run --no-sync python -m clarin_devkit.devservers up --var-dir "$VAR" --env-file "$VAR/servers.env" \
+  --nats-config infra/nats/auth.conf
 stop_servers() { "$UV" run --no-sync python -m clarin_devkit.devservers down --var-dir "$VAR" || true; }
 trap stop_servers EXIT
 

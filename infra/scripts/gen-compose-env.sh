@@ -25,6 +25,9 @@ pem_line() { awk 'BEGIN{ORS="\\n"} {print}' "$1"; }
   echo "POSTGRES_PASSWORD=$(openssl rand -hex 24)"
   echo "CLARIN_JWT_PUBLIC_KEY=\"$(pem_line "$tmp/public.pem")\""
   echo "AUTH_JWT_PRIVATE_KEY=\"$(pem_line "$tmp/private.pem")\""
+  for role in WORKER DEVICES SERVICE GATEWAY READER; do
+    echo "NATS_${role}_PASSWORD=$(openssl rand -hex 24)"
+  done
 } >"$out"
 chmod 600 "$out"
 echo "wrote $out"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create the files the dev overlay's secretGenerator reads
 # (k8s/overlays/dev/secrets/, ignored by git): a fresh Ed25519 key pair, a
-# random PostgreSQL password and the DSNs of the k8s/dev-deps servers.
+# random PostgreSQL password, the DSNs of the k8s/dev-deps servers and one
+# NATS password per role (infra/nats/auth.conf).
 #
 #   infra/scripts/gen-k8s-dev-secrets.sh [-f]
 #   kubectl apply -k k8s/overlays/dev
@@ -23,4 +24,9 @@ database-url=postgresql://clarin:${pw}@clarin-postgres:5432/clarin
 redis-url=redis://clarin-redis:6379/0
 nats-url=nats://clarin-nats:4222
 ENV
+{
+  for role in worker devices service gateway reader; do
+    echo "${role}-password=$(openssl rand -hex 24)"
+  done
+} >"$dir/nats.env"
 echo "wrote $dir"

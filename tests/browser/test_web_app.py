@@ -31,6 +31,19 @@ ARGS = [
 SHOTS = ARTIFACTS / "screenshots"
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M/wHwAEBgIApD5fRAAAAABJRU5ErkJggg=="
 
+CSP_WATCH = """
+document.addEventListener("securitypolicyviolation", (e) => {
+  console.error("CSP violation: " + e.violatedDirective + " " + e.blockedURI);
+});
+"""
+
+
+def _csp_error(message: Any, errors: list[str]) -> None:
+    text = message.text
+    if message.type == "error" and ("CSP violation" in text or "Content Security Policy" in text):
+        errors.append(text)
+
+
 pytestmark = pytest.mark.skipif(
     not Path(CHROMIUM).exists(),
     reason="Debian's chromium is not installed (apt-get install chromium)",
@@ -62,9 +75,12 @@ def test_agent_journey(system: System) -> None:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         ctx = browser.new_context(viewport={"width": 1280, "height": 800}, locale="es-ES")
+        # a Content-Security-Policy violation is logged as an error the test sees
+        ctx.add_init_script(CSP_WATCH)
         page = ctx.new_page()
         page.set_default_timeout(15_000)
         page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: _csp_error(m, errors))
 
         def shot(name: str) -> None:
             page.screenshot(path=str(SHOTS / f"{name}.png"))
@@ -220,12 +236,71 @@ def test_agent_journey(system: System) -> None:
 
         # users page: add an agent
         page.get_by_test_id("nav-users").click()
+        luis_email = f"luis{time.time_ns()}@example.com"
         page.get_by_test_id("user-name").fill("Luis Agente")
-        page.get_by_test_id("user-email").fill(f"luis{time.time_ns()}@example.com")
+        page.get_by_test_id("user-email").fill(luis_email)
         page.get_by_test_id("user-password").fill("agente123")
         page.get_by_test_id("user-submit").click()
         expect(page.get_by_test_id("user-row")).to_have_count(2)
         shot("11-users")
+
+        # the agent's own view (another browser): no admin actions anywhere
+        agent_ctx = browser.new_context(viewport={"width": 1280, "height": 800}, locale="es-ES")
+        agent_ctx.add_init_script(CSP_WATCH)
+        agent = agent_ctx.new_page()
+        agent.set_default_timeout(15_000)
+        agent.on("pageerror", lambda e: errors.append(str(e)))
+        agent.on("console", lambda m: _csp_error(m, errors))
+        agent.goto(base + "/")
+        agent.get_by_test_id("login-email").fill(luis_email)
+        agent.get_by_test_id("login-password").fill("agente123")
+        agent.get_by_test_id("login-submit").click()
+        expect(agent.get_by_test_id("inbox-page")).to_be_visible()
+        expect(agent.get_by_test_id("ws-status")).to_have_attribute("data-status", "open")
+        # his users page: the team, no actions on them, his own password
+        agent.get_by_test_id("nav-users").click()
+        expect(agent.get_by_test_id("user-row")).to_have_count(2)
+        expect(agent.get_by_test_id("user-form")).to_have_count(0)
+        expect(agent.get_by_test_id("user-remove")).to_have_count(0)
+        expect(agent.get_by_test_id("user-role-select")).to_have_count(0)
+        agent.get_by_test_id("password-current").fill("not my password")
+        agent.get_by_test_id("password-new").fill("agente456")
+        agent.get_by_test_id("password-submit").click()
+        expect(agent.get_by_test_id("password-current-error")).to_be_visible()
+        agent.screenshot(path=str(SHOTS / "11b-agent-password-422.png"))
+        agent.get_by_test_id("password-current").fill("agente123")
+        agent.get_by_test_id("password-submit").click()
+        expect(agent.get_by_test_id("toast-success")).to_be_visible()
+        expect(agent.get_by_test_id("ws-status")).to_have_attribute("data-status", "open")
+        agent.get_by_test_id("nav-devices").click()
+        expect(agent.get_by_test_id("device-card")).to_have_count(1)
+        expect(agent.get_by_test_id("add-device-button")).to_have_count(0)
+        expect(agent.get_by_test_id("device-delete")).to_have_count(0)
+        expect(agent.get_by_test_id("device-logout")).to_have_count(0)
+        agent.screenshot(path=str(SHOTS / "11c-agent-devices.png"))
+
+        # the admin makes Luis an admin and back, then disables him: his open
+        # session ends at once (socket closed, sent to the login page)
+        row = page.locator(f'[data-testid="user-row"]:has-text("{luis_email}")')
+        row.get_by_test_id("user-role-select").select_option("admin")
+        expect(row).to_have_attribute("data-role", "admin")
+        row.get_by_test_id("user-role-select").select_option("agent")
+        expect(row).to_have_attribute("data-role", "agent")
+        row.get_by_test_id("user-toggle-disabled").click()
+        expect(row).to_have_attribute("data-disabled", "true")
+        expect(row.get_by_test_id("user-disabled-badge")).to_be_visible()
+        shot("11d-user-disabled")
+        expect(agent.get_by_test_id("login-form")).to_be_visible(timeout=10_000)
+        agent.get_by_test_id("login-email").fill(luis_email)
+        agent.get_by_test_id("login-password").fill("agente456")
+        agent.get_by_test_id("login-submit").click()
+        expect(agent.get_by_text("desactivado")).to_be_visible()
+        agent.screenshot(path=str(SHOTS / "11e-agent-disabled.png"))
+        agent_ctx.close()
+        # removed for good
+        row.get_by_test_id("user-remove").click()
+        page.get_by_test_id("confirm-ok").click()
+        expect(page.get_by_test_id("user-row")).to_have_count(1)
 
         team_inbox_steps(page, system, device_id, shot)
 

@@ -32,6 +32,8 @@ class System:
     env: dict[str, str]
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    # the gateway's Prometheus endpoint (never on the public port)
+    metrics_url: str = ""
 
     def log(self, name: str) -> str:
         path = ARTIFACTS / "logs" / f"{name}.log"
@@ -54,6 +56,7 @@ def run_system(
         "leads": free_port(),
         "gateway": free_port(),
     }
+    metrics_port = free_port()
     env = {
         **os.environ,
         "CLARIN_ENV": "test",
@@ -77,6 +80,7 @@ def run_system(
         "GATEWAY_MESSAGING_URL": f"http://127.0.0.1:{ports['messaging']}",
         "GATEWAY_LEADS_URL": f"http://127.0.0.1:{ports['leads']}",
         "GATEWAY_STATIC_DIR": str(ROOT / "frontend" / "dist"),
+        "GATEWAY_METRICS_PORT": str(metrics_port),
         "MESSAGING_DEVICES_URL": f"http://127.0.0.1:{ports['devices']}",
         "MESSAGING_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
         "LEADS_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
@@ -99,7 +103,11 @@ def run_system(
     logs = ARTIFACTS / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     system = System(
-        base_url=f"http://127.0.0.1:{ports['gateway']}", nats_url=nats_url, env=env, ports=ports
+        base_url=f"http://127.0.0.1:{ports['gateway']}",
+        nats_url=nats_url,
+        env=env,
+        ports=ports,
+        metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
     )
     try:
         for name, (cmd, extra) in commands.items():

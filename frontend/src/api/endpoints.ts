@@ -34,6 +34,11 @@ export const usersApi = {
   list: () => request<{ items: User[] }>("/api/users"),
   create: (body: { name: string; email: string; password: string; role: Role }) =>
     request<User>("/api/users", { method: "POST", json: body }),
+  update: (id: string, body: { name?: string; role?: Role; disabled?: boolean }) =>
+    request<User>(`/api/users/${enc(id)}`, { method: "PATCH", json: body }),
+  remove: (id: string) => request<void>(`/api/users/${enc(id)}`, { method: "DELETE" }),
+  changePassword: (current_password: string, new_password: string) =>
+    request<void>("/api/auth/password", { method: "POST", json: { current_password, new_password } }),
 };
 
 export const devicesApi = {

@@ -8,6 +8,7 @@ export interface User {
   email: string;
   name: string;
   role: Role;
+  disabled?: boolean;
 }
 
 export interface Account {

@@ -25,6 +25,9 @@ export function errorText(t: TFn, err: unknown): string {
   if (err instanceof ApiError) {
     if (err.status === 0) return t("common.networkError");
     if (err.code === "invalid_credentials") return t("auth.invalidCredentials");
+    if (err.code === "user_disabled") return t("auth.userDisabled");
+    if (err.code === "last_admin") return t("users.lastAdmin");
+    if (err.code === "cannot_remove_self") return t("users.cannotRemoveSelf");
     if (err.status === 429) return t("common.rateLimited", { s: err.retryAfter ?? 5 });
     if (err.status === 503) return t("common.unavailable");
     if (err.status === 403) return t("common.forbidden");

@@ -7,6 +7,7 @@ import type { Device, DeviceStatus } from "../api/types";
 import { Banner, Button, ConfirmDialog, EmptyState, ErrorState, Field, Input, Modal, PageHeader, Spinner } from "../components/ui";
 import { useLang, useT, type TKey } from "../i18n";
 import { cx, dateTime, errorText } from "../lib/util";
+import { useAuth } from "../stores/auth";
 import { PAIRING_STATUSES, useDevices } from "../stores/devices";
 import { useToasts } from "../stores/toasts";
 
@@ -167,6 +168,7 @@ function DeviceCard({ device }: { device: Device }) {
   const upsert = useDevices((s) => s.upsert);
   const remove = useDevices((s) => s.remove);
   const toast = useToasts((s) => s.push);
+  const isAdmin = useAuth((s) => s.user?.role === "admin");
   const [busy, setBusy] = useState<string | null>(null);
   const [mode, setMode] = useState<"qr" | "phone">("qr");
   const [confirm, setConfirm] = useState<"logout" | "delete" | null>(null);
@@ -222,8 +224,8 @@ function DeviceCard({ device }: { device: Device }) {
 
       {pairing && (
         <div className="mt-4 rounded-xl bg-slate-50 p-3" data-testid="device-pairing">
-          {mode === "qr" ? <QrPanel device={device} /> : <PhonePairPanel device={device} />}
-          <button
+          {mode === "qr" || !isAdmin ? <QrPanel device={device} /> : <PhonePairPanel device={device} />}
+          {isAdmin && <button
             type="button"
             className="mt-3 inline-flex items-center gap-1.5 text-sm font-medium text-brand-700 hover:underline"
             onClick={() => setMode(mode === "qr" ? "phone" : "qr")}
@@ -231,7 +233,7 @@ function DeviceCard({ device }: { device: Device }) {
           >
             {mode === "qr" ? <Phone className="h-4 w-4" /> : <QrCode className="h-4 w-4" />}
             {mode === "qr" ? t("devices.pair.toggle") : t("devices.pair.toggleQr")}
-          </button>
+          </button>}
         </div>
       )}
 
@@ -250,14 +252,16 @@ function DeviceCard({ device }: { device: Device }) {
               {t("devices.disconnect")}
             </Button>
           )}
-          {device.status === "connected" && (
+          {isAdmin && device.status === "connected" && (
             <Button size="sm" busy={busy === "logout"} onClick={() => setConfirm("logout")} data-testid="device-logout">
               {t("devices.logout")}
             </Button>
           )}
-          <Button size="sm" variant="danger" busy={busy === "delete"} onClick={() => setConfirm("delete")} data-testid="device-delete">
-            {t("devices.delete")}
-          </Button>
+          {isAdmin && (
+            <Button size="sm" variant="danger" busy={busy === "delete"} onClick={() => setConfirm("delete")} data-testid="device-delete">
+              {t("devices.delete")}
+            </Button>
+          )}
         </div>
       </div>
 
@@ -342,6 +346,8 @@ export function DevicesPage() {
   const t = useT();
   const { items, loading, loaded, error, load } = useDevices();
   const [adding, setAdding] = useState(false);
+  // linking and unlinking numbers is for admins (API.md "Roles")
+  const isAdmin = useAuth((s) => s.user?.role === "admin");
 
   useEffect(() => {
     void load();
@@ -353,10 +359,12 @@ export function DevicesPage() {
         title={t("devices.title")}
         subtitle={t("devices.subtitle")}
         actions={
-          <Button variant="primary" onClick={() => setAdding(true)} data-testid="add-device-button">
-            <Plus className="h-4 w-4" />
-            {t("devices.add")}
-          </Button>
+          isAdmin && (
+            <Button variant="primary" onClick={() => setAdding(true)} data-testid="add-device-button">
+              <Plus className="h-4 w-4" />
+              {t("devices.add")}
+            </Button>
+          )
         }
       />
       {loading && !loaded ? (
@@ -369,10 +377,12 @@ export function DevicesPage() {
           hint={t("devices.emptyHint")}
           icon={<Smartphone className="h-6 w-6" />}
           action={
-            <Button variant="primary" onClick={() => setAdding(true)}>
-              <Plus className="h-4 w-4" />
-              {t("devices.add")}
-            </Button>
+            isAdmin && (
+              <Button variant="primary" onClick={() => setAdding(true)}>
+                <Plus className="h-4 w-4" />
+                {t("devices.add")}
+              </Button>
+            )
           }
         />
       ) : (

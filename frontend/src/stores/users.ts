@@ -10,6 +10,8 @@ interface UsersState {
   error: unknown;
   load: () => Promise<void>;
   create: (body: { name: string; email: string; password: string; role: Role }) => Promise<User>;
+  update: (id: string, body: { role?: Role; disabled?: boolean }) => Promise<User>;
+  remove: (id: string) => Promise<void>;
   reset: () => void;
 }
 
@@ -30,6 +32,15 @@ export const useUsers = create<UsersState>((set, get) => ({
     const u = await usersApi.create(body);
     set({ items: [...get().items.filter((x) => x.id !== u.id), u] });
     return u;
+  },
+  update: async (id, body) => {
+    const u = await usersApi.update(id, body);
+    set({ items: get().items.map((x) => (x.id === u.id ? u : x)) });
+    return u;
+  },
+  remove: async (id) => {
+    await usersApi.remove(id);
+    set({ items: get().items.filter((x) => x.id !== id) });
   },
   reset: () => set({ ...initial }),
 }));

@@ -18,6 +18,7 @@ from clarin_common.db import create_pool, migrate
 from clarin_common.errors import Conflict
 from clarin_common.settings import CommonSettings
 from clarin_devkit.testing import auth_headers, make_token, running_app
+from clarin_devkit.testing.plugin import TestServers
 
 MIGRATIONS = Path(__file__).parent / "migrations_sample"
 
@@ -221,3 +222,31 @@ def test_settings_read_dotenv_under_both_prefixes_unless_told_not_to(
 def test_a_test_run_reads_no_dotenv() -> None:
     # set by the plugin for the whole run (and inherited by the processes tests start)
     assert os.environ.get("CLARIN_ENV_FILE") == ""
+
+
+async def test_nul_in_text_is_a_422_not_a_500(test_servers: TestServers) -> None:
+    """PostgreSQL text cannot hold NUL: found by schemathesis as a 500 on POST /api/devices."""
+    import asyncpg
+    from fastapi import FastAPI
+
+    from clarin_common.errors import install_error_handlers
+    from clarin_devkit.testing import running_app
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/echo")
+    async def echo(body: dict[str, str]) -> dict[str, str]:
+        conn = await asyncpg.connect(test_servers.database_url)
+        try:
+            value = await conn.fetchval("SELECT $1::text", body["text"])
+        finally:
+            await conn.close()
+        return {"text": value}
+
+    async with running_app(app) as client:
+        ok = await client.post("/echo", json={"text": "hola"})
+        assert ok.json() == {"text": "hola"}
+        bad = await client.post("/echo", json={"text": "a\u0000b"})
+        assert bad.status_code == 422
+        assert bad.json()["error"]["code"] == "validation_error"

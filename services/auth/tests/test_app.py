@@ -85,7 +85,8 @@ async def test_health_and_readiness(client: Any) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json()["checks"] == {"postgres": "ok"}
+    # NATS carries the session revocations to the gateways
+    assert ready.json()["checks"] == {"postgres": "ok", "nats": "ok"}
     assert "clarin_http_requests_total" in (await client.get("/metrics")).text
 
 

@@ -31,6 +31,7 @@ class TestRegister:
             "email": "alice@example.com",
             "name": "Alice",
             "role": "admin",
+            "disabled": False,
         }
         row = await db.fetchrow("SELECT password_hash FROM auth.users")
         assert row is not None and api.password not in row["password_hash"]

@@ -56,6 +56,7 @@ class TestCreateUser:
             "email": "bob@example.com",
             "name": "Bob",
             "role": "agent",
+            "disabled": False,
         }
         session = await api.login("BOB@example.com")
         assert session["user"] == user

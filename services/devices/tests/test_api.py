@@ -218,3 +218,40 @@ class TestDelete:
     async def test_requires_a_token(self, api: Any) -> None:
         device = await api.create()
         error(await api.client.delete(f"/api/devices/{device['id']}"), 401)
+
+
+class TestRoles:
+    """API.md "Roles": linking and unlinking numbers is for admins."""
+
+    async def test_agent_cannot_create_pair_logout_or_delete(self, api: Any) -> None:
+        from clarin_devkit.testing import auth_headers, make_token
+
+        device = await api.create()
+        agent = auth_headers(make_token(account_id=api.account_id, role="agent"))
+        create = await api.client.post("/api/devices", json={"name": "x"}, headers=agent)
+        assert error(create, 403)["code"] == "forbidden"
+        # refused before the body is looked at: an agent learns nothing from a 422
+        assert error(await api.client.post("/api/devices", json={}, headers=agent), 403)
+        for method, path, body in (
+            ("POST", f"/api/devices/{device['id']}/pair-phone", {"phone": "34600111222"}),
+            ("POST", f"/api/devices/{device['id']}/logout", None),
+            ("DELETE", f"/api/devices/{device['id']}", None),
+        ):
+            resp = await api.client.request(method, path, json=body, headers=agent)
+            assert error(resp, 403)["code"] == "forbidden", path
+        # untouched
+        assert await api.get(device["id"]) == device
+
+    async def test_agent_sees_and_connects_existing_devices(self, api: Any) -> None:
+        from clarin_devkit.testing import auth_headers, make_token
+
+        device = await api.create()
+        agent = auth_headers(make_token(account_id=api.account_id, role="agent"))
+        listed = await api.client.get("/api/devices", headers=agent)
+        assert listed.json() == {"items": [device]}
+        got = await api.client.get(f"/api/devices/{device['id']}", headers=agent)
+        assert got.status_code == 200
+        connect = await api.client.post(f"/api/devices/{device['id']}/connect", headers=agent)
+        assert connect.status_code == 202, connect.text
+        disconnect = await api.client.post(f"/api/devices/{device['id']}/disconnect", headers=agent)
+        assert disconnect.status_code == 202, disconnect.text

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import BaseModel
 
 from clarin_devkit.testing import free_port, live_server
@@ -37,8 +37,11 @@ class Upstream:
     upload_started: asyncio.Event = field(default_factory=asyncio.Event)
     download_release: asyncio.Event = field(default_factory=asyncio.Event)
     download_size: int = 0
+    # bytes of the last upload that reached the service, also when it was cut off
+    upload_received: int = 0
 
     def reset(self) -> None:
+        self.upload_received = 0
         self.seen.clear()
         self.openapi_fetches = 0
         self.upload_started = asyncio.Event()
@@ -135,11 +138,13 @@ def fake_service(up: Upstream) -> FastAPI:
         async def upload(request: Request) -> dict[str, Any]:
             digest = hashlib.sha256()
             size = 0
+            up.upload_received = 0
             async for chunk in request.stream():
                 if chunk and not up.upload_started.is_set():
                     up.upload_started.set()
                 digest.update(chunk)
                 size += len(chunk)
+                up.upload_received = size
             return {"size": size, "sha256": digest.hexdigest()}
 
         @app.get("/api/media/big")
@@ -163,6 +168,17 @@ def fake_service(up: Upstream) -> FastAPI:
                 status_code=404,
                 headers={"X-Upstream-Error": "1"},
             )
+
+        @app.get("/api/chats/redirect")
+        async def redirect(request: Request) -> JSONResponse:
+            # what FastAPI's redirect_slashes does: an absolute URL of the service itself
+            return JSONResponse(
+                {}, status_code=307, headers={"Location": f"{up.url}/api/chats?x=1"}
+            )
+
+        @app.get("/api/chats/page")
+        async def page() -> HTMLResponse:
+            return HTMLResponse("<script>alert(1)</script>")
 
         @app.get("/api/chats/slow")
         async def slow() -> dict[str, str]:

@@ -317,3 +317,36 @@ async def test_consumer_created_lead_is_deletable_and_recreated_by_a_new_message
     assert again["id"] != lead["id"]
     await eventually(lambda: events.of_type("lead_created"))
     assert [f["type"] for f in events.frames] == ["lead_deleted", "lead_created"]
+
+
+async def test_an_event_whose_account_is_not_its_subjects_makes_no_lead(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Any], wa: Any
+) -> None:
+    """A publisher allowed on one tenant's subject cannot write into another tenant."""
+    from clarin_common.nats import publish_event
+
+    victim, attacker = new_tenant(), new_tenant()
+    forged = wa_envelope(
+        victim.account_id,
+        DEVICE,
+        "message",
+        WaMessage(
+            wa_message_id="FORGED1",
+            chat_jid=f"{PHONE}@s.whatsapp.net",
+            sender_jid=f"{PHONE}@s.whatsapp.net",
+            push_name="Forged",
+            direction="in",
+            body="hola",
+            sent_at=datetime.now(UTC),
+        ),
+    )
+    # the subject names the attacker's account, the payload the victim's
+    await publish_event(wa.js, f"wa.evt.{attacker.account_id}.{DEVICE}.message", forged)
+    other_device = wa_envelope(victim.account_id, DEVICE, "message", forged.data)
+    await publish_event(wa.js, f"wa.evt.{victim.account_id}.{uuid.uuid4()}.message", other_device)
+    # a genuine message after them is handled: the consumer went past both
+    await wa.message(victim.account_id, phone="34600111222", push_name="Genuine")
+    await wa.drained()
+    victim_leads = await leads_of(client, victim)
+    assert [lead["name"] for lead in victim_leads] == ["Genuine"]
+    assert await leads_of(client, attacker) == []

@@ -124,7 +124,16 @@ def create_service_app(
                     max_size=settings.db_pool_max,
                 )
             if use_nats:
-                res.nc = await natsmod.connect(settings.nats_url, name=settings.service_name)
+                res.nc = await natsmod.connect(
+                    settings.nats_url,
+                    name=settings.service_name,
+                    user=settings.nats_user,
+                    password=(
+                        settings.nats_password.get_secret_value()
+                        if settings.nats_password
+                        else None
+                    ),
+                )
                 res.js = res.nc.jetstream()
                 await natsmod.ensure_streams(res.js)
             if use_redis:
@@ -278,5 +287,7 @@ def serve(app: FastAPI | str, host: str, port: int, *, factory: bool = False) ->
         ws_ping_timeout=20,
         # frames are small JSON; compressing each cost the gateway ~18 % of its CPU
         ws_per_message_deflate=False,
-        proxy_headers=True,
+        # X-Forwarded-For is read by the gateway from its configured trusted proxies
+        # only (GATEWAY_TRUSTED_PROXIES); uvicorn's would trust any local peer
+        proxy_headers=False,
     )

@@ -23,6 +23,9 @@ class Principal:
     account_id: str
     role: Literal["admin", "agent"]
     token_id: str
+    # the refresh-token family the token was issued for (claim ``sid``), if any
+    session_id: str | None = None
+    issued_at: int = 0
 
     @property
     def is_admin(self) -> bool:
@@ -51,9 +54,10 @@ def issue_access_token(
     role: str,
     ttl: timedelta,
     issuer: str = "clarin",
+    session_id: str | None = None,
 ) -> tuple[str, int]:
     now = datetime.now(UTC)
-    claims = {
+    claims: dict[str, Any] = {
         "sub": user_id,
         "account_id": account_id,
         "role": role,
@@ -62,6 +66,8 @@ def issue_access_token(
         "jti": uuid.uuid4().hex,
         "iss": issuer,
     }
+    if session_id is not None:
+        claims["sid"] = session_id
     return jwt.encode(claims, private_key_pem, algorithm=ALGORITHM), int(ttl.total_seconds())
 
 
@@ -88,8 +94,15 @@ class TokenVerifier:
         account_id = claims.get("account_id")
         if role not in ("admin", "agent") or not isinstance(account_id, str):
             raise Unauthorized("Invalid access token", code="invalid_token")
+        sid = claims.get("sid")
+        iat = claims.get("iat")
         return Principal(
-            user_id=str(claims["sub"]), account_id=account_id, role=role, token_id=claims["jti"]
+            user_id=str(claims["sub"]),
+            account_id=account_id,
+            role=role,
+            token_id=claims["jti"],
+            session_id=sid if isinstance(sid, str) else None,
+            issued_at=int(iat) if isinstance(iat, int | float) else 0,
         )
 
 

@@ -50,6 +50,8 @@ class User(Contract):
     email: str
     name: str
     role: Role
+    # a disabled user keeps their history but cannot sign in
+    disabled: bool = False
 
 
 class Device(Contract):

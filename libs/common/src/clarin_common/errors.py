@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -153,6 +154,16 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, code, message, None, getattr(exc, "headers", None))
 
 
+async def _text_not_storable(_: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL text cannot hold NUL (\u0000); the statement failed and changed nothing
+    return error_response(
+        422,
+        "validation_error",
+        "Text may not contain NUL characters",
+        [{"loc": ["body"], "msg": "Text may not contain NUL characters", "type": "string_nul"}],
+    )
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled_error", path=request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "Internal server error")
@@ -162,4 +173,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(asyncpg.exceptions.CharacterNotInRepertoireError, _text_not_storable)
+    app.add_exception_handler(asyncpg.exceptions.UntranslatableCharacterError, _text_not_storable)
     app.add_exception_handler(Exception, _unhandled)

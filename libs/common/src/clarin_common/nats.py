@@ -9,6 +9,7 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 import structlog
@@ -33,6 +34,11 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from pydantic import BaseModel, ValidationError
 
+from clarin_common.auth_events import (
+    AUTH_EVENTS_MAX_AGE_SECONDS,
+    AUTH_EVENTS_STREAM,
+    AUTH_EVENTS_SUBJECTS,
+)
 from clarin_common.events import (
     APP_EVENTS_STREAM,
     APP_EVENTS_SUBJECTS,
@@ -49,13 +55,34 @@ log = structlog.get_logger(__name__)
 DUPLICATE_WINDOW_S = 120.0
 
 
-async def connect(url: str, name: str, *, timeout: float = 5.0) -> NatsClient:
+def redact_url(url: str) -> str:
+    """``url`` without the password of any server in it (for logs and errors)."""
+    parts = []
+    for one in url.split(","):
+        split = urlsplit(one.strip())
+        if split.password is not None:
+            host = split.hostname or ""
+            port = f":{split.port}" if split.port else ""
+            one = split._replace(netloc=f"{split.username}:***@{host}{port}").geturl()
+        parts.append(one)
+    return ",".join(parts)
+
+
+async def connect(
+    url: str,
+    name: str,
+    *,
+    timeout: float = 5.0,
+    user: str | None = None,
+    password: str | None = None,
+) -> NatsClient:
     """Connect with endless reconnects. Fails fast (ConnectionError) when nothing
-    listens: nats-py's own connect can hang on a closed port."""
+    listens: nats-py's own connect can hang on a closed port. ``user``/``password``
+    are the process's NATS role (none for a server without authorization)."""
     urls = [u.strip() for u in url.split(",") if u.strip()]
     probes = await asyncio.gather(*(asyncio.to_thread(url_answers, u, 1.0) for u in urls))
     if not any(probes):
-        raise ConnectionError(f"NATS does not answer at {url}")
+        raise ConnectionError(f"NATS does not answer at {redact_url(url)}")
 
     async def _quiet(exc: Exception) -> None:
         log.warning("nats_error", error=str(exc))
@@ -84,11 +111,12 @@ async def connect(url: str, name: str, *, timeout: float = 5.0) -> NatsClient:
                 disconnected_cb=_disconnected,
                 reconnected_cb=_reconnected,
                 pending_size=64 * 1024 * 1024,
+                **({"user": user, "password": password} if user else {}),
             ),
             timeout,
         )
     except TimeoutError as exc:
-        raise ConnectionError(f"NATS connect to {url} timed out") from exc
+        raise ConnectionError(f"NATS connect to {redact_url(url)} timed out") from exc
     client.append(nc)
     return nc
 
@@ -111,6 +139,15 @@ async def ensure_streams(js: JetStreamContext) -> None:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=24 * 3600,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            discard=DiscardPolicy.OLD,
+        ),
+        StreamConfig(
+            name=AUTH_EVENTS_STREAM,
+            subjects=[AUTH_EVENTS_SUBJECTS],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=AUTH_EVENTS_MAX_AGE_SECONDS,
             duplicate_window=DUPLICATE_WINDOW_S,
             discard=DiscardPolicy.OLD,
         ),
@@ -178,6 +215,33 @@ async def publish_events(js: JetStreamContext, items: Sequence[tuple[str, Envelo
 
 class PoisonMessage(Exception):
     """Raised by a handler for a message that can never be processed."""
+
+
+def subject_mismatch(subject: str, envelope: RawEnvelope) -> str | None:
+    """Why an envelope does not belong on its subject, or None when it does.
+
+    ``wa.evt.{account}.{device}.{kind}`` must carry that account, device and
+    kind; ``app.{account}.{type}`` and ``auth.{account}.{type}`` that account and
+    type. A publisher allowed on one subject cannot speak for another tenant by
+    writing a different account into the payload.
+    """
+    parts = subject.split(".")
+    if parts[:2] == ["wa", "evt"] and len(parts) == 5:
+        account, device, kind = parts[2], parts[3], parts[4]
+        if envelope.account_id != account:
+            return "account"
+        if envelope.device_id != device:
+            return "device"
+        if envelope.type != kind:
+            return "type"
+        return None
+    if parts[0] in ("app", "auth") and len(parts) == 3:
+        if envelope.account_id != parts[1]:
+            return "account"
+        if envelope.type != parts[2]:
+            return "type"
+        return None
+    return None
 
 
 @dataclass
@@ -344,6 +408,17 @@ class PullConsumer:
                     durable=self.durable,
                     subject=msg.subject,
                     reason=str(exc)[:500],
+                )
+                await msg.term()
+                continue
+            mismatch = subject_mismatch(msg.subject, envelope)
+            if mismatch is not None:
+                log.error(
+                    "event_subject_mismatch_terminated",
+                    durable=self.durable,
+                    subject=msg.subject,
+                    event_id=envelope.id,
+                    field=mismatch,
                 )
                 await msg.term()
                 continue

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     DotEnvSettingsSource,
@@ -68,6 +68,10 @@ class CommonSettings(BaseSettings):
     nats_url: str = Field(
         "nats://127.0.0.1:4222", description="NATS with JetStream; comma-separated for a cluster"
     )
+    # the NATS credentials of this process's role (infra/nats/auth.conf), kept out
+    # of the URL so that no log line that names the server shows a secret
+    nats_user: str | None = Field(None, description="NATS user of this process's role")
+    nats_password: SecretStr | None = Field(None, description="its password")
     jwt_public_key: str = Field(
         DEV_JWT_PUBLIC_KEY,
         description="Ed25519 public key (PEM) that access tokens are checked with",

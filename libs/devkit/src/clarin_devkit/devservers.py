@@ -573,8 +573,9 @@ def _nats_paths(data_dir: Path) -> tuple[Path, Path]:
     return data_dir / "nats.pid", data_dir / "nats.log"
 
 
-def start_nats(data_dir: Path, port: int) -> None:
-    """Start nats-server with JetStream (store ``data_dir/jetstream``) on 127.0.0.1:``port``."""
+def start_nats(data_dir: Path, port: int, config: Path | None = None) -> None:
+    """Start nats-server with JetStream (store ``data_dir/jetstream``) on 127.0.0.1:``port``;
+    ``config`` (e.g. infra/nats/auth.conf: users and permissions) is read too."""
     deadline = time.monotonic() + START_TIMEOUT
     data_dir = data_dir.resolve()
     pidfile, logfile = _nats_paths(data_dir)
@@ -602,6 +603,8 @@ def start_nats(data_dir: Path, port: int) -> None:
         "-l",
         str(logfile),
     ]
+    if config is not None:
+        cmd += ["-c", str(config.resolve())]
     started = time.monotonic()
     # nats-server has no daemon mode: a shell starts it in the background and exits,
     # so the server is orphaned (no zombie in, no ResourceWarning from, this process)
@@ -737,7 +740,13 @@ def _create_database(url: str, *, embedded: bool) -> None:
         )
 
 
-def ensure_servers(var_dir: Path, database_url: str, redis_url: str, nats_url: str) -> ServerUrls:
+def ensure_servers(
+    var_dir: Path,
+    database_url: str,
+    redis_url: str,
+    nats_url: str,
+    nats_config: Path | None = None,
+) -> ServerUrls:
     """The URLs to use: each given URL if something answers there, else the URL of
     an embedded server started on that URL's port (host must be local) with its
     data under ``var_dir/{postgres,redis,nats}``.
@@ -762,7 +771,7 @@ def ensure_servers(var_dir: Path, database_url: str, redis_url: str, nats_url: s
             redis_url = f"redis://127.0.0.1:{port}{path}"
         if not url_answers(nats_url):
             port = _local_port(nats_url, "nats")
-            start_nats(var_dir / "nats", port)
+            start_nats(var_dir / "nats", port, nats_config)
             nats_url = f"nats://127.0.0.1:{port}"
     _create_database(database_url, embedded=pg_embedded)
     return ServerUrls(database_url=database_url, redis_url=redis_url, nats_url=nats_url)
@@ -846,6 +855,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--var-dir", type=Path, default=Path("var"))
     parser.add_argument("--env-file", type=Path, default=None, help="default: VAR_DIR/servers.env")
+    parser.add_argument(
+        "--nats-config", type=Path, default=None, help="extra nats-server config (users)"
+    )
     args = parser.parse_args(argv)
     var_dir: Path = args.var_dir
     env_file: Path = args.env_file or var_dir / "servers.env"
@@ -860,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
                 urls["CLARIN_DATABASE_URL"],
                 urls["CLARIN_REDIS_URL"],
                 urls["CLARIN_NATS_URL"],
+                args.nats_config,
             )
         except (RuntimeError, FileNotFoundError, ValueError) as exc:
             print(f"devservers: {exc}", file=sys.stderr)

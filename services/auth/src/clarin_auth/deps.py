@@ -7,16 +7,19 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from clarin_auth.revocations import Revocations
 from clarin_auth.security import PasswordHasher, TokenFactory
 from clarin_common.errors import ServiceUnavailable
 
 
 @dataclass(frozen=True)
 class Security:
-    """What the lifespan prepares for signing in: the hasher and the token factory."""
+    """What the lifespan prepares for signing in: the hasher, the token factory and
+    the announcer of ended sessions."""
 
     passwords: PasswordHasher
     tokens: TokenFactory
+    revocations: Revocations
 
 
 def get_security(request: Request) -> Security:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clarin_common.errors import Conflict, Unauthorized
+from clarin_common.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
 
 
 class EmailTaken(Conflict):
@@ -18,3 +18,34 @@ class InvalidRefreshToken(Unauthorized):
 class RefreshTokenReused(InvalidRefreshToken):
     code = "refresh_token_reused"
     message = "Refresh token was already used; the session has been revoked"
+
+
+class UserDisabled(Forbidden):
+    code = "user_disabled"
+    message = "This user has been disabled by an admin of the account"
+
+
+class WrongPassword(ValidationFailed):
+    code = "wrong_password"
+    message = "The current password is wrong"
+
+    def __init__(self) -> None:
+        super().__init__(
+            details=[
+                {
+                    "loc": ["body", "current_password"],
+                    "msg": "The current password is wrong",
+                    "type": "wrong_password",
+                }
+            ]
+        )
+
+
+class CannotRemoveSelf(Conflict):
+    code = "cannot_remove_self"
+    message = "You cannot remove or disable yourself"
+
+
+class LastAdmin(Conflict):
+    code = "last_admin"
+    message = "The account must keep at least one active admin"

@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from clarin_auth.deps import Security
+from clarin_auth.revocations import Revocations
 from clarin_auth.security import PasswordHasher, TokenFactory
 from clarin_auth.sessions.endpoints import router as sessions_router
 from clarin_auth.settings import AuthSettings
@@ -23,20 +24,24 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         settings.jwt_private_key,
         access_ttl=timedelta(seconds=settings.access_token_ttl_seconds),
         refresh_ttl=timedelta(seconds=settings.refresh_token_ttl_seconds),
+        session_max_age=timedelta(seconds=settings.session_max_age_seconds),
         issuer=settings.jwt_issuer,
     )
 
-    async def on_startup(app: FastAPI, _: Resources) -> None:
+    async def on_startup(app: FastAPI, res: Resources) -> None:
         tokens.check_verifies_with(app.state.token_verifier)
         passwords = await PasswordHasher.create(settings.bcrypt_rounds)
-        app.state.security = Security(passwords=passwords, tokens=tokens)
+        app.state.security = Security(
+            passwords=passwords, tokens=tokens, revocations=Revocations(res.js)
+        )
 
     return create_service_app(
         settings,
         title="Clarin auth",
         schema="auth",
         migrations_dir=MIGRATIONS_DIR,
-        use_nats=False,
+        # session revocations go to the gateways over NATS (stream AUTH_EVENTS)
+        use_nats=True,
         routers=[sessions_router, users_router],
         on_startup=on_startup,
     )

@@ -80,13 +80,16 @@ class TokenFactory:
         access_ttl: timedelta,
         refresh_ttl: timedelta,
         issuer: str,
+        session_max_age: timedelta | None = None,
     ) -> None:
         self._private_key_pem = private_key_pem
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
+        # the absolute lifetime of a refresh-token family, from login
+        self.session_max_age = session_max_age or refresh_ttl
         self.issuer = issuer
 
-    def access_token(self, user: User) -> AccessToken:
+    def access_token(self, user: User, session_id: str | None = None) -> AccessToken:
         token, expires_in = issue_access_token(
             self._private_key_pem,
             user_id=user.id,
@@ -94,6 +97,7 @@ class TokenFactory:
             role=user.role,
             ttl=self.access_ttl,
             issuer=self.issuer,
+            session_id=session_id,
         )
         return AccessToken(token, expires_in)
 

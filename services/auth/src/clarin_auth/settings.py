@@ -22,7 +22,11 @@ class AuthSettings(CommonSettings):
     # Ed25519 private key (PEM); the only key in the system that signs tokens.
     jwt_private_key: str = DEV_JWT_PRIVATE_KEY
     access_token_ttl_seconds: int = Field(900, ge=30, le=24 * 3600)
+    # each refresh token lives this long unless used (a session idle longer ends)
     refresh_token_ttl_seconds: int = Field(30 * 24 * 3600, ge=60)
+    # a session (refresh-token family) ends this long after login, however often it
+    # is refreshed
+    session_max_age_seconds: int = Field(30 * 24 * 3600, ge=60)
     bcrypt_rounds: int = Field(12, ge=4, le=31)
 
     def _secrets(self) -> dict[str, str]:

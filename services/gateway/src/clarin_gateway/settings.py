@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from limits import parse
-from pydantic import field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from clarin_common.settings import CommonSettings
+from clarin_gateway.clientip import Network, parse_networks
+from clarin_gateway.proxy.routing import BodyKind
 
 
 class GatewaySettings(CommonSettings):
@@ -36,6 +38,21 @@ class GatewaySettings(CommonSettings):
 
     # the built web app; relative paths are taken from the working directory
     static_dir: str = "frontend/dist"
+
+    # Peers (addresses or CIDR blocks) whose X-Forwarded-For / X-Forwarded-Proto are
+    # believed: the ingress or load balancer in front of the gateway. None by
+    # default outside dev/test (the peer is the client); loopback in dev/test.
+    trusted_proxies: list[str] | None = None
+
+    # request bodies, in bytes, enforced while they stream (413 past them)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_upload_bytes: int = Field(16 * 1024 * 1024 + 256 * 1024, ge=1024)
+    max_credentials_body_bytes: int = Field(64 * 1024, ge=1024)
+
+    # Prometheus /metrics is never on the public port: it is served on this port
+    # (bound to metrics_host) when set, and nowhere when not
+    metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"
 
     # rate limits, in the notation of the `limits` library ("20/minute", "5 per second")
     rate_limit_enabled: bool = True
@@ -70,6 +87,30 @@ class GatewaySettings(CommonSettings):
     def _valid_limit(cls, value: str) -> str:
         parse(value)  # raises ValueError on a bad notation
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            parse_networks(value)  # raises ValueError on a bad address or block
+        return value
+
+    @model_validator(mode="after")
+    def _default_trusted_proxies(self) -> GatewaySettings:
+        if self.trusted_proxies is None:
+            self.trusted_proxies = ["127.0.0.1", "::1"] if self.is_local else []
+        return self
+
+    @property
+    def trusted_networks(self) -> tuple[Network, ...]:
+        return parse_networks(self.trusted_proxies or [])
+
+    def body_limit(self, kind: BodyKind) -> int:
+        return {
+            "json": self.max_body_bytes,
+            "upload": self.max_upload_bytes,
+            "credentials": self.max_credentials_body_bytes,
+        }[kind]
 
     @property
     def static_path(self) -> Path:

@@ -27,6 +27,10 @@ see <a href="/api/docs">/api/docs</a>.</p>
 """
 
 
+# the page above has an inline style and nothing else
+NOT_BUILT_CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+
+
 def _reserved(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in _RESERVED)
 
@@ -57,7 +61,7 @@ class WebApp:
                 return HTMLResponse(
                     NOT_BUILT_PAGE.format(where=self.root),
                     status_code=503,
-                    headers={"Cache-Control": NO_CACHE},
+                    headers={"Cache-Control": NO_CACHE, "Content-Security-Policy": NOT_BUILT_CSP},
                 )
             raise NotFound()
         if path == "/":

@@ -58,7 +58,14 @@ async def live_server(app: FastAPI, port: int | None = None) -> AsyncIterator[st
     """Serve the app with uvicorn on 127.0.0.1 (for WebSockets and proxies)."""
     port = port or free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_config=None, lifespan="on", ws_ping_interval=None
+        app,
+        host="127.0.0.1",
+        port=port,
+        log_config=None,
+        lifespan="on",
+        ws_ping_interval=None,
+        # as in production (clarin_common.app.serve): the gateway decides whom to believe
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -15,11 +15,12 @@ class RefreshTokenRow:
     account_id: str
     family_id: str
     expires_at: datetime
+    family_expires_at: datetime
     used_at: datetime | None
     revoked_at: datetime | None
 
 
-_COLUMNS = "id, user_id, account_id, family_id, expires_at, used_at, revoked_at"
+_COLUMNS = "id, user_id, account_id, family_id, expires_at, family_expires_at, used_at, revoked_at"
 
 
 def _row(record: asyncpg.Record) -> RefreshTokenRow:
@@ -29,6 +30,7 @@ def _row(record: asyncpg.Record) -> RefreshTokenRow:
         account_id=str(record["account_id"]),
         family_id=str(record["family_id"]),
         expires_at=record["expires_at"],
+        family_expires_at=record["family_expires_at"],
         used_at=record["used_at"],
         revoked_at=record["revoked_at"],
     )
@@ -39,21 +41,24 @@ async def insert(
     *,
     user_id: str,
     account_id: str,
-    family_id: str | None,
+    family_id: str,
     token_hash: str,
     expires_at: datetime,
+    family_expires_at: datetime,
 ) -> None:
-    """Store a refresh token; ``family_id=None`` starts a new family."""
+    """Store a refresh token of ``family_id``; it never outlives its family."""
     await conn.execute(
         """
-        INSERT INTO refresh_tokens (user_id, account_id, family_id, token_hash, expires_at)
-        VALUES ($1, $2, coalesce($3, gen_random_uuid()), $4, $5)
+        INSERT INTO refresh_tokens
+            (user_id, account_id, family_id, token_hash, expires_at, family_expires_at)
+        VALUES ($1, $2, $3, $4, least($5::timestamptz, $6::timestamptz), $6)
         """,
         user_id,
         account_id,
         family_id,
         token_hash,
         expires_at,
+        family_expires_at,
     )
 
 
@@ -110,3 +115,20 @@ async def delete_expired_for_user(conn: asyncpg.Connection, user_id: str) -> Non
     await conn.execute(
         "DELETE FROM refresh_tokens WHERE user_id = $1 AND expires_at < now()", user_id
     )
+
+
+async def revoke_user_families(
+    conn: asyncpg.Connection, user_id: str, *, keep_family: str | None = None
+) -> list[str]:
+    """Revoke every live session of a user (but ``keep_family``); their family ids."""
+    rows = await conn.fetch(
+        """
+        UPDATE refresh_tokens SET revoked_at = now()
+        WHERE user_id = $1 AND revoked_at IS NULL
+          AND ($2::uuid IS NULL OR family_id <> $2::uuid)
+        RETURNING family_id
+        """,
+        user_id,
+        keep_family,
+    )
+    return sorted({str(r["family_id"]) for r in rows})

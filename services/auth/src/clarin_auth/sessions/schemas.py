@@ -44,3 +44,8 @@ class Session(BaseModel):
 class Me(BaseModel):
     user: User
     account: Account
+
+
+class PasswordChange(BaseModel):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    new_password: Password

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import enum
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 
 from clarin_auth.deps import Security
-from clarin_auth.exceptions import InvalidRefreshToken, RefreshTokenReused
+from clarin_auth.exceptions import (
+    InvalidRefreshToken,
+    RefreshTokenReused,
+    UserDisabled,
+    WrongPassword,
+)
+from clarin_auth.revocations import Revocation, Revocations
 from clarin_auth.security import hash_refresh_token
 from clarin_auth.sessions import repository as tokens
-from clarin_auth.sessions.schemas import LoginIn, Me, RegisterIn, Session
+from clarin_auth.sessions.schemas import LoginIn, Me, PasswordChange, RegisterIn, Session
 from clarin_auth.users import repository as users
 from clarin_auth.users.service import unique_email
 from clarin_common.auth import Principal
@@ -20,24 +28,40 @@ from clarin_common.db import transaction
 from clarin_common.errors import InvalidCredentials, Unauthorized
 
 
+@dataclass(frozen=True)
+class Family:
+    """The refresh-token family a session continues; None for a new one."""
+
+    id: str
+    expires_at: datetime
+
+
 async def _start_session(
     conn: asyncpg.Connection,
     security: Security,
     user: User,
     account: Account,
-    family_id: str | None = None,
+    family: Family | None = None,
 ) -> Session:
-    """Sign an access token and store the next refresh token (of a new family if none)."""
+    """Sign an access token and store the next refresh token (of a new family if none).
+
+    A new family ends ``session_max_age`` from now whatever happens; each of its
+    refresh tokens lives ``refresh_ttl`` at most, and never past the family's end.
+    """
+    now = datetime.now(UTC)
+    if family is None:
+        family = Family(id=str(uuid.uuid4()), expires_at=now + security.tokens.session_max_age)
     refresh_token, token_hash = security.tokens.refresh_token()
     await tokens.insert(
         conn,
         user_id=user.id,
         account_id=account.id,
-        family_id=family_id,
+        family_id=family.id,
         token_hash=token_hash,
-        expires_at=datetime.now(UTC) + security.tokens.refresh_ttl,
+        expires_at=now + security.tokens.refresh_ttl,
+        family_expires_at=family.expires_at,
     )
-    access = security.tokens.access_token(user)
+    access = security.tokens.access_token(user, session_id=family.id)
     return Session(
         access_token=access.token,
         refresh_token=refresh_token,
@@ -74,6 +98,9 @@ async def login(pool: asyncpg.Pool, security: Security, data: LoginIn) -> Sessio
     )
     if found is None or not matches:
         raise InvalidCredentials()
+    if found.user.disabled:
+        # only told to whoever knows the password
+        raise UserDisabled()
     async with transaction(pool) as conn:
         account = await users.get_account(conn, found.user.account_id)
         if account is None:  # pragma: no cover - a user always has its account (FK)
@@ -84,31 +111,33 @@ async def login(pool: asyncpg.Pool, security: Security, data: LoginIn) -> Sessio
 
 class _Refused(enum.Enum):
     INVALID = "invalid"
-    REUSED = "reused"
 
 
-async def refresh(pool: asyncpg.Pool, security: Security, refresh_token: str) -> Session:
+async def refresh(
+    pool: asyncpg.Pool, security: Security, revocations: Revocations, refresh_token: str
+) -> Session:
     """Spend a refresh token for a new session of the same family.
 
     A token presented a second time means it leaked (or a client is broken):
     the whole family is revoked, so whoever holds its newest token is signed out too.
     """
     token_hash = hash_refresh_token(refresh_token)
-    outcome: Session | _Refused
+    outcome: Session | _Refused | Revocation
     # The revocation must commit even though the caller gets a 401, so the
     # transaction returns an outcome and the error is raised after it.
     async with transaction(pool) as conn:
         outcome = await _refresh_in(conn, security, token_hash)
-    if outcome is _Refused.REUSED:
+    if isinstance(outcome, Revocation):
+        await revocations.announce(outcome)
         raise RefreshTokenReused()
-    if outcome is _Refused.INVALID:
+    if isinstance(outcome, _Refused):
         raise InvalidRefreshToken()
     return outcome
 
 
 async def _refresh_in(
     conn: asyncpg.Connection, security: Security, token_hash: str
-) -> Session | _Refused:
+) -> Session | _Refused | Revocation:
     found = await tokens.get_by_hash(conn, token_hash)
     if found is None:
         return _Refused.INVALID
@@ -118,16 +147,25 @@ async def _refresh_in(
         current = await tokens.get_by_hash(conn, token_hash)
         if current is not None and current.used_at is not None:
             await tokens.revoke_family(conn, current.family_id)
-            return _Refused.REUSED
+            return Revocation(
+                account_id=current.account_id,
+                user_id=current.user_id,
+                reason="refresh_reused",
+                session_ids=[current.family_id],
+            )
         return _Refused.INVALID  # revoked or expired
-    user = await users.get_by_id_for_account(conn, spent.user_id, spent.account_id)
+    user = await users.get_for_session_for_account(conn, spent.user_id, spent.account_id)
     account = await users.get_account(conn, spent.account_id)
     if user is None or account is None:  # pragma: no cover - tokens cascade with their user
         return _Refused.INVALID
-    return await _start_session(conn, security, user, account, spent.family_id)
+    if user.disabled:  # pragma: no cover - disabling revokes every family first
+        await tokens.revoke_family(conn, spent.family_id)
+        return _Refused.INVALID
+    family = Family(id=spent.family_id, expires_at=spent.family_expires_at)
+    return await _start_session(conn, security, user, account, family)
 
 
-async def logout(pool: asyncpg.Pool, refresh_token: str) -> None:
+async def logout(pool: asyncpg.Pool, revocations: Revocations, refresh_token: str) -> None:
     """Revoke the family of ``refresh_token``; an unknown token is already signed out."""
     token_hash = hash_refresh_token(refresh_token)
     async with transaction(pool) as conn:
@@ -135,6 +173,50 @@ async def logout(pool: asyncpg.Pool, refresh_token: str) -> None:
         if found is not None:
             await tokens.lock_family(conn, found.family_id)
             await tokens.revoke_family(conn, found.family_id)
+    if found is not None:
+        await revocations.announce(
+            Revocation(
+                account_id=found.account_id,
+                user_id=found.user_id,
+                reason="logout",
+                session_ids=[found.family_id],
+            )
+        )
+
+
+async def change_password(
+    pool: asyncpg.Pool,
+    security: Security,
+    revocations: Revocations,
+    principal: Principal,
+    data: PasswordChange,
+) -> None:
+    """A new password; every other session of the user ends (this one goes on)."""
+    current_hash = await users.get_password_hash_for_account(
+        pool, principal.user_id, principal.account_id
+    )
+    if current_hash is None:
+        raise Unauthorized("This user no longer exists", code="invalid_token")
+    if not await security.passwords.verify(data.current_password, current_hash):
+        raise WrongPassword()
+    new_hash = await security.passwords.hash(data.new_password)
+    async with transaction(pool) as conn:
+        await users.set_password_hash(conn, principal.user_id, principal.account_id, new_hash)
+        ended = await tokens.revoke_user_families(
+            conn, principal.user_id, keep_family=principal.session_id
+        )
+    revocation = Revocation(
+        account_id=principal.account_id,
+        user_id=principal.user_id,
+        reason="password_changed",
+        session_ids=ended,
+    )
+    if principal.session_id is None:
+        # a token from before sessions had ids: no telling this session apart
+        revocation = Revocation(
+            account_id=principal.account_id, user_id=principal.user_id, reason="password_changed"
+        )
+    await revocations.announce(revocation)
 
 
 async def me(pool: asyncpg.Pool, principal: Principal) -> Me:

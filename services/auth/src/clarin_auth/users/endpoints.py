@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
 from clarin_auth.deps import SecurityDep
 from clarin_auth.users import service
-from clarin_auth.users.schemas import UserCreate, UserList
+from clarin_auth.users.schemas import UserCreate, UserList, UserUpdate
 from clarin_common.app import DbPool
 from clarin_common.auth import AdminUser, CurrentUser
 from clarin_common.contract import User
@@ -24,3 +24,18 @@ async def create_user(
     body: UserCreate, principal: AdminUser, pool: DbPool, security: SecurityDep
 ) -> User:
     return await service.create_user(pool, security.passwords, principal, body)
+
+
+@router.patch("/{user_id}", response_model=User)
+async def update_user(
+    user_id: str, body: UserUpdate, principal: AdminUser, pool: DbPool, security: SecurityDep
+) -> User:
+    return await service.update_user(pool, security.revocations, principal, user_id, body)
+
+
+@router.delete("/{user_id}", status_code=204, response_class=Response)
+async def delete_user(
+    user_id: str, principal: AdminUser, pool: DbPool, security: SecurityDep
+) -> Response:
+    await service.delete_user(pool, security.revocations, principal, user_id)
+    return Response(status_code=204)

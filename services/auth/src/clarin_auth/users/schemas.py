@@ -30,3 +30,11 @@ class UserCreate(BaseModel):
 
 class UserList(BaseModel):
     items: list[User]
+
+
+class UserUpdate(BaseModel):
+    """What an admin may change of a user; a field left out stays as it is."""
+
+    name: Name | None = None
+    role: Role | None = None
+    disabled: bool | None = None

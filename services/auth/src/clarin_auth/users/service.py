@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable
 from typing import TypeVar
 
 import asyncpg
 
-from clarin_auth.exceptions import EmailTaken
+from clarin_auth.exceptions import CannotRemoveSelf, EmailTaken, LastAdmin
+from clarin_auth.revocations import Revocation, Revocations
 from clarin_auth.security import PasswordHasher
+from clarin_auth.sessions import repository as tokens
 from clarin_auth.users import repository
-from clarin_auth.users.schemas import UserCreate
+from clarin_auth.users.schemas import UserCreate, UserUpdate
 from clarin_common.auth import Principal
 from clarin_common.contract import User
+from clarin_common.db import transaction
+from clarin_common.errors import NotFound
 
 T = TypeVar("T")
 
@@ -45,4 +50,92 @@ async def create_user(
             role=data.role,
             password_hash=password_hash,
         )
+    )
+
+
+def _not_found() -> NotFound:
+    return NotFound("User not found", code="user_not_found")
+
+
+def _check_id(user_id: str) -> None:
+    """A malformed id names no user: 404 like an unknown one."""
+    try:
+        uuid.UUID(user_id)
+    except ValueError:
+        raise _not_found() from None
+
+
+async def update_user(
+    pool: asyncpg.Pool,
+    revocations: Revocations,
+    principal: Principal,
+    user_id: str,
+    data: UserUpdate,
+) -> User:
+    """Rename, change the role of, disable or enable a user of the caller's account.
+
+    The account keeps at least one active admin (409 ``last_admin``); an admin
+    cannot disable themself (409 ``cannot_remove_self``). Disabling ends every
+    session of the user; a role change ends their access tokens (the next
+    refresh carries the new role).
+    """
+    _check_id(user_id)
+    if data.disabled and user_id == principal.user_id:
+        raise CannotRemoveSelf("You cannot disable yourself")
+    async with transaction(pool) as conn:
+        await repository.lock_account_users(conn, principal.account_id)
+        before = await repository.get_by_id_for_account(conn, user_id, principal.account_id)
+        if before is None:
+            raise _not_found()
+        after = await repository.update_for_account(
+            conn,
+            user_id,
+            principal.account_id,
+            name=data.name,
+            role=data.role,
+            disabled=data.disabled,
+        )
+        assert after is not None  # locked above, same transaction
+        was_admin = before.role == "admin" and not before.disabled
+        is_admin = after.role == "admin" and not after.disabled
+        if (
+            was_admin
+            and not is_admin
+            and await repository.count_active_admins(conn, principal.account_id) == 0
+        ):
+            raise LastAdmin()
+        if after.disabled and not before.disabled:
+            await tokens.revoke_user_families(conn, user_id)
+    if after.disabled and not before.disabled:
+        await revocations.announce(
+            Revocation(account_id=after.account_id, user_id=after.id, reason="disabled")
+        )
+    elif after.role != before.role and not after.disabled:
+        await revocations.announce(
+            Revocation(account_id=after.account_id, user_id=after.id, reason="role_changed")
+        )
+    return after
+
+
+async def delete_user(
+    pool: asyncpg.Pool, revocations: Revocations, principal: Principal, user_id: str
+) -> None:
+    """Remove a user of the caller's account (their sessions go with them)."""
+    _check_id(user_id)
+    if user_id == principal.user_id:
+        raise CannotRemoveSelf()
+    async with transaction(pool) as conn:
+        await repository.lock_account_users(conn, principal.account_id)
+        user = await repository.get_by_id_for_account(conn, user_id, principal.account_id)
+        if user is None:
+            raise _not_found()
+        await repository.delete_for_account(conn, user_id, principal.account_id)
+        if (
+            user.role == "admin"
+            and not user.disabled
+            and await repository.count_active_admins(conn, principal.account_id) == 0
+        ):
+            raise LastAdmin()
+    await revocations.announce(
+        Revocation(account_id=user.account_id, user_id=user.id, reason="removed")
     )

@@ -1,11 +1,15 @@
-"""/api/devices (API.md "Devices")."""
+"""/api/devices (API.md "Devices").
+
+Linking and unlinking numbers is an admin's job (create, pair, logout, delete);
+agents see the devices and may connect or disconnect an existing one.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
 from clarin_common.app import DbPool, JetStream, Nats
-from clarin_common.auth import CurrentUser
+from clarin_common.auth import AdminUser, CurrentUser
 from clarin_common.contract import Device
 from clarin_devices.devices import service
 from clarin_devices.devices.schemas import (
@@ -31,7 +35,7 @@ async def list_devices(principal: CurrentUser, pool: DbPool) -> DeviceList:
 
 
 @router.post("", status_code=201, response_model=Device)
-async def create_device(body: DeviceCreate, principal: CurrentUser, pool: DbPool) -> Device:
+async def create_device(body: DeviceCreate, principal: AdminUser, pool: DbPool) -> Device:
     return await service.create_device(pool, principal, body)
 
 
@@ -56,7 +60,7 @@ async def get_qr(device_id: str, principal: CurrentUser, pool: DbPool) -> QrCode
 async def pair_phone(
     device_id: str,
     body: PairPhoneRequest,
-    principal: CurrentUser,
+    principal: AdminUser,
     pool: DbPool,
     nc: Nats,
     request: Request,
@@ -77,7 +81,7 @@ async def disconnect_device(
 @router.post("/{device_id}/logout", status_code=202, response_model=Device)
 async def logout_device(
     device_id: str,
-    principal: CurrentUser,
+    principal: AdminUser,
     pool: DbPool,
     nc: Nats,
     js: JetStream,
@@ -90,7 +94,7 @@ async def logout_device(
 
 @router.delete("/{device_id}", status_code=204, response_class=Response)
 async def delete_device(
-    device_id: str, principal: CurrentUser, pool: DbPool, nc: Nats, request: Request
+    device_id: str, principal: AdminUser, pool: DbPool, nc: Nats, request: Request
 ) -> Response:
     await service.delete_device(pool, nc, principal, device_id, _command_timeout(request))
     return Response(status_code=204)

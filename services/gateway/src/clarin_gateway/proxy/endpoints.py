@@ -9,7 +9,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.responses import Response
 
 from clarin_common.auth import current_principal
-from clarin_common.errors import NotFound, PayloadTooLarge
+from clarin_common.errors import BadRequest, NotFound, PayloadTooLarge
+from clarin_gateway.clientip import ClientInfo, TrustedProxies
 from clarin_gateway.openapi import OpenApiCache, docs_page
 from clarin_gateway.proxy.forward import Proxy
 from clarin_gateway.proxy.routing import (
@@ -17,15 +18,17 @@ from clarin_gateway.proxy.routing import (
     REFRESH_PATH,
     REGISTER_PATH,
     SEND_PATHS,
+    body_kind,
     is_public,
     service_for,
 )
 from clarin_gateway.ratelimit import Limiter
+from clarin_gateway.revocations import RevocationList
+from clarin_gateway.settings import GatewaySettings
 
 router = APIRouter()
 
 OPENAPI_PATH = "/api/openapi.json"
-MAX_AUTH_BODY = 64 * 1024
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
@@ -41,18 +44,44 @@ async def api_docs(request: Request) -> HTMLResponse:
     return HTMLResponse(docs_page(await cache.document(), OPENAPI_PATH))
 
 
-def client_ip(request: Request) -> str:
-    # uvicorn already replaced this with X-Forwarded-For when the peer is a trusted proxy
-    return request.client.host if request.client else "unknown"
+def client_info(request: Request) -> ClientInfo:
+    cached = getattr(request.state, "client_info", None)
+    if isinstance(cached, ClientInfo):
+        return cached
+    proxies: TrustedProxies = request.app.state.trusted_proxies
+    info = proxies.client(request)
+    request.state.client_info = info
+    return info
 
 
-async def read_small_body(request: Request, limit: int = MAX_AUTH_BODY) -> bytes:
+def too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"The request body is larger than {limit} bytes",
+        code="payload_too_large",
+        details={"limit_bytes": limit},
+    )
+
+
+def check_declared_length(request: Request, limit: int) -> None:
+    """Refuse at once a body whose Content-Length is already past the limit."""
+    declared = request.headers.get("content-length")
+    if declared is None:
+        return
+    try:
+        length = int(declared)
+    except ValueError:
+        raise BadRequest("Content-Length is not a number", code="bad_request") from None
+    if length > limit:
+        raise too_large(limit)
+
+
+async def read_small_body(request: Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge("Request body too large")
+            raise too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -71,28 +100,40 @@ def email_of(body: bytes) -> str | None:
 
 @router.api_route("/api/{rest:path}", methods=ALL_METHODS, include_in_schema=False)
 async def forward(request: Request) -> Response:
+    # the path was normalised before routing (guard.PathGuard): this one value
+    # decides the service, the limits and publicness, and is what gets forwarded
     path = request.url.path
     service = service_for(path)
     if service is None:
         raise NotFound(f"No API route {path}")
+    settings: GatewaySettings = request.app.state.settings
     limiter: Limiter = request.app.state.limiter
     proxy: Proxy = request.app.state.proxy
-    route = path.rstrip("/")
+    client = client_info(request)
+    body_limit = settings.body_limit(body_kind(path))
     body: bytes | None = None
     if is_public(path):
-        if request.method == "POST" and route in (LOGIN_PATH, REGISTER_PATH):
-            body = await read_small_body(request)
-            kind = "login" if route == LOGIN_PATH else "register"
-            checks = [(f"{kind}_ip", client_ip(request))]
+        if request.method == "POST" and path in (LOGIN_PATH, REGISTER_PATH):
+            check_declared_length(request, body_limit)
+            body = await read_small_body(request, body_limit)
+            kind = "login" if path == LOGIN_PATH else "register"
+            checks = [(f"{kind}_ip", client.ip)]
             email = email_of(body)
             if email is not None:
                 checks.append((f"{kind}_email", email))
             await limiter.check(*checks)
-        elif request.method == "POST" and route == REFRESH_PATH:
-            await limiter.check(("refresh_ip", client_ip(request)))
+        elif request.method == "POST" and path == REFRESH_PATH:
+            await limiter.check(("refresh_ip", client.ip))
     else:
         # early rejection: a request without a valid token never reaches a service
         principal = current_principal(request)
-        if request.method == "POST" and route in SEND_PATHS:
+        revoked: RevocationList = request.app.state.revoked
+        revoked.check(principal)
+        if request.method == "POST" and path in SEND_PATHS:
             await limiter.check(("send_account", principal.account_id))
-    return await proxy.forward(service, request, body)
+    if body is None:
+        check_declared_length(request, body_limit)
+    try:
+        return await proxy.forward(service, request, client, body, body_limit)
+    except PayloadTooLarge:
+        raise too_large(body_limit) from None

@@ -10,8 +10,9 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from clarin_common.errors import ServiceUnavailable
+from clarin_common.errors import PayloadTooLarge, ServiceUnavailable
 from clarin_common.logging import REQUEST_ID_HEADER
+from clarin_gateway.clientip import ClientInfo
 from clarin_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -32,7 +33,15 @@ HOP_BY_HOP = frozenset(
     }
 )
 # set by the gateway itself
-_REQUEST_DROP = HOP_BY_HOP | {"host", "x-request-id", "x-forwarded-proto", "x-forwarded-host"}
+_REQUEST_DROP = HOP_BY_HOP | {
+    "host",
+    "x-request-id",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-real-ip",
+}
 
 
 def _connection_listed(headers: list[tuple[str, str]]) -> set[str]:
@@ -44,21 +53,13 @@ def _connection_listed(headers: list[tuple[str, str]]) -> set[str]:
     return names
 
 
-def upstream_request_headers(request: Request) -> list[tuple[str, str]]:
+def upstream_request_headers(request: Request, client: ClientInfo) -> list[tuple[str, str]]:
     raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.scope["headers"]]
     drop = _REQUEST_DROP | _connection_listed(raw)
     headers = [(k, v) for k, v in raw if k not in drop]
-    client_ip = request.client.host if request.client else None
-    if client_ip:
-        previous = [v for k, v in headers if k == "x-forwarded-for"]
-        chain = [ip.strip() for value in previous for ip in value.split(",") if ip.strip()]
-        # uvicorn (proxy_headers) already took the client from a trusted proxy's
-        # X-Forwarded-For: the chain has it; otherwise the peer is appended
-        if client_ip not in chain:
-            chain.append(client_ip)
-        headers = [(k, v) for k, v in headers if k != "x-forwarded-for"]
-        headers.append(("x-forwarded-for", ", ".join(chain)))
-    headers.append(("x-forwarded-proto", request.url.scheme.replace("ws", "http", 1)))
+    # only what trusted proxies said, then the peer: a client cannot plant an address
+    headers.append(("x-forwarded-for", ", ".join(client.forwarded_for)))
+    headers.append(("x-forwarded-proto", client.scheme))
     host = request.headers.get("host")
     if host:
         headers.append(("x-forwarded-host", host))
@@ -68,16 +69,43 @@ def upstream_request_headers(request: Request) -> list[tuple[str, str]]:
     return headers
 
 
-def response_headers(upstream: httpx.Response) -> list[tuple[bytes, bytes]]:
+def _same_origin_location(value: str, upstream_base: str) -> str:
+    """A ``Location`` that names the service's own (internal) address, as a path on
+    the gateway's origin; any other value as it is."""
+    base = upstream_base.rstrip("/")
+    if value == base or value.startswith(base + "/") or value.startswith(base + "?"):
+        return value[len(base) :] or "/"
+    return value
+
+
+def response_headers(upstream: httpx.Response, upstream_base: str) -> list[tuple[bytes, bytes]]:
     raw = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in upstream.headers.raw]
     drop = HOP_BY_HOP | _connection_listed(raw)
     return [
-        (k.encode("latin-1"), v.encode("latin-1"))
+        (
+            k.encode("latin-1"),
+            (_same_origin_location(v, upstream_base) if k == "location" else v).encode("latin-1"),
+        )
         for k, v in raw
         # CORS is the gateway's business (one origin policy, no duplicated headers);
         # the request id is set again by the gateway's middleware
         if k not in drop and not k.startswith("access-control-") and k != "x-request-id"
     ]
+
+
+class BodyTooLarge(Exception):
+    """The request body went past its limit while streaming."""
+
+
+async def capped(stream: AsyncIterator[bytes], limit: int) -> AsyncIterator[bytes]:
+    """``stream`` as it arrives, stopping with :class:`BodyTooLarge` before the chunk
+    that would pass ``limit`` is handed on (nothing past the limit reaches a service)."""
+    size = 0
+    async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(limit)
+        yield chunk
 
 
 def _has_body(request: Request) -> bool:
@@ -118,24 +146,36 @@ class Proxy:
             url += "?" + query.decode("latin-1")
         return url
 
-    async def forward(self, service: str, request: Request, body: bytes | None = None) -> Response:
+    async def forward(
+        self,
+        service: str,
+        request: Request,
+        client: ClientInfo,
+        body: bytes | None,
+        body_limit: int,
+    ) -> Response:
         """Send ``request`` to ``service``; ``body`` when the gateway already read it,
-        else the body is streamed as it arrives."""
+        else the body is streamed as it arrives, cut off past ``body_limit``
+        (:class:`PayloadTooLarge`)."""
         content: bytes | AsyncIterator[bytes] | None
         if body is not None:
             content = body
         elif _has_body(request):
-            content = request.stream()
+            content = capped(request.stream(), body_limit)
         else:
             content = None
         upstream_request = self.client.build_request(
             request.method,
             self.url_for(service, request),
-            headers=upstream_request_headers(request),
+            headers=upstream_request_headers(request, client),
             content=content,
         )
         try:
             upstream = await self.client.send(upstream_request, stream=True)
+        except BodyTooLarge as exc:
+            # the service saw the connection drop mid-body and keeps nothing of it
+            log.info("request_body_too_large", service=service, limit=body_limit)
+            raise PayloadTooLarge() from exc
         except ClientDisconnect:
             # the client went away mid-upload; nobody is left to answer
             log.info("client_disconnected_during_upload", service=service)
@@ -150,17 +190,17 @@ class Proxy:
             raise ServiceUnavailable(
                 f"The {service} service is unavailable", code="service_unavailable"
             ) from exc
-        return _build_response(upstream, service)
+        return _build_response(upstream, service, self.upstreams[service])
 
 
-def _build_response(upstream: httpx.Response, service: str) -> StreamingResponse:
+def _build_response(upstream: httpx.Response, service: str, base: str) -> StreamingResponse:
     response = StreamingResponse(
         _relay(upstream, service),
         status_code=upstream.status_code,
         background=BackgroundTask(upstream.aclose),
     )
     # replace Starlette's defaults with the upstream's headers, raw and in order
-    response.raw_headers = response_headers(upstream)
+    response.raw_headers = response_headers(upstream, base)
     return response
 
 

@@ -1,6 +1,14 @@
-"""Which service owns a public path (docs/LAYOUT.md), and which paths are open."""
+"""Which service owns a public path (docs/LAYOUT.md), which paths are open, and
+how large a request body each may send. Paths here are already normalised
+(:mod:`clarin_gateway.guard`): no trailing slash, no dot segments.
+
+Adding a route of an existing service is one line in ``_ROUTES`` (and one in
+``BODY_LIMITS`` if it takes uploads).
+"""
 
 from __future__ import annotations
+
+from typing import Literal
 
 # (prefix, service). A prefix ending in "/" matches below it; otherwise it also
 # matches the bare path and anything that continues it ("/api/users" matches
@@ -35,6 +43,14 @@ REGISTER_PATH = "/api/auth/register"
 REFRESH_PATH = "/api/auth/refresh"
 SEND_PATHS = frozenset({"/api/messages/send", "/api/messages/send/media"})
 
+BodyKind = Literal["json", "upload", "credentials"]
+# every other route may send up to GATEWAY_MAX_BODY_BYTES ("json")
+BODY_LIMITS: dict[str, BodyKind] = {
+    "/api/messages/send/media": "upload",
+    LOGIN_PATH: "credentials",
+    REGISTER_PATH: "credentials",
+}
+
 
 def service_for(path: str) -> str | None:
     """The service that owns ``path``, or None when no service does."""
@@ -48,4 +64,8 @@ def service_for(path: str) -> str | None:
 
 
 def is_public(path: str) -> bool:
-    return path.rstrip("/") in PUBLIC_PATHS
+    return path in PUBLIC_PATHS
+
+
+def body_kind(path: str) -> BodyKind:
+    return BODY_LIMITS.get(path, "json")

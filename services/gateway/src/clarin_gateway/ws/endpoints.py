@@ -10,6 +10,7 @@ from fastapi import APIRouter, WebSocket
 
 from clarin_common.auth import Principal, TokenVerifier
 from clarin_common.errors import Unauthorized
+from clarin_gateway.revocations import RevocationList
 from clarin_gateway.settings import GatewaySettings
 from clarin_gateway.ws.hub import CLOSE_INTERNAL, CLOSE_UNAUTHORIZED, Connection, Hub
 
@@ -25,6 +26,8 @@ def _authenticate(websocket: WebSocket, token: str) -> tuple[Principal, float | 
     principal = verifier.verify(token)
     if not principal.account_id or _SUBJECT_UNSAFE & set(principal.account_id):
         raise Unauthorized("Invalid access token", code="invalid_token")
+    revoked: RevocationList = websocket.app.state.revoked
+    revoked.check(principal)
     # verified above; read exp again to close the socket when the token runs out
     claims = jwt.decode(token, options={"verify_signature": False})
     exp = claims.get("exp")
@@ -48,6 +51,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         principal.account_id,
         settings.ws_send_queue_size,
         expires_at if settings.ws_close_on_token_expiry else None,
+        user_id=principal.user_id,
+        session_id=principal.session_id,
+        issued_at=principal.issued_at,
     )
     try:
         await hub.join(conn)

@@ -23,8 +23,10 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketState
 
+from clarin_common.auth_events import SessionRevoked
 from clarin_common.events import RawEnvelope, WaQr, ws_frame
 from clarin_common.nats import confirm_subscriptions
+from clarin_gateway.revocations import issued_before_cutoff
 
 log = structlog.get_logger(__name__)
 
@@ -72,11 +74,23 @@ class Connection:
     """One browser socket: a bounded queue of frames and the tasks that serve it."""
 
     def __init__(
-        self, websocket: WebSocket, account_id: str, queue_size: int, expires_at: float | None
+        self,
+        websocket: WebSocket,
+        account_id: str,
+        queue_size: int,
+        expires_at: float | None,
+        *,
+        user_id: str = "",
+        session_id: str | None = None,
+        issued_at: int = 0,
     ) -> None:
         self.websocket = websocket
         self.account_id = account_id
         self.expires_at = expires_at
+        # whose token opened it: a revoked session or user closes it (4401)
+        self.user_id = user_id
+        self.session_id = session_id
+        self.issued_at = issued_at
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self.close_code: int | None = None
         self._killed = asyncio.Event()
@@ -211,6 +225,23 @@ class Hub:
                     await sub.unsubscribe()
             SUBSCRIBED.dec()
             log.debug("ws_account_unsubscribed", account_id=account_id)
+
+    def revoke(self, account_id: str, event: SessionRevoked) -> int:
+        """Close with 4401 the sockets whose token ``event`` revokes; how many."""
+        closed = 0
+        for conn in list(self._sockets.get(account_id, ())):
+            if conn.user_id != event.user_id:
+                continue
+            if event.session_ids is None:
+                hit = conn.issued_at < issued_before_cutoff(event)
+            else:
+                hit = conn.session_id is not None and conn.session_id in event.session_ids
+            if hit:
+                conn.kill(CLOSE_UNAUTHORIZED)
+                closed += 1
+        if closed:
+            log.info("ws_sessions_revoked", account_id=account_id, sockets=closed)
+        return closed
 
     async def close(self) -> None:
         """Shutdown: close every socket as "going away" and drop the subscriptions."""
