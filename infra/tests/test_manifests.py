@@ -312,6 +312,9 @@ DEV_VALUES = {
     "CLARIN_WHATSAPP_DRIVER": "simulator",  # no phones needed
     "WHATSAPP_DRIVER": "simulator",
     "WORKER_WHATSAPP_DRIVER": "simulator",
+    # what the gateway assumes in dev anyway, written out for the reader
+    "GATEWAY_TRUSTED_PROXIES": '["127.0.0.1", "::1"]',
+    "GATEWAY_METRICS_PORT": "9180",  # make run's gateway metrics, off the public port
 }
 
 
@@ -337,8 +340,13 @@ def _as_env(value: object) -> str:
     return str(value)
 
 
-# read by scripts/run.sh (`make run`), not by a settings class
-RUN_SCRIPT_SETTINGS = {"WORKER1_PORT", "WORKER2_PORT"}
+# read by scripts/run.sh (`make run`: the workers' ports, the NATS server's passwords
+# per role), not by a settings class
+RUN_SCRIPT_SETTINGS = {"WORKER1_PORT", "WORKER2_PORT"} | {
+    f"NATS_{role}_PASSWORD" for role in ("WORKER", "DEVICES", "SERVICE", "GATEWAY", "READER")
+}
+# names in the documents that look like settings and are not (stream names)
+NOT_SETTINGS = {"AUTH_EVENTS"}
 
 
 def test_env_example_lists_every_setting_and_nothing_else() -> None:
@@ -385,7 +393,8 @@ _PREFIXES = ("CLARIN_", "GATEWAY_", "AUTH_", "DEVICES_", "WORKER_", "MESSAGING_"
 def test_documents_name_only_settings_that_exist() -> None:
     """Backticked setting names in the Markdown documents (`GATEWAY_RATE_LIMIT_*`
     and `…_DEVICES_URL` stand for several) are settings some class reads."""
-    known = set(settings_by_name()) | {ENV_FILE_VARIABLE}  # where settings come from
+    # where settings come from, and what make run's script reads itself
+    known = set(settings_by_name()) | {ENV_FILE_VARIABLE} | RUN_SCRIPT_SETTINGS | NOT_SETTINGS
     unknown: list[str] = []
     for doc in sorted({*ROOT.glob("*.md"), *ROOT.glob("docs/*.md"), *ROOT.glob("*/*/README.md")}):
         for token in re.findall(r"`([A-Z…][A-Z0-9_…*]*_[A-Z0-9_*]*)`", doc.read_text()):
