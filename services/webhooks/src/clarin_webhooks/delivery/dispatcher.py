@@ -1,0 +1,368 @@
+"""Sends due deliveries, records the outcome, schedules retries.
+
+The queue is the ``deliveries`` table. A dispatcher claims due rows with
+``FOR UPDATE SKIP LOCKED`` (so replicas share the work and never take the same
+row), marks them ``sending`` with a claim that expires, POSTs them, and writes
+the outcomes back in batches. A process that dies mid-attempt leaves its rows
+``sending`` until the claim expires; they are then due again, with the same
+delivery id (the receiver sees the same ``X-Clarin-Delivery``).
+
+Fairness between webhooks: each claim takes at most a few rows per webhook, and
+a webhook with its share already in flight in this process is skipped, so one
+slow receiver cannot hold every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import httpx
+import structlog
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
+
+from clarin_webhooks.crypto import InvalidToken, SecretBox, signature
+from clarin_webhooks.delivery.targets import blocked_reason
+from clarin_webhooks.settings import WebhooksSettings
+
+log = structlog.get_logger(__name__)
+
+ATTEMPTS = PromCounter(
+    "clarin_webhook_attempts_total", "Webhook delivery attempts by outcome", ["outcome"]
+)
+ATTEMPT_SECONDS = Histogram(
+    "clarin_webhook_attempt_seconds", "Duration of one webhook delivery attempt"
+)
+
+USER_AGENT = "Clarin-Webhooks/1"
+MAX_ERROR = 500
+PRUNE_EVERY_S = 600.0
+
+_CLAIM = """
+WITH pick AS (
+    SELECT c.id
+    FROM webhooks w
+    CROSS JOIN LATERAL (
+        SELECT d.id, d.next_attempt_at
+        FROM deliveries d
+        WHERE d.webhook_id = w.id
+          AND d.status IN ('pending', 'sending')
+          AND d.next_attempt_at <= now()
+        ORDER BY d.next_attempt_at
+        LIMIT $3
+        FOR UPDATE SKIP LOCKED
+    ) c
+    WHERE w.active AND w.id <> ALL($2::uuid[])
+    ORDER BY c.next_attempt_at
+    LIMIT $1
+)
+UPDATE deliveries d SET
+    status = 'sending',
+    attempt = d.attempt + 1,
+    next_attempt_at = now() + make_interval(secs => $4),
+    last_attempt_at = now()
+FROM pick, webhooks w
+WHERE d.id = pick.id AND w.id = d.webhook_id
+RETURNING d.id, d.webhook_id, d.event_type, d.body, d.attempt, d.give_up_at,
+          w.url, w.secret_encrypted
+"""
+
+_RECORD = """
+UPDATE deliveries d SET
+    status = CASE WHEN r.ok THEN 'delivered'
+                  WHEN r.retry_at IS NULL THEN 'failed'
+                  ELSE 'pending' END,
+    status_code = r.status_code,
+    error = r.error,
+    delivered_at = CASE WHEN r.ok THEN r.attempted_at ELSE NULL END,
+    next_attempt_at = r.retry_at,
+    last_attempt_at = r.attempted_at
+FROM unnest($1::uuid[], $2::int[], $3::bool[], $4::int[], $5::text[],
+            $6::timestamptz[], $7::timestamptz[])
+     AS r(id, attempt, ok, status_code, error, attempted_at, retry_at)
+WHERE d.id = r.id AND d.status = 'sending' AND d.attempt = r.attempt
+"""
+
+_PRUNE = """
+DELETE FROM deliveries WHERE id IN (
+    SELECT id FROM deliveries
+    WHERE status IN ('delivered', 'failed')
+      AND created_at < now() - make_interval(secs => $1)
+    LIMIT 5000
+)
+"""
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: str
+    webhook_id: str
+    event_type: str
+    body: str
+    attempt: int
+    give_up_at: datetime
+    url: str
+    secret_encrypted: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    attempt: int
+    ok: bool
+    status_code: int | None
+    error: str | None
+    attempted_at: datetime
+    retry_at: datetime | None
+
+
+def backoff_seconds(attempt: int, settings: WebhooksSettings) -> float:
+    """Wait after failed attempt number ``attempt`` (1-based): base, doubling, capped, ±jitter."""
+    delay = min(
+        settings.retry_base_seconds * 2.0 ** max(attempt - 1, 0),
+        settings.retry_max_interval_seconds,
+    )
+    jitter = settings.retry_jitter
+    return delay * random.uniform(1 - jitter, 1 + jitter)
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        client: httpx.AsyncClient,
+        box: SecretBox,
+        settings: WebhooksSettings,
+    ) -> None:
+        self.pool = pool
+        self.client = client
+        self.box = box
+        self.settings = settings
+        self._wakeup = asyncio.Event()
+        self._slot_free = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._results: list[Outcome] = []
+        self._results_ready = asyncio.Event()
+        self._in_flight: Counter[str] = Counter()
+        self._sending: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="webhooks:claim"),
+            asyncio.create_task(self._record_loop(), name="webhooks:record"),
+            asyncio.create_task(self._prune_loop(), name="webhooks:prune"),
+        ]
+
+    async def stop(self) -> None:
+        """Stop claiming, let the attempts in hand finish (bounded), record them."""
+        self._stopping.set()
+        self._wakeup.set()
+        claim = self._tasks[0] if self._tasks else None
+        if claim is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(claim, 5)
+        if self._sending:
+            await asyncio.wait(self._sending, timeout=self.settings.delivery_timeout_seconds + 1)
+        for task in self._sending:
+            task.cancel()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        with contextlib.suppress(Exception):
+            await self._record_pending()
+
+    def wake(self) -> None:
+        """New deliveries are due (called after the consumer's commit)."""
+        self._wakeup.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._sending)
+
+    # ---- claiming ----------------------------------------------------------------
+
+    async def claim(self, limit: int) -> list[Claimed]:
+        cap = self.settings.max_in_flight_per_webhook
+        saturated = [w for w, n in self._in_flight.items() if n >= cap]
+        rows = await self.pool.fetch(
+            _CLAIM, limit, saturated, cap, float(self.settings.claim_seconds)
+        )
+        return [
+            Claimed(
+                id=str(r["id"]),
+                webhook_id=str(r["webhook_id"]),
+                event_type=r["event_type"],
+                body=r["body"],
+                attempt=r["attempt"],
+                give_up_at=r["give_up_at"],
+                url=r["url"],
+                secret_encrypted=r["secret_encrypted"],
+            )
+            for r in rows
+        ]
+
+    async def _claim_loop(self) -> None:
+        poll = self.settings.poll_interval_seconds
+        while not self._stopping.is_set():
+            free = self.settings.max_in_flight - len(self._sending)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            self._wakeup.clear()
+            try:
+                claimed = await self.claim(min(free, 500))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook_claim_failed", error=str(exc)[:300])
+                claimed = []
+                await asyncio.sleep(poll)
+            for item in claimed:
+                self._in_flight[item.webhook_id] += 1
+                task = asyncio.create_task(self._attempt(item))
+                self._sending.add(task)
+                task.add_done_callback(self._sent)
+            if len(claimed) >= min(free, 500):
+                continue  # more may be due right away
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), poll)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        self._slot_free.set()
+
+    # ---- one attempt ---------------------------------------------------------------
+
+    async def _attempt(self, item: Claimed) -> None:
+        started = time.perf_counter()
+        status_code: int | None = None
+        error: str | None = None
+        outcome = "ok"
+        try:
+            status_code, error, outcome = await self._post(item)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug must not lose the outcome
+            log.exception("webhook_attempt_crashed", delivery_id=item.id)
+            error, outcome = f"Internal error: {type(exc).__name__}", "error"
+        finally:
+            self._in_flight[item.webhook_id] -= 1
+            if self._in_flight[item.webhook_id] <= 0:
+                del self._in_flight[item.webhook_id]
+        ATTEMPTS.labels(outcome).inc()
+        ATTEMPT_SECONDS.observe(time.perf_counter() - started)
+        now = datetime.now(UTC)
+        ok = outcome == "ok"
+        retry_at = None
+        if not ok:
+            retry_at = now + timedelta(seconds=backoff_seconds(item.attempt, self.settings))
+            if retry_at > item.give_up_at:
+                retry_at = None
+                log.warning(
+                    "webhook_delivery_gave_up",
+                    delivery_id=item.id,
+                    webhook_id=item.webhook_id,
+                    attempts=item.attempt,
+                    error=error,
+                )
+        self._results.append(Outcome(item.id, item.attempt, ok, status_code, error, now, retry_at))
+        self._results_ready.set()
+
+    async def _post(self, item: Claimed) -> tuple[int | None, str | None, str]:
+        """POST one delivery: (status code, error, outcome label)."""
+        try:
+            secret = self.box.decrypt(item.secret_encrypted)
+        except InvalidToken:
+            return None, "The webhook's secret cannot be decrypted (WEBHOOKS_SECRET_KEY)", "error"
+        body = item.body.encode()
+        timestamp = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+            "X-Clarin-Event": item.event_type,
+            "X-Clarin-Delivery": item.id,
+            "X-Clarin-Timestamp": timestamp,
+            "X-Clarin-Signature": signature(secret, timestamp, body),
+        }
+        limit = self.settings.delivery_timeout_seconds
+        try:
+            async with asyncio.timeout(limit):
+                # the answer's body is never read: a receiver cannot make us hold it
+                async with self.client.stream(
+                    "POST", item.url, content=body, headers=headers, timeout=limit
+                ) as resp:
+                    status = resp.status_code
+        except (TimeoutError, httpx.TimeoutException):
+            return None, f"No answer within {limit:g} s", "timeout"
+        except httpx.HTTPError as exc:
+            reason = blocked_reason(exc)
+            if reason is not None:
+                return None, f"Blocked: {reason}"[:MAX_ERROR], "blocked"
+            text = str(exc) or type(exc).__name__
+            return None, f"{type(exc).__name__}: {text}"[:MAX_ERROR], "connect_error"
+        if 200 <= status < 300:
+            return status, None, "ok"
+        return status, f"HTTP {status}", "http_error"
+
+    # ---- outcomes ------------------------------------------------------------------
+
+    async def _record_pending(self) -> None:
+        if not self._results:
+            return
+        batch, self._results = self._results, []
+        try:
+            await self.pool.execute(
+                _RECORD,
+                [o.id for o in batch],
+                [o.attempt for o in batch],
+                [o.ok for o in batch],
+                [o.status_code for o in batch],
+                [o.error for o in batch],
+                [o.attempted_at for o in batch],
+                [o.retry_at for o in batch],
+            )
+        except Exception:
+            self._results = batch + self._results  # try again with the next batch
+            raise
+
+    async def _record_loop(self) -> None:
+        while True:
+            await self._results_ready.wait()
+            self._results_ready.clear()
+            # gather a few more outcomes into the same statement
+            await asyncio.sleep(0.02)
+            try:
+                await self._record_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook_record_failed", error=str(exc)[:300])
+                await asyncio.sleep(1)
+                self._results_ready.set()
+
+    async def _prune_loop(self) -> None:
+        keep = self.settings.retention_days * 86400
+        while True:
+            try:
+                while True:
+                    result: str = await self.pool.execute(_PRUNE, float(keep))
+                    if result == "DELETE 0":
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("webhook_prune_failed", error=str(exc)[:300])
+            await asyncio.sleep(PRUNE_EVERY_S)

@@ -1,0 +1,219 @@
+"""Where a webhook may point: the SSRF guard.
+
+Outside dev/test a webhook URL must be https and its host must resolve only to
+public addresses: no loopback, private, shared (CGNAT), link-local, multicast,
+reserved or unspecified ones, in IPv4 or IPv6, including IPv4 hidden inside IPv6
+(mapped ``::ffff:a.b.c.d``, 6to4, Teredo, NAT64).
+
+The URL is checked when a webhook is created or changed, and again on every
+delivery *at the connection itself*: the delivery client's network backend
+resolves the host once, checks every address, and connects to one of those
+checked addresses. No second lookup happens between the check and the connect,
+so a DNS answer that changes (rebinding) cannot slip a private address in. TLS
+still verifies the certificate against the host name (SNI), not the address.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import httpcore
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
+_SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
+
+
+class BlockedTarget(Exception):
+    """A URL or an address a webhook may not reach (the message says why)."""
+
+
+class BlockedAddress(httpcore.ConnectError):
+    """Raised inside the delivery client: the host resolved to a forbidden address."""
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if any(ip in net for net in _NAT64):
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
+def forbidden_reason(ip: IPAddress) -> str | None:
+    """Why a webhook may not connect to ``ip``, or None when it is a public address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(ip)
+        for inner in embedded:
+            reason = forbidden_reason(inner)
+            if reason is not None:
+                return f"{reason} (inside {ip})"
+        if embedded and any(ip in net for net in _NAT64):
+            return None  # NAT64 of a public IPv4 address: judged by that address
+    checks = (
+        ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("private", ip.is_private),
+        ("reserved", ip.is_reserved),
+        ("shared (CGNAT)", isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED),
+        ("site-local", isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local),
+        ("not globally routable", not ip.is_global),
+    )
+    for name, hit in checks:
+        if hit:
+            return f"{ip} is a {name} address"
+    return None
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Every address of ``host`` (an IP literal resolves to itself)."""
+    try:
+        infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BlockedTarget(f"{host} does not resolve: {exc.strerror or exc}") from exc
+    addresses: list[str] = []
+    for _family, _type, _proto, _canon, sockaddr in infos:
+        address = str(sockaddr[0]).split("%", 1)[0]  # drop an IPv6 zone id
+        if address not in addresses:
+            addresses.append(address)
+    return addresses
+
+
+class TargetPolicy:
+    """The rules for webhook targets; ``allow_private`` is dev/test's relaxation."""
+
+    def __init__(self, allow_private: bool, resolver: Resolver = system_resolver) -> None:
+        self.allow_private = allow_private
+        self.resolver = resolver
+
+    def check_url_shape(self, url: str) -> tuple[str, int]:
+        """Scheme, host and port of ``url`` as the rules want them (no lookup)."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise BlockedTarget(f"Not a valid URL: {exc}") from exc
+        scheme = parts.scheme.lower()
+        allowed = ("https", "http") if self.allow_private else ("https",)
+        if scheme not in allowed:
+            raise BlockedTarget(
+                "The URL must start with https://"
+                if not self.allow_private
+                else "The URL must start with http:// or https://"
+            )
+        host = parts.hostname
+        if not host:
+            raise BlockedTarget("The URL has no host")
+        return host, port or (443 if scheme == "https" else 80)
+
+    async def allowed_addresses(self, host: str, port: int) -> list[str]:
+        """The addresses of ``host`` to connect to; refuses if any of them is forbidden
+        (a name that answers both public and private addresses is not trusted)."""
+        addresses = await self.resolver(host, port)
+        if not addresses:
+            raise BlockedTarget(f"{host} does not resolve")
+        if self.allow_private:
+            return addresses
+        for address in addresses:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError as exc:
+                raise BlockedTarget(f"{host} resolved to {address!r}, not an address") from exc
+            reason = forbidden_reason(ip)
+            if reason is not None:
+                raise BlockedTarget(f"{host} is not allowed: {reason}")
+        return addresses
+
+    async def check_url(self, url: str) -> None:
+        """Raises :class:`BlockedTarget` when a webhook may not point at ``url``."""
+        host, port = self.check_url_shape(url)
+        await self.allowed_addresses(host, port)
+
+
+class GuardedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend with the policy applied at connect time."""
+
+    def __init__(self, policy: TargetPolicy) -> None:
+        self.policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            with anyio.fail_after(timeout):
+                addresses = await self.policy.allowed_addresses(host, port)
+        except BlockedTarget as exc:
+            raise BlockedAddress(str(exc)) from exc
+        except TimeoutError as exc:
+            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
+        last: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(
+                    address,
+                    port,
+                    timeout=timeout,
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                last = exc
+        assert last is not None
+        raise last
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise BlockedAddress("webhooks never connect to a Unix socket")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class GuardedTransport(httpx.AsyncHTTPTransport):
+    """httpx's transport with :class:`GuardedBackend` underneath, and no proxy from
+    the environment (a proxy would be the address checked, not the target)."""
+
+    def __init__(self, policy: TargetPolicy, limits: httpx.Limits) -> None:
+        super().__init__(trust_env=False, limits=limits)
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=GuardedBackend(policy),
+        )
+
+
+def blocked_reason(exc: BaseException) -> str | None:
+    """The policy's reason when an httpx error comes from a refused address."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, BlockedAddress):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
