@@ -31,8 +31,14 @@ FAST = {
 }
 
 
-def fast_settings(**overrides: Any) -> WebhooksSettings:
+def _fast_settings(**overrides: Any) -> WebhooksSettings:
     return WebhooksSettings(**{**FAST, **overrides})
+
+
+@pytest.fixture(name="fast_settings")
+def fast_settings_fixture() -> Callable[..., WebhooksSettings]:
+    """Settings with retries in fractions of a second; keyword arguments override."""
+    return _fast_settings
 
 
 @dataclass
@@ -61,7 +67,7 @@ def new_tenant() -> Callable[[], Tenant]:
 
 @pytest.fixture
 async def client(clean_state: None, test_servers: TestServers) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(create_app(fast_settings())) as http:
+    async with running_app(create_app(_fast_settings())) as http:
         yield http
 
 

@@ -11,7 +11,6 @@ import asyncpg
 import httpx
 
 from clarin_common.testing import eventually
-
 from tests.webhook_receiver import Receiver, verified
 
 WEBHOOK_FIELDS = {"id", "url", "events", "active", "created_at"}
