@@ -25,6 +25,7 @@ pem_line() { awk 'BEGIN{ORS="\\n"} {print}' "$1"; }
   echo "POSTGRES_PASSWORD=$(openssl rand -hex 24)"
   echo "CLARIN_JWT_PUBLIC_KEY=\"$(pem_line "$tmp/public.pem")\""
   echo "AUTH_JWT_PRIVATE_KEY=\"$(pem_line "$tmp/private.pem")\""
+  echo "WEBHOOKS_SECRET_KEY=$(openssl rand 32 | base64 | tr '+/' '-_')"
 } >"$out"
 chmod 600 "$out"
 echo "wrote $out"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Create the files the dev overlay's secretGenerator reads
-# (k8s/overlays/dev/secrets/, ignored by git): a fresh Ed25519 key pair, a
+# (k8s/overlays/dev/secrets/, ignored by git): a fresh Ed25519 key pair, the
+# webhooks' secret-encryption key, a
 # random PostgreSQL password and the DSNs of the k8s/dev-deps servers.
 #
 #   infra/scripts/gen-k8s-dev-secrets.sh [-f]
@@ -16,6 +17,7 @@ mkdir -p "$dir"
 umask 077
 openssl genpkey -algorithm ed25519 -out "$dir/jwt-private.pem"
 openssl pkey -in "$dir/jwt-private.pem" -pubout -out "$dir/jwt-public.pem"
+openssl rand 32 | base64 | tr '+/' '-_' | tr -d '\n' >"$dir/webhooks-secret-key"
 pw="$(openssl rand -hex 24)"
 printf '%s' "$pw" >"$dir/postgres-password"
 cat >"$dir/backends.env" <<ENV

@@ -52,6 +52,7 @@ def run_system(
         "devices": free_port(),
         "messaging": free_port(),
         "leads": free_port(),
+        "webhooks": free_port(),
         "gateway": free_port(),
     }
     env = {
@@ -71,11 +72,13 @@ def run_system(
         "DEVICES_PORT": str(ports["devices"]),
         "MESSAGING_PORT": str(ports["messaging"]),
         "LEADS_PORT": str(ports["leads"]),
+        "WEBHOOKS_PORT": str(ports["webhooks"]),
         "GATEWAY_PORT": str(ports["gateway"]),
         "GATEWAY_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
         "GATEWAY_DEVICES_URL": f"http://127.0.0.1:{ports['devices']}",
         "GATEWAY_MESSAGING_URL": f"http://127.0.0.1:{ports['messaging']}",
         "GATEWAY_LEADS_URL": f"http://127.0.0.1:{ports['leads']}",
+        "GATEWAY_WEBHOOKS_URL": f"http://127.0.0.1:{ports['webhooks']}",
         "GATEWAY_STATIC_DIR": str(ROOT / "frontend" / "dist"),
         "MESSAGING_DEVICES_URL": f"http://127.0.0.1:{ports['devices']}",
         "LEADS_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
@@ -86,6 +89,7 @@ def run_system(
         "devices": (_script("clarin-devices"), {}),
         "messaging": (_script("clarin-messaging"), {}),
         "leads": (_script("clarin-leads"), {}),
+        "webhooks": (_script("clarin-webhooks"), {}),
         "gateway": (_script("clarin-gateway"), {}),
     }
     for i in range(1, workers + 1):

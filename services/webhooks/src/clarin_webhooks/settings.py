@@ -57,6 +57,11 @@ class WebhooksSettings(CommonSettings):
         SecretBox(value)  # raises ValueError naming the bad key
         return value
 
+    @field_validator("allow_private_targets", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("retry_jitter")
     @classmethod
     def _jitter_fraction(cls, value: float) -> float:

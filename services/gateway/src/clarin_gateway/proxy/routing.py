@@ -14,6 +14,7 @@ _ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/media", "messaging"),
     ("/api/leads", "leads"),
     ("/api/pipeline", "leads"),
+    ("/api/webhooks", "webhooks"),
 )
 
 # reached without an access token (the services decide on their own)
