@@ -22,6 +22,9 @@ from clarin_common.nats import Delivery, PullConsumer
 log = structlog.get_logger(__name__)
 
 DURABLE = "webhooks"
+# a batch is one INSERT: an event fetched by a process that died comes back this
+# soon (redelivery adds nothing, so a short wait costs nothing)
+ACK_WAIT_S = 10.0
 
 _FAN_OUT = """
 WITH e AS (
@@ -62,6 +65,7 @@ class EventConsumer:
             filter_subjects=[APP_EVENTS_SUBJECTS],
             handler=self.handle,
             batch_size=batch_size,
+            ack_wait=ACK_WAIT_S,
         )
 
     async def start(self) -> None:
