@@ -8,6 +8,7 @@ import { LeadDetailPage } from "./pages/LeadDetail";
 import { LeadsPage } from "./pages/Leads";
 import { LoginPage, RegisterPage } from "./pages/Auth";
 import { UsersPage } from "./pages/Users";
+import { WebhooksPage } from "./pages/Webhooks";
 import { useAuth } from "./stores/auth";
 
 function RequireAuth({ children }: { children: ReactNode }) {
@@ -41,6 +42,7 @@ export function App() {
           <Route path="leads" element={<LeadsPage />} />
           <Route path="leads/:leadId" element={<LeadDetailPage />} />
           <Route path="users" element={<UsersPage />} />
+          <Route path="webhooks" element={<WebhooksPage />} />
         </Route>
         <Route path="*" element={<Navigate to="/" replace />} />
       </Routes>

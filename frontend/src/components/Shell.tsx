@@ -1,4 +1,4 @@
-import { Languages, LogOut, MessageSquare, Smartphone, SquareKanban, Users } from "lucide-react";
+import { Languages, LogOut, MessageSquare, Smartphone, SquareKanban, Users, Webhook } from "lucide-react";
 import { useEffect, type ComponentType } from "react";
 import { NavLink, Outlet } from "react-router";
 import { useLang, useT, type TKey } from "../i18n";
@@ -22,6 +22,7 @@ const NAV: NavItem[] = [
   { to: "/leads", label: "nav.leads", icon: SquareKanban, testid: "nav-leads" },
   { to: "/devices", label: "nav.devices", icon: Smartphone, testid: "nav-devices" },
   { to: "/users", label: "nav.users", icon: Users, testid: "nav-users", adminOnly: true },
+  { to: "/webhooks", label: "nav.webhooks", icon: Webhook, testid: "nav-webhooks", adminOnly: true },
 ];
 
 export function LangSwitch({ className, testid = "lang-switch" }: { className?: string; testid?: string }) {
