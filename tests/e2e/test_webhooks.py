@@ -92,6 +92,11 @@ async def test_signed_deliveries_of_real_events(client: httpx.AsyncClient) -> No
         foreign = await client.get(f"/api/webhooks/{hook['id']}", headers=bearer(other))
         assert foreign.status_code == 404
 
+    # the gateway's merged API document carries the webhooks routes
+    doc = (await client.get("/api/openapi.json")).json()
+    assert "/api/webhooks/{webhook_id}/deliveries" in doc["paths"]
+    assert "webhooks" not in doc.get("x-unavailable-services", [])
+
 
 async def test_500_twice_then_the_same_delivery_id(client: httpx.AsyncClient) -> None:
     admin = await register(client)

@@ -30,6 +30,7 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
+RESOLVE_TIMEOUT_S = 5.0
 
 
 class BlockedTarget(Exception):
@@ -54,13 +55,14 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
 
 
 def forbidden_reason(ip: IPAddress) -> str | None:
-    """Why a webhook may not connect to ``ip``, or None when it is a public address."""
+    """The kind of address ``ip`` is when a webhook may not connect to it
+    ("loopback", "private", …), or None when it is a public address."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = _embedded_ipv4(ip)
         for inner in embedded:
             reason = forbidden_reason(inner)
             if reason is not None:
-                return f"{reason} (inside {ip})"
+                return reason
         if embedded and any(ip in net for net in _NAT64):
             return None  # NAT64 of a public IPv4 address: judged by that address
     checks = (
@@ -72,11 +74,11 @@ def forbidden_reason(ip: IPAddress) -> str | None:
         ("reserved", ip.is_reserved),
         ("shared (CGNAT)", isinstance(ip, ipaddress.IPv4Address) and ip in _SHARED),
         ("site-local", isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local),
-        ("not globally routable", not ip.is_global),
+        ("non-public", not ip.is_global),
     )
     for name, hit in checks:
         if hit:
-            return f"{ip} is a {name} address"
+            return name
     return None
 
 
@@ -124,7 +126,11 @@ class TargetPolicy:
     async def allowed_addresses(self, host: str, port: int) -> list[str]:
         """The addresses of ``host`` to connect to; refuses if any of them is forbidden
         (a name that answers both public and private addresses is not trusted)."""
-        addresses = await self.resolver(host, port)
+        try:
+            with anyio.fail_after(RESOLVE_TIMEOUT_S):
+                addresses = await self.resolver(host, port)
+        except TimeoutError as exc:
+            raise BlockedTarget(f"{host} did not resolve in time") from exc
         if not addresses:
             raise BlockedTarget(f"{host} does not resolve")
         if self.allow_private:
@@ -136,7 +142,9 @@ class TargetPolicy:
                 raise BlockedTarget(f"{host} resolved to {address!r}, not an address") from exc
             reason = forbidden_reason(ip)
             if reason is not None:
-                raise BlockedTarget(f"{host} is not allowed: {reason}")
+                # the kind, not the address: an answer about an internal name
+                # stays internal
+                raise BlockedTarget(f"{host} is not allowed: it resolves to a {reason} address")
         return addresses
 
     async def check_url(self, url: str) -> None:
@@ -161,12 +169,9 @@ class GuardedBackend(httpcore.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.AsyncNetworkStream:
         try:
-            with anyio.fail_after(timeout):
-                addresses = await self.policy.allowed_addresses(host, port)
+            addresses = await self.policy.allowed_addresses(host, port)
         except BlockedTarget as exc:
             raise BlockedAddress(str(exc)) from exc
-        except TimeoutError as exc:
-            raise httpcore.ConnectTimeout(f"resolving {host} timed out") from exc
         last: Exception | None = None
         for address in addresses:
             try:
