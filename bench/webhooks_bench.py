@@ -10,9 +10,11 @@ after their commits (``Nats-Msg-Id`` = envelope id). It reports:
 * **achieved deliveries/s**: deliveries received ÷ time from the first publish to
   the last arrival;
 * **latency** per delivery, publish → arrival at the receiver (p50/p90/p99/max);
-* **raw ceiling**, in the same run, to the same receiver: plain httpx POSTs of the
-  same bodies with the same concurrency as the service (no NATS, no PostgreSQL,
-  no signing), as fast as they go, and the latency of each POST;
+* **raw ceilings**, in the same run, to the same receiver, after the service has
+  stopped: plain httpx POSTs of the same bodies with the same concurrency as the
+  service (no NATS, no PostgreSQL, no signing), as fast as they go, with the
+  latency of each POST and the client's CPU per POST; then the same with aiohttp
+  (the client the service delivers with);
 * CPU of the webhooks service, the receiver and the PostgreSQL backends of the
   bench database, in % of one core over the delivery run.
 
@@ -272,6 +274,44 @@ async def raw_ceiling(
     }
 
 
+async def raw_ceiling_aiohttp(
+    url: str, bodies: list[tuple[str, bytes]], concurrency: int
+) -> dict[str, Any]:
+    """The same with aiohttp, the client the webhooks service delivers with."""
+    import aiohttp
+
+    latencies: list[float] = []
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for _, body in bodies:
+        queue.put_nowait(body)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            while not queue.empty():
+                body = queue.get_nowait()
+                started = time.perf_counter()
+                async with session.post(
+                    url, data=body, headers={"Content-Type": "application/json"}
+                ) as resp:
+                    resp.raise_for_status()
+                    await resp.read()
+                latencies.append(time.perf_counter() - started)
+
+        started = time.perf_counter()
+        cpu = time.process_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        cpu = time.process_time() - cpu
+        elapsed = time.perf_counter() - started
+    return {
+        "posts": len(latencies),
+        "seconds": round(elapsed, 2),
+        "per_second": round(len(latencies) / elapsed),
+        "latency": percentiles(latencies),
+        "client_cpu_ms_per_post": round(1000 * cpu / max(len(latencies), 1), 3),
+    }
+
+
 async def bench(args: argparse.Namespace) -> dict[str, Any]:
     log_dir = Path(args.log_dir)
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
@@ -401,10 +441,16 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                         ),
                     }
                     await client.post(f"{receiver_url}/reset")
-                    result["raw_ceiling"] = await raw_ceiling(
-                        f"{receiver_url}/hook/raw",
-                        bodies[args.warmup :],
-                        args.per_webhook * args.webhooks,
+                    # the service is stopped first: the ceilings get the cores alone
+                    service.send_signal(signal.SIGTERM)
+                    await asyncio.to_thread(service.wait, 30)
+                    concurrency = args.per_webhook * args.webhooks
+                    raw_bodies = bodies[args.warmup :]
+                    result["raw_ceiling_httpx"] = await raw_ceiling(
+                        f"{receiver_url}/hook/raw", raw_bodies, concurrency
+                    )
+                    result["raw_ceiling_aiohttp"] = await raw_ceiling_aiohttp(
+                        f"{receiver_url}/hook/raw", raw_bodies, concurrency
                     )
             finally:
                 await nc.close()
@@ -441,7 +487,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    d, raw = result["delivery"], result["raw_ceiling"]
+    d = result["delivery"]
     print(
         f"webhooks: {d['delivered']}/{d['expected']} deliveries of {args.events} events "
         f"offered at {args.rate:g}/s to {args.webhooks} webhook(s)"
@@ -454,11 +500,13 @@ def main() -> None:
         f"  CPU % of one core: {d['cpu_percent_of_one_core']}; "
         f"webhooks service {d['webhooks_cpu_ms_per_delivery']} ms CPU per delivery"
     )
-    print(
-        f"raw ceiling, plain httpx POSTs of the same bodies ({args.per_webhook * args.webhooks} "
-        f"concurrent): {raw['per_second']}/s, latency {raw['latency']}, "
-        f"{raw['client_cpu_ms_per_post']} ms client CPU per POST"
-    )
+    for client in ("httpx", "aiohttp"):
+        raw = result[f"raw_ceiling_{client}"]
+        print(
+            f"raw ceiling, plain {client} POSTs of the same bodies "
+            f"({args.per_webhook * args.webhooks} concurrent): {raw['per_second']}/s, "
+            f"latency {raw['latency']}, {raw['client_cpu_ms_per_post']} ms client CPU per POST"
+        )
 
 
 if __name__ == "__main__":

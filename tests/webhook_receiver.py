@@ -61,11 +61,15 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     plan: list[int] = field(default_factory=list)
     delay: float = 0.0
+    # requests being answered right now, and the most there ever were at once
+    in_progress: int = 0
+    max_in_progress: int = 0
 
     def reset(self) -> None:
         self.requests.clear()
         self.plan.clear()
         self.delay = 0.0
+        self.max_in_progress = 0
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -76,6 +80,14 @@ class Receiver:
                 elif message["type"] == "lifespan.shutdown":
                     await send({"type": "lifespan.shutdown.complete"})
                     return
+        self.in_progress += 1
+        self.max_in_progress = max(self.max_in_progress, self.in_progress)
+        try:
+            await self._answer(scope, receive, send)
+        finally:
+            self.in_progress -= 1
+
+    async def _answer(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         body = b""
         while True:
             message = await receive()

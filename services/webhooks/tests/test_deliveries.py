@@ -322,3 +322,31 @@ async def test_a_redelivered_event_adds_nothing(
         "SELECT count(*) FROM deliveries WHERE webhook_id = $1", uuid.UUID(hook["id"])
     )
     assert count == 1
+
+
+async def test_a_slow_receiver_does_not_hold_up_the_others(
+    new_tenant: Callable[[], Any],
+    app_events: Any,
+    clean_state: None,
+    fast_settings: Callable[..., Any],
+) -> None:
+    """Each webhook has its share of the attempts in flight: a receiver that takes
+    its time gets at most that many at once, and the others go on meanwhile."""
+    tenant = new_tenant()
+    settings = fast_settings(max_in_flight=4, max_in_flight_per_webhook=2)
+    async with (
+        serving(Receiver(delay=0.5)) as slow,
+        serving(Receiver()) as fast,
+        running_app(create_app(settings)) as client,
+    ):
+        for url in (slow.url + "/slow", fast.url + "/fast"):
+            resp = await client.post(
+                "/api/webhooks", json={"url": url, "events": ["*"]}, headers=tenant.headers
+            )
+            assert resp.status_code == 201
+        for i in range(12):
+            await app_events.chat_read(tenant.account_id, f"c{i}")
+        await fast.wait_for(lambda r: len(r.accepted()) == 12)
+        assert len(slow.requests) < 12  # still working through its share
+        await slow.wait_for(lambda r: len(r.accepted()) == 12, timeout=30)
+        assert slow.max_in_progress == 2

@@ -265,3 +265,29 @@ def _account_of(headers: dict[str, str]) -> str:
     token = headers["Authorization"].removeprefix("Bearer ")
     claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
     return str(claims["account_id"])
+
+
+async def test_the_delivery_client_refuses_forbidden_addresses_itself(
+    receiver: Receiver,
+) -> None:
+    """IP literals never reach a resolver: the socket factory still refuses them.
+    Under the dev/test rules the same request goes through (the control)."""
+    import aiohttp
+
+    from clarin_webhooks.delivery.targets import blocked_reason, guarded_session
+
+    port = int(receiver.url.rsplit(":", 1)[1])
+    for url in (f"http://127.0.0.1:{port}/x", f"http://[::ffff:127.0.0.1]:{port}/x"):
+        async with guarded_session(TargetPolicy(allow_private=False), 4) as session:
+            with pytest.raises(aiohttp.ClientError) as caught:
+                async with session.post(url, data=b"{}"):
+                    pass
+            reason = blocked_reason(caught.value)
+            assert reason is not None and "loopback" in reason, caught.value
+    assert receiver.requests == []
+    async with (
+        guarded_session(TargetPolicy(allow_private=True), 4) as session,
+        session.post(f"http://127.0.0.1:{port}/x", data=b"{}") as resp,
+    ):
+        assert resp.status == 200
+    assert len(receiver.requests) == 1

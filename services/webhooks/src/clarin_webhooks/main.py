@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
+import aiohttp
 from fastapi import FastAPI
 
 from clarin_common.app import Resources, create_service_app, serve
 from clarin_webhooks.crypto import SecretBox
 from clarin_webhooks.delivery.consumer import EventConsumer
 from clarin_webhooks.delivery.dispatcher import Dispatcher
-from clarin_webhooks.delivery.targets import GuardedTransport, Resolver, TargetPolicy
+from clarin_webhooks.delivery.targets import Resolver, TargetPolicy, guarded_session
 from clarin_webhooks.settings import WebhooksSettings
 from clarin_webhooks.webhooks.endpoints import router as webhooks_router
 
@@ -32,15 +32,7 @@ def create_app(
 
     async def on_startup(app: FastAPI, res: Resources) -> None:
         assert res.pool is not None and res.js is not None
-        limits = httpx.Limits(
-            max_connections=settings.max_in_flight,
-            max_keepalive_connections=settings.max_in_flight,
-        )
-        client = httpx.AsyncClient(
-            transport=GuardedTransport(policy, limits),
-            follow_redirects=False,
-            trust_env=False,
-        )
+        client = guarded_session(policy, settings.max_in_flight)
         res.extras["http"] = client
         dispatcher = Dispatcher(res.pool, client, box, settings)
         app.state.dispatcher = dispatcher
@@ -62,9 +54,9 @@ def create_app(
         dispatcher: Dispatcher | None = getattr(app.state, "dispatcher", None)
         if dispatcher is not None:
             await dispatcher.stop()
-        client: httpx.AsyncClient | None = res.extras.get("http")
+        client: aiohttp.ClientSession | None = res.extras.get("http")
         if client is not None:
-            await client.aclose()
+            await client.close()
 
     app = create_service_app(
         settings,

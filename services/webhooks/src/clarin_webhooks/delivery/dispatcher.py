@@ -22,8 +22,8 @@ from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 import asyncpg
-import httpx
 import structlog
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
@@ -43,12 +43,21 @@ ATTEMPT_SECONDS = Histogram(
 
 USER_AGENT = "Clarin-Webhooks/1"
 MAX_ERROR = 500
+MAX_ANSWER = 64 * 1024
+CLAIM_BATCH = 500
+COALESCE_S = 0.005
 PRUNE_EVERY_S = 600.0
 
+# $2/$3: the webhooks with attempts in flight in this process and how many;
+# each webhook gets at most its remaining share ($4 minus those) per claim
 _CLAIM = """
-WITH pick AS (
+WITH flying AS (
+    SELECT * FROM unnest($2::uuid[], $3::int[]) AS f(webhook_id, n)
+),
+pick AS (
     SELECT c.id
     FROM webhooks w
+    LEFT JOIN flying f ON f.webhook_id = w.id
     CROSS JOIN LATERAL (
         SELECT d.id, d.next_attempt_at
         FROM deliveries d
@@ -56,17 +65,17 @@ WITH pick AS (
           AND d.status IN ('pending', 'sending')
           AND d.next_attempt_at <= now()
         ORDER BY d.next_attempt_at
-        LIMIT $3
+        LIMIT GREATEST($4 - COALESCE(f.n, 0), 0)
         FOR UPDATE SKIP LOCKED
     ) c
-    WHERE w.active AND w.id <> ALL($2::uuid[])
+    WHERE w.active
     ORDER BY c.next_attempt_at
     LIMIT $1
 )
 UPDATE deliveries d SET
     status = 'sending',
     attempt = d.attempt + 1,
-    next_attempt_at = now() + make_interval(secs => $4),
+    next_attempt_at = now() + make_interval(secs => $5),
     last_attempt_at = now()
 FROM pick, webhooks w
 WHERE d.id = pick.id AND w.id = d.webhook_id
@@ -137,7 +146,7 @@ class Dispatcher:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        client: httpx.AsyncClient,
+        client: aiohttp.ClientSession,
         box: SecretBox,
         settings: WebhooksSettings,
     ) -> None:
@@ -146,7 +155,6 @@ class Dispatcher:
         self.box = box
         self.settings = settings
         self._wakeup = asyncio.Event()
-        self._slot_free = asyncio.Event()
         self._stopping = asyncio.Event()
         self._results: list[Outcome] = []
         self._results_ready = asyncio.Event()
@@ -194,10 +202,14 @@ class Dispatcher:
     # ---- claiming ----------------------------------------------------------------
 
     async def claim(self, limit: int) -> list[Claimed]:
-        cap = self.settings.max_in_flight_per_webhook
-        saturated = [w for w, n in self._in_flight.items() if n >= cap]
+        in_flight = list(self._in_flight.items())
         rows = await self.pool.fetch(
-            _CLAIM, limit, saturated, cap, float(self.settings.claim_seconds)
+            _CLAIM,
+            limit,
+            [w for w, _ in in_flight],
+            [n for _, n in in_flight],
+            self.settings.max_in_flight_per_webhook,
+            float(self.settings.claim_seconds),
         )
         return [
             Claimed(
@@ -214,35 +226,38 @@ class Dispatcher:
         ]
 
     async def _claim_loop(self) -> None:
+        """Claim what is due whenever something may have changed: new deliveries
+        (the consumer's wake), a finished attempt (a slot, maybe a webhook's
+        share, is free again), or the poll interval for retries coming due."""
         poll = self.settings.poll_interval_seconds
         while not self._stopping.is_set():
             free = self.settings.max_in_flight - len(self._sending)
-            if free <= 0:
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                continue
-            self._wakeup.clear()
-            try:
-                claimed = await self.claim(min(free, 500))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("webhook_claim_failed", error=str(exc)[:300])
-                claimed = []
-                await asyncio.sleep(poll)
-            for item in claimed:
-                self._in_flight[item.webhook_id] += 1
-                task = asyncio.create_task(self._attempt(item))
-                self._sending.add(task)
-                task.add_done_callback(self._sent)
-            if len(claimed) >= min(free, 500):
-                continue  # more may be due right away
+            claimed: list[Claimed] = []
+            if free > 0:
+                self._wakeup.clear()
+                try:
+                    claimed = await self.claim(min(free, CLAIM_BATCH))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("webhook_claim_failed", error=str(exc)[:300])
+                    await asyncio.sleep(poll)
+                for item in claimed:
+                    self._in_flight[item.webhook_id] += 1
+                    task = asyncio.create_task(self._attempt(item))
+                    self._sending.add(task)
+                    task.add_done_callback(self._sent)
+                if len(claimed) >= min(free, CLAIM_BATCH):
+                    continue  # more may be due right away
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), poll)
+            # let a few more attempts finish or deliveries arrive, so that one
+            # claim takes many rows instead of one round trip per slot
+            await asyncio.sleep(COALESCE_S)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
-        self._slot_free.set()
+        self._wakeup.set()
 
     # ---- one attempt ---------------------------------------------------------------
 
@@ -299,15 +314,19 @@ class Dispatcher:
         }
         limit = self.settings.delivery_timeout_seconds
         try:
-            async with asyncio.timeout(limit):
-                # the answer's body is never read: a receiver cannot make us hold it
-                async with self.client.stream(
-                    "POST", item.url, content=body, headers=headers, timeout=limit
-                ) as resp:
-                    status = resp.status_code
-        except (TimeoutError, httpx.TimeoutException):
+            async with (
+                asyncio.timeout(limit),
+                self.client.post(
+                    item.url, data=body, headers=headers, allow_redirects=False
+                ) as resp,
+            ):
+                status = resp.status
+                # a bounded look at the answer (it lets a small one end cleanly
+                # and keep the connection); a large answer is never held
+                await resp.content.read(MAX_ANSWER)
+        except TimeoutError:
             return None, f"No answer within {limit:g} s", "timeout"
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError, ValueError) as exc:
             reason = blocked_reason(exc)
             if reason is not None:
                 return None, f"Blocked: {reason}"[:MAX_ERROR], "blocked"

@@ -6,24 +6,28 @@ reserved or unspecified ones, in IPv4 or IPv6, including IPv4 hidden inside IPv6
 (mapped ``::ffff:a.b.c.d``, 6to4, Teredo, NAT64).
 
 The URL is checked when a webhook is created or changed, and again on every
-delivery *at the connection itself*: the delivery client's network backend
-resolves the host once, checks every address, and connects to one of those
-checked addresses. No second lookup happens between the check and the connect,
-so a DNS answer that changes (rebinding) cannot slip a private address in. TLS
-still verifies the certificate against the host name (SNI), not the address.
+delivery *at the connection itself*: the delivery client's resolver (aiohttp)
+resolves the host once, checks every address, and the connector connects to one
+of those checked addresses. No second lookup happens between check and connect,
+so a DNS answer that changes (rebinding) cannot slip a private address in; the
+socket factory then checks the very address connected to once more (IP-literal
+URLs never reach a resolver). TLS still verifies the certificate against the
+host name (SNI), not the address.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable
+import ssl
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import anyio
-import httpcore
-import httpx
+import certifi
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -37,8 +41,8 @@ class BlockedTarget(Exception):
     """A URL or an address a webhook may not reach (the message says why)."""
 
 
-class BlockedAddress(httpcore.ConnectError):
-    """Raised inside the delivery client: the host resolved to a forbidden address."""
+class BlockedAddress(OSError):
+    """Raised inside the delivery client: the address to connect to is forbidden."""
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
@@ -153,72 +157,85 @@ class TargetPolicy:
         await self.allowed_addresses(host, port)
 
 
-class GuardedBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend with the policy applied at connect time."""
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver with the policy applied: a name with any forbidden
+    answer does not resolve at all."""
 
     def __init__(self, policy: TargetPolicy) -> None:
         self.policy = policy
-        self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         try:
             addresses = await self.policy.allowed_addresses(host, port)
         except BlockedTarget as exc:
             raise BlockedAddress(str(exc)) from exc
-        last: Exception | None = None
+        results: list[ResolveResult] = []
         for address in addresses:
-            try:
-                return await self._inner.connect_tcp(
-                    address,
-                    port,
-                    timeout=timeout,
-                    local_address=local_address,
-                    socket_options=socket_options,
-                )
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                last = exc
-        assert last is not None
-        raise last
+            ip = ipaddress.ip_address(address)
+            results.append(
+                {
+                    "hostname": host,
+                    "host": address,
+                    "port": port,
+                    "family": socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            )
+        return results
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise BlockedAddress("webhooks never connect to a Unix socket")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    async def close(self) -> None:
+        return None
 
 
-class GuardedTransport(httpx.AsyncHTTPTransport):
-    """httpx's transport with :class:`GuardedBackend` underneath, and no proxy from
-    the environment (a proxy would be the address checked, not the target)."""
+def _guarded_socket(policy: TargetPolicy) -> Callable[[Any], socket.socket]:
+    """The socket factory: the last word on the exact address connected to
+    (IP-literal URLs never reach a resolver)."""
 
-    def __init__(self, policy: TargetPolicy, limits: httpx.Limits) -> None:
-        super().__init__(trust_env=False, limits=limits)
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(trust_env=False),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=GuardedBackend(policy),
-        )
+    def create(addr_info: Any) -> socket.socket:
+        family, type_, proto, _canon, sockaddr = addr_info
+        if not policy.allow_private:
+            ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+            reason = forbidden_reason(ip)
+            if reason is not None:
+                raise BlockedAddress(f"{ip} is not allowed: it is a {reason} address")
+        return socket.socket(family=family, type=type_, proto=proto)
+
+    return create
+
+
+def guarded_session(policy: TargetPolicy, max_connections: int) -> aiohttp.ClientSession:
+    """The delivery client: every connection resolved and checked by the policy, no
+    proxy from the environment (a proxy would be the address checked, not the
+    target), no cookies, TLS verified against the host name (SNI)."""
+    connector = aiohttp.TCPConnector(
+        resolver=GuardedResolver(policy),
+        socket_factory=_guarded_socket(policy),
+        use_dns_cache=False,
+        limit=max_connections,
+        limit_per_host=0,
+        ssl=ssl.create_default_context(cafile=certifi.where()),
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+    )
 
 
 def blocked_reason(exc: BaseException) -> str | None:
-    """The policy's reason when an httpx error comes from a refused address."""
+    """The policy's reason when a client error comes from a refused address."""
     seen: BaseException | None = exc
-    while seen is not None:
+    for _ in range(10):
+        if seen is None:
+            return None
         if isinstance(seen, BlockedAddress):
             return str(seen)
+        os_error = getattr(seen, "os_error", None)
+        if isinstance(os_error, BlockedAddress):
+            return str(os_error)
         seen = seen.__cause__ or seen.__context__
     return None
