@@ -157,6 +157,35 @@ def percentiles(values: list[float]) -> dict[str, float]:
     }
 
 
+def pipeline_stages(metrics: str) -> dict[str, Any]:
+    """Counts and mean durations of the service's stages, from its /metrics."""
+    values: dict[str, float] = {}
+    for line in metrics.splitlines():
+        if line.startswith("clarin_webhook_") and " " in line and "{" not in line:
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+
+    def stage(name: str) -> dict[str, float]:
+        count = values.get(f"clarin_webhook_{name}_seconds_count", 0.0)
+        total = values.get(f"clarin_webhook_{name}_seconds_sum", 0.0)
+        return {"count": int(count), "mean_ms": round(1000 * total / count, 2) if count else 0.0}
+
+    claims = stage("claim")
+    events = values.get("clarin_webhook_events_total", 0.0)
+    fan_out = stage("fanout")
+    return {
+        "consumer_batches": fan_out,
+        "events_per_batch": round(events / fan_out["count"], 1) if fan_out["count"] else 0,
+        "claims": claims,
+        "claimed_per_claim": round(
+            values.get("clarin_webhook_claimed_total", 0) / claims["count"], 1
+        )
+        if claims["count"]
+        else 0,
+        "outcome_writes": stage("record"),
+    }
+
+
 def with_db(url: str, name: str) -> str:
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
@@ -440,6 +469,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                             1000 * cpu["webhooks"] / max(len(got), 1), 3
                         ),
                     }
+                    metrics = await client.get(f"http://127.0.0.1:{service_port}/metrics")
+                    result["delivery"]["stages"] = pipeline_stages(metrics.text)
                     await client.post(f"{receiver_url}/reset")
                     # the service is stopped first: the ceilings get the cores alone
                     service.send_signal(signal.SIGTERM)
@@ -496,6 +527,7 @@ def main() -> None:
         f"  achieved {d['per_second']}/s over {d['seconds']} s; latency publish → receiver "
         f"{d['latency']}"
     )
+    print(f"  stages (warm-up included): {d['stages']}")
     print(
         f"  CPU % of one core: {d['cpu_percent_of_one_core']}; "
         f"webhooks service {d['webhooks_cpu_ms_per_delivery']} ms CPU per delivery"

@@ -15,6 +15,7 @@ from datetime import datetime
 import asyncpg
 import structlog
 from nats.js import JetStreamContext
+from prometheus_client import Counter, Histogram
 
 from clarin_common.events import APP_EVENTS_STREAM, APP_EVENTS_SUBJECTS
 from clarin_common.nats import Delivery, PullConsumer
@@ -22,6 +23,10 @@ from clarin_common.nats import Delivery, PullConsumer
 log = structlog.get_logger(__name__)
 
 DURABLE = "webhooks"
+FAN_OUT_SECONDS = Histogram(
+    "clarin_webhook_fanout_seconds", "Duration of one batch of events turned into deliveries"
+)
+EVENTS = Counter("clarin_webhook_events_total", "Application events read by the webhooks consumer")
 # a batch is one INSERT: an event fetched by a process that died comes back this
 # soon (redelivery adds nothing, so a short wait costs nothing)
 ACK_WAIT_S = 10.0
@@ -95,8 +100,10 @@ class EventConsumer:
             bodies.append(d.msg.data.decode())
         if not event_ids:
             return
-        result: str = await self.pool.execute(
-            _FAN_OUT, event_ids, accounts, types, times, bodies, float(self.retry_window)
-        )
+        EVENTS.inc(len(event_ids))
+        with FAN_OUT_SECONDS.time():
+            result: str = await self.pool.execute(
+                _FAN_OUT, event_ids, accounts, types, times, bodies, float(self.retry_window)
+            )
         if result != "INSERT 0 0":
             self.on_new_deliveries()

@@ -40,6 +40,11 @@ ATTEMPTS = PromCounter(
 ATTEMPT_SECONDS = Histogram(
     "clarin_webhook_attempt_seconds", "Duration of one webhook delivery attempt"
 )
+CLAIM_SECONDS = Histogram("clarin_webhook_claim_seconds", "Duration of one claim of due deliveries")
+CLAIMED = PromCounter("clarin_webhook_claimed_total", "Deliveries claimed for an attempt")
+RECORD_SECONDS = Histogram(
+    "clarin_webhook_record_seconds", "Duration of one write of attempt outcomes"
+)
 
 USER_AGENT = "Clarin-Webhooks/1"
 MAX_ERROR = 500
@@ -82,6 +87,13 @@ WHERE d.id = pick.id AND w.id = d.webhook_id
 RETURNING d.id, d.webhook_id, d.event_type, d.body, d.attempt, d.give_up_at,
           w.url, w.secret_encrypted
 """
+
+# Claims and outcomes commit without waiting for the WAL flush: should PostgreSQL
+# crash and lose the last few of them, a lost claim leaves the row due and a lost
+# outcome leaves it claimed until the claim expires. Either way it is attempted
+# again with the same delivery id, which at-least-once delivery allows. (The
+# consumer's INSERT does wait: JetStream forgets the event once it is acked.)
+_NO_FLUSH_WAIT = "SET LOCAL synchronous_commit = off"
 
 _RECORD = """
 UPDATE deliveries d SET
@@ -203,14 +215,18 @@ class Dispatcher:
 
     async def claim(self, limit: int) -> list[Claimed]:
         in_flight = list(self._in_flight.items())
-        rows = await self.pool.fetch(
-            _CLAIM,
-            limit,
-            [w for w, _ in in_flight],
-            [n for _, n in in_flight],
-            self.settings.max_in_flight_per_webhook,
-            float(self.settings.claim_seconds),
-        )
+        with CLAIM_SECONDS.time():
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(_NO_FLUSH_WAIT)
+                rows = await conn.fetch(
+                    _CLAIM,
+                    limit,
+                    [w for w, _ in in_flight],
+                    [n for _, n in in_flight],
+                    self.settings.max_in_flight_per_webhook,
+                    float(self.settings.claim_seconds),
+                )
+        CLAIMED.inc(len(rows))
         return [
             Claimed(
                 id=str(r["id"]),
@@ -343,16 +359,19 @@ class Dispatcher:
             return
         batch, self._results = self._results, []
         try:
-            await self.pool.execute(
-                _RECORD,
-                [o.id for o in batch],
-                [o.attempt for o in batch],
-                [o.ok for o in batch],
-                [o.status_code for o in batch],
-                [o.error for o in batch],
-                [o.attempted_at for o in batch],
-                [o.retry_at for o in batch],
-            )
+            with RECORD_SECONDS.time():
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await conn.execute(_NO_FLUSH_WAIT)
+                    await conn.execute(
+                        _RECORD,
+                        [o.id for o in batch],
+                        [o.attempt for o in batch],
+                        [o.ok for o in batch],
+                        [o.status_code for o in batch],
+                        [o.error for o in batch],
+                        [o.attempted_at for o in batch],
+                        [o.retry_at for o in batch],
+                    )
         except Exception:
             self._results = batch + self._results  # try again with the next batch
             raise
