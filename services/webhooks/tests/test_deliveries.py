@@ -301,23 +301,41 @@ async def test_a_redelivered_event_adds_nothing(
     ).encode()
     msg = Msg(_client=nats_client, subject=f"app.{tenant.account_id}.chat_read", data=body)
     delivery = Delivery(msg, RawEnvelope.model_validate_json(body))
-    woken: list[bool] = []
+
+    class Sink:
+        """Takes none of the fresh rows (as a full dispatcher would) and counts wakes."""
+
+        def __init__(self) -> None:
+            self.offered: list[int] = []
+            self.wakes = 0
+
+        async def take_new(self, conn: Any, rows: list[Any]) -> list[Any]:
+            self.offered.append(len(rows))
+            return []
+
+        def launch(self, items: list[Any]) -> None:
+            assert items == []
+
+        def release(self, items: list[Any]) -> None:
+            pass
+
+        def wake(self) -> None:
+            self.wakes += 1
+
+    sink = Sink()
     pool = await asyncpg.create_pool(
         test_servers.database_url, server_settings={"search_path": "webhooks"}
     )
     try:
         consumer = EventConsumer(
-            pool,
-            nats_client.jetstream(),
-            retry_window=60,
-            on_new_deliveries=lambda: woken.append(True),
+            pool, nats_client.jetstream(), retry_window=60, new_deliveries=sink
         )
         await consumer.handle([delivery])
         await consumer.handle([delivery])
         await consumer.handle([delivery, delivery])
     finally:
         await pool.close()
-    assert woken == [True]  # only the first insert was new
+    assert sink.offered == [1] and sink.wakes == 1  # only the first insert was new
     count = await db.fetchval(
         "SELECT count(*) FROM deliveries WHERE webhook_id = $1", uuid.UUID(hook["id"])
     )

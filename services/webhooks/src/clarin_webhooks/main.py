@@ -40,7 +40,7 @@ def create_app(
             res.pool,
             res.js,
             retry_window=settings.retry_window_seconds,
-            on_new_deliveries=dispatcher.wake,
+            new_deliveries=dispatcher,
             batch_size=settings.consumer_batch_size,
         )
         res.extras["consumer"] = consumer

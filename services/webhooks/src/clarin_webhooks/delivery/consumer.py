@@ -9,8 +9,8 @@ adds nothing. An event reaches the webhooks that existed when it occurred.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from datetime import datetime
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -47,7 +47,21 @@ WHERE w.active
   AND w.created_at <= e.occurred_at
 ORDER BY w.id, e.event_id
 ON CONFLICT (webhook_id, event_id) DO NOTHING
+RETURNING id, webhook_id
 """
+
+
+class NewDeliveries(Protocol):
+    """Where fresh deliveries go (the dispatcher): claimed in the same transaction
+    as far as there is room, launched after the commit, the rest woken for."""
+
+    async def take_new(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Any]: ...
+
+    def launch(self, items: list[Any]) -> None: ...
+
+    def release(self, items: list[Any]) -> None: ...
+
+    def wake(self) -> None: ...
 
 
 class EventConsumer:
@@ -57,12 +71,12 @@ class EventConsumer:
         js: JetStreamContext,
         *,
         retry_window: float,
-        on_new_deliveries: Callable[[], None],
+        new_deliveries: NewDeliveries,
         batch_size: int = 500,
     ) -> None:
         self.pool = pool
         self.retry_window = retry_window
-        self.on_new_deliveries = on_new_deliveries
+        self.new_deliveries = new_deliveries
         self.consumer = PullConsumer(
             js,
             stream=APP_EVENTS_STREAM,
@@ -101,9 +115,25 @@ class EventConsumer:
         if not event_ids:
             return
         EVENTS.inc(len(event_ids))
-        with FAN_OUT_SECONDS.time():
-            result: str = await self.pool.execute(
-                _FAN_OUT, event_ids, accounts, types, times, bodies, float(self.retry_window)
-            )
-        if result != "INSERT 0 0":
-            self.on_new_deliveries()
+        sink = self.new_deliveries
+        claimed: list[Any] = []
+        try:
+            with FAN_OUT_SECONDS.time():
+                async with self.pool.acquire() as conn, conn.transaction():
+                    rows = await conn.fetch(
+                        _FAN_OUT,
+                        event_ids,
+                        accounts,
+                        types,
+                        times,
+                        bodies,
+                        float(self.retry_window),
+                    )
+                    if rows:
+                        claimed = await sink.take_new(conn, rows)
+        except BaseException:
+            sink.release(claimed)
+            raise
+        sink.launch(claimed)
+        if len(rows) > len(claimed):
+            sink.wake()  # the rest is for the claim loop

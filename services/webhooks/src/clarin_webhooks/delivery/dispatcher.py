@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -41,7 +42,11 @@ ATTEMPT_SECONDS = Histogram(
     "clarin_webhook_attempt_seconds", "Duration of one webhook delivery attempt"
 )
 CLAIM_SECONDS = Histogram("clarin_webhook_claim_seconds", "Duration of one claim of due deliveries")
-CLAIMED = PromCounter("clarin_webhook_claimed_total", "Deliveries claimed for an attempt")
+CLAIMED = PromCounter(
+    "clarin_webhook_claimed_total",
+    "Deliveries claimed for an attempt: fresh ones by the consumer, due ones by the claim loop",
+    ["by"],
+)
 RECORD_SECONDS = Histogram(
     "clarin_webhook_record_seconds", "Duration of one write of attempt outcomes"
 )
@@ -84,6 +89,19 @@ UPDATE deliveries d SET
     last_attempt_at = now()
 FROM pick, webhooks w
 WHERE d.id = pick.id AND w.id = d.webhook_id
+RETURNING d.id, d.webhook_id, d.event_type, d.body, d.attempt, d.give_up_at,
+          w.url, w.secret_encrypted
+"""
+
+# fresh rows claimed by id in the transaction that inserted them
+_CLAIM_IDS = """
+UPDATE deliveries d SET
+    status = 'sending',
+    attempt = d.attempt + 1,
+    next_attempt_at = now() + make_interval(secs => $2),
+    last_attempt_at = now()
+FROM webhooks w
+WHERE d.id = ANY($1::uuid[]) AND d.status = 'pending' AND w.id = d.webhook_id
 RETURNING d.id, d.webhook_id, d.event_type, d.body, d.attempt, d.give_up_at,
           w.url, w.secret_encrypted
 """
@@ -142,6 +160,19 @@ class Outcome:
     error: str | None
     attempted_at: datetime
     retry_at: datetime | None
+
+
+def _claimed(r: asyncpg.Record) -> Claimed:
+    return Claimed(
+        id=str(r["id"]),
+        webhook_id=str(r["webhook_id"]),
+        event_type=r["event_type"],
+        body=r["body"],
+        attempt=r["attempt"],
+        give_up_at=r["give_up_at"],
+        url=r["url"],
+        secret_encrypted=r["secret_encrypted"],
+    )
 
 
 def backoff_seconds(attempt: int, settings: WebhooksSettings) -> float:
@@ -209,9 +240,51 @@ class Dispatcher:
 
     @property
     def in_flight(self) -> int:
-        return len(self._sending)
+        """Attempts claimed by this process and not finished (running or about to)."""
+        return sum(self._in_flight.values())
 
     # ---- claiming ----------------------------------------------------------------
+
+    async def take_new(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Claimed]:
+        """Claim fresh deliveries inside the consumer's transaction that created
+        them, as far as this process has room (per webhook and in all), so that
+        the common path needs no claim of its own. What is left waits for the
+        claim loop. The caller hands the result to :meth:`launch` after its
+        commit, or to :meth:`release` if the transaction failed."""
+        if self._stopping.is_set():
+            return []
+        cap = self.settings.max_in_flight_per_webhook
+        room = self.settings.max_in_flight - self.in_flight
+        taken: Counter[str] = Counter()
+        ids: list[Any] = []
+        for row in rows:
+            if len(ids) >= room:
+                break
+            webhook_id = str(row["webhook_id"])
+            if self._in_flight[webhook_id] + taken[webhook_id] >= cap:
+                continue
+            taken[webhook_id] += 1
+            ids.append(row["id"])
+        if not ids:
+            return []
+        claimed = await conn.fetch(_CLAIM_IDS, ids, float(self.settings.claim_seconds))
+        items = [_claimed(r) for r in claimed]
+        for item in items:
+            self._in_flight[item.webhook_id] += 1
+        CLAIMED.labels("consumer").inc(len(items))
+        return items
+
+    def launch(self, items: list[Claimed]) -> None:
+        """Start the attempts of deliveries claimed (and counted) by this process."""
+        for item in items:
+            task = asyncio.create_task(self._attempt(item))
+            self._sending.add(task)
+            task.add_done_callback(self._sent)
+
+    def release(self, items: list[Claimed]) -> None:
+        """Forget claims whose transaction did not commit."""
+        for item in items:
+            self._uncount(item.webhook_id)
 
     async def claim(self, limit: int) -> list[Claimed]:
         in_flight = list(self._in_flight.items())
@@ -226,20 +299,11 @@ class Dispatcher:
                     self.settings.max_in_flight_per_webhook,
                     float(self.settings.claim_seconds),
                 )
-        CLAIMED.inc(len(rows))
-        return [
-            Claimed(
-                id=str(r["id"]),
-                webhook_id=str(r["webhook_id"]),
-                event_type=r["event_type"],
-                body=r["body"],
-                attempt=r["attempt"],
-                give_up_at=r["give_up_at"],
-                url=r["url"],
-                secret_encrypted=r["secret_encrypted"],
-            )
-            for r in rows
-        ]
+        CLAIMED.labels("claim_loop").inc(len(rows))
+        items = [_claimed(r) for r in rows]
+        for item in items:
+            self._in_flight[item.webhook_id] += 1
+        return items
 
     async def _claim_loop(self) -> None:
         """Claim what is due whenever something may have changed: new deliveries
@@ -247,7 +311,7 @@ class Dispatcher:
         share, is free again), or the poll interval for retries coming due."""
         poll = self.settings.poll_interval_seconds
         while not self._stopping.is_set():
-            free = self.settings.max_in_flight - len(self._sending)
+            free = self.settings.max_in_flight - self.in_flight
             claimed: list[Claimed] = []
             if free > 0:
                 self._wakeup.clear()
@@ -258,11 +322,7 @@ class Dispatcher:
                 except Exception as exc:
                     log.warning("webhook_claim_failed", error=str(exc)[:300])
                     await asyncio.sleep(poll)
-                for item in claimed:
-                    self._in_flight[item.webhook_id] += 1
-                    task = asyncio.create_task(self._attempt(item))
-                    self._sending.add(task)
-                    task.add_done_callback(self._sent)
+                self.launch(claimed)
                 if len(claimed) >= min(free, CLAIM_BATCH):
                     continue  # more may be due right away
             with contextlib.suppress(TimeoutError):
@@ -270,6 +330,11 @@ class Dispatcher:
             # let a few more attempts finish or deliveries arrive, so that one
             # claim takes many rows instead of one round trip per slot
             await asyncio.sleep(COALESCE_S)
+
+    def _uncount(self, webhook_id: str) -> None:
+        self._in_flight[webhook_id] -= 1
+        if self._in_flight[webhook_id] <= 0:
+            del self._in_flight[webhook_id]
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sending.discard(task)
@@ -290,9 +355,7 @@ class Dispatcher:
             log.exception("webhook_attempt_crashed", delivery_id=item.id)
             error, outcome = f"Internal error: {type(exc).__name__}", "error"
         finally:
-            self._in_flight[item.webhook_id] -= 1
-            if self._in_flight[item.webhook_id] <= 0:
-                del self._in_flight[item.webhook_id]
+            self._uncount(item.webhook_id)
         ATTEMPTS.labels(outcome).inc()
         ATTEMPT_SECONDS.observe(time.perf_counter() - started)
         now = datetime.now(UTC)
