@@ -202,6 +202,10 @@ class Dispatcher:
         self._results: list[Outcome] = []
         self._results_ready = asyncio.Event()
         self._in_flight: Counter[str] = Counter()
+        # webhooks whose fresh deliveries overflowed their share: the claim loop
+        # serves them, oldest first, until it finds their backlog gone (else new
+        # events taken at birth would overtake the older ones for ever)
+        self._backlogged: set[str] = set()
         self._sending: set[asyncio.Task[None]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -258,10 +262,11 @@ class Dispatcher:
         taken: Counter[str] = Counter()
         ids: list[Any] = []
         for row in rows:
-            if len(ids) >= room:
-                break
             webhook_id = str(row["webhook_id"])
-            if self._in_flight[webhook_id] + taken[webhook_id] >= cap:
+            if webhook_id in self._backlogged:
+                continue
+            if len(ids) >= room or self._in_flight[webhook_id] + taken[webhook_id] >= cap:
+                self._backlogged.add(webhook_id)
                 continue
             taken[webhook_id] += 1
             ids.append(row["id"])
@@ -301,6 +306,14 @@ class Dispatcher:
                 )
         CLAIMED.labels("claim_loop").inc(len(rows))
         items = [_claimed(r) for r in rows]
+        got = Counter(item.webhook_id for item in items)
+        if len(items) < limit:
+            # a backlogged webhook that got less than its share has nothing more due
+            cap = self.settings.max_in_flight_per_webhook
+            in_flight_before = dict(in_flight)
+            for webhook_id in list(self._backlogged):
+                if got[webhook_id] < cap - in_flight_before.get(webhook_id, 0):
+                    self._backlogged.discard(webhook_id)
         for item in items:
             self._in_flight[item.webhook_id] += 1
         return items
