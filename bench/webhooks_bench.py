@@ -378,11 +378,18 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 "WEBHOOKS_MAX_IN_FLIGHT": str(args.per_webhook * args.webhooks),
                 "WEBHOOKS_MAX_IN_FLIGHT_PER_WEBHOOK": str(args.per_webhook),
             }
-            service = spawn(
-                [str(Path(sys.executable).parent / "clarin-webhooks")],
-                env,
-                log_dir / "webhooks.log",
-            )
+            command = [str(Path(sys.executable).parent / "clarin-webhooks")]
+            if args.profile:
+                # uvicorn re-raises SIGTERM after its shutdown: dump on SIGUSR1 instead
+                command = [
+                    sys.executable,
+                    "-c",
+                    "import cProfile, signal; profile = cProfile.Profile(); "
+                    "signal.signal(signal.SIGUSR1, "
+                    f"lambda *_: profile.dump_stats({args.profile!r})); "
+                    "profile.enable(); from clarin_webhooks.main import run; run()",
+                ]
+            service = spawn(command, env, log_dir / "webhooks.log")
             procs = [receiver, service]
             try:
                 await wait_http(f"http://127.0.0.1:{service_port}/readyz", service)
@@ -474,6 +481,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     result["delivery"]["stages"] = pipeline_stages(metrics.text)
                     await client.post(f"{receiver_url}/reset")
                     # the service is stopped first: the ceilings get the cores alone
+                    if args.profile:
+                        service.send_signal(signal.SIGUSR1)
+                        await asyncio.sleep(2)
                     service.send_signal(signal.SIGTERM)
                     await asyncio.to_thread(service.wait, 30)
                     concurrency = args.per_webhook * args.webhooks
@@ -513,6 +523,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--log-dir", default="var/bench-logs")
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument("--profile", help="write a cProfile of the service to this file")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.receiver:
