@@ -344,3 +344,31 @@ class TestRedeliver:
             return got is not None and got["attempt"] == 2
 
         await eventually(second_attempt)
+
+
+class TestWebhookLimit:
+    async def test_an_account_has_at_most_the_limit(
+        self, new_tenant: Callable[[], Any], clean_state: None, fast_settings: Callable[..., Any]
+    ) -> None:
+        from clarin_common.testing import running_app
+        from clarin_webhooks.main import create_app
+
+        a, b = new_tenant(), new_tenant()
+        async with running_app(create_app(fast_settings(max_per_account=2))) as client:
+
+            async def create(tenant: Any) -> httpx.Response:
+                return await client.post(
+                    "/api/webhooks", json={"url": URL, "events": ["*"]}, headers=tenant.headers
+                )
+
+            first = await create(a)
+            assert (await create(a)).status_code == 201
+            third = await create(a)
+            assert third.status_code == 409, third.text
+            assert third.json()["error"]["code"] == "webhook_limit_reached"
+            assert (await create(b)).status_code == 201  # per account
+            gone = await client.delete(f"/api/webhooks/{first.json()['id']}", headers=a.headers)
+            assert gone.status_code == 204
+            assert (await create(a)).status_code == 201
+            listed = await client.get("/api/webhooks", headers=a.headers)
+            assert len(listed.json()["items"]) == 2

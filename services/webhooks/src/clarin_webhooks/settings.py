@@ -28,6 +28,9 @@ class WebhooksSettings(CommonSettings):
     # or link-local targets are accepted (a receiver on this machine).
     allow_private_targets: bool | None = None
 
+    # webhooks an account may have (each event fans out to every one of them)
+    max_per_account: int = 20
+
     # one delivery attempt: connect + send + first byte of the answer
     delivery_timeout_seconds: float = 10.0
     # retries: first after ~base, doubling up to max_interval, ±jitter, until

@@ -39,10 +39,12 @@ async def list_webhooks(user: AdminUser, pool: DbPool) -> WebhookList:
 
 @router.post("", status_code=201)
 async def create_webhook(
-    body: WebhookCreate, user: AdminUser, pool: DbPool, policy: Policy, box: Box
+    body: WebhookCreate, user: AdminUser, pool: DbPool, policy: Policy, box: Box, settings: Settings
 ) -> WebhookCreated:
     """A new webhook; the answer carries its signing ``secret``, shown this once."""
-    return await service.create_webhook(pool, policy, box, account_uuid(user), body)
+    return await service.create_webhook(
+        pool, policy, box, account_uuid(user), body, settings.max_per_account
+    )
 
 
 @router.get("/{webhook_id}")

@@ -15,6 +15,11 @@ class DeliveryNotFound(NotFound):
     message = "Delivery not found"
 
 
+class WebhookLimitReached(Conflict):
+    code = "webhook_limit_reached"
+    message = "This account has as many webhooks as it may have; delete one first"
+
+
 class DeliveryInProgress(Conflict):
     code = "delivery_in_progress"
     message = "This delivery is being attempted right now; try again in a moment"

@@ -49,22 +49,33 @@ class PageKey:
     id: str
 
 
-async def insert(
-    conn: asyncpg.Connection, account_id: str, url: str, events: list[str], secret_encrypted: str
-) -> Webhook:
+async def insert_within_limit(
+    conn: asyncpg.Connection,
+    account_id: str,
+    url: str,
+    events: list[str],
+    secret_encrypted: str,
+    limit: int,
+) -> Webhook | None:
+    """A new webhook, or None when the account already has ``limit`` of them.
+    Call inside a transaction: creations of one account take turns."""
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('webhooks:' || $1::text))", account_id
+    )
     row = await conn.fetchrow(
         f"""
         INSERT INTO webhooks (account_id, url, events, secret_encrypted)
-        VALUES ($1, $2, $3, $4)
+        SELECT $1, $2, $3, $4
+        WHERE (SELECT count(*) FROM webhooks WHERE account_id = $1) < $5
         RETURNING {_WEBHOOK}
         """,
         account_id,
         url,
         events,
         secret_encrypted,
+        limit,
     )
-    assert row is not None
-    return to_webhook(row)
+    return to_webhook(row) if row is not None else None
 
 
 async def list_for_account(conn: asyncpg.Connection, account_id: str) -> list[Webhook]:

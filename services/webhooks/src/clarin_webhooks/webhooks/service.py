@@ -17,6 +17,7 @@ from clarin_webhooks.webhooks import repository
 from clarin_webhooks.webhooks.exceptions import (
     DeliveryInProgress,
     DeliveryNotFound,
+    WebhookLimitReached,
     WebhookNotFound,
 )
 from clarin_webhooks.webhooks.repository import PageKey
@@ -63,14 +64,21 @@ async def _check_target(policy: TargetPolicy, url: str) -> None:
 
 
 async def create_webhook(
-    pool: asyncpg.Pool, policy: TargetPolicy, box: SecretBox, account_id: str, body: WebhookCreate
+    pool: asyncpg.Pool,
+    policy: TargetPolicy,
+    box: SecretBox,
+    account_id: str,
+    body: WebhookCreate,
+    max_per_account: int,
 ) -> WebhookCreated:
     await _check_target(policy, body.url)
     secret = body.secret or generate_secret()
-    async with pool.acquire() as conn:
-        webhook = await repository.insert(
-            conn, account_id, body.url, body.events, box.encrypt(secret)
+    async with pool.acquire() as conn, conn.transaction():
+        webhook = await repository.insert_within_limit(
+            conn, account_id, body.url, body.events, box.encrypt(secret), max_per_account
         )
+    if webhook is None:
+        raise WebhookLimitReached(details={"limit": max_per_account})
     return WebhookCreated(**webhook.model_dump(), secret=secret)
 
 
