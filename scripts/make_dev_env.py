@@ -1,5 +1,5 @@
-"""Write `.env` from `.env.example` with a freshly generated Ed25519 key pair and
-NATS passwords.
+"""Write `.env` from `.env.example` with a freshly generated Ed25519 key pair, NATS
+passwords and a fresh key for the webhooks' secrets at rest.
 
 `make run` calls it when `.env` is absent, so that a new checkout does not sign
 tokens with the key committed in the repository.
@@ -11,6 +11,8 @@ import re
 import secrets
 import sys
 from pathlib import Path
+
+from cryptography.fernet import Fernet
 
 from clarin_common.auth import generate_key_pair
 
@@ -33,6 +35,15 @@ def render(example: str, private: str, public: str) -> str:
         text,
         flags=re.MULTILINE,
     )
+    text, found = re.subn(
+        r"^WEBHOOKS_SECRET_KEY=.*$",
+        lambda _: f"WEBHOOKS_SECRET_KEY={Fernet.generate_key().decode()}",
+        text,
+        count=1,
+        flags=re.MULTILINE,
+    )
+    if not found:
+        raise SystemExit(".env.example has no WEBHOOKS_SECRET_KEY= line")
     return text.replace(
         "# The committed development signing key (refused outside dev/test).",
         "# Generated for this checkout by scripts/make_dev_env.py.",

@@ -9,6 +9,7 @@ import { LeadsPage } from "./pages/Leads";
 import { QuickRepliesPage } from "./pages/QuickReplies";
 import { LoginPage, RegisterPage } from "./pages/Auth";
 import { UsersPage } from "./pages/Users";
+import { WebhooksPage } from "./pages/Webhooks";
 import { useAuth } from "./stores/auth";
 
 function RequireAuth({ children }: { children: ReactNode }) {
@@ -43,6 +44,7 @@ export function App() {
           <Route path="leads/:leadId" element={<LeadDetailPage />} />
           <Route path="users" element={<UsersPage />} />
           <Route path="quick-replies" element={<QuickRepliesPage />} />
+          <Route path="webhooks" element={<WebhooksPage />} />
         </Route>
         <Route path="*" element={<Navigate to="/" replace />} />
       </Routes>

@@ -28,6 +28,7 @@ pem_line() { awk 'BEGIN{ORS="\\n"} {print}' "$1"; }
   for role in WORKER DEVICES SERVICE GATEWAY READER; do
     echo "NATS_${role}_PASSWORD=$(openssl rand -hex 24)"
   done
+  echo "WEBHOOKS_SECRET_KEY=$(openssl rand 32 | base64 | tr '+/' '-_')"
 } >"$out"
 chmod 600 "$out"
 echo "wrote $out"

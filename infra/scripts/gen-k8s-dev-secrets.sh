@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Create the files the dev overlay's secretGenerator reads
 # (k8s/overlays/dev/secrets/, ignored by git): a fresh Ed25519 key pair, a
-# random PostgreSQL password, the DSNs of the k8s/dev-deps servers and one
-# NATS password per role (infra/nats/auth.conf).
+# random PostgreSQL password, the DSNs of the k8s/dev-deps servers, one NATS
+# password per role (infra/nats/auth.conf) and the webhooks' secret-encryption key.
 #
 #   infra/scripts/gen-k8s-dev-secrets.sh [-f]
 #   kubectl apply -k k8s/overlays/dev
@@ -17,6 +17,7 @@ mkdir -p "$dir"
 umask 077
 openssl genpkey -algorithm ed25519 -out "$dir/jwt-private.pem"
 openssl pkey -in "$dir/jwt-private.pem" -pubout -out "$dir/jwt-public.pem"
+openssl rand 32 | base64 | tr '+/' '-_' | tr -d '\n' >"$dir/webhooks-secret-key"
 pw="$(openssl rand -hex 24)"
 printf '%s' "$pw" >"$dir/postgres-password"
 cat >"$dir/backends.env" <<ENV

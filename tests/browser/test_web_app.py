@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.helpers import sim
 from tests.e2e.system import ARTIFACTS, System
+from tests.webhook_receiver import Receiver, serving_in_thread, verified
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -272,6 +273,10 @@ def test_agent_journey(system: System) -> None:
         agent.get_by_test_id("password-submit").click()
         expect(agent.get_by_test_id("toast-success")).to_be_visible()
         expect(agent.get_by_test_id("ws-status")).to_have_attribute("data-status", "open")
+        # no webhooks for agents: not in the navigation, and the page says so
+        expect(agent.get_by_test_id("nav-webhooks")).to_have_count(0)
+        agent.goto(base + "/webhooks")
+        expect(agent.get_by_test_id("webhooks-forbidden")).to_be_visible()
         agent.get_by_test_id("nav-devices").click()
         expect(agent.get_by_test_id("device-card")).to_have_count(1)
         expect(agent.get_by_test_id("add-device-button")).to_have_count(0)
@@ -342,6 +347,72 @@ def test_agent_journey(system: System) -> None:
         expect(page.get_by_test_id("chat-item")).to_have_count(2)
         expect(page.get_by_test_id("inbox-page")).to_contain_text("5215587654321")
         shot("11b-lid-chat-merged")
+
+        # webhooks: create one with two event types, the secret shown once and copied,
+        # signed deliveries (two refused, then retried), a redelivery, pause, delete
+        with serving_in_thread(Receiver(plan=[500, 500])) as receiver:
+            ctx.grant_permissions(["clipboard-read", "clipboard-write"], origin=base)
+            page.get_by_test_id("nav-webhooks").click()
+            expect(page.get_by_test_id("webhooks-empty")).to_be_visible()
+            page.get_by_test_id("webhook-add").click()
+            page.get_by_test_id("webhook-url").fill("ftp://nope")
+            page.get_by_test_id("webhook-submit").click()
+            expect(page.get_by_test_id("webhook-url-error")).to_be_visible()
+            page.get_by_test_id("webhook-url").fill(receiver.url + "/clarin")
+            page.get_by_test_id("webhook-event-all").uncheck()
+            page.locator('[data-testid="webhook-event"][data-event="new_message"]').check()
+            page.locator('[data-testid="webhook-event"][data-event="lead_created"]').check()
+            shot("webhooks-01-form")
+            page.get_by_test_id("webhook-submit").click()
+            secret_box = page.get_by_test_id("webhook-secret")
+            expect(secret_box).to_contain_text("whsec_")
+            secret = secret_box.inner_text().strip()
+            page.get_by_test_id("webhook-secret-copy").click()
+            expect(page.get_by_test_id("webhook-secret-copy")).to_have_attribute(
+                "data-copied", "true"
+            )
+            assert page.evaluate("navigator.clipboard.readText()") == secret
+            shot("webhooks-02-secret")
+            page.get_by_test_id("webhook-secret-done").click()
+            expect(page.get_by_test_id("webhook-secret")).to_have_count(0)
+            row = page.get_by_test_id("webhook-row")
+            expect(row).to_have_count(1)
+
+            # a message from a new number: new_message and lead_created go out
+            sim_sync(
+                system,
+                device_id,
+                "inbound",
+                {"from": "5215500011122", "push_name": "Marta Gómez", "body": "¿Hacen envíos?"},
+            )
+            row.get_by_test_id("webhook-deliveries-toggle").click()
+            delivered = row.locator('[data-testid="delivery-row"][data-status="delivered"]')
+            expect(delivered).to_have_count(2, timeout=30_000)
+            accepted = receiver.accepted()
+            assert sorted(r.event_type for r in accepted) == ["lead_created", "new_message"]
+            assert all(verified(r, secret) for r in receiver.requests)
+            assert [r.status for r in receiver.requests].count(500) == 2
+            shot("webhooks-03-deliveries")
+            first_id = delivered.first.get_attribute("data-delivery-id")
+            attempts = row.locator(
+                f'[data-delivery-id="{first_id}"] [data-testid="delivery-attempts"]'
+            )
+            before = int(attempts.inner_text())
+            delivered.first.get_by_test_id("delivery-redeliver").click()
+            expect(page.get_by_test_id("toast-info")).to_be_visible()
+            expect(attempts).to_have_text(str(before + 1), timeout=30_000)
+            deadline = time.monotonic() + 30
+            while len(receiver.accepted()) < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert receiver.accepted()[-1].delivery_id == first_id
+
+            row.get_by_test_id("webhook-active").click()
+            expect(row).to_have_attribute("data-active", "false")
+            expect(row.get_by_test_id("webhook-active")).to_have_attribute("aria-checked", "false")
+            shot("webhooks-04-paused")
+            row.get_by_test_id("webhook-delete").click()
+            page.get_by_test_id("confirm-ok").click()
+            expect(page.get_by_test_id("webhooks-empty")).to_be_visible()
 
         page.get_by_test_id("lang-switch").click()
         expect(page.get_by_test_id("nav-inbox")).to_have_text("Inbox")

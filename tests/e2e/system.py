@@ -34,10 +34,41 @@ class System:
     ports: dict[str, int] = field(default_factory=dict)
     # the gateway's Prometheus endpoint (never on the public port)
     metrics_url: str = ""
+    commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
 
     def log(self, name: str) -> str:
         path = ARTIFACTS / "logs" / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self, name: str) -> None:
+        """Start (or start again) one process; its log is appended to."""
+        cmd, extra = self.commands[name]
+        out = (ARTIFACTS / "logs" / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen(
+            cmd, env={**self.env, **extra}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+    def kill(self, name: str) -> None:
+        """kill -9, as a crash would."""
+        proc = self.procs[name]
+        proc.kill()
+        proc.wait()
+
+    def wait_ready(self, name: str, timeout: float = 90) -> None:
+        url = f"http://127.0.0.1:{self.ports[name]}/readyz"
+        deadline = time.monotonic() + timeout
+        while True:
+            proc = self.procs[name]
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited ({proc.returncode}):\n{self.log(name)[-3000:]}")
+            try:
+                if httpx.get(url, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not ready:\n{self.log(name)[-3000:]}")
+            time.sleep(0.2)
 
 
 def _script(name: str) -> list[str]:
@@ -54,6 +85,7 @@ def run_system(
         "devices": free_port(),
         "messaging": free_port(),
         "leads": free_port(),
+        "webhooks": free_port(),
         "gateway": free_port(),
     }
     metrics_port = free_port()
@@ -74,16 +106,22 @@ def run_system(
         "DEVICES_PORT": str(ports["devices"]),
         "MESSAGING_PORT": str(ports["messaging"]),
         "LEADS_PORT": str(ports["leads"]),
+        "WEBHOOKS_PORT": str(ports["webhooks"]),
         "GATEWAY_PORT": str(ports["gateway"]),
         "GATEWAY_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
         "GATEWAY_DEVICES_URL": f"http://127.0.0.1:{ports['devices']}",
         "GATEWAY_MESSAGING_URL": f"http://127.0.0.1:{ports['messaging']}",
         "GATEWAY_LEADS_URL": f"http://127.0.0.1:{ports['leads']}",
+        "GATEWAY_WEBHOOKS_URL": f"http://127.0.0.1:{ports['webhooks']}",
         "GATEWAY_STATIC_DIR": str(ROOT / "frontend" / "dist"),
         "GATEWAY_METRICS_PORT": str(metrics_port),
         "MESSAGING_DEVICES_URL": f"http://127.0.0.1:{ports['devices']}",
         "MESSAGING_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
         "LEADS_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
+        # webhook retries in seconds, not minutes (receivers run on this machine)
+        "WEBHOOKS_RETRY_BASE_SECONDS": "0.5",
+        "WEBHOOKS_RETRY_MAX_INTERVAL_SECONDS": "2",
+        "WEBHOOKS_POLL_INTERVAL_SECONDS": "0.2",
         "PYTHONUNBUFFERED": "1",
     }
     commands: dict[str, tuple[list[str], dict[str, str]]] = {
@@ -91,6 +129,7 @@ def run_system(
         "devices": (_script("clarin-devices"), {}),
         "messaging": (_script("clarin-messaging"), {}),
         "leads": (_script("clarin-leads"), {}),
+        "webhooks": (_script("clarin-webhooks"), {}),
         "gateway": (_script("clarin-gateway"), {}),
     }
     for i in range(1, workers + 1):
@@ -108,30 +147,15 @@ def run_system(
         env=env,
         ports=ports,
         metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+        commands=commands,
     )
     try:
-        for name, (cmd, extra) in commands.items():
-            out = (logs / f"{name}.log").open("wb")
-            system.procs[name] = subprocess.Popen(
-                cmd, env={**env, **extra}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-            )
+        for name in commands:
+            (logs / f"{name}.log").write_bytes(b"")
+            system.start(name)
         deadline = time.monotonic() + 90
-        for name, port in ports.items():
-            url = f"http://127.0.0.1:{port}/readyz"
-            while True:
-                proc = system.procs[name]
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"{name} exited ({proc.returncode}):\n{system.log(name)[-3000:]}"
-                    )
-                try:
-                    if httpx.get(url, timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{name} not ready:\n{system.log(name)[-3000:]}")
-                time.sleep(0.2)
+        for name in ports:
+            system.wait_ready(name, timeout=max(deadline - time.monotonic(), 1))
         yield system
     finally:
         for proc in system.procs.values():

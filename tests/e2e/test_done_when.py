@@ -212,4 +212,5 @@ async def test_gateway_readyz_reports_each_service(client: httpx.AsyncClient) ->
         "devices": "ok",
         "leads": "ok",
         "messaging": "ok",
+        "webhooks": "ok",
     }

@@ -16,6 +16,9 @@ import type {
   Stage,
   UnreadCounts,
   User,
+  Webhook,
+  WebhookCreated,
+  WebhookDelivery,
 } from "./types";
 
 const enc = encodeURIComponent;
@@ -121,4 +124,18 @@ export const leadsApi = {
   update: (id: string, body: LeadInput) => request<Lead>(`/api/leads/${enc(id)}`, { method: "PUT", json: body }),
   remove: (id: string) => request<void>(`/api/leads/${enc(id)}`, { method: "DELETE" }),
   stages: () => request<{ items: Stage[] }>("/api/pipeline/stages"),
+};
+
+export const webhooksApi = {
+  list: () => request<{ items: Webhook[] }>("/api/webhooks"),
+  eventTypes: () => request<{ items: string[] }>("/api/webhooks/event-types"),
+  create: (body: { url: string; events: string[] }) =>
+    request<WebhookCreated>("/api/webhooks", { method: "POST", json: body }),
+  update: (id: string, body: { url?: string; events?: string[]; active?: boolean }) =>
+    request<Webhook>(`/api/webhooks/${enc(id)}`, { method: "PATCH", json: body }),
+  remove: (id: string) => request<void>(`/api/webhooks/${enc(id)}`, { method: "DELETE" }),
+  deliveries: (id: string, params: { limit?: number; cursor?: string | null }) =>
+    request<Page<WebhookDelivery>>(`/api/webhooks/${enc(id)}/deliveries`, { query: params }),
+  redeliver: (id: string, deliveryId: string) =>
+    request<WebhookDelivery>(`/api/webhooks/${enc(id)}/deliveries/${enc(deliveryId)}/redeliver`, { method: "POST" }),
 };

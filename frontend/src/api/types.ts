@@ -200,3 +200,32 @@ export type WsEvent =
   | { type: "lead_updated"; data: { lead: Lead } }
   | { type: "lead_deleted"; data: { lead_id: string } }
   | { type: "pong"; data?: unknown };
+
+// ---- webhooks (admin) ----
+export interface Webhook {
+  id: string;
+  url: string;
+  events: string[];
+  active: boolean;
+  created_at: string;
+}
+
+export interface WebhookCreated extends Webhook {
+  secret: string;
+}
+
+export type DeliveryStatus = "pending" | "sending" | "delivered" | "failed";
+
+export interface WebhookDelivery {
+  id: string;
+  webhook_id: string;
+  event_id: string;
+  event_type: string;
+  status: DeliveryStatus;
+  status_code: number | null;
+  attempt: number;
+  error: string | null;
+  created_at: string;
+  delivered_at: string | null;
+  next_attempt_at: string | null;
+}

@@ -1,4 +1,4 @@
-import { Languages, LogOut, MessageSquare, Smartphone, SquareKanban, Users, Zap } from "lucide-react";
+import { Languages, LogOut, MessageSquare, Smartphone, SquareKanban, Users, Webhook, Zap } from "lucide-react";
 import { useEffect, type ComponentType } from "react";
 import { NavLink, Outlet } from "react-router";
 import { useLang, useT, type TKey } from "../i18n";
@@ -24,6 +24,7 @@ const NAV: NavItem[] = [
   { to: "/quick-replies", label: "nav.quickReplies", icon: Zap, testid: "nav-quick-replies" },
   // everyone changes their own password there; only admins see the user actions
   { to: "/users", label: "nav.users", icon: Users, testid: "nav-users" },
+  { to: "/webhooks", label: "nav.webhooks", icon: Webhook, testid: "nav-webhooks", adminOnly: true },
 ];
 
 export function LangSwitch({ className, testid = "lang-switch" }: { className?: string; testid?: string }) {

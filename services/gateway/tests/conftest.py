@@ -199,7 +199,7 @@ def fake_service(up: Upstream) -> FastAPI:
 
 @pytest.fixture(scope="session")
 async def upstreams() -> AsyncIterator[dict[str, Upstream]]:
-    ups = {name: Upstream(name) for name in ("auth", "devices", "messaging", "leads")}
+    ups = {name: Upstream(name) for name in ("auth", "devices", "messaging", "leads", "webhooks")}
     async with contextlib.AsyncExitStack() as stack:
         for up in ups.values():
             up.url = await stack.enter_async_context(live_server(fake_service(up)))
@@ -234,6 +234,7 @@ def gateway_factory(
             "devices_url": upstreams["devices"].url,
             "messaging_url": upstreams["messaging"].url,
             "leads_url": upstreams["leads"].url,
+            "webhooks_url": upstreams["webhooks"].url,
             "static_dir": str(tmp_path / "no-web-app"),
         }
         values.update(overrides)

@@ -30,6 +30,8 @@ ROUTES = {
     "/api/leads": "leads",
     "/api/leads/9": "leads",
     "/api/pipeline/stages": "leads",
+    "/api/webhooks": "webhooks",
+    "/api/webhooks/1/deliveries": "webhooks",
 }
 
 

@@ -26,6 +26,7 @@ class GatewaySettings(CommonSettings):
     devices_url: str = "http://127.0.0.1:8002"
     messaging_url: str = "http://127.0.0.1:8003"
     leads_url: str = "http://127.0.0.1:8004"
+    webhooks_url: str = "http://127.0.0.1:8005"
 
     # seconds; connect is short so that a service that is down answers 503 at once,
     # read/write are per chunk (inactivity), so long uploads and downloads still work
@@ -122,4 +123,5 @@ class GatewaySettings(CommonSettings):
             "devices": self.devices_url.rstrip("/"),
             "messaging": self.messaging_url.rstrip("/"),
             "leads": self.leads_url.rstrip("/"),
+            "webhooks": self.webhooks_url.rstrip("/"),
         }

@@ -24,6 +24,7 @@ _ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/quick-replies", "messaging"),
     ("/api/leads", "leads"),
     ("/api/pipeline", "leads"),
+    ("/api/webhooks", "webhooks"),
 )
 
 # reached without an access token (the services decide on their own)

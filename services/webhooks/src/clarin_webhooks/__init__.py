@@ -1,0 +1,1 @@
+"""Clarin webhooks service: endpoints of other teams receive the application events."""

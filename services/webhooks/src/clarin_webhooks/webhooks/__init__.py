@@ -1,0 +1,1 @@
+"""Webhooks of an account and the log of their deliveries."""
