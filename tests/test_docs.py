@@ -25,6 +25,7 @@ from clarin_gateway.main import create_app as create_gateway
 from clarin_gateway.openapi import OpenApiCache
 from clarin_leads.main import create_app as create_leads
 from clarin_messaging.main import create_app as create_messaging
+from clarin_webhooks.main import create_app as create_webhooks
 
 ROOT = Path(__file__).resolve().parents[1]
 API_DOC = ROOT / "docs" / "API.md"
@@ -65,6 +66,7 @@ def _service_apps() -> dict[str, FastAPI]:
         "devices": create_devices(),
         "messaging": create_messaging(),
         "leads": create_leads(),
+        "webhooks": create_webhooks(),
     }
 
 

@@ -17,6 +17,7 @@ WORKDIR /app
 # pyproject.toml is needed for uv to see the whole workspace.
 COPY pyproject.toml uv.lock ./
 COPY libs/common/pyproject.toml libs/common/pyproject.toml
+COPY libs/devkit/pyproject.toml libs/devkit/pyproject.toml
 COPY services/gateway/pyproject.toml services/gateway/pyproject.toml
 COPY services/auth/pyproject.toml services/auth/pyproject.toml
 COPY services/devices/pyproject.toml services/devices/pyproject.toml

@@ -47,6 +47,7 @@ CLASSES: Sequence[tuple[str, str]] = (
     ("clarin_devices.settings:WorkerSettings", "device workers"),
     ("clarin_messaging.settings:MessagingSettings", "messaging"),
     ("clarin_leads.settings:LeadsSettings", "leads"),
+    ("clarin_webhooks.settings:WebhooksSettings", "webhooks"),
 )
 
 
