@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Annotated
 
 import httpx
 import pytest
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, FastAPI
 from pydantic import BaseModel, Field
 
-from clarin_common.app import DbPool, create_service_app
+from clarin_common.app import (
+    DbPool,
+    Resources,
+    context_dependency,
+    create_service_app,
+    service_context,
+)
 from clarin_common.auth import CurrentUser
 from clarin_common.db import create_pool, migrate
 from clarin_common.errors import Conflict
@@ -28,7 +38,7 @@ class Thing(BaseModel):
     size: int
 
 
-def build_app() -> object:
+def build_app() -> FastAPI:
     router = APIRouter()
 
     @router.post("/things", status_code=201)
@@ -62,7 +72,7 @@ def build_app() -> object:
 
 async def test_health_ready_metrics(clean_state: None) -> None:
     app = build_app()
-    async with running_app(app) as client:  # type: ignore[arg-type]
+    async with running_app(app) as client:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert ready.status_code == 200, ready.text
@@ -75,7 +85,7 @@ async def test_health_ready_metrics(clean_state: None) -> None:
 async def test_error_shapes_and_request_id(clean_state: None) -> None:
     app = build_app()
     token = make_token()
-    async with running_app(app) as client:  # type: ignore[arg-type]
+    async with running_app(app) as client:
         anon = await client.post("/things", json={"name": "ok", "size": 1})
         assert anon.status_code == 401
         assert anon.json()["error"]["code"] == "unauthorized"
@@ -104,10 +114,61 @@ async def test_error_shapes_and_request_id(clean_state: None) -> None:
         }
 
 
+@dataclass(frozen=True)
+class SampleContext:
+    greeting: str
+    tables: int
+
+
+SampleCtx = Annotated[SampleContext, Depends(context_dependency(SampleContext))]
+
+
+async def test_the_context_lives_between_the_connections_opening_and_closing(
+    clean_state: None,
+) -> None:
+    log: list[str] = []
+
+    @asynccontextmanager
+    async def context(res: Resources) -> AsyncIterator[SampleContext]:
+        assert res.pool is not None and res.nc is not None and res.nc.is_connected
+        tables = await res.pool.fetchval("SELECT count(*) FROM pg_tables")
+        log.append("entered")
+        yield SampleContext("hola", tables)
+        # still open while the context stops what it started
+        assert res.nc.is_connected and await res.pool.fetchval("SELECT 1") == 1
+        log.append("left")
+
+    router = APIRouter()
+
+    @router.get("/greeting")
+    async def greeting(ctx: SampleCtx) -> dict[str, str]:
+        return {"greeting": ctx.greeting}
+
+    app = create_service_app(
+        CommonSettings(service_name="sample"),
+        title="sample",
+        schema="sample",
+        migrations_dir=MIGRATIONS,
+        routers=[router],
+        context=context,
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        starting = await client.get("/greeting")
+        assert starting.status_code == 503
+        assert starting.json()["error"]["code"] == "service_unavailable"
+        async with app.router.lifespan_context(app):
+            assert log == ["entered"]
+            assert (await client.get("/greeting")).json() == {"greeting": "hola"}
+            assert service_context(app, SampleContext).tables > 0
+        assert log == ["entered", "left"]
+        assert (await client.get("/greeting")).status_code == 503
+
+
 async def test_500_hides_internals(clean_state: None) -> None:
     app = build_app()
-    async with app.router.lifespan_context(app):  # type: ignore[attr-defined]
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)  # type: ignore[arg-type]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             resp = await client.get("/boom")
     assert resp.status_code == 500
@@ -120,7 +181,7 @@ async def test_expired_and_tampered_tokens(clean_state: None) -> None:
     expired = make_token(ttl=timedelta(seconds=-60))
     good = make_token()
     tampered = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
-    async with running_app(app) as client:  # type: ignore[arg-type]
+    async with running_app(app) as client:
         for token, code in ((expired, "token_expired"), (tampered, "invalid_token")):
             resp = await client.post(
                 "/things", json={"name": "ok", "size": 1}, headers=auth_headers(token)
@@ -129,16 +190,15 @@ async def test_expired_and_tampered_tokens(clean_state: None) -> None:
             assert resp.json()["error"]["code"] == code
 
 
-async def test_migrations_are_safe_in_parallel(test_servers: object) -> None:
-    from clarin_devkit.testing.plugin import TestServers
-
-    assert isinstance(test_servers, TestServers)
+async def test_migrations_are_safe_in_parallel(test_servers: TestServers) -> None:
     dsn = test_servers.database_url
     results = await asyncio.gather(*(migrate(dsn, "parallel_mig", MIGRATIONS) for _ in range(4)))
-    assert sorted(len(r) for r in results) == [0, 0, 0, 1]
+    # the sample's migration, then the common one (the outbox), once
+    assert sorted(results) == [[], [], [], ["0001.create-things", "common-0001.outbox"]]
     pool = await create_pool(dsn, "parallel_mig")
     try:
         assert await pool.fetchval("SELECT count(*) FROM things") == 0
+        assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
         # the JSON codec round-trips
         await pool.execute(
             "INSERT INTO things (account_id, data) VALUES (gen_random_uuid(), $1)", {"a": [1, "é"]}
@@ -208,7 +268,7 @@ def test_settings_read_dotenv_under_both_prefixes_unless_told_not_to(
     read = ThingSettings()
     assert (read.jwt_issuer, read.port) == ("from-dotenv", 7)
     # a caller that says every value itself (benchmarks) reads no .env at all
-    explicit = ThingSettings(_env_file=None)  # type: ignore[call-arg]
+    explicit = ThingSettings(_env_file=None)
     assert (explicit.jwt_issuer, explicit.port) == ("clarin", 1)
     # CLARIN_ENV_FILE names another file, or none (what the test plugin sets)
     monkeypatch.setenv("CLARIN_ENV_FILE", str(tmp_path / "other.env"))

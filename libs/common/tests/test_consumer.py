@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from nats.aio.client import Client as NatsClient
 
-from clarin_common.events import WA_EVENTS_STREAM, WaQr, wa_envelope, wa_event_subject
+from clarin_common.events import WA_EVENTS_STREAM, Envelope, WaQr, wa_envelope, wa_event_subject
 from clarin_common.nats import Delivery, PoisonMessage, PullConsumer, publish_event
 from clarin_devkit.testing import eventually
 
 
-def _qr(code: str) -> object:
-    return wa_envelope("acc", "dev", "qr", WaQr(code=code, expires_at="2026-11-28T18:00:20Z"))  # type: ignore[arg-type]
+def _qr(code: str) -> Envelope[WaQr]:
+    expires_at = datetime(2026, 11, 28, 18, 0, 20, tzinfo=UTC)
+    return wa_envelope("acc", "dev", "qr", WaQr(code=code, expires_at=expires_at))
 
 
 async def _pending(nc: NatsClient, durable: str) -> int:
@@ -35,11 +37,11 @@ async def test_batches_dedupe_and_poison(clean_state: None, nats_client: NatsCli
 
     envs = [_qr(f"c{i}") for i in range(50)]
     for env in envs:
-        await publish_event(js, subject, env)  # type: ignore[arg-type]
-    await publish_event(js, subject, envs[0])  # type: ignore[arg-type]  # deduplicated by id
+        await publish_event(js, subject, env)
+    await publish_event(js, subject, envs[0])  # deduplicated by id
     await js.publish(subject, b"{not json")
-    await publish_event(js, subject, _qr("poison"))  # type: ignore[arg-type]
-    await publish_event(js, subject, _qr("after"))  # type: ignore[arg-type]
+    await publish_event(js, subject, _qr("poison"))
+    await publish_event(js, subject, _qr("after"))
 
     consumer = PullConsumer(
         js,
@@ -79,7 +81,7 @@ async def test_failed_handler_is_retried_then_acked(
             raise RuntimeError("database briefly down")
         done.set()
 
-    await publish_event(js, subject, _qr("x"))  # type: ignore[arg-type]
+    await publish_event(js, subject, _qr("x"))
     consumer = PullConsumer(
         js,
         stream=WA_EVENTS_STREAM,

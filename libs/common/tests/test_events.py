@@ -24,7 +24,7 @@ def test_subjects() -> None:
 
 
 def test_envelope_round_trip_and_ws_frame() -> None:
-    env = wa_envelope("acc", "dev", "qr", WaQr(code="2@abc", expires_at="2026-11-28T18:00:20Z"))  # type: ignore[arg-type]
+    env = wa_envelope("acc", "dev", "qr", WaQr(code="2@abc", expires_at="2026-11-28T18:00:20Z"))
     raw = RawEnvelope.model_validate_json(env.model_dump_json())
     assert raw.id == env.id and raw.data["code"] == "2@abc"
     frame = ws_frame(raw)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from clarin_devkit.testing import auth_headers, eventually, make_token
+from services.leads.tests.helpers import AppEventsFeed, FakeAuth, Tenant
 
 LEAD_FIELDS = {
     "id",
@@ -40,7 +41,7 @@ def field_errors(resp: httpx.Response) -> list[list[Any]]:
     return [d["loc"] for d in body["details"]]
 
 
-async def create(client: httpx.AsyncClient, tenant: Any, **body: Any) -> dict[str, Any]:
+async def create(client: httpx.AsyncClient, tenant: Tenant, **body: Any) -> dict[str, Any]:
     body.setdefault("name", "Ana López")
     resp = await client.post("/api/leads", json=body, headers=tenant.headers)
     assert resp.status_code == 201, resp.text
@@ -62,7 +63,7 @@ class TestCreateLead:
         assert resp.status_code == 401
 
     async def test_creates_a_manual_lead(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], app_events: Any
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant], app_events: AppEventsFeed
     ) -> None:
         tenant = new_tenant()
         agent = tenant.add_user()
@@ -107,7 +108,7 @@ class TestCreateLead:
         assert frame["data"]["lead"] == lead
 
     async def test_minimal_lead_defaults(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         lead = await create(client, new_tenant(), name="Solo nombre")
         assert lead["stage"] == "new"
@@ -115,7 +116,7 @@ class TestCreateLead:
         assert lead["phone"] is None and lead["email"] is None and lead["value"] is None
 
     async def test_validation_names_the_field(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
 
@@ -140,7 +141,7 @@ class TestCreateLead:
         assert listed.json()["items"] == []
 
     async def test_cannot_assign_to_another_accounts_user(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant, other = new_tenant(), new_tenant()
         resp = await client.post(
@@ -149,7 +150,7 @@ class TestCreateLead:
         assert ["body", "assigned_to"] in field_errors(resp)
 
     async def test_assign_to_self_needs_no_lookup(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], fake_auth: Any
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant], fake_auth: FakeAuth
     ) -> None:
         tenant = new_tenant()
         lead = await create(client, tenant, assigned_to=tenant.user_id)
@@ -157,7 +158,7 @@ class TestCreateLead:
         assert fake_auth.calls == 0
 
     async def test_auth_down_answers_503_and_changes_nothing(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], fake_auth: Any
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant], fake_auth: FakeAuth
     ) -> None:
         tenant = new_tenant()
         agent = tenant.add_user()
@@ -171,7 +172,7 @@ class TestCreateLead:
         assert (await client.get("/api/leads", headers=tenant.headers)).json()["items"] == []
 
     async def test_duplicate_phone_is_409(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant, other = new_tenant(), new_tenant()
         await create(client, tenant, phone="5215512345678")
@@ -187,7 +188,7 @@ class TestCreateLead:
         await create(client, tenant, name="Sin teléfono 2")
 
     async def test_concurrent_duplicates_one_wins(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         results = await asyncio.gather(
@@ -211,7 +212,7 @@ class TestGetLead:
         assert resp.status_code == 401
 
     async def test_other_account_is_404(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant, other = new_tenant(), new_tenant()
         lead = await create(client, tenant)
@@ -220,7 +221,7 @@ class TestGetLead:
         assert resp.json()["error"]["code"] == "lead_not_found"
 
     async def test_unknown_and_malformed_ids_are_404(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         for lead_id in (str(uuid.uuid4()), "nope"):
@@ -228,7 +229,7 @@ class TestGetLead:
             assert resp.status_code == 404
 
     async def test_happy_path(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         lead = await create(client, tenant, company="Acme")
@@ -243,7 +244,7 @@ class TestUpdateLead:
         assert resp.status_code == 401
 
     async def test_other_account_is_404(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant, other = new_tenant(), new_tenant()
         lead = await create(client, tenant)
@@ -255,7 +256,7 @@ class TestUpdateLead:
         assert got.json()["name"] == lead["name"]
 
     async def test_partial_update_and_event(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], app_events: Any
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant], app_events: AppEventsFeed
     ) -> None:
         tenant = new_tenant()
         agent = tenant.add_user()
@@ -287,7 +288,7 @@ class TestUpdateLead:
         assert [x["id"] for x in listed.json()["items"]] == [lead["id"]]
 
     async def test_explicit_null_clears_optional_fields(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         lead = await create(
@@ -322,7 +323,7 @@ class TestUpdateLead:
         assert cleared["name"] == lead["name"] and cleared["stage"] == lead["stage"]
 
     async def test_empty_body_changes_nothing(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         lead = await create(client, tenant)
@@ -331,7 +332,7 @@ class TestUpdateLead:
         assert resp.json() == lead
 
     async def test_validation_names_the_field(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         lead = await create(client, tenant)
@@ -353,7 +354,7 @@ class TestUpdateLead:
         assert got.json() == lead
 
     async def test_phone_taken_is_409(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         await create(client, tenant, name="A", phone="5215500000003")
@@ -365,7 +366,7 @@ class TestUpdateLead:
         assert resp.json()["error"]["code"] == "lead_phone_taken"
 
     async def test_unchanged_assignee_does_not_ask_auth(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], fake_auth: Any
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant], fake_auth: FakeAuth
     ) -> None:
         tenant = new_tenant()
         agent = tenant.add_user()
@@ -386,7 +387,7 @@ class TestDeleteLead:
         assert resp.status_code == 401
 
     async def test_other_account_is_404(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant, other = new_tenant(), new_tenant()
         lead = await create(client, tenant)
@@ -396,7 +397,7 @@ class TestDeleteLead:
         assert got.status_code == 200
 
     async def test_deletes_and_announces(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], app_events: Any
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant], app_events: AppEventsFeed
     ) -> None:
         tenant = new_tenant()
         lead = await create(client, tenant, phone="5215500000005")
@@ -420,7 +421,7 @@ class TestPipelineStages:
         assert (await client.get("/api/pipeline/stages")).status_code == 401
 
     async def test_default_stages_in_order(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         results = await asyncio.gather(

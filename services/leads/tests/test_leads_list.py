@@ -11,16 +11,17 @@ import asyncpg
 import httpx
 
 from clarin_devkit.testing.plugin import TestServers
+from services.leads.tests.helpers import Tenant
 
 
-async def create(client: httpx.AsyncClient, tenant: Any, **body: Any) -> dict[str, Any]:
+async def create(client: httpx.AsyncClient, tenant: Tenant, **body: Any) -> dict[str, Any]:
     resp = await client.post("/api/leads", json=body, headers=tenant.headers)
     assert resp.status_code == 201, resp.text
     lead: dict[str, Any] = resp.json()
     return lead
 
 
-async def ids(client: httpx.AsyncClient, tenant: Any, query: str) -> list[str]:
+async def ids(client: httpx.AsyncClient, tenant: Tenant, query: str) -> list[str]:
     resp = await client.get(f"/api/leads{query}", headers=tenant.headers)
     assert resp.status_code == 200, resp.text
     return [lead["id"] for lead in resp.json()["items"]]
@@ -32,7 +33,7 @@ async def test_requires_a_token(client: httpx.AsyncClient) -> None:
 
 
 async def test_lists_only_own_account_newest_first(
-    client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+    client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
 ) -> None:
     tenant, other = new_tenant(), new_tenant()
     first = await create(client, tenant, name="Primero")
@@ -42,7 +43,7 @@ async def test_lists_only_own_account_newest_first(
     assert resp.json() == {"items": [second, first], "next_cursor": None}
 
 
-async def test_filters(client: httpx.AsyncClient, new_tenant: Callable[[], Any]) -> None:
+async def test_filters(client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]) -> None:
     tenant = new_tenant()
     agent = tenant.add_user()
     ana = await create(
@@ -86,7 +87,9 @@ async def test_filters(client: httpx.AsyncClient, new_tenant: Callable[[], Any])
     assert await ids(client, tenant, "?tag=vip&q=ana") == [ana["id"]]
 
 
-async def test_filter_validation(client: httpx.AsyncClient, new_tenant: Callable[[], Any]) -> None:
+async def test_filter_validation(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
+) -> None:
     tenant, other = new_tenant(), new_tenant()
     cases = {
         "?stage=limbo": ["query", "stage"],
@@ -103,7 +106,7 @@ async def test_filter_validation(client: httpx.AsyncClient, new_tenant: Callable
 
 
 async def test_pages_walk_every_lead_once_with_ties(
-    client: httpx.AsyncClient, new_tenant: Callable[[], Any], test_servers: TestServers
+    client: httpx.AsyncClient, new_tenant: Callable[[], Tenant], test_servers: TestServers
 ) -> None:
     tenant, other = new_tenant(), new_tenant()
     made = [await create(client, tenant, name=f"Lead {i}") for i in range(7)]
@@ -141,7 +144,7 @@ async def test_pages_walk_every_lead_once_with_ties(
 
 
 async def test_exact_page_has_no_next_cursor(
-    client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+    client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
 ) -> None:
     tenant = new_tenant()
     for i in range(2):
@@ -152,7 +155,7 @@ async def test_exact_page_has_no_next_cursor(
 
 
 async def test_filters_apply_across_pages(
-    client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+    client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
 ) -> None:
     tenant = new_tenant()
     tagged = []

@@ -1,14 +1,21 @@
-"""``create_service_app()``: the lifespan, health, metrics and errors every service shares."""
+"""``create_service_app()``: the lifespan, health, metrics and errors every service shares.
+
+A service's own collaborators (clients, outbox, consumers, …) live in one typed
+context object that its ``context`` factory builds once the common connections
+are open, and tears down before they close; endpoints receive it through one
+``Annotated`` dependency made with :func:`context_dependency`
+(docs/SERVICE_RECIPE.md).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 import structlog
@@ -50,6 +57,9 @@ class Resources:
     nc: NatsClient | None = None
     js: JetStreamContext | None = None
     redis: Redis | None = None
+    # the service's typed context (``create_service_app(context=…)``)
+    context: Any = None
+    # where services that predate the context keep things (messaging, webhooks)
     extras: dict[str, Any] = field(default_factory=dict)
     # reported by /readyz under "services" without deciding readiness (the gateway
     # shows its upstreams there but stays ready while one of them is down)
@@ -57,6 +67,10 @@ class Resources:
 
 
 Hook = Callable[[FastAPI, Resources], Awaitable[None]]
+# builds the service's context once pool/NATS/Redis are open; leaving it stops
+# what it started (consumers first, then clients)
+ContextFactory = Callable[[Resources], AbstractAsyncContextManager[Any]]
+C = TypeVar("C")
 
 
 class MetricsMiddleware:
@@ -97,6 +111,7 @@ def create_service_app(
     use_nats: bool = True,
     use_redis: bool = False,
     routers: Sequence[APIRouter] = (),
+    context: ContextFactory | None = None,
     on_startup: Hook | None = None,
     on_shutdown: Hook | None = None,
     cors: bool = False,
@@ -104,7 +119,8 @@ def create_service_app(
     """A FastAPI app with the shared lifespan.
 
     The lifespan opens (and closes) the PostgreSQL pool (applying the service's
-    migrations first), NATS with the JetStream streams, and Redis; then runs
+    migrations first), NATS with the JetStream streams, and Redis; then enters
+    ``context`` (its value becomes ``Resources.context``) and runs
     ``on_startup``. ``/healthz``, ``/readyz`` and ``/metrics`` are always there.
     """
 
@@ -113,6 +129,7 @@ def create_service_app(
         configure_logging(settings.log_level, settings.json_logs, settings.service_name)
         res = Resources(settings=settings)
         app.state.resources = res
+        stack = AsyncExitStack()
         try:
             if schema is not None:
                 if migrations_dir is not None:
@@ -138,6 +155,8 @@ def create_service_app(
                 await natsmod.ensure_streams(res.js)
             if use_redis:
                 res.redis = create_redis(settings.redis_url)
+            if context is not None:
+                res.context = await stack.enter_async_context(context(res))
             if on_startup is not None:
                 await on_startup(app, res)
             log.info("service_started", title=title)
@@ -149,6 +168,11 @@ def create_service_app(
                     await on_shutdown(app, res)
                 except Exception:
                     log.exception("shutdown_hook_failed")
+            try:
+                await stack.aclose()
+            except Exception:
+                log.exception("context_shutdown_failed")
+            res.context = None
             if res.nc is not None and not res.nc.is_closed:
                 try:
                     await asyncio.wait_for(res.nc.drain(), 10)
@@ -232,6 +256,25 @@ async def readiness(res: Resources) -> dict[str, str]:
 
 
 # ---- dependencies --------------------------------------------------------------
+
+
+def service_context(app: FastAPI, kind: type[C]) -> C:
+    """The service's context object (503 while the service starts or stops)."""
+    resources = getattr(app.state, "resources", None)
+    context = getattr(resources, "context", None)
+    if not isinstance(context, kind):
+        raise ServiceUnavailable("The service is starting or stopping")
+    return context
+
+
+def context_dependency(kind: type[C]) -> Callable[[Request], C]:
+    """A FastAPI dependency that hands endpoints the service's ``kind`` context:
+    ``Ctx = Annotated[LeadsContext, Depends(context_dependency(LeadsContext))]``."""
+
+    def dependency(request: Request) -> C:
+        return service_context(request.app, kind)
+
+    return dependency
 
 
 def _resources(request: Request) -> Resources:

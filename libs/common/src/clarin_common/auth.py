@@ -106,6 +106,15 @@ class TokenVerifier:
         )
 
 
+def account_uuid(principal: Principal) -> str:
+    """The token's account id in the canonical uuid form tenant rows are keyed by
+    (401 ``invalid_token`` when it is not a uuid)."""
+    try:
+        return str(uuid.UUID(principal.account_id))
+    except ValueError as exc:
+        raise Unauthorized("Invalid access token", code="invalid_token") from exc
+
+
 def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")

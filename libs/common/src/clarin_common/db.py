@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import asyncpg
 import structlog
+from pydantic import BaseModel
 
 log = structlog.get_logger(__name__)
 
@@ -21,6 +23,10 @@ Connection = asyncpg.Connection
 Record = asyncpg.Record
 
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+# Tables every service schema gets from libs/common (the outbox), applied after
+# the service's own migrations.
+COMMON_MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def _check_schema(schema: str) -> str:
@@ -73,7 +79,8 @@ def _advisory_key(schema: str) -> int:
 
 
 def migrate_sync(dsn: str, schema: str, migrations_dir: Path) -> list[str]:
-    """Create ``schema`` and apply the pending migrations of ``migrations_dir``.
+    """Create ``schema`` and apply the pending migrations of ``migrations_dir``,
+    then those of :data:`COMMON_MIGRATIONS` (the tables every service has).
 
     Runs under a PostgreSQL advisory lock keyed by the schema, so replicas that
     start together apply each migration once. Returns the ids applied.
@@ -82,17 +89,20 @@ def migrate_sync(dsn: str, schema: str, migrations_dir: Path) -> list[str]:
     from yoyo import get_backend, read_migrations
 
     _check_schema(schema)
+    applied: list[str] = []
     with psycopg.connect(dsn, autocommit=True) as lock_conn:
         lock_conn.execute("SELECT pg_advisory_lock(%s)", (_advisory_key(schema),))
         try:
             lock_conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
             backend = get_backend(_yoyo_uri(dsn, schema))
             try:
-                migrations = read_migrations(str(migrations_dir))
                 with backend.lock():
-                    pending = backend.to_apply(migrations)
-                    backend.apply_migrations(pending)
-                applied = [m.id for m in pending]
+                    # the service's first: a common table may already be one of
+                    # its own (leads made the outbox before it was shared)
+                    for source in (migrations_dir, COMMON_MIGRATIONS):
+                        pending = backend.to_apply(read_migrations(str(source)))
+                        backend.apply_migrations(pending)
+                        applied.extend(m.id for m in pending)
             finally:
                 backend.connection.close()
         finally:
@@ -152,3 +162,22 @@ def ensure_database_sync(dsn: str) -> bool:
 
 def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
     return dict(record) if record is not None else None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def str_or_none(value: Any) -> str | None:
+    """A nullable uuid (or other) column as the string the API shows."""
+    return None if value is None else str(value)
+
+
+def plain(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A row with its uuids as strings (the API's ids are strings)."""
+    return {k: str(v) if isinstance(v, uuid.UUID) else v for k, v in record.items()}
+
+
+def to_model(model: type[M], record: Mapping[str, Any]) -> M:
+    """The pydantic model of a row: columns by name, uuids as strings, numerics
+    as the model's numbers; columns the model does not name are ignored."""
+    return model.model_validate(plain(record))

@@ -7,14 +7,14 @@ import uuid
 import asyncpg
 import structlog
 from nats.js import JetStreamContext
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from clarin_common.events import WA_EVENTS_STREAM, AppType, LeadData, WaMessage
+from clarin_common.events import WA_EVENTS_STREAM, LeadData, RawEnvelope, WaMessage
 from clarin_common.ids import chat_id_for, normalize_jid, phone_from_jid
 from clarin_common.nats import Delivery, PullConsumer
+from clarin_common.outbox import Event, Outbox, app_event, stage_events
 from clarin_leads.leads import repository
 from clarin_leads.leads.repository import InboundContact
-from clarin_leads.outbox import Outbox, stage_events
 from clarin_leads.pipeline import repository as stages
 
 log = structlog.get_logger(__name__)
@@ -23,11 +23,10 @@ DURABLE = "leads"
 MESSAGE_SUBJECTS = ["wa.evt.*.*.message"]
 
 
-def inbound_contact(delivery: Delivery) -> InboundContact | None:
+def inbound_contact(env: RawEnvelope) -> InboundContact | None:
     """The contact an event is about, or None when it cannot make or touch a lead
     (outbound, group, broadcast or status post, no phone number known yet, not
     a message)."""
-    env = delivery.envelope
     if env.type != "message" or not env.device_id:
         return None
     try:
@@ -111,7 +110,12 @@ class LeadsConsumer:
         await self.consumer.stop()
 
     async def handle(self, deliveries: list[Delivery]) -> None:
-        contacts = [c for d in deliveries if (c := inbound_contact(d)) is not None]
+        await self.handle_events([d.envelope for d in deliveries])
+
+    async def handle_events(self, envelopes: list[RawEnvelope]) -> None:
+        """One batch of message events, in one transaction (what ``handle`` does
+        with a fetched batch before the consumer acks it)."""
+        contacts = [c for env in envelopes if (c := inbound_contact(env)) is not None]
         if not contacts:
             return
         contacts = _latest_per_number(contacts)
@@ -121,13 +125,13 @@ class LeadsConsumer:
             changed = await repository.upsert_many_from_whatsapp(
                 conn, contacts, self.contact_event_interval
             )
-            items: list[tuple[str, AppType, BaseModel]] = []
+            items: list[Event] = []
             for change in changed:
                 lead = change.lead
                 if change.created:
-                    items.append((lead.account_id, "lead_created", LeadData(lead=lead)))
+                    items.append(app_event(lead.account_id, "lead_created", LeadData(lead=lead)))
                     log.info("lead_from_whatsapp", lead_id=lead.id, account_id=lead.account_id)
                 elif change.announce:
-                    items.append((lead.account_id, "lead_updated", LeadData(lead=lead)))
+                    items.append(app_event(lead.account_id, "lead_updated", LeadData(lead=lead)))
             events = await stage_events(conn, items)
         await self.outbox.publish(events)

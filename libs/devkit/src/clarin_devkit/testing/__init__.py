@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Any, TypeVar, overload
 
 import httpx
 import uvicorn
@@ -15,6 +17,8 @@ from fastapi import FastAPI
 from clarin_common.auth import issue_access_token
 from clarin_common.settings import DEV_JWT_PRIVATE_KEY
 from clarin_devkit.devservers import free_ports
+
+T = TypeVar("T")
 
 
 def make_token(
@@ -84,12 +88,26 @@ async def live_server(app: FastAPI, port: int | None = None) -> AsyncIterator[st
         await asyncio.wait_for(task, 30)
 
 
-async def eventually(predicate, timeout: float = 5.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
-    """Poll an (async or sync) predicate until it returns a truthy value."""
+@overload
+async def eventually(
+    predicate: Callable[[], Awaitable[T]], timeout: float = 5.0, interval: float = 0.05
+) -> T: ...
+
+
+@overload
+async def eventually(
+    predicate: Callable[[], T], timeout: float = 5.0, interval: float = 0.05
+) -> T: ...
+
+
+async def eventually(
+    predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05
+) -> Any:
+    """Poll an (async or sync) predicate until it returns a truthy value; that value."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = predicate()
-        if asyncio.iscoroutine(value):
+        if inspect.isawaitable(value):
             value = await value
         if value:
             return value

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import asyncpg
+from pydantic import BaseModel
 
 from clarin_common.contract import Lead
+from clarin_common.db import to_model
+from clarin_common.paging import Key
 from clarin_leads.leads.schemas import LeadFilters
 
 PHONE_UNIQUE = "leads_account_phone_key"
@@ -33,40 +35,12 @@ WRITABLE = (
 )
 
 
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
 def to_lead(row: asyncpg.Record) -> Lead:
-    value = row["value"]
-    return Lead(
-        id=str(row["id"]),
-        account_id=str(row["account_id"]),
-        name=row["name"],
-        phone=row["phone"],
-        email=row["email"],
-        company=row["company"],
-        stage=row["stage"],
-        tags=list(row["tags"]),
-        notes=row["notes"],
-        value=float(value) if isinstance(value, Decimal) else value,
-        assigned_to=_str_or_none(row["assigned_to"]),
-        source=row["source"],
-        chat_id=_str_or_none(row["chat_id"]),
-        last_contact_at=row["last_contact_at"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-    )
+    return to_model(Lead, row)
 
 
 def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-@dataclass(frozen=True)
-class PageKey:
-    created_at: datetime
-    id: str
 
 
 async def list_for_account(
@@ -75,7 +49,7 @@ async def list_for_account(
     filters: LeadFilters,
     *,
     limit: int,
-    after: PageKey | None,
+    after: Key | None,
     phone_query: str | None,
 ) -> list[Lead]:
     """Newest first, ``(created_at, id)`` breaking ties; ``limit`` rows after ``after``."""
@@ -105,7 +79,7 @@ async def list_for_account(
             alternatives.append(f"phone LIKE {arg(f'%{phone_query}%')}")
         where.append("(" + " OR ".join(alternatives) + ")")
     if after is not None:
-        where.append(f"(created_at, id) < ({arg(after.created_at)}, {arg(after.id)}::uuid)")
+        where.append(f"(created_at, id) < ({arg(after.at)}, {arg(after.id)}::uuid)")
     sql = (
         f"SELECT {_COLUMNS} FROM leads WHERE {' AND '.join(where)} "
         f"ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}"
@@ -115,13 +89,13 @@ async def list_for_account(
 
 
 async def get_by_id_for_account(
-    conn: asyncpg.Connection, account_id: str, lead_id: str, *, for_update: bool = False
+    conn: asyncpg.Connection, lead_id: str, account_id: str, *, for_update: bool = False
 ) -> Lead | None:
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(
-        f"SELECT {_COLUMNS} FROM leads WHERE account_id = $1 AND id = $2{lock}",
-        account_id,
+        f"SELECT {_COLUMNS} FROM leads WHERE id = $1 AND account_id = $2{lock}",
         lead_id,
+        account_id,
     )
     return to_lead(row) if row else None
 
@@ -151,24 +125,24 @@ async def insert(conn: asyncpg.Connection, account_id: str, values: dict[str, An
 
 
 async def update_for_account(
-    conn: asyncpg.Connection, account_id: str, lead_id: str, changes: dict[str, Any]
+    conn: asyncpg.Connection, lead_id: str, account_id: str, changes: dict[str, Any]
 ) -> Lead | None:
     columns = [c for c in WRITABLE if c in changes]
     sets = [f"{c} = ${i + 3}" for i, c in enumerate(columns)]
     sets.append("updated_at = now()")
     row = await conn.fetchrow(
-        f"UPDATE leads SET {', '.join(sets)} WHERE account_id = $1 AND id = $2 "
+        f"UPDATE leads SET {', '.join(sets)} WHERE id = $1 AND account_id = $2 "
         f"RETURNING {_COLUMNS}",
-        account_id,
         lead_id,
+        account_id,
         *(changes[c] for c in columns),
     )
     return to_lead(row) if row else None
 
 
-async def delete_for_account(conn: asyncpg.Connection, account_id: str, lead_id: str) -> bool:
+async def delete_for_account(conn: asyncpg.Connection, lead_id: str, account_id: str) -> bool:
     deleted = await conn.fetchval(
-        "DELETE FROM leads WHERE account_id = $1 AND id = $2 RETURNING id", account_id, lead_id
+        "DELETE FROM leads WHERE id = $1 AND account_id = $2 RETURNING id", lead_id, account_id
     )
     return deleted is not None
 
@@ -184,8 +158,7 @@ class InboundContact:
     contact_at: datetime
 
 
-@dataclass(frozen=True)
-class ContactUpsert:
+class ContactUpsert(BaseModel):
     lead: Lead
     created: bool
     # created, chat newly linked, or a contact at least ``announce_every`` after the

@@ -3,57 +3,30 @@ of a phone per account, application events after commit."""
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import uuid
-from datetime import datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 
 from clarin_common.contract import Lead
-from clarin_common.errors import Conflict, NotFound, ValidationFailed
+from clarin_common.errors import ValidationFailed
 from clarin_common.events import LeadData, LeadDeletedData
 from clarin_common.ids import phone_digits
-from clarin_leads.accounts import AccountUsers
+from clarin_common.outbox import app_event, stage_events
+from clarin_common.paging import Key, decode_cursor, page
+from clarin_common.users import AccountUsers
+from clarin_leads.deps import LeadsContext
 from clarin_leads.leads import repository
-from clarin_leads.leads.repository import PHONE_UNIQUE, PageKey
+from clarin_leads.leads.exceptions import LeadNotFound, PhoneTaken
+from clarin_leads.leads.repository import PHONE_UNIQUE
 from clarin_leads.leads.schemas import LeadCreate, LeadFilters, LeadPage, LeadUpdate
-from clarin_leads.outbox import Outbox, PendingEvent, stage_event
 from clarin_leads.pipeline.service import stages_for_account
 
 DEFAULT_STAGE = "new"
 
 
-class LeadNotFound(NotFound):
-    code = "lead_not_found"
-    message = "Lead not found"
-
-
-class PhoneTaken(Conflict):
-    code = "lead_phone_taken"
-    message = "Another lead of this account already has this phone number"
-
-
-# ---- cursors ---------------------------------------------------------------------
-
-
-def encode_cursor(lead: Lead) -> str:
-    raw = json.dumps({"c": lead.created_at.isoformat(), "i": lead.id}).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> PageKey:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        created_at = datetime.fromisoformat(data["c"])
-        if created_at.tzinfo is None:
-            raise ValueError("naive time")
-        return PageKey(created_at=created_at, id=str(uuid.UUID(data["i"])))
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise ValidationFailed.field(["query", "cursor"], "Invalid cursor") from exc
+def _page_key(lead: Lead) -> Key:
+    return Key(at=lead.created_at, id=lead.id)
 
 
 def _lead_uuid(lead_id: str) -> str:
@@ -83,9 +56,9 @@ async def _check_assignee(users: AccountUsers, user_id: str, loc: list[str | int
     return str(uuid.UUID(user_id))
 
 
-def _raise_phone_taken(exc: asyncpg.UniqueViolationError) -> None:
+def _raise_phone_taken(exc: asyncpg.UniqueViolationError) -> NoReturn:
     if exc.constraint_name == PHONE_UNIQUE:
-        raise PhoneTaken(details=[{"loc": ["body", "phone"], "msg": PhoneTaken.message}]) from exc
+        raise PhoneTaken() from exc
     raise exc
 
 
@@ -93,7 +66,7 @@ def _raise_phone_taken(exc: asyncpg.UniqueViolationError) -> None:
 
 
 async def list_leads(
-    pool: asyncpg.Pool,
+    ctx: LeadsContext,
     account_id: str,
     users: AccountUsers,
     filters: LeadFilters,
@@ -107,7 +80,7 @@ async def list_leads(
     assigned_to = None
     if filters.assigned_to:
         assigned_to = await _check_assignee(users, filters.assigned_to, ["query", "assigned_to"])
-    async with pool.acquire() as conn:
+    async with ctx.pool.acquire() as conn:
         stage = None
         if filters.stage:
             stage = await _check_stage(conn, account_id, filters.stage.strip(), ["query", "stage"])
@@ -119,21 +92,20 @@ async def list_leads(
             after=after,
             phone_query=phone_digits(q) if q else None,
         )
-    items = rows[:limit]
-    next_cursor = encode_cursor(items[-1]) if len(rows) > limit else None
+    items, next_cursor = page(rows, limit, _page_key)
     return LeadPage(items=items, next_cursor=next_cursor)
 
 
-async def get_lead(pool: asyncpg.Pool, account_id: str, lead_id: str) -> Lead:
-    async with pool.acquire() as conn:
-        lead = await repository.get_by_id_for_account(conn, account_id, _lead_uuid(lead_id))
+async def get_lead(ctx: LeadsContext, account_id: str, lead_id: str) -> Lead:
+    async with ctx.pool.acquire() as conn:
+        lead = await repository.get_by_id_for_account(conn, _lead_uuid(lead_id), account_id)
     if lead is None:
         raise LeadNotFound()
     return lead
 
 
 async def create_lead(
-    pool: asyncpg.Pool, outbox: Outbox, account_id: str, users: AccountUsers, body: LeadCreate
+    ctx: LeadsContext, account_id: str, users: AccountUsers, body: LeadCreate
 ) -> Lead:
     values: dict[str, Any] = body.model_dump()
     values["tags"] = values["tags"] or []
@@ -142,22 +114,21 @@ async def create_lead(
             users, body.assigned_to, ["body", "assigned_to"]
         )
     stage = (body.stage or "").strip() or DEFAULT_STAGE
-    events: list[PendingEvent] = []
-    async with pool.acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         values["stage"] = await _check_stage(conn, account_id, stage, ["body", "stage"])
         try:
             lead = await repository.insert(conn, account_id, values)
         except asyncpg.UniqueViolationError as exc:
             _raise_phone_taken(exc)
-            raise
-        events.append(await stage_event(conn, account_id, "lead_created", LeadData(lead=lead)))
-    await outbox.publish(events)
+        events = await stage_events(
+            conn, [app_event(account_id, "lead_created", LeadData(lead=lead))]
+        )
+    await ctx.outbox.publish(events)
     return lead
 
 
 async def update_lead(
-    pool: asyncpg.Pool,
-    outbox: Outbox,
+    ctx: LeadsContext,
     account_id: str,
     users: AccountUsers,
     lead_id: str,
@@ -165,35 +136,35 @@ async def update_lead(
 ) -> Lead:
     lead_id = _lead_uuid(lead_id)
     changes = body.changes()
-    current = await get_lead(pool, account_id, lead_id)
+    current = await get_lead(ctx, account_id, lead_id)
     if not changes:
         return current
     new_assignee = body.assigned_to if "assigned_to" in changes else None
     if new_assignee is not None and new_assignee != current.assigned_to:
         # only a change of assignee asks auth: saving an unchanged form never fails on it
         changes["assigned_to"] = await _check_assignee(users, new_assignee, ["body", "assigned_to"])
-    events: list[PendingEvent] = []
-    async with pool.acquire() as conn, conn.transaction():
+    async with ctx.pool.acquire() as conn, conn.transaction():
         if body.stage is not None:
             await _check_stage(conn, account_id, body.stage, ["body", "stage"])
         try:
-            lead = await repository.update_for_account(conn, account_id, lead_id, changes)
+            lead = await repository.update_for_account(conn, lead_id, account_id, changes)
         except asyncpg.UniqueViolationError as exc:
             _raise_phone_taken(exc)
-            raise
         if lead is None:  # deleted meanwhile
             raise LeadNotFound()
-        events.append(await stage_event(conn, account_id, "lead_updated", LeadData(lead=lead)))
-    await outbox.publish(events)
+        events = await stage_events(
+            conn, [app_event(account_id, "lead_updated", LeadData(lead=lead))]
+        )
+    await ctx.outbox.publish(events)
     return lead
 
 
-async def delete_lead(pool: asyncpg.Pool, outbox: Outbox, account_id: str, lead_id: str) -> None:
+async def delete_lead(ctx: LeadsContext, account_id: str, lead_id: str) -> None:
     lead_id = _lead_uuid(lead_id)
-    async with pool.acquire() as conn, conn.transaction():
-        if not await repository.delete_for_account(conn, account_id, lead_id):
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        if not await repository.delete_for_account(conn, lead_id, account_id):
             raise LeadNotFound()
-        event = await stage_event(
-            conn, account_id, "lead_deleted", LeadDeletedData(lead_id=lead_id)
+        events = await stage_events(
+            conn, [app_event(account_id, "lead_deleted", LeadDeletedData(lead_id=lead_id))]
         )
-    await outbox.publish([event])
+    await ctx.outbox.publish(events)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from clarin_common.app import DbPool
-from clarin_common.auth import CurrentUser
-from clarin_leads.accounts import account_uuid
+from clarin_common.auth import CurrentUser, account_uuid
+from clarin_leads.deps import LeadsCtx
 from clarin_leads.pipeline import service
 from clarin_leads.pipeline.schemas import StageList
 
@@ -14,7 +13,5 @@ router = APIRouter(prefix="/api/pipeline", tags=["pipeline"])
 
 
 @router.get("/stages")
-async def list_stages(user: CurrentUser, pool: DbPool) -> StageList:
-    async with pool.acquire() as conn:
-        stages = await service.stages_for_account(conn, account_uuid(user))
-    return StageList(items=stages)
+async def list_stages(user: CurrentUser, ctx: LeadsCtx) -> StageList:
+    return StageList(items=await service.list_stages(ctx, account_uuid(user)))

@@ -1,0 +1,183 @@
+"""Events published only after the change they announce committed (the outbox).
+
+A service writes each event into its ``outbox`` table (every service schema has
+one: ``clarin_common/migrations``) in the transaction of the change, with
+:func:`stage_events`. After the commit it calls :meth:`Outbox.publish`, which publishes
+at once and deletes the rows JetStream acknowledged. The relay
+(:meth:`Outbox.relay_once`, every ``relay_interval`` seconds) republishes the
+rows a failed publish, a NATS outage or a crash between commit and publish left
+behind.
+
+Loss guarantee: an event whose transaction committed is published at least
+once, as long as the database keeps its row; an event whose transaction rolled
+back is never published. The event id travels as ``Nats-Msg-Id``, so JetStream
+drops a republish inside the stream's duplicate window (two minutes) and
+consumers, which are idempotent, absorb a later one. Order holds within one
+:meth:`Outbox.publish`; the relay may deliver a left-behind event after newer
+ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import asyncpg
+import structlog
+from nats.js import JetStreamContext
+from pydantic import BaseModel
+
+from clarin_common.events import AppType, Envelope, app_envelope, app_event_subject
+
+log = structlog.get_logger(__name__)
+
+# rows younger than this are still being published by the request that wrote them
+RELAY_GRACE_S = 10.0
+RELAY_BATCH = 500
+
+
+@dataclass(frozen=True)
+class PendingEvent:
+    """An event written to the outbox, to publish once its transaction committed."""
+
+    id: str
+    subject: str
+    payload: dict[str, Any]
+
+
+Event = tuple[str, Envelope[Any]]
+
+
+async def stage_events(conn: asyncpg.Connection, events: Sequence[Event]) -> list[PendingEvent]:
+    """Write ``(subject, envelope)`` pairs to the outbox inside the caller's
+    transaction (one statement); hand the result to :meth:`Outbox.publish` after
+    the commit."""
+    pending = [
+        PendingEvent(id=env.id, subject=subject, payload=env.model_dump(mode="json"))
+        for subject, env in events
+    ]
+    if pending:
+        await conn.execute(
+            """
+            INSERT INTO outbox (id, subject, payload)
+            SELECT id, subject, payload::jsonb
+            FROM unnest($1::uuid[], $2::text[], $3::text[]) AS e(id, subject, payload)
+            """,
+            [e.id for e in pending],
+            [e.subject for e in pending],
+            [json.dumps(e.payload) for e in pending],
+        )
+    return pending
+
+
+def app_event(
+    account_id: str, type_: AppType, data: BaseModel, *, device_id: str | None = None
+) -> Event:
+    """``app.{account}.{type}`` and its envelope, ready for :func:`stage_events`."""
+    return (
+        app_event_subject(account_id, type_),
+        app_envelope(account_id, type_, data, device_id=device_id),
+    )
+
+
+async def _publish(js: JetStreamContext, events: Sequence[PendingEvent]) -> None:
+    await asyncio.gather(
+        *(
+            js.publish(e.subject, json.dumps(e.payload).encode(), headers={"Nats-Msg-Id": e.id})
+            for e in events
+        )
+    )
+
+
+class Outbox:
+    """Publishes staged events after commit and relays what was left behind.
+
+    An async context manager: entering starts the relay, leaving stops it.
+    """
+
+    def __init__(
+        self, pool: asyncpg.Pool, js: JetStreamContext, relay_interval: float, name: str = "outbox"
+    ) -> None:
+        self.pool = pool
+        self.js = js
+        self.relay_interval = relay_interval
+        self.name = name
+        self._task: asyncio.Task[None] | None = None
+
+    async def publish(self, events: Sequence[PendingEvent]) -> None:
+        """Publish committed events now; on failure the relay sends them later.
+
+        Never raises: the change is committed, so the caller's answer stands.
+        """
+        if not events:
+            return
+        try:
+            await _publish(self.js, events)
+            await self.pool.execute(
+                "DELETE FROM outbox WHERE id = ANY($1::uuid[])", [e.id for e in events]
+            )
+        except Exception as exc:
+            log.warning("app_events_deferred", count=len(events), error=str(exc)[:300])
+
+    async def relay_once(self, grace: float = RELAY_GRACE_S) -> int:
+        """Publish the events older than ``grace`` seconds that are still in the
+        outbox; how many."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                """
+                SELECT id, subject, payload FROM outbox
+                WHERE created_at < now() - make_interval(secs => $1)
+                ORDER BY created_at
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED
+                """,
+                grace,
+                RELAY_BATCH,
+            )
+            if not rows:
+                return 0
+            events = [PendingEvent(str(r["id"]), r["subject"], r["payload"]) for r in rows]
+            await _publish(self.js, events)
+            await conn.execute(
+                "DELETE FROM outbox WHERE id = ANY($1::uuid[])", [e.id for e in events]
+            )
+        log.info("app_events_relayed", count=len(events))
+        return len(events)
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.relay_interval)
+            try:
+                await self.relay_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("outbox_relay_failed", error=str(exc)[:300])
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"{self.name}:relay")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
