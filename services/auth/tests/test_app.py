@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+import httpx
 import pytest
 
 from clarin_auth.main import create_app
@@ -11,6 +10,7 @@ from clarin_auth.settings import AuthSettings
 from clarin_common.auth import generate_key_pair
 from clarin_common.settings import DEV_JWT_PRIVATE_KEY, DEV_JWT_PUBLIC_KEY
 from clarin_devkit.testing import running_app
+from clarin_devkit.testing.plugin import TestServers
 
 
 def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,7 +49,7 @@ def test_dev_private_key_is_refused_outside_dev(monkeypatch: pytest.MonkeyPatch)
 
 
 async def test_startup_refuses_a_key_that_does_not_match_the_public_key(
-    test_servers: Any,
+    test_servers: TestServers,
 ) -> None:
     private, _ = generate_key_pair()
     app = create_app(AuthSettings(bcrypt_rounds=4, jwt_private_key=private))
@@ -59,7 +59,7 @@ async def test_startup_refuses_a_key_that_does_not_match_the_public_key(
 
 
 async def test_a_real_key_pair_signs_sessions(
-    test_servers: Any, clean_state: None, monkeypatch: pytest.MonkeyPatch
+    test_servers: TestServers, clean_state: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     private, public = generate_key_pair()
     monkeypatch.setenv("CLARIN_JWT_PUBLIC_KEY", public)
@@ -81,7 +81,7 @@ async def test_a_real_key_pair_signs_sessions(
         assert me.status_code == 200
 
 
-async def test_health_and_readiness(client: Any) -> None:
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
@@ -90,7 +90,7 @@ async def test_health_and_readiness(client: Any) -> None:
     assert "clarin_http_requests_total" in (await client.get("/metrics")).text
 
 
-async def test_openapi_lists_the_public_routes(client: Any) -> None:
+async def test_openapi_lists_the_public_routes(client: httpx.AsyncClient) -> None:
     paths = (await client.get("/openapi.json")).json()["paths"]
     assert {
         "/api/auth/register",

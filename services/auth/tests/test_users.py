@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 
 from clarin_devkit.testing import make_token
+from services.auth.tests.helpers import AuthApi
 
 
 class TestListUsers:
-    async def test_lists_only_the_callers_account(self, api: Any) -> None:
+    async def test_lists_only_the_callers_account(self, api: AuthApi) -> None:
         acme = await api.register("alice@acme.example", account_name="Acme")
         globex = await api.register("hank@globex.example", account_name="Globex", name="Hank")
         bob = (await api.create_user(acme, "bob@acme.example", name="Bob")).json()
@@ -22,7 +23,7 @@ class TestListUsers:
         resp = await api.client.get("/api/users", headers=api.bearer(globex))
         assert resp.json() == {"items": [globex["user"]]}
 
-    async def test_agents_may_list(self, api: Any) -> None:
+    async def test_agents_may_list(self, api: AuthApi) -> None:
         admin = await api.register()
         await api.create_user(admin, "bob@example.com")
         agent = await api.login("bob@example.com")
@@ -33,11 +34,11 @@ class TestListUsers:
             "bob@example.com",
         ]
 
-    async def test_missing_token(self, api: Any) -> None:
+    async def test_missing_token(self, api: AuthApi) -> None:
         resp = await api.client.get("/api/users")
         assert api.error_code(resp, 401) == "unauthorized"
 
-    async def test_token_of_another_account_sees_nothing_of_this_one(self, api: Any) -> None:
+    async def test_token_of_another_account_sees_nothing_of_this_one(self, api: AuthApi) -> None:
         await api.register()
         resp = await api.client.get("/api/users", headers=api.bearer(make_token()))
         assert resp.status_code == 200
@@ -45,7 +46,7 @@ class TestListUsers:
 
 
 class TestCreateUser:
-    async def test_admin_creates_an_agent_who_can_sign_in(self, api: Any) -> None:
+    async def test_admin_creates_an_agent_who_can_sign_in(self, api: AuthApi) -> None:
         admin = await api.register()
         resp = await api.create_user(admin, "  Bob@Example.com ", name=" Bob ", role="agent")
         assert resp.status_code == 201, resp.text
@@ -62,14 +63,14 @@ class TestCreateUser:
         assert session["user"] == user
         assert session["account"] == admin["account"]
 
-    async def test_admin_creates_an_admin(self, api: Any) -> None:
+    async def test_admin_creates_an_admin(self, api: AuthApi) -> None:
         admin = await api.register()
         resp = await api.create_user(admin, "carol@example.com", role="admin")
         assert resp.status_code == 201
         carol = await api.login("carol@example.com")
         assert (await api.create_user(carol, "dave@example.com")).status_code == 201
 
-    async def test_agent_is_forbidden(self, api: Any) -> None:
+    async def test_agent_is_forbidden(self, api: AuthApi) -> None:
         admin = await api.register()
         await api.create_user(admin, "bob@example.com")
         agent = await api.login("bob@example.com")
@@ -78,7 +79,7 @@ class TestCreateUser:
         users = await api.client.get("/api/users", headers=api.bearer(admin))
         assert len(users.json()["items"]) == 2
 
-    async def test_missing_token(self, api: Any) -> None:
+    async def test_missing_token(self, api: AuthApi) -> None:
         resp = await api.client.post(
             "/api/users",
             json={
@@ -93,7 +94,9 @@ class TestCreateUser:
     @pytest.mark.parametrize(
         "email", ["alice@example.com", " ALICE@example.COM", "hank@globex.example"]
     )
-    async def test_duplicate_email_conflicts_across_accounts(self, api: Any, email: str) -> None:
+    async def test_duplicate_email_conflicts_across_accounts(
+        self, api: AuthApi, email: str
+    ) -> None:
         admin = await api.register("alice@example.com")
         await api.register("hank@globex.example", account_name="Globex")
         resp = await api.create_user(admin, email)
@@ -114,7 +117,7 @@ class TestCreateUser:
         ],
     )
     async def test_validation_names_the_field(
-        self, api: Any, change: dict[str, Any], field: str
+        self, api: AuthApi, change: dict[str, Any], field: str
     ) -> None:
         admin = await api.register()
         body = {

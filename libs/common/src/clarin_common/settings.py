@@ -83,6 +83,12 @@ class CommonSettings(BaseSettings):
         ["http://localhost:3000"], description="browser origins allowed to call the API (JSON list)"
     )
     media_dir: str = Field("./var/media", description="where messaging keeps media files")
+    outbox_relay_interval: float = Field(
+        5.0,
+        gt=0,
+        description="how often a service republishes the events its outbox still holds "
+        "(a publish after commit failed)",
+    )
     host: str = Field(
         "127.0.0.1", description="the address processes listen on (`0.0.0.0` in containers)"
     )

@@ -1,32 +1,28 @@
-"""Dependencies of the auth endpoints."""
+"""What the auth endpoints get from the running app: one context, built by the
+lifespan (``clarin_auth.main``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+import asyncpg
+from fastapi import Depends
 
-from clarin_auth.revocations import Revocations
 from clarin_auth.security import PasswordHasher, TokenFactory
-from clarin_common.errors import ServiceUnavailable
+from clarin_auth.settings import AuthSettings
+from clarin_common.app import context_dependency
+from clarin_common.outbox import Outbox
 
 
 @dataclass(frozen=True)
-class Security:
-    """What the lifespan prepares for signing in: the hasher, the token factory and
-    the announcer of ended sessions."""
-
+class AuthContext:
+    settings: AuthSettings
+    pool: asyncpg.Pool
     passwords: PasswordHasher
     tokens: TokenFactory
-    revocations: Revocations
+    # announces ended sessions to the gateways after commit
+    outbox: Outbox
 
 
-def get_security(request: Request) -> Security:
-    security = getattr(request.app.state, "security", None)
-    if not isinstance(security, Security):
-        raise ServiceUnavailable("Auth service is starting")
-    return security
-
-
-SecurityDep = Annotated[Security, Depends(get_security)]
+AuthCtx = Annotated[AuthContext, Depends(context_dependency(AuthContext))]

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from clarin_auth.deps import Security
-from clarin_auth.revocations import Revocations
+from clarin_auth.deps import AuthContext
 from clarin_auth.security import PasswordHasher, TokenFactory
 from clarin_auth.sessions.endpoints import router as sessions_router
 from clarin_auth.settings import AuthSettings
 from clarin_auth.users.endpoints import router as users_router
 from clarin_common.app import Resources, create_service_app, serve
+from clarin_common.auth import TokenVerifier
+from clarin_common.outbox import Outbox
 
 MIGRATIONS_DIR = Path(__file__).parents[2] / "migrations"
 
@@ -28,12 +31,13 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         issuer=settings.jwt_issuer,
     )
 
-    async def on_startup(app: FastAPI, res: Resources) -> None:
-        tokens.check_verifies_with(app.state.token_verifier)
+    @asynccontextmanager
+    async def context(res: Resources) -> AsyncIterator[AuthContext]:
+        assert res.pool is not None and res.js is not None
+        tokens.check_verifies_with(TokenVerifier(settings.jwt_public_key, settings.jwt_issuer))
         passwords = await PasswordHasher.create(settings.bcrypt_rounds)
-        app.state.security = Security(
-            passwords=passwords, tokens=tokens, revocations=Revocations(res.js)
-        )
+        async with Outbox(res.pool, res.js, settings.outbox_relay_interval, "auth") as outbox:
+            yield AuthContext(settings, res.pool, passwords, tokens, outbox)
 
     return create_service_app(
         settings,
@@ -43,7 +47,7 @@ def create_app(settings: AuthSettings | None = None) -> FastAPI:
         # session revocations go to the gateways over NATS (stream AUTH_EVENTS)
         use_nats=True,
         routers=[sessions_router, users_router],
-        on_startup=on_startup,
+        context=context,
     )
 
 

@@ -1,23 +1,22 @@
 """Tell the gateways (NATS, stream AUTH_EVENTS) which sessions ended.
 
-Published after the change committed. The refresh tokens are already revoked in
-the database then; a lost announcement only leaves the access tokens working
-until they expire (as before these events existed), so it is logged, not retried.
+The announcement is staged in the outbox in the transaction that revokes the
+refresh tokens and published after it commits (relayed if that fails), so a
+gateway learns of every ended session and closes its sockets and access tokens.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import structlog
-from nats.js import JetStreamContext
+import asyncpg
 
 from clarin_common.auth_events import RevokeReason, SessionRevoked, session_revoked_subject
 from clarin_common.events import Envelope
-
-log = structlog.get_logger(__name__)
+from clarin_common.outbox import PendingEvent, stage_events
 
 
 @dataclass(frozen=True)
@@ -38,32 +37,20 @@ class Revocation:
         )
 
 
-class Revocations:
-    def __init__(self, js: JetStreamContext | None) -> None:
-        self.js = js
-
-    async def announce(self, revocation: Revocation) -> None:
+async def stage_revocations(
+    conn: asyncpg.Connection, revocations: Sequence[Revocation]
+) -> list[PendingEvent]:
+    """Stage the announcements inside the transaction that revokes the tokens (a
+    revocation of no session announces nothing)."""
+    events = []
+    for revocation in revocations:
         if revocation.session_ids is not None and not revocation.session_ids:
-            return
-        if self.js is None:
-            log.warning("session_revocation_not_announced", reason="no NATS connection")
-            return
+            continue
         envelope: Envelope[SessionRevoked] = Envelope(
             id=str(uuid.uuid4()),
             type="session_revoked",
             account_id=revocation.account_id,
             data=revocation.event(),
         )
-        try:
-            await self.js.publish(
-                session_revoked_subject(revocation.account_id),
-                envelope.model_dump_json().encode(),
-                headers={"Nats-Msg-Id": envelope.id},
-            )
-        except Exception as exc:
-            log.error(
-                "session_revocation_not_announced",
-                user_id=revocation.user_id,
-                reason=revocation.reason,
-                error=repr(exc),
-            )
+        events.append((session_revoked_subject(revocation.account_id), envelope))
+    return await stage_events(conn, events)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import secrets
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -36,11 +37,17 @@ def _verify_sync(password: str, password_hash: str) -> bool:
 
 
 class PasswordHasher:
-    """bcrypt in a worker thread, so hashing never blocks the event loop."""
+    """bcrypt in a worker thread, so hashing never blocks the event loop.
 
-    def __init__(self, rounds: int, dummy_hash: str) -> None:
+    ``check(password, hash)`` is the bcrypt comparison each verification runs.
+    """
+
+    def __init__(
+        self, rounds: int, dummy_hash: str, check: Callable[[str, str], bool] = _verify_sync
+    ) -> None:
         self.rounds = rounds
-        self._dummy_hash = dummy_hash
+        self.dummy_hash = dummy_hash
+        self.check = check
 
     @classmethod
     async def create(cls, rounds: int) -> PasswordHasher:
@@ -55,7 +62,7 @@ class PasswordHasher:
     async def verify(self, password: str, password_hash: str | None) -> bool:
         """Whether ``password`` matches; ``None`` (no such user) costs the same and fails."""
         matches = await anyio.to_thread.run_sync(
-            _verify_sync, password, password_hash or self._dummy_hash
+            self.check, password, password_hash or self.dummy_hash
         )
         return matches and password_hash is not None
 

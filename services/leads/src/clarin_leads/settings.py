@@ -20,5 +20,3 @@ class LeadsSettings(CommonSettings):
     consumer_batch_size: int = 500
     # a later WhatsApp message announces lead_updated (last_contact_at) at most this often
     contact_event_interval_seconds: float = 60.0
-    # how often leftover application events are republished from the outbox
-    outbox_relay_interval: float = 5.0

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+from pydantic import BaseModel
+
+from clarin_common.db import to_model
 
 
-@dataclass(frozen=True)
-class RefreshTokenRow:
+class RefreshTokenRow(BaseModel):
     id: str
     user_id: str
     account_id: str
@@ -24,16 +25,7 @@ _COLUMNS = "id, user_id, account_id, family_id, expires_at, family_expires_at, u
 
 
 def _row(record: asyncpg.Record) -> RefreshTokenRow:
-    return RefreshTokenRow(
-        id=str(record["id"]),
-        user_id=str(record["user_id"]),
-        account_id=str(record["account_id"]),
-        family_id=str(record["family_id"]),
-        expires_at=record["expires_at"],
-        family_expires_at=record["family_expires_at"],
-        used_at=record["used_at"],
-        revoked_at=record["revoked_at"],
-    )
+    return to_model(RefreshTokenRow, record)
 
 
 async def insert(

@@ -9,16 +9,16 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from clarin_auth.deps import Security
-from clarin_auth.exceptions import (
+from clarin_auth.deps import AuthContext
+from clarin_auth.revocations import Revocation, stage_revocations
+from clarin_auth.security import hash_refresh_token
+from clarin_auth.sessions import repository as tokens
+from clarin_auth.sessions.exceptions import (
     InvalidRefreshToken,
     RefreshTokenReused,
     UserDisabled,
     WrongPassword,
 )
-from clarin_auth.revocations import Revocation, Revocations
-from clarin_auth.security import hash_refresh_token
-from clarin_auth.sessions import repository as tokens
 from clarin_auth.sessions.schemas import LoginIn, Me, PasswordChange, RegisterIn, Session
 from clarin_auth.users import repository as users
 from clarin_auth.users.service import unique_email
@@ -26,6 +26,7 @@ from clarin_common.auth import Principal
 from clarin_common.contract import Account, User
 from clarin_common.db import transaction
 from clarin_common.errors import InvalidCredentials, Unauthorized
+from clarin_common.outbox import PendingEvent
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Family:
 
 async def _start_session(
     conn: asyncpg.Connection,
-    security: Security,
+    ctx: AuthContext,
     user: User,
     account: Account,
     family: Family | None = None,
@@ -50,18 +51,18 @@ async def _start_session(
     """
     now = datetime.now(UTC)
     if family is None:
-        family = Family(id=str(uuid.uuid4()), expires_at=now + security.tokens.session_max_age)
-    refresh_token, token_hash = security.tokens.refresh_token()
+        family = Family(id=str(uuid.uuid4()), expires_at=now + ctx.tokens.session_max_age)
+    refresh_token, token_hash = ctx.tokens.refresh_token()
     await tokens.insert(
         conn,
         user_id=user.id,
         account_id=account.id,
         family_id=family.id,
         token_hash=token_hash,
-        expires_at=now + security.tokens.refresh_ttl,
+        expires_at=now + ctx.tokens.refresh_ttl,
         family_expires_at=family.expires_at,
     )
-    access = security.tokens.access_token(user, session_id=family.id)
+    access = ctx.tokens.access_token(user, session_id=family.id)
     return Session(
         access_token=access.token,
         refresh_token=refresh_token,
@@ -71,10 +72,10 @@ async def _start_session(
     )
 
 
-async def register(pool: asyncpg.Pool, security: Security, data: RegisterIn) -> Session:
+async def register(ctx: AuthContext, data: RegisterIn) -> Session:
     """A new account with its first user, an admin, signed in."""
-    password_hash = await security.passwords.hash(data.password)
-    async with transaction(pool) as conn:
+    password_hash = await ctx.passwords.hash(data.password)
+    async with transaction(ctx.pool) as conn:
         account = await users.create_account(conn, data.account_name)
         user = await unique_email(
             users.create_user(
@@ -86,14 +87,14 @@ async def register(pool: asyncpg.Pool, security: Security, data: RegisterIn) -> 
                 password_hash=password_hash,
             )
         )
-        return await _start_session(conn, security, user, account)
+        return await _start_session(conn, ctx, user, account)
 
 
-async def login(pool: asyncpg.Pool, security: Security, data: LoginIn) -> Session:
-    found = await users.get_by_email_with_password(pool, data.email)
+async def login(ctx: AuthContext, data: LoginIn) -> Session:
+    found = await users.get_by_email_with_password(ctx.pool, data.email)
     # Always run bcrypt (against a dummy hash for an unknown email): the answer
     # takes as long whether or not the email exists.
-    matches = await security.passwords.verify(
+    matches = await ctx.passwords.verify(
         data.password, found.password_hash if found is not None else None
     )
     if found is None or not matches:
@@ -101,21 +102,19 @@ async def login(pool: asyncpg.Pool, security: Security, data: LoginIn) -> Sessio
     if found.user.disabled:
         # only told to whoever knows the password
         raise UserDisabled()
-    async with transaction(pool) as conn:
+    async with transaction(ctx.pool) as conn:
         account = await users.get_account(conn, found.user.account_id)
         if account is None:  # pragma: no cover - a user always has its account (FK)
             raise InvalidCredentials()
         await tokens.delete_expired_for_user(conn, found.user.id)
-        return await _start_session(conn, security, found.user, account)
+        return await _start_session(conn, ctx, found.user, account)
 
 
 class _Refused(enum.Enum):
     INVALID = "invalid"
 
 
-async def refresh(
-    pool: asyncpg.Pool, security: Security, revocations: Revocations, refresh_token: str
-) -> Session:
+async def refresh(ctx: AuthContext, refresh_token: str) -> Session:
     """Spend a refresh token for a new session of the same family.
 
     A token presented a second time means it leaked (or a client is broken):
@@ -125,10 +124,13 @@ async def refresh(
     outcome: Session | _Refused | Revocation
     # The revocation must commit even though the caller gets a 401, so the
     # transaction returns an outcome and the error is raised after it.
-    async with transaction(pool) as conn:
-        outcome = await _refresh_in(conn, security, token_hash)
+    announced: list[PendingEvent] = []
+    async with transaction(ctx.pool) as conn:
+        outcome = await _refresh_in(conn, ctx, token_hash)
+        if isinstance(outcome, Revocation):
+            announced = await stage_revocations(conn, [outcome])
+    await ctx.outbox.publish(announced)
     if isinstance(outcome, Revocation):
-        await revocations.announce(outcome)
         raise RefreshTokenReused()
     if isinstance(outcome, _Refused):
         raise InvalidRefreshToken()
@@ -136,7 +138,7 @@ async def refresh(
 
 
 async def _refresh_in(
-    conn: asyncpg.Connection, security: Security, token_hash: str
+    conn: asyncpg.Connection, ctx: AuthContext, token_hash: str
 ) -> Session | _Refused | Revocation:
     found = await tokens.get_by_hash(conn, token_hash)
     if found is None:
@@ -162,66 +164,61 @@ async def _refresh_in(
         await tokens.revoke_family(conn, spent.family_id)
         return _Refused.INVALID
     family = Family(id=spent.family_id, expires_at=spent.family_expires_at)
-    return await _start_session(conn, security, user, account, family)
+    return await _start_session(conn, ctx, user, account, family)
 
 
-async def logout(pool: asyncpg.Pool, revocations: Revocations, refresh_token: str) -> None:
+async def logout(ctx: AuthContext, refresh_token: str) -> None:
     """Revoke the family of ``refresh_token``; an unknown token is already signed out."""
     token_hash = hash_refresh_token(refresh_token)
-    async with transaction(pool) as conn:
+    async with transaction(ctx.pool) as conn:
         found = await tokens.get_by_hash(conn, token_hash)
-        if found is not None:
-            await tokens.lock_family(conn, found.family_id)
-            await tokens.revoke_family(conn, found.family_id)
-    if found is not None:
-        await revocations.announce(
-            Revocation(
-                account_id=found.account_id,
-                user_id=found.user_id,
-                reason="logout",
-                session_ids=[found.family_id],
-            )
+        if found is None:
+            return
+        await tokens.lock_family(conn, found.family_id)
+        await tokens.revoke_family(conn, found.family_id)
+        announced = await stage_revocations(
+            conn,
+            [
+                Revocation(
+                    account_id=found.account_id,
+                    user_id=found.user_id,
+                    reason="logout",
+                    session_ids=[found.family_id],
+                )
+            ],
         )
+    await ctx.outbox.publish(announced)
 
 
-async def change_password(
-    pool: asyncpg.Pool,
-    security: Security,
-    revocations: Revocations,
-    principal: Principal,
-    data: PasswordChange,
-) -> None:
+async def change_password(ctx: AuthContext, principal: Principal, data: PasswordChange) -> None:
     """A new password; every other session of the user ends (this one goes on)."""
     current_hash = await users.get_password_hash_for_account(
-        pool, principal.user_id, principal.account_id
+        ctx.pool, principal.user_id, principal.account_id
     )
     if current_hash is None:
         raise Unauthorized("This user no longer exists", code="invalid_token")
-    if not await security.passwords.verify(data.current_password, current_hash):
+    if not await ctx.passwords.verify(data.current_password, current_hash):
         raise WrongPassword()
-    new_hash = await security.passwords.hash(data.new_password)
-    async with transaction(pool) as conn:
+    new_hash = await ctx.passwords.hash(data.new_password)
+    async with transaction(ctx.pool) as conn:
         await users.set_password_hash(conn, principal.user_id, principal.account_id, new_hash)
         ended = await tokens.revoke_user_families(
             conn, principal.user_id, keep_family=principal.session_id
         )
-    revocation = Revocation(
-        account_id=principal.account_id,
-        user_id=principal.user_id,
-        reason="password_changed",
-        session_ids=ended,
-    )
-    if principal.session_id is None:
-        # a token from before sessions had ids: no telling this session apart
         revocation = Revocation(
-            account_id=principal.account_id, user_id=principal.user_id, reason="password_changed"
+            account_id=principal.account_id,
+            user_id=principal.user_id,
+            reason="password_changed",
+            # a token from before sessions had ids: no telling this session apart
+            session_ids=ended if principal.session_id is not None else None,
         )
-    await revocations.announce(revocation)
+        announced = await stage_revocations(conn, [revocation])
+    await ctx.outbox.publish(announced)
 
 
-async def me(pool: asyncpg.Pool, principal: Principal) -> Me:
-    user = await users.get_by_id_for_account(pool, principal.user_id, principal.account_id)
-    account = await users.get_account(pool, principal.account_id)
+async def me(ctx: AuthContext, principal: Principal) -> Me:
+    user = await users.get_by_id_for_account(ctx.pool, principal.user_id, principal.account_id)
+    account = await users.get_account(ctx.pool, principal.account_id)
     if user is None or account is None:
         # A validly signed token for a user that no longer exists.
         raise Unauthorized("This user no longer exists", code="invalid_token")

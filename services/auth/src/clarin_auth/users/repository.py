@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
+from pydantic import BaseModel
 
 from clarin_common.contract import Account, User
+from clarin_common.db import to_model
 
 _USER_COLUMNS = "id, account_id, email, name, role, disabled"
 
 
 def _user(row: asyncpg.Record) -> User:
-    return User(
-        id=str(row["id"]),
-        account_id=str(row["account_id"]),
-        email=row["email"],
-        name=row["name"],
-        role=row["role"],
-        disabled=row["disabled"],
-    )
+    return to_model(User, row)
 
 
 def _account(row: asyncpg.Record) -> Account:
-    return Account(id=str(row["id"]), name=row["name"])
+    return to_model(Account, row)
 
 
-@dataclass(frozen=True)
-class UserWithPassword:
+class UserWithPassword(BaseModel):
     user: User
     password_hash: str
 
@@ -74,7 +66,9 @@ async def get_by_email_with_password(
     row = await conn.fetchrow(
         f"SELECT {_USER_COLUMNS}, password_hash FROM users WHERE email = $1", email
     )
-    return UserWithPassword(_user(row), row["password_hash"]) if row is not None else None
+    if row is None:
+        return None
+    return UserWithPassword(user=_user(row), password_hash=row["password_hash"])
 
 
 async def get_by_id_for_account(

@@ -8,16 +8,15 @@ from typing import TypeVar
 
 import asyncpg
 
-from clarin_auth.exceptions import CannotRemoveSelf, EmailTaken, LastAdmin
-from clarin_auth.revocations import Revocation, Revocations
-from clarin_auth.security import PasswordHasher
+from clarin_auth.deps import AuthContext
+from clarin_auth.revocations import Revocation, stage_revocations
 from clarin_auth.sessions import repository as tokens
 from clarin_auth.users import repository
+from clarin_auth.users.exceptions import CannotRemoveSelf, EmailTaken, LastAdmin, UserNotFound
 from clarin_auth.users.schemas import UserCreate, UserUpdate
 from clarin_common.auth import Principal
 from clarin_common.contract import User
 from clarin_common.db import transaction
-from clarin_common.errors import NotFound
 
 T = TypeVar("T")
 
@@ -32,18 +31,16 @@ async def unique_email(write: Awaitable[T]) -> T:
         raise
 
 
-async def list_users(pool: asyncpg.Pool, principal: Principal) -> list[User]:
-    return await repository.list_for_account(pool, principal.account_id)
+async def list_users(ctx: AuthContext, principal: Principal) -> list[User]:
+    return await repository.list_for_account(ctx.pool, principal.account_id)
 
 
-async def create_user(
-    pool: asyncpg.Pool, passwords: PasswordHasher, principal: Principal, data: UserCreate
-) -> User:
+async def create_user(ctx: AuthContext, principal: Principal, data: UserCreate) -> User:
     """A new user in the caller's account (the caller is an admin)."""
-    password_hash = await passwords.hash(data.password)
+    password_hash = await ctx.passwords.hash(data.password)
     return await unique_email(
         repository.create_user(
-            pool,
+            ctx.pool,
             account_id=principal.account_id,
             email=data.email,
             name=data.name,
@@ -53,24 +50,16 @@ async def create_user(
     )
 
 
-def _not_found() -> NotFound:
-    return NotFound("User not found", code="user_not_found")
-
-
 def _check_id(user_id: str) -> None:
     """A malformed id names no user: 404 like an unknown one."""
     try:
         uuid.UUID(user_id)
     except ValueError:
-        raise _not_found() from None
+        raise UserNotFound() from None
 
 
 async def update_user(
-    pool: asyncpg.Pool,
-    revocations: Revocations,
-    principal: Principal,
-    user_id: str,
-    data: UserUpdate,
+    ctx: AuthContext, principal: Principal, user_id: str, data: UserUpdate
 ) -> User:
     """Rename, change the role of, disable or enable a user of the caller's account.
 
@@ -82,11 +71,11 @@ async def update_user(
     _check_id(user_id)
     if data.disabled and user_id == principal.user_id:
         raise CannotRemoveSelf("You cannot disable yourself")
-    async with transaction(pool) as conn:
+    async with transaction(ctx.pool) as conn:
         await repository.lock_account_users(conn, principal.account_id)
         before = await repository.get_by_id_for_account(conn, user_id, principal.account_id)
         if before is None:
-            raise _not_found()
+            raise UserNotFound()
         after = await repository.update_for_account(
             conn,
             user_id,
@@ -104,31 +93,31 @@ async def update_user(
             and await repository.count_active_admins(conn, principal.account_id) == 0
         ):
             raise LastAdmin()
+        ended: list[Revocation] = []
         if after.disabled and not before.disabled:
             await tokens.revoke_user_families(conn, user_id)
-    if after.disabled and not before.disabled:
-        await revocations.announce(
-            Revocation(account_id=after.account_id, user_id=after.id, reason="disabled")
-        )
-    elif after.role != before.role and not after.disabled:
-        await revocations.announce(
-            Revocation(account_id=after.account_id, user_id=after.id, reason="role_changed")
-        )
+            ended.append(
+                Revocation(account_id=after.account_id, user_id=after.id, reason="disabled")
+            )
+        elif after.role != before.role and not after.disabled:
+            ended.append(
+                Revocation(account_id=after.account_id, user_id=after.id, reason="role_changed")
+            )
+        announced = await stage_revocations(conn, ended)
+    await ctx.outbox.publish(announced)
     return after
 
 
-async def delete_user(
-    pool: asyncpg.Pool, revocations: Revocations, principal: Principal, user_id: str
-) -> None:
+async def delete_user(ctx: AuthContext, principal: Principal, user_id: str) -> None:
     """Remove a user of the caller's account (their sessions go with them)."""
     _check_id(user_id)
     if user_id == principal.user_id:
         raise CannotRemoveSelf()
-    async with transaction(pool) as conn:
+    async with transaction(ctx.pool) as conn:
         await repository.lock_account_users(conn, principal.account_id)
         user = await repository.get_by_id_for_account(conn, user_id, principal.account_id)
         if user is None:
-            raise _not_found()
+            raise UserNotFound()
         await repository.delete_for_account(conn, user_id, principal.account_id)
         if (
             user.role == "admin"
@@ -136,6 +125,7 @@ async def delete_user(
             and await repository.count_active_admins(conn, principal.account_id) == 0
         ):
             raise LastAdmin()
-    await revocations.announce(
-        Revocation(account_id=user.account_id, user_id=user.id, reason="removed")
-    )
+        announced = await stage_revocations(
+            conn, [Revocation(account_id=user.account_id, user_id=user.id, reason="removed")]
+        )
+    await ctx.outbox.publish(announced)

@@ -1,13 +1,8 @@
-"""The auth service's errors (rendered by the common handler)."""
+"""The errors of signing in (rendered by the common handler)."""
 
 from __future__ import annotations
 
-from clarin_common.errors import Conflict, Forbidden, Unauthorized, ValidationFailed
-
-
-class EmailTaken(Conflict):
-    code = "email_taken"
-    message = "This email is already registered"
+from clarin_common.errors import Forbidden, Unauthorized, ValidationFailed
 
 
 class InvalidRefreshToken(Unauthorized):
@@ -39,13 +34,3 @@ class WrongPassword(ValidationFailed):
                 }
             ]
         )
-
-
-class CannotRemoveSelf(Conflict):
-    code = "cannot_remove_self"
-    message = "You cannot remove or disable yourself"
-
-
-class LastAdmin(Conflict):
-    code = "last_admin"
-    message = "The account must keep at least one active admin"
