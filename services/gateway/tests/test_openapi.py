@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from clarin_gateway.openapi import merge_documents
+from services.gateway.tests.helpers import Gateway, GatewayFactory, Upstream
 
 
-async def test_merged_document_has_every_service_paths(gateway: Any, upstreams: Any) -> None:
+async def test_merged_document_has_every_service_paths(
+    gateway: Gateway, upstreams: dict[str, Upstream]
+) -> None:
     resp = await gateway.client.get("/api/openapi.json")
     assert resp.status_code == 200
     doc = resp.json()
@@ -39,7 +40,9 @@ async def test_merged_document_has_every_service_paths(gateway: Any, upstreams: 
     assert upstreams["auth"].openapi_fetches == fetches
 
 
-async def test_a_service_that_is_down_is_left_out(gateway_factory: Any, dead_url: str) -> None:
+async def test_a_service_that_is_down_is_left_out(
+    gateway_factory: GatewayFactory, dead_url: str
+) -> None:
     async with gateway_factory(leads_url=dead_url) as gw:
         resp = await gw.client.get("/api/openapi.json")
         assert resp.status_code == 200
@@ -49,7 +52,7 @@ async def test_a_service_that_is_down_is_left_out(gateway_factory: Any, dead_url
         assert "/api/leads/typed" not in doc["paths"]
 
 
-async def test_docs_page_lists_the_operations(gateway: Any) -> None:
+async def test_docs_page_lists_the_operations(gateway: Gateway) -> None:
     resp = await gateway.client.get("/api/docs")
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/html")

@@ -3,25 +3,27 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+
+import httpx
 
 from clarin_devkit.testing import auth_headers, make_token
 from clarin_gateway.settings import GatewaySettings
+from services.gateway.tests.helpers import Gateway, GatewayFactory, Upstream
 
 
-def assert_429(resp: Any, window: int = 60) -> None:
+def assert_429(resp: httpx.Response, window: int = 60) -> None:
     assert resp.status_code == 429, resp.text
     assert resp.json()["error"]["code"] == "rate_limited"
     retry_after = int(resp.headers["retry-after"])
     assert 1 <= retry_after <= window
 
 
-async def login(gw: Any, email: str, password: str = "wrong") -> Any:
+async def login(gw: Gateway, email: str, password: str = "wrong") -> httpx.Response:
     return await gw.client.post("/api/auth/login", json={"email": email, "password": password})
 
 
 async def test_forty_wrong_logins_for_one_email_are_limited_by_default(
-    gateway: Any, upstreams: Any
+    gateway: Gateway, upstreams: dict[str, Upstream]
 ) -> None:
     statuses = [(await login(gateway, "victim@example.com")).status_code for _ in range(40)]
     assert statuses[0] == 401
@@ -32,7 +34,9 @@ async def test_forty_wrong_logins_for_one_email_are_limited_by_default(
     assert len(upstreams["auth"].seen) == statuses.count(401)
 
 
-async def test_login_limit_per_email(gateway_factory: Any, upstreams: Any) -> None:
+async def test_login_limit_per_email(
+    gateway_factory: GatewayFactory, upstreams: dict[str, Upstream]
+) -> None:
     async with gateway_factory(rate_limit_login_per_email="3/minute") as gw:
         for _ in range(3):
             assert (await login(gw, "a@example.com")).status_code == 401
@@ -48,7 +52,7 @@ async def test_login_limit_per_email(gateway_factory: Any, upstreams: Any) -> No
         }
 
 
-async def test_login_limit_per_ip(gateway_factory: Any) -> None:
+async def test_login_limit_per_ip(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory(rate_limit_login_per_ip="4/minute") as gw:
         for i in range(4):
             assert (await login(gw, f"user{i}@example.com")).status_code == 401
@@ -58,7 +62,7 @@ async def test_login_limit_per_ip(gateway_factory: Any) -> None:
         assert_429(resp)
 
 
-async def test_register_limits(gateway_factory: Any) -> None:
+async def test_register_limits(gateway_factory: GatewayFactory) -> None:
     body = {"account_name": "Acme", "name": "Ana", "email": "ana@example.com", "password": "x" * 8}
     async with gateway_factory(
         rate_limit_register_per_email="2/minute", rate_limit_register_per_ip="4/minute"
@@ -72,7 +76,7 @@ async def test_register_limits(gateway_factory: Any) -> None:
         assert_429(await gw.client.post("/api/auth/register", json={**body, "email": "c@x.io"}))
 
 
-async def test_refresh_limit_per_ip(gateway_factory: Any) -> None:
+async def test_refresh_limit_per_ip(gateway_factory: GatewayFactory) -> None:
     async with gateway_factory(rate_limit_refresh_per_ip="2/minute") as gw:
         for _ in range(2):
             resp = await gw.client.post("/api/auth/refresh", json={"refresh_token": "r"})
@@ -82,7 +86,9 @@ async def test_refresh_limit_per_ip(gateway_factory: Any) -> None:
         assert (await gw.client.post("/api/auth/logout", json={"refresh_token": "r"})).is_success
 
 
-async def test_message_sends_are_limited_per_account(gateway_factory: Any, upstreams: Any) -> None:
+async def test_message_sends_are_limited_per_account(
+    gateway_factory: GatewayFactory, upstreams: dict[str, Upstream]
+) -> None:
     account_a = make_token(account_id="00000000-0000-0000-0000-00000000000a")
     other_user_a = make_token(account_id="00000000-0000-0000-0000-00000000000a")
     account_b = make_token(account_id="00000000-0000-0000-0000-00000000000b")
@@ -111,7 +117,7 @@ async def test_message_sends_are_limited_per_account(gateway_factory: Any, upstr
         assert chats.status_code == 200
 
 
-async def test_redis_down_fails_open(gateway_factory: Any, dead_url: str) -> None:
+async def test_redis_down_fails_open(gateway_factory: GatewayFactory, dead_url: str) -> None:
     redis_url = dead_url.replace("http://", "redis://") + "/0"
     async with gateway_factory(redis_url=redis_url, rate_limit_login_per_email="1/minute") as gw:
         for _ in range(3):

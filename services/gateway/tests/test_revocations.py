@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,11 +10,12 @@ from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import connect
 
 from clarin_common.auth import issue_access_token
-from clarin_common.auth_events import SessionRevoked, session_revoked_subject
+from clarin_common.auth_events import RevokeReason, SessionRevoked, session_revoked_subject
 from clarin_common.events import Envelope
 from clarin_common.nats import publish_event
 from clarin_common.settings import DEV_JWT_PRIVATE_KEY
 from clarin_devkit.testing import auth_headers
+from services.gateway.tests.helpers import Gateway, GatewayFactory
 
 from .test_ws import close_code, recv_json
 
@@ -43,7 +43,7 @@ async def revoke(
     account_id: str,
     user_id: str,
     session_ids: list[str] | None,
-    reason: str = "logout",
+    reason: RevokeReason = "logout",
 ) -> None:
     event: Envelope[SessionRevoked] = Envelope(
         type="session_revoked",
@@ -52,18 +52,18 @@ async def revoke(
             user_id=user_id,
             session_ids=session_ids,
             issued_before=datetime.now(UTC),
-            reason=reason,  # type: ignore[arg-type]
+            reason=reason,
         ),
     )
     await publish_event(nc.jetstream(), session_revoked_subject(account_id), event)
 
 
-def ws(gw: Any, value: str) -> Any:
+def ws(gw: Gateway, value: str) -> Any:
     return connect(f"{gw.ws_url}?token={value}", proxy=None, open_timeout=5)
 
 
 async def test_an_ended_session_closes_its_sockets_and_tokens(
-    gateway: Any, nats_client: NatsClient
+    gateway: Gateway, nats_client: NatsClient
 ) -> None:
     account, user = str(uuid.uuid4()), str(uuid.uuid4())
     ended, other = str(uuid.uuid4()), str(uuid.uuid4())
@@ -72,9 +72,7 @@ async def test_an_ended_session_closes_its_sockets_and_tokens(
         ws(gateway, token(account, user, other)) as kept,
     ):
         await revoke(nats_client, account, user, [ended])
-        started = time.monotonic()
         assert await close_code(doomed, timeout=5) == 4401
-        assert time.monotonic() - started < 5
         # the user's other session goes on
         await kept.send('{"type": "ping"}')
         assert await recv_json(kept) == {"type": "pong"}
@@ -88,7 +86,9 @@ async def test_an_ended_session_closes_its_sockets_and_tokens(
         assert await close_code(late) == 4401
 
 
-async def test_a_disabled_user_loses_every_session(gateway: Any, nats_client: NatsClient) -> None:
+async def test_a_disabled_user_loses_every_session(
+    gateway: Gateway, nats_client: NatsClient
+) -> None:
     account, user, colleague = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     async with (
         ws(gateway, token(account, user, str(uuid.uuid4()), issued_ago=5)) as first,
@@ -106,7 +106,7 @@ async def test_a_disabled_user_loses_every_session(gateway: Any, nats_client: Na
 
 
 async def test_a_replica_started_later_knows_earlier_revocations(
-    gateway_factory: Any, nats_client: NatsClient
+    gateway_factory: GatewayFactory, nats_client: NatsClient
 ) -> None:
     account, user, session = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
     await revoke(nats_client, account, user, [session])

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from typing import Any
 
 import httpx
 import pytest
 
 from clarin_devkit.testing import auth_headers, make_token
 from clarin_gateway.guard import BadPath, normalise_path
-from tests.rawhttp import raw_request
+from services.gateway.tests.helpers import Gateway, GatewayFactory, Upstream
+from tests.rawhttp import RawResponse, raw_request
 
 BAD_PATHS = [
     # dot segments: each of these reached a service (and skipped a limit) before
@@ -46,7 +46,7 @@ BAD_PATHS = [
 
 @pytest.mark.parametrize("path", BAD_PATHS)
 async def test_ambiguous_paths_answer_400_and_reach_no_service(
-    gateway: Any, upstreams: Any, path: str
+    gateway: Gateway, upstreams: dict[str, Upstream], path: str
 ) -> None:
     for method in ("GET", "POST"):
         resp = await raw_request(
@@ -63,7 +63,7 @@ async def test_ambiguous_paths_answer_400_and_reach_no_service(
 
 
 async def test_dot_segments_no_longer_skip_the_login_limit(
-    gateway_factory: Any, upstreams: Any
+    gateway_factory: GatewayFactory, upstreams: dict[str, Upstream]
 ) -> None:
     body = json.dumps({"email": "victim@example.com", "password": "guess"}).encode()
     async with gateway_factory(rate_limit_login_per_email="2/minute") as gw:
@@ -80,7 +80,9 @@ async def test_dot_segments_no_longer_skip_the_login_limit(
     assert len(upstreams["auth"].seen) == 2
 
 
-async def test_trailing_slash_is_the_route_itself(gateway: Any, upstreams: Any) -> None:
+async def test_trailing_slash_is_the_route_itself(
+    gateway: Gateway, upstreams: dict[str, Upstream]
+) -> None:
     headers = auth_headers(make_token())
     resp = await gateway.client.get("/api/leads/?stage=new", headers=headers)
     assert resp.status_code == 200, resp.text
@@ -96,7 +98,7 @@ async def test_trailing_slash_is_the_route_itself(gateway: Any, upstreams: Any) 
 
 
 async def test_a_service_redirect_never_names_the_internal_host(
-    gateway: Any, upstreams: Any
+    gateway: Gateway, upstreams: dict[str, Upstream]
 ) -> None:
     resp = await gateway.client.get("/api/chats/redirect", headers=auth_headers(make_token()))
     assert resp.status_code == 307
@@ -107,7 +109,7 @@ async def test_a_service_redirect_never_names_the_internal_host(
 # ---- client address ---------------------------------------------------------------
 
 
-async def _login_from(gw: Any, forwarded_for: str) -> int:
+async def _login_from(gw: Gateway, forwarded_for: str) -> int:
     resp = await gw.client.post(
         "/api/auth/login",
         json={"email": f"{forwarded_for}@example.com", "password": "x"},
@@ -117,7 +119,7 @@ async def _login_from(gw: Any, forwarded_for: str) -> int:
 
 
 async def test_forwarded_for_from_an_untrusted_peer_is_ignored(
-    gateway_factory: Any, upstreams: Any
+    gateway_factory: GatewayFactory, upstreams: dict[str, Upstream]
 ) -> None:
     async with gateway_factory(trusted_proxies=[], rate_limit_login_per_ip="3/minute") as gw:
         # rotating the header used to give every attempt a fresh per-IP bucket
@@ -128,7 +130,7 @@ async def test_forwarded_for_from_an_untrusted_peer_is_ignored(
 
 
 async def test_forwarded_for_from_a_trusted_proxy_names_the_client(
-    gateway_factory: Any, upstreams: Any
+    gateway_factory: GatewayFactory, upstreams: dict[str, Upstream]
 ) -> None:
     async with gateway_factory(
         trusted_proxies=["127.0.0.0/8"], rate_limit_login_per_ip="2/minute"
@@ -147,11 +149,11 @@ def test_prod_trusts_no_proxy_by_default_and_dev_trusts_loopback() -> None:
     from clarin_gateway.settings import GatewaySettings
 
     # a developer's .env (make run) must not decide this test
-    dev = GatewaySettings(_env_file=None, env="dev")  # type: ignore[call-arg]
+    dev = GatewaySettings(_env_file=None, env="dev")
     assert dev.trusted_proxies == ["127.0.0.1", "::1"]
     real_key = "-----BEGIN PUBLIC KEY-----\nMCowBQYDK2VwAyEAxxxx\n-----END PUBLIC KEY-----\n"
     assert real_key != DEV_JWT_PUBLIC_KEY
-    prod = GatewaySettings(_env_file=None, env="prod", jwt_public_key=real_key)  # type: ignore[call-arg]
+    prod = GatewaySettings(_env_file=None, env="prod", jwt_public_key=real_key)
     assert prod.trusted_proxies == []
     assert GatewaySettings(env="prod", jwt_public_key=real_key, trusted_proxies=["10.0.0.0/8"])
     with pytest.raises(ValueError):
@@ -162,7 +164,7 @@ def test_prod_trusts_no_proxy_by_default_and_dev_trusts_loopback() -> None:
 
 
 async def test_large_json_bodies_answer_413_without_reaching_a_service(
-    gateway: Any, upstreams: Any
+    gateway: Gateway, upstreams: dict[str, Upstream]
 ) -> None:
     big = json.dumps({"refresh_token": "r" * (8 * 1024 * 1024)}).encode()
     for path, headers in (
@@ -190,7 +192,9 @@ async def _chunks(total: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
         await asyncio.sleep(0)
 
 
-async def test_chunked_bodies_are_cut_at_the_limit(gateway_factory: Any, upstreams: Any) -> None:
+async def test_chunked_bodies_are_cut_at_the_limit(
+    gateway_factory: GatewayFactory, upstreams: dict[str, Upstream]
+) -> None:
     limit = 256 * 1024
     async with gateway_factory(max_body_bytes=limit) as gw:
         headers = {**auth_headers(make_token()), "Content-Type": "application/octet-stream"}
@@ -210,7 +214,9 @@ async def test_chunked_bodies_are_cut_at_the_limit(gateway_factory: Any, upstrea
         assert small.json()["size"] == 128 * 1024
 
 
-async def test_uploads_have_their_own_limit(gateway_factory: Any, upstreams: Any) -> None:
+async def test_uploads_have_their_own_limit(
+    gateway_factory: GatewayFactory, upstreams: dict[str, Upstream]
+) -> None:
     async with gateway_factory(max_body_bytes=64 * 1024, max_upload_bytes=512 * 1024) as gw:
         headers = auth_headers(make_token())
         ok = await gw.client.post(
@@ -235,14 +241,14 @@ async def test_uploads_have_their_own_limit(gateway_factory: Any, upstreams: Any
 # ---- metrics and headers ----------------------------------------------------------
 
 
-async def test_metrics_are_not_on_the_public_port(gateway: Any) -> None:
+async def test_metrics_are_not_on_the_public_port(gateway: Gateway) -> None:
     for path in ("/metrics", "/metrics/"):
         resp = await gateway.client.get(path, headers={"Accept": "text/html"})
         assert resp.status_code == 404, path
         assert "clarin_http_requests_total" not in resp.text
 
 
-async def test_metrics_port_serves_them(gateway_factory: Any) -> None:
+async def test_metrics_port_serves_them(gateway_factory: GatewayFactory) -> None:
     from clarin_devkit.testing import free_port
     from clarin_gateway.main import start_metrics_server
     from clarin_gateway.settings import GatewaySettings
@@ -255,9 +261,9 @@ async def test_metrics_port_serves_them(gateway_factory: Any) -> None:
     assert "clarin_gateway_ws_connections" in resp.text
 
 
-async def test_every_answer_has_nosniff_and_html_a_policy(gateway: Any) -> None:
+async def test_every_answer_has_nosniff_and_html_a_policy(gateway: Gateway) -> None:
     token = auth_headers(make_token())
-    answers = [
+    answers: list[httpx.Response | RawResponse] = [
         await gateway.client.get("/api/chats", headers=token),
         await gateway.client.get("/api/chats"),
         await gateway.client.get("/api/openapi.json"),

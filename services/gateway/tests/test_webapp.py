@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
+
+from services.gateway.tests.helpers import Gateway, GatewayFactory
 
 HTML = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
 
@@ -21,7 +22,7 @@ def dist(tmp_path: Path) -> Path:
     return root
 
 
-async def test_serves_files_with_cache_headers(gateway_factory: Any, dist: Path) -> None:
+async def test_serves_files_with_cache_headers(gateway_factory: GatewayFactory, dist: Path) -> None:
     async with gateway_factory(static_dir=str(dist)) as gw:
         index = await gw.client.get("/")
         assert index.status_code == 200
@@ -39,7 +40,7 @@ async def test_serves_files_with_cache_headers(gateway_factory: Any, dist: Path)
         assert icon.headers["content-type"].startswith("image/svg")
 
 
-async def test_app_routes_fall_back_to_index(gateway_factory: Any, dist: Path) -> None:
+async def test_app_routes_fall_back_to_index(gateway_factory: GatewayFactory, dist: Path) -> None:
     async with gateway_factory(static_dir=str(dist)) as gw:
         for path in ("/inbox", "/leads/123", "/devices/new"):
             resp = await gw.client.get(path, headers=HTML)
@@ -53,7 +54,7 @@ async def test_app_routes_fall_back_to_index(gateway_factory: Any, dist: Path) -
         assert (await gw.client.get("/assets/gone.js", headers=HTML)).status_code == 404
 
 
-async def test_api_and_ws_never_fall_back(gateway_factory: Any, dist: Path) -> None:
+async def test_api_and_ws_never_fall_back(gateway_factory: GatewayFactory, dist: Path) -> None:
     async with gateway_factory(static_dir=str(dist)) as gw:
         for path in ("/api/unknown", "/api", "/ws", "/ws/x"):
             resp = await gw.client.get(path, headers=HTML)
@@ -63,7 +64,7 @@ async def test_api_and_ws_never_fall_back(gateway_factory: Any, dist: Path) -> N
         assert (await gw.client.get("/healthz", headers=HTML)).json() == {"status": "ok"}
 
 
-async def test_fastapi_own_docs_are_not_served(gateway_factory: Any, dist: Path) -> None:
+async def test_fastapi_own_docs_are_not_served(gateway_factory: GatewayFactory, dist: Path) -> None:
     async with gateway_factory(static_dir=str(dist)) as gw:
         # the gateway's own schema would describe nothing useful: the merged one is at /api
         assert (await gw.client.get("/openapi.json")).status_code == 404
@@ -71,14 +72,14 @@ async def test_fastapi_own_docs_are_not_served(gateway_factory: Any, dist: Path)
         assert "Clarin app" in docs.text
 
 
-async def test_no_escape_from_the_static_dir(gateway_factory: Any, dist: Path) -> None:
+async def test_no_escape_from_the_static_dir(gateway_factory: GatewayFactory, dist: Path) -> None:
     async with gateway_factory(static_dir=str(dist)) as gw:
         for path in ("/../secret.txt", "/%2e%2e/secret.txt", "/assets/..%2F..%2Fsecret.txt"):
             resp = await gw.client.get(path)
             assert "do not serve" not in resp.text, path
 
 
-async def test_missing_web_app_explains_itself(gateway: Any) -> None:
+async def test_missing_web_app_explains_itself(gateway: Gateway) -> None:
     resp = await gateway.client.get("/", headers=HTML)
     assert resp.status_code == 503
     assert "not built" in resp.text

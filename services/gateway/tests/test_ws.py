@@ -23,9 +23,10 @@ from clarin_common.events import (
 )
 from clarin_common.nats import encode, publish_event
 from clarin_devkit.testing import eventually, make_token
+from services.gateway.tests.helpers import Gateway, GatewayFactory
 
 
-def ws_connect(gw: Any, token: str, **kwargs: Any) -> Any:
+def ws_connect(gw: Gateway, token: str, **kwargs: Any) -> Any:
     return connect(f"{gw.ws_url}?token={token}", proxy=None, open_timeout=5, **kwargs)
 
 
@@ -50,13 +51,13 @@ def new_account() -> str:
     ["", "garbage", make_token(ttl=timedelta(seconds=-60)), make_token()[:-3] + "AAA"],
     ids=["missing", "garbage", "expired", "tampered"],
 )
-async def test_bad_token_closes_with_4401(gateway: Any, token: str) -> None:
+async def test_bad_token_closes_with_4401(gateway: Gateway, token: str) -> None:
     async with ws_connect(gateway, token) as ws:
         assert await close_code(ws) == 4401
-    assert gateway.app.state.hub.subscribed_accounts() == set()
+    assert gateway.context.hub.subscribed_accounts() == set()
 
 
-async def test_ping_pong(gateway: Any) -> None:
+async def test_ping_pong(gateway: Gateway) -> None:
     async with ws_connect(gateway, make_token()) as ws:
         await ws.send(json.dumps({"type": "ping"}))
         assert await recv_json(ws) == {"type": "pong"}
@@ -66,7 +67,7 @@ async def test_ping_pong(gateway: Any) -> None:
         assert await recv_json(ws) == {"type": "pong"}
 
 
-async def test_event_reaches_its_account_only(gateway: Any, nats_client: NatsClient) -> None:
+async def test_event_reaches_its_account_only(gateway: Gateway, nats_client: NatsClient) -> None:
     js = nats_client.jetstream()
     account_a, account_b = new_account(), new_account()
     async with (
@@ -103,7 +104,7 @@ async def test_event_reaches_its_account_only(gateway: Any, nats_client: NatsCli
         assert (await recv_json(ws_a))["data"] == {"chat_id": "last"}
 
 
-async def test_qr_events_become_qr_code_frames(gateway: Any, nats_client: NatsClient) -> None:
+async def test_qr_events_become_qr_code_frames(gateway: Gateway, nats_client: NatsClient) -> None:
     js = nats_client.jetstream()
     account, device = new_account(), str(uuid.uuid4())
     expires = datetime(2030, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -124,16 +125,15 @@ async def test_qr_events_become_qr_code_frames(gateway: Any, nats_client: NatsCl
 
 
 async def test_subscription_lives_only_while_the_account_has_sockets(
-    gateway: Any, nats_client: NatsClient
+    gateway: Gateway, nats_client: NatsClient
 ) -> None:
-    hub = gateway.app.state.hub
-    nc = gateway.app.state.resources.nc
-    baseline = len(nc._subs)
+    hub = gateway.context.hub
+    assert hub.subscription_count() == 0
     account = new_account()
     ws1 = await ws_connect(gateway, make_token(account_id=account))
     ws2 = await ws_connect(gateway, make_token(account_id=account))
     assert hub.subscribed_accounts() == {account}
-    assert len(nc._subs) == baseline + 2  # app.{account}.> and wa.evt.{account}.*.qr
+    assert hub.subscription_count() == 2  # app.{account}.> and wa.evt.{account}.*.qr
     await ws1.close()
     await eventually(lambda: hub.socket_count(account) == 1)
     assert hub.subscribed_accounts() == {account}
@@ -143,11 +143,11 @@ async def test_subscription_lives_only_while_the_account_has_sockets(
     assert (await recv_json(ws2))["data"] == {"chat_id": "still"}
     await ws2.close()
     await eventually(lambda: hub.subscribed_accounts() == set())
-    assert len(nc._subs) == baseline
+    assert hub.subscription_count() == 0
 
 
 async def test_slow_socket_is_closed_without_slowing_others(
-    gateway_factory: Any, nats_client: NatsClient
+    gateway_factory: GatewayFactory, nats_client: NatsClient
 ) -> None:
     async with gateway_factory(ws_send_queue_size=8) as gw:
         slow_account, other_account = new_account(), new_account()
@@ -166,7 +166,7 @@ async def test_slow_socket_is_closed_without_slowing_others(
                     subject, encode(app_envelope(slow_account, "chat_read", big))
                 )
             await nats_client.flush()
-            hub = gw.app.state.hub
+            hub = gw.context.hub
             await eventually(lambda: hub.socket_count(slow_account) == 0, timeout=10)
 
             # the other account is served as usual
@@ -178,7 +178,7 @@ async def test_slow_socket_is_closed_without_slowing_others(
             assert await close_code(slow, timeout=10) == 1013
 
 
-async def test_socket_closes_with_4401_when_its_token_expires(gateway: Any) -> None:
+async def test_socket_closes_with_4401_when_its_token_expires(gateway: Gateway) -> None:
     token = make_token(ttl=timedelta(seconds=1))
     async with ws_connect(gateway, token) as ws:
         await ws.send(json.dumps({"type": "ping"}))
@@ -187,7 +187,7 @@ async def test_socket_closes_with_4401_when_its_token_expires(gateway: Any) -> N
 
 
 async def test_events_flow_as_soon_as_the_socket_is_open(
-    gateway: Any, nats_client: NatsClient
+    gateway: Gateway, nats_client: NatsClient
 ) -> None:
     # an open socket means the account's subscriptions are live on the server
     # (guards against nats-py's flush returning before its SUBs were sent)

@@ -27,6 +27,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from redis.asyncio import Redis
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -267,12 +268,12 @@ def service_context(app: FastAPI, kind: type[C]) -> C:
     return context
 
 
-def context_dependency(kind: type[C]) -> Callable[[Request], C]:
+def context_dependency(kind: type[C]) -> Callable[[HTTPConnection], C]:
     """A FastAPI dependency that hands endpoints the service's ``kind`` context:
     ``Ctx = Annotated[LeadsContext, Depends(context_dependency(LeadsContext))]``."""
 
-    def dependency(request: Request) -> C:
-        return service_context(request.app, kind)
+    def dependency(connection: HTTPConnection) -> C:  # requests and WebSockets
+        return service_context(connection.app, kind)
 
     return dependency
 

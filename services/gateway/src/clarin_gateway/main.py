@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import prometheus_client
 import structlog
 from fastapi import APIRouter, FastAPI, Request
+from nats.js import JetStreamContext
 from starlette.middleware import Middleware
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -16,6 +17,7 @@ from clarin_common.app import Resources, create_service_app, serve
 from clarin_common.auth_events import SessionRevoked
 from clarin_gateway import logfilter
 from clarin_gateway.clientip import TrustedProxies
+from clarin_gateway.deps import GatewayContext, GatewayCtx
 from clarin_gateway.guard import PathGuard, SecurityHeaders
 from clarin_gateway.openapi import OpenApiCache
 from clarin_gateway.proxy.endpoints import router as api_router
@@ -31,9 +33,8 @@ webapp_router = APIRouter()
 
 
 @webapp_router.api_route("/{path:path}", methods=["GET", "HEAD"], include_in_schema=False)
-async def web_app(request: Request) -> Response:
-    webapp: WebApp = request.app.state.webapp
-    return await webapp.serve(request)
+async def web_app(request: Request, ctx: GatewayCtx) -> Response:
+    return await ctx.webapp.serve(request)
 
 
 log = structlog.get_logger(__name__)
@@ -48,6 +49,11 @@ def _public_route(route: BaseRoute) -> bool:
     return not (isinstance(route, Route) and route.path in _NOT_PUBLIC_PATHS)
 
 
+async def _unsubscribe(sub: JetStreamContext.PushSubscription) -> None:
+    with contextlib.suppress(Exception):  # already gone with the connection
+        await sub.unsubscribe()
+
+
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     settings = settings or GatewaySettings()
     logfilter.install()
@@ -59,59 +65,53 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
 
         return probe
 
-    async def on_startup(app: FastAPI, res: Resources) -> None:
-        assert res.nc is not None
-        proxy = Proxy(settings)
-        app.state.proxy = proxy
-        app.state.limiter = Limiter(settings)
-        app.state.openapi = OpenApiCache(
-            proxy.client,
-            settings.upstreams(),
-            ttl=settings.openapi_cache_seconds,
-            timeout=settings.openapi_fetch_timeout,
-        )
-        hub = Hub(res.nc)
-        app.state.hub = hub
+    @contextlib.asynccontextmanager
+    async def context(res: Resources) -> AsyncIterator[GatewayContext]:
+        assert res.nc is not None and res.js is not None
+        async with contextlib.AsyncExitStack() as stack:
+            proxy = Proxy(settings)
+            stack.push_async_callback(proxy.aclose)
+            limiter = Limiter(settings)
+            stack.push_async_callback(limiter.aclose)
+            hub = Hub(res.nc)
+            stack.push_async_callback(hub.close)
+            revoked = RevocationList()
 
-        async def close_revoked(account_id: str, event: SessionRevoked) -> None:
-            hub.revoke(account_id, event)
+            async def close_revoked(account_id: str, event: SessionRevoked) -> None:
+                hub.revoke(account_id, event)
 
-        assert res.js is not None
-        res.extras["revocations"] = await follow(res.js, app.state.revoked, close_revoked)
-        for name, url in settings.upstreams().items():
-            res.informational_checks[name] = _upstream_ready(proxy, url)
-
-    async def on_shutdown(app: FastAPI, res: Resources) -> None:
-        revocations = res.extras.get("revocations")
-        if revocations is not None:
-            with contextlib.suppress(Exception):
-                await revocations.unsubscribe()
-        hub: Hub | None = getattr(app.state, "hub", None)
-        if hub is not None:
-            await hub.close()
-        proxy: Proxy | None = getattr(app.state, "proxy", None)
-        if proxy is not None:
-            await proxy.aclose()
-        limiter: Limiter | None = getattr(app.state, "limiter", None)
-        if limiter is not None:
-            await limiter.aclose()
+            following = await follow(res.js, revoked, close_revoked)
+            stack.push_async_callback(_unsubscribe, following)
+            for name, url in settings.upstreams().items():
+                res.informational_checks[name] = _upstream_ready(proxy, url)
+            yield GatewayContext(
+                settings=settings,
+                proxy=proxy,
+                limiter=limiter,
+                openapi=OpenApiCache(
+                    proxy.client,
+                    settings.upstreams(),
+                    ttl=settings.openapi_cache_seconds,
+                    timeout=settings.openapi_fetch_timeout,
+                ),
+                hub=hub,
+                revoked=revoked,
+                trusted_proxies=TrustedProxies(settings.trusted_networks),
+                webapp=WebApp(settings.static_path),
+            )
 
     app = create_service_app(
         settings,
         title="Clarin gateway",
         use_nats=True,
         cors=True,
-        on_startup=on_startup,
-        on_shutdown=on_shutdown,
+        context=context,
     )
     app.router.routes[:] = [r for r in app.router.routes if _public_route(r)]
     # just inside the request id (so a refused path still has one), before CORS,
     # metrics and routing: every later step sees the normalised path
     app.user_middleware.insert(1, Middleware(PathGuard))
     app.user_middleware.insert(1, Middleware(SecurityHeaders))
-    app.state.trusted_proxies = TrustedProxies(settings.trusted_networks)
-    app.state.revoked = RevocationList()
-    app.state.webapp = WebApp(settings.static_path)
     app.include_router(api_router)
     app.include_router(ws_router)
     # last: it answers every other GET

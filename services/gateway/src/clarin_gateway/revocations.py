@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
@@ -94,7 +93,7 @@ async def follow(
     revoked: RevocationList,
     on_revoked: OnRevoked,
     catch_up_timeout: float = 10.0,
-) -> Any:
+) -> JetStreamContext.PushSubscription:
     """Subscribe to every revocation of the last day and those to come; returns once
     the ones already in the stream are known (or after ``catch_up_timeout``)."""
     info = await js.stream_info(AUTH_EVENTS_STREAM)

@@ -11,8 +11,8 @@ from starlette.responses import Response
 from clarin_common.auth import current_principal
 from clarin_common.errors import BadRequest, NotFound, PayloadTooLarge
 from clarin_gateway.clientip import ClientInfo, TrustedProxies
-from clarin_gateway.openapi import OpenApiCache, docs_page
-from clarin_gateway.proxy.forward import Proxy
+from clarin_gateway.deps import GatewayCtx
+from clarin_gateway.openapi import docs_page
 from clarin_gateway.proxy.routing import (
     LOGIN_PATH,
     REFRESH_PATH,
@@ -22,9 +22,6 @@ from clarin_gateway.proxy.routing import (
     is_public,
     service_for,
 )
-from clarin_gateway.ratelimit import Limiter
-from clarin_gateway.revocations import RevocationList
-from clarin_gateway.settings import GatewaySettings
 
 router = APIRouter()
 
@@ -33,22 +30,19 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 @router.get(OPENAPI_PATH, include_in_schema=False)
-async def merged_openapi(request: Request) -> JSONResponse:
-    cache: OpenApiCache = request.app.state.openapi
-    return JSONResponse(await cache.document(), headers={"Cache-Control": "no-cache"})
+async def merged_openapi(ctx: GatewayCtx) -> JSONResponse:
+    return JSONResponse(await ctx.openapi.document(), headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/api/docs", include_in_schema=False)
-async def api_docs(request: Request) -> HTMLResponse:
-    cache: OpenApiCache = request.app.state.openapi
-    return HTMLResponse(docs_page(await cache.document(), OPENAPI_PATH))
+async def api_docs(ctx: GatewayCtx) -> HTMLResponse:
+    return HTMLResponse(docs_page(await ctx.openapi.document(), OPENAPI_PATH))
 
 
-def client_info(request: Request) -> ClientInfo:
+def client_info(request: Request, proxies: TrustedProxies) -> ClientInfo:
     cached = getattr(request.state, "client_info", None)
     if isinstance(cached, ClientInfo):
         return cached
-    proxies: TrustedProxies = request.app.state.trusted_proxies
     info = proxies.client(request)
     request.state.client_info = info
     return info
@@ -99,18 +93,16 @@ def email_of(body: bytes) -> str | None:
 
 
 @router.api_route("/api/{rest:path}", methods=ALL_METHODS, include_in_schema=False)
-async def forward(request: Request) -> Response:
+async def forward(request: Request, ctx: GatewayCtx) -> Response:
     # the path was normalised before routing (guard.PathGuard): this one value
     # decides the service, the limits and publicness, and is what gets forwarded
     path = request.url.path
     service = service_for(path)
     if service is None:
         raise NotFound(f"No API route {path}")
-    settings: GatewaySettings = request.app.state.settings
-    limiter: Limiter = request.app.state.limiter
-    proxy: Proxy = request.app.state.proxy
-    client = client_info(request)
-    body_limit = settings.body_limit(body_kind(path))
+    limiter, proxy = ctx.limiter, ctx.proxy
+    client = client_info(request, ctx.trusted_proxies)
+    body_limit = ctx.settings.body_limit(body_kind(path))
     body: bytes | None = None
     if is_public(path):
         if request.method == "POST" and path in (LOGIN_PATH, REGISTER_PATH):
@@ -127,8 +119,7 @@ async def forward(request: Request) -> Response:
     else:
         # early rejection: a request without a valid token never reaches a service
         principal = current_principal(request)
-        revoked: RevocationList = request.app.state.revoked
-        revoked.check(principal)
+        ctx.revoked.check(principal)
         if request.method == "POST" and path in SEND_PATHS:
             await limiter.check(("send_account", principal.account_id))
     if body is None:

@@ -10,9 +10,9 @@ from fastapi import APIRouter, WebSocket
 
 from clarin_common.auth import Principal, TokenVerifier
 from clarin_common.errors import Unauthorized
+from clarin_gateway.deps import GatewayCtx
 from clarin_gateway.revocations import RevocationList
-from clarin_gateway.settings import GatewaySettings
-from clarin_gateway.ws.hub import CLOSE_INTERNAL, CLOSE_UNAUTHORIZED, Connection, Hub
+from clarin_gateway.ws.hub import CLOSE_INTERNAL, CLOSE_UNAUTHORIZED, Connection
 
 log = structlog.get_logger(__name__)
 
@@ -21,12 +21,13 @@ router = APIRouter()
 _SUBJECT_UNSAFE = frozenset(".*> \t\r\n")
 
 
-def _authenticate(websocket: WebSocket, token: str) -> tuple[Principal, float | None]:
+def _authenticate(
+    websocket: WebSocket, revoked: RevocationList, token: str
+) -> tuple[Principal, float | None]:
     verifier: TokenVerifier = websocket.app.state.token_verifier
     principal = verifier.verify(token)
     if not principal.account_id or _SUBJECT_UNSAFE & set(principal.account_id):
         raise Unauthorized("Invalid access token", code="invalid_token")
-    revoked: RevocationList = websocket.app.state.revoked
     revoked.check(principal)
     # verified above; read exp again to close the socket when the token runs out
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -35,12 +36,11 @@ def _authenticate(websocket: WebSocket, token: str) -> tuple[Principal, float | 
 
 
 @router.websocket("/ws")
-async def websocket_endpoint(websocket: WebSocket) -> None:
-    settings: GatewaySettings = websocket.app.state.settings
-    hub: Hub = websocket.app.state.hub
+async def websocket_endpoint(websocket: WebSocket, ctx: GatewayCtx) -> None:
+    settings, hub = ctx.settings, ctx.hub
     token = websocket.query_params.get("token", "")
     try:
-        principal, expires_at = _authenticate(websocket, token)
+        principal, expires_at = _authenticate(websocket, ctx.revoked, token)
     except Unauthorized as exc:
         # accept first so that browsers see the close code (a refused handshake is opaque)
         await websocket.accept()

@@ -178,6 +178,10 @@ class Hub:
     def socket_count(self, account_id: str) -> int:
         return len(self._sockets.get(account_id, ()))
 
+    def subscription_count(self) -> int:
+        """NATS subscriptions held (two per subscribed account)."""
+        return sum(len(subs) for subs in self._subs.values())
+
     async def join(self, conn: Connection) -> None:
         """Register a socket; the account's subscriptions are live on the server when
         this returns."""
