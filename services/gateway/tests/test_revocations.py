@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from nats.aio.client import Client as NatsClient
 from websockets.asyncio.client import connect
@@ -58,7 +57,7 @@ async def revoke(
     await publish_event(nc.jetstream(), session_revoked_subject(account_id), event)
 
 
-def ws(gw: Gateway, value: str) -> Any:
+def ws(gw: Gateway, value: str) -> connect:
     return connect(f"{gw.ws_url}?token={value}", proxy=None, open_timeout=5)
 
 

@@ -26,12 +26,13 @@ from clarin_devkit.testing import eventually, make_token
 from services.gateway.tests.helpers import Gateway, GatewayFactory
 
 
-def ws_connect(gw: Gateway, token: str, **kwargs: Any) -> Any:
+def ws_connect(gw: Gateway, token: str, **kwargs: Any) -> connect:
     return connect(f"{gw.ws_url}?token={token}", proxy=None, open_timeout=5, **kwargs)
 
 
 async def recv_json(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    return json.loads(await asyncio.wait_for(ws.recv(), timeout))  # type: ignore[no-any-return]
+    frame: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    return frame
 
 
 async def close_code(ws: ClientConnection, timeout: float = 5.0) -> int | None:
