@@ -2,7 +2,9 @@
 
 Whoever changes a device's visible state (the API for what users ask, the owning
 worker for what WhatsApp reports) commits it and then publishes both events, so
-each change is published exactly once.
+each change is published once: the API through its outbox
+(:func:`device_status_events` staged in the change's transaction), the worker
+with :func:`publish_device_status`.
 """
 
 from __future__ import annotations
@@ -23,11 +25,41 @@ from clarin_common.events import (
     wa_event_subject,
 )
 from clarin_common.nats import publish_event
+from clarin_common.outbox import Event
 
 log = structlog.get_logger(__name__)
 
 # Core NATS subject (no stream): "a device's desired state changed, reconcile now".
 DEVICES_CHANGED_SUBJECT = "devices.changed"
+
+
+def device_status_events(
+    device: Device, *, worker_id: str | None = None, push_name: str | None = None
+) -> list[Event]:
+    """``wa.evt.{account}.{device}.status`` and ``app.{account}.device_status``."""
+    status = WaStatus(
+        status=device.status,
+        phone=device.phone,
+        jid=device.jid,
+        push_name=push_name,
+        last_error=device.last_error,
+        worker_id=worker_id,
+    )
+    return [
+        (
+            wa_event_subject(device.account_id, device.id, "status"),
+            wa_envelope(device.account_id, device.id, "status", status),
+        ),
+        (
+            app_event_subject(device.account_id, "device_status"),
+            app_envelope(
+                device.account_id,
+                "device_status",
+                DeviceStatusData(device=device),
+                device_id=device.id,
+            ),
+        ),
+    ]
 
 
 async def publish_device_status(
@@ -37,32 +69,12 @@ async def publish_device_status(
     worker_id: str | None = None,
     push_name: str | None = None,
 ) -> None:
-    """``wa.evt.{account}.{device}.status`` and ``app.{account}.device_status``
-    (after the change is committed)."""
-    status = WaStatus(
-        status=device.status,
-        phone=device.phone,
-        jid=device.jid,
-        push_name=push_name,
-        last_error=device.last_error,
-        worker_id=worker_id,
-    )
+    """Publish :func:`device_status_events` (after the change is committed)."""
     try:
-        await publish_event(
-            js,
-            wa_event_subject(device.account_id, device.id, "status"),
-            wa_envelope(device.account_id, device.id, "status", status),
-        )
-        await publish_event(
-            js,
-            app_event_subject(device.account_id, "device_status"),
-            app_envelope(
-                device.account_id,
-                "device_status",
-                DeviceStatusData(device=device),
-                device_id=device.id,
-            ),
-        )
+        for subject, envelope in device_status_events(
+            device, worker_id=worker_id, push_name=push_name
+        ):
+            await publish_event(js, subject, envelope)
     except Exception as exc:  # the row is committed; a lost notice is logged, not fatal
         log.error("device_status_publish_failed", device_id=device.id, error=str(exc))
 

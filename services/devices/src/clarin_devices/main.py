@@ -3,11 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
 
-from clarin_common.app import create_service_app, serve
+from clarin_common.app import Resources, create_service_app, serve
+from clarin_common.commands import DeviceCommands
+from clarin_common.outbox import Outbox
+from clarin_devices.deps import DevicesContext
 from clarin_devices.devices.endpoints import router as devices_router
 from clarin_devices.settings import DevicesSettings
 
@@ -16,12 +21,21 @@ MIGRATIONS_DIR = Path(__file__).parents[2] / "migrations"
 
 def create_app(settings: DevicesSettings | None = None) -> FastAPI:
     settings = settings or DevicesSettings()
+
+    @asynccontextmanager
+    async def context(res: Resources) -> AsyncIterator[DevicesContext]:
+        assert res.pool is not None and res.nc is not None and res.js is not None
+        async with Outbox(res.pool, res.js, settings.outbox_relay_interval, "devices") as outbox:
+            commands = DeviceCommands(res.nc, settings.command_timeout_seconds)
+            yield DevicesContext(settings, res.pool, res.nc, outbox, commands)
+
     return create_service_app(
         settings,
         title="Clarin devices",
         schema="devices",
         migrations_dir=MIGRATIONS_DIR,
         routers=[devices_router],
+        context=context,
     )
 
 

@@ -4,29 +4,23 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 
 from clarin_common.contract import Device
+from clarin_common.db import to_model
+from clarin_devices.devices.schemas import QrCode
 
 _COLUMNS = "id, account_id, name, phone, jid, status, last_error, last_seen_at, created_at"
 
 
 def device_from_row(row: asyncpg.Record) -> Device:
-    return Device(
-        id=str(row["id"]),
-        account_id=str(row["account_id"]),
-        name=row["name"],
-        phone=row["phone"],
-        jid=row["jid"],
-        status=row["status"],
-        last_error=row["last_error"],
-        last_seen_at=row["last_seen_at"],
-        created_at=row["created_at"],
-    )
+    return to_model(Device, row)
 
 
+# A dataclass, not a model like every other answer here: the worker builds one
+# positionally (worker/repository.py); it becomes a model when the worker adopts
+# docs/SERVICE_RECIPE.md.
 @dataclass(frozen=True)
 class Transition:
     """A device after an update, and whether what users see of it changed."""
@@ -66,7 +60,7 @@ LIST_FOR_ACCOUNT = f"""
 SELECT {_COLUMNS} FROM devices WHERE account_id = $1 ORDER BY created_at, id
 """
 
-GET_FOR_ACCOUNT = f"SELECT {_COLUMNS}, desired_state FROM devices WHERE id = $1 AND account_id = $2"
+GET_FOR_ACCOUNT = f"SELECT {_COLUMNS} FROM devices WHERE id = $1 AND account_id = $2"
 
 # Already on its way (or there): a second connect changes nothing.
 CONNECT = (
@@ -117,7 +111,7 @@ FROM old WHERE d.id = old.id
 )
 
 GET_QR = """
-SELECT qr_code, qr_expires_at FROM devices
+SELECT qr_code AS code, qr_expires_at AS expires_at FROM devices
 WHERE id = $1 AND account_id = $2 AND status = 'qr_pending'
   AND qr_code IS NOT NULL AND qr_expires_at > now()
 """
@@ -140,10 +134,9 @@ async def list_for_account(
 
 async def get_by_id_for_account(
     conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
-) -> tuple[Device, str] | None:
-    """The device and its desired state."""
+) -> Device | None:
     row = await conn.fetchrow(GET_FOR_ACCOUNT, device_id, account_id)
-    return (device_from_row(row), row["desired_state"]) if row is not None else None
+    return device_from_row(row) if row is not None else None
 
 
 async def _update(
@@ -173,9 +166,9 @@ async def logout_for_account(
 
 async def get_qr_for_account(
     conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
-) -> tuple[str, datetime] | None:
+) -> QrCode | None:
     row = await conn.fetchrow(GET_QR, device_id, account_id)
-    return (row["qr_code"], row["qr_expires_at"]) if row is not None else None
+    return to_model(QrCode, row) if row is not None else None
 
 
 async def delete_for_account(

@@ -7,44 +7,34 @@ the worker that owns a device does the WhatsApp side and reports the status.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import asyncpg
 import structlog
-from nats.aio.client import Client as NatsClient
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
-from pydantic import BaseModel
 
 from clarin_common.auth import Principal
+from clarin_common.commands import CommandRefused
 from clarin_common.contract import Device
-from clarin_common.errors import (
-    Conflict,
-    DeviceNotConnected,
-    NotFound,
-    ServiceUnavailable,
-    ValidationFailed,
-)
-from clarin_common.events import (
-    CommandReply,
-    LogoutCommand,
-    PairPhoneCommand,
-    wa_command_subject,
-)
-from clarin_common.nats import request_json
+from clarin_common.db import transaction
+from clarin_common.errors import Conflict, DeviceNotConnected, ServiceUnavailable, ValidationFailed
+from clarin_common.events import LogoutCommand, PairPhoneCommand
+from clarin_common.outbox import PendingEvent, stage_events
+from clarin_devices.deps import DevicesContext
 from clarin_devices.devices import repository as repo
+from clarin_devices.devices.exceptions import (
+    AlreadyPaired,
+    DeviceNotFound,
+    NoPairingCode,
+    QrNotPending,
+)
 from clarin_devices.devices.schemas import DeviceCreate, QrCode
-from clarin_devices.events import notify_devices_changed, publish_device_status
+from clarin_devices.events import device_status_events, notify_devices_changed
 
 log = structlog.get_logger(__name__)
 
 LIVE_STATUSES = ("connecting", "qr_pending", "connected")
 
-
-class DeviceNotFound(NotFound):
-    code = "device_not_found"
-    message = "Device not found"
+Update = Callable[[asyncpg.Connection, uuid.UUID, str], Awaitable[repo.Transition | None]]
 
 
 def _device_uuid(device_id: str) -> uuid.UUID:
@@ -54,138 +44,99 @@ def _device_uuid(device_id: str) -> uuid.UUID:
         raise DeviceNotFound() from exc
 
 
-async def create_device(pool: asyncpg.Pool, principal: Principal, body: DeviceCreate) -> Device:
-    return await repo.insert(pool, principal.account_id, body.name)
+async def create_device(ctx: DevicesContext, principal: Principal, body: DeviceCreate) -> Device:
+    return await repo.insert(ctx.pool, principal.account_id, body.name)
 
 
-async def list_devices(pool: asyncpg.Pool, principal: Principal) -> list[Device]:
-    return await repo.list_for_account(pool, principal.account_id)
+async def list_devices(ctx: DevicesContext, principal: Principal) -> list[Device]:
+    return await repo.list_for_account(ctx.pool, principal.account_id)
 
 
-async def get_device(pool: asyncpg.Pool, principal: Principal, device_id: str) -> Device:
-    found = await repo.get_by_id_for_account(pool, _device_uuid(device_id), principal.account_id)
-    if found is None:
+async def get_device(ctx: DevicesContext, principal: Principal, device_id: str) -> Device:
+    device = await repo.get_by_id_for_account(
+        ctx.pool, _device_uuid(device_id), principal.account_id
+    )
+    if device is None:
         raise DeviceNotFound()
-    return found[0]
+    return device
 
 
-async def _apply(
-    pool: asyncpg.Pool,
-    js: JetStreamContext,
-    nc: NatsClient,
-    transition: repo.Transition | None,
-    reason: str,
+async def _change(
+    ctx: DevicesContext, principal: Principal, device_id: str, update: Update, reason: str
 ) -> Device:
-    if transition is None:
-        raise DeviceNotFound()
-    if transition.changed:
-        await publish_device_status(js, transition.device)
-    await notify_devices_changed(nc, reason, transition.device.id)
+    """Apply ``update``; a change users see is announced (through the outbox,
+    after commit), and the workers are woken either way."""
+    events: list[PendingEvent] = []
+    async with transaction(ctx.pool) as conn:
+        transition = await update(conn, _device_uuid(device_id), principal.account_id)
+        if transition is None:
+            raise DeviceNotFound()
+        if transition.changed:
+            events = await stage_events(conn, device_status_events(transition.device))
+    await ctx.outbox.publish(events)
+    await notify_devices_changed(ctx.nc, reason, transition.device.id)
     return transition.device
 
 
-async def connect_device(
-    pool: asyncpg.Pool, nc: NatsClient, js: JetStreamContext, principal: Principal, device_id: str
-) -> Device:
-    transition = await repo.connect_for_account(pool, _device_uuid(device_id), principal.account_id)
-    return await _apply(pool, js, nc, transition, "connect")
+async def connect_device(ctx: DevicesContext, principal: Principal, device_id: str) -> Device:
+    return await _change(ctx, principal, device_id, repo.connect_for_account, "connect")
 
 
-async def disconnect_device(
-    pool: asyncpg.Pool, nc: NatsClient, js: JetStreamContext, principal: Principal, device_id: str
-) -> Device:
-    transition = await repo.disconnect_for_account(
-        pool, _device_uuid(device_id), principal.account_id
-    )
-    return await _apply(pool, js, nc, transition, "disconnect")
+async def disconnect_device(ctx: DevicesContext, principal: Principal, device_id: str) -> Device:
+    return await _change(ctx, principal, device_id, repo.disconnect_for_account, "disconnect")
 
 
-async def get_qr(pool: asyncpg.Pool, principal: Principal, device_id: str) -> QrCode:
+async def get_qr(ctx: DevicesContext, principal: Principal, device_id: str) -> QrCode:
     device_uuid = _device_uuid(device_id)
-    qr = await repo.get_qr_for_account(pool, device_uuid, principal.account_id)
+    qr = await repo.get_qr_for_account(ctx.pool, device_uuid, principal.account_id)
     if qr is None:
-        if await repo.get_by_id_for_account(pool, device_uuid, principal.account_id) is None:
+        if await repo.get_by_id_for_account(ctx.pool, device_uuid, principal.account_id) is None:
             raise DeviceNotFound()
-        raise NotFound("No QR code is pending for this device", code="qr_not_pending")
-    return QrCode(code=qr[0], expires_at=qr[1])
+        raise QrNotPending()
+    return qr
 
 
-async def send_command(
-    nc: NatsClient, device_id: str, command: BaseModel, timeout: float
-) -> dict[str, Any]:
-    """Ask the worker that owns the device; 409 when none holds a live session."""
-    try:
-        raw = await request_json(nc, wa_command_subject(device_id), command, timeout=timeout)
-    except NoRespondersError as exc:
-        raise DeviceNotConnected() from exc
-    except (NatsTimeoutError, TimeoutError) as exc:
-        raise ServiceUnavailable("The device worker did not answer in time") from exc
-    reply = CommandReply.model_validate(raw)
-    if reply.ok:
-        return reply.result or {}
-    error = reply.error or {}
-    code = error.get("code", "driver_error")
-    message = error.get("message", "The device refused the command")
-    if code == "device_not_connected":
-        raise DeviceNotConnected(message)
-    if code == "invalid_phone":
-        raise ValidationFailed.field(["body", "phone"], message)
-    raise Conflict(message, code=code)
-
-
-async def pair_phone(
-    pool: asyncpg.Pool,
-    nc: NatsClient,
-    principal: Principal,
-    device_id: str,
-    phone: str,
-    timeout: float,
-) -> str:
-    device = await get_device(pool, principal, device_id)
+async def pair_phone(ctx: DevicesContext, principal: Principal, device_id: str, phone: str) -> str:
+    device = await get_device(ctx, principal, device_id)
     if device.status == "connected":
-        raise Conflict("The device is already linked to a number", code="already_paired")
-    result = await send_command(nc, device.id, PairPhoneCommand(phone=phone), timeout)
+        raise AlreadyPaired()
+    try:
+        result = await ctx.commands.call(device.id, PairPhoneCommand(phone=phone))
+    except CommandRefused as exc:
+        if exc.code == "invalid_phone":
+            raise ValidationFailed.field(["body", "phone"], exc.message) from exc
+        raise
     code = result.get("pairing_code")
     if not isinstance(code, str):
-        raise ServiceUnavailable("The device worker gave no pairing code")
+        raise NoPairingCode()
     return code
 
 
-async def _logout_session(nc: NatsClient, device_id: str, timeout: float) -> None:
+async def _logout_session(ctx: DevicesContext, device_id: str) -> None:
     """Have the owning worker unlink the number, if it holds a live session.
 
     No session (or a worker that does not answer) is fine: the desired state
     becomes ``logged_out`` and the worker drops whatever it holds on reconcile.
     """
     try:
-        await send_command(nc, device_id, LogoutCommand(), timeout)
+        await ctx.commands.call(device_id, LogoutCommand())
     except DeviceNotConnected:
         pass
     except (ServiceUnavailable, Conflict) as exc:
         log.warning("logout_command_failed", device_id=device_id, error=exc.message)
 
 
-async def logout_device(
-    pool: asyncpg.Pool,
-    nc: NatsClient,
-    js: JetStreamContext,
-    principal: Principal,
-    device_id: str,
-    timeout: float,
-) -> Device:
-    device = await get_device(pool, principal, device_id)
+async def logout_device(ctx: DevicesContext, principal: Principal, device_id: str) -> Device:
+    device = await get_device(ctx, principal, device_id)
     if device.status in LIVE_STATUSES:
-        await _logout_session(nc, device.id, timeout)
-    transition = await repo.logout_for_account(pool, uuid.UUID(device.id), principal.account_id)
-    return await _apply(pool, js, nc, transition, "logout")
+        await _logout_session(ctx, device.id)
+    return await _change(ctx, principal, device.id, repo.logout_for_account, "logout")
 
 
-async def delete_device(
-    pool: asyncpg.Pool, nc: NatsClient, principal: Principal, device_id: str, timeout: float
-) -> None:
-    device = await get_device(pool, principal, device_id)
+async def delete_device(ctx: DevicesContext, principal: Principal, device_id: str) -> None:
+    device = await get_device(ctx, principal, device_id)
     if device.status in LIVE_STATUSES:
-        await _logout_session(nc, device.id, timeout)
-    if not await repo.delete_for_account(pool, uuid.UUID(device.id), principal.account_id):
+        await _logout_session(ctx, device.id)
+    if not await repo.delete_for_account(ctx.pool, uuid.UUID(device.id), principal.account_id):
         raise DeviceNotFound()
-    await notify_devices_changed(nc, "delete", device.id)
+    await notify_devices_changed(ctx.nc, "delete", device.id)

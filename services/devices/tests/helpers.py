@@ -1,0 +1,90 @@
+"""Typed helpers of the devices tests: an API client of one account and the log
+of every event seen on NATS."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from clarin_devkit.testing import auth_headers, make_token
+
+
+@dataclass
+class Seen:
+    subject: str
+    data: dict[str, Any]
+    headers: dict[str, str]
+    at: float
+
+
+@dataclass
+class EventLog:
+    """Every wa.evt.* and app.* message seen on NATS, in order."""
+
+    items: list[Seen] = field(default_factory=list)
+
+    def of(self, subject_suffix: str, device_id: str | None = None) -> list[Seen]:
+        return [
+            s
+            for s in self.items
+            if s.subject.endswith(subject_suffix)
+            and (device_id is None or s.data.get("device_id") == device_id)
+        ]
+
+    def statuses(self, device_id: str) -> list[str]:
+        return [s.data["data"]["status"] for s in self.of(".status", device_id)]
+
+    def app_statuses(self, device_id: str) -> list[str]:
+        return [s.data["data"]["device"]["status"] for s in self.of(".device_status", device_id)]
+
+    async def wait(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if loop.time() > deadline:
+                raise AssertionError(f"condition not met within {timeout}s")
+            await asyncio.sleep(0.02)
+
+
+class Api:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+        self.account_id = str(uuid.uuid4())
+        self.token = make_token(account_id=self.account_id)
+        self.headers = auth_headers(self.token)
+
+    async def create(self, name: str = "Sales line") -> dict[str, Any]:
+        resp = await self.client.post("/api/devices", json={"name": name}, headers=self.headers)
+        assert resp.status_code == 201, resp.text
+        return dict(resp.json())
+
+    async def get(self, device_id: str) -> dict[str, Any]:
+        resp = await self.client.get(f"/api/devices/{device_id}", headers=self.headers)
+        assert resp.status_code == 200, resp.text
+        return dict(resp.json())
+
+    async def post(self, device_id: str, action: str, **kwargs: Any) -> httpx.Response:
+        return await self.client.post(
+            f"/api/devices/{device_id}/{action}", headers=self.headers, **kwargs
+        )
+
+    async def wait_status(
+        self, device_id: str, status: str, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            device = await self.get(device_id)
+            if device["status"] == status:
+                return device
+            if loop.time() > deadline:
+                raise AssertionError(f"device {device_id} is {device['status']}, not {status}")
+            await asyncio.sleep(0.03)
