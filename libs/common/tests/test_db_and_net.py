@@ -5,9 +5,19 @@ from __future__ import annotations
 import socket
 import uuid
 
+import asyncpg
 import psycopg
+from pydantic import BaseModel
 
-from clarin_common.db import database_name, ensure_database_sync, with_database
+from clarin_common.db import (
+    SqlArgs,
+    database_name,
+    ensure_database_sync,
+    escape_like,
+    str_or_none,
+    to_model,
+    with_database,
+)
 from clarin_common.net import host_port, tcp_answers, url_answers
 from clarin_devkit.testing.plugin import TestServers
 
@@ -53,3 +63,33 @@ def test_probes_tell_a_listening_port_from_a_closed_one(test_servers: TestServer
         assert url_answers(f"nats://127.0.0.1:{port},{test_servers.nats_url}")
         listener.listen()
         assert tcp_answers("127.0.0.1", port)
+
+
+async def test_row_helpers_on_real_rows(test_servers: TestServers) -> None:
+    class Row(BaseModel):
+        id: str
+        owner: str | None
+        amount: float
+
+    conn = await asyncpg.connect(test_servers.database_url)
+    try:
+        needle = "50%_off\\"
+        args = SqlArgs(["get 50%_off\\ today", "get 50x off today", "50%Xoff\\"])
+        pattern = args.add("%" + escape_like(needle) + "%")
+        assert pattern == "$2"
+        texts = await conn.fetch(
+            f"SELECT t FROM unnest($1::text[]) AS t WHERE t LIKE {pattern} ORDER BY t",
+            *args.values,
+        )
+        assert [r["t"] for r in texts] == ["get 50%_off\\ today"]  # literally, no wildcards
+
+        key = uuid.uuid4()
+        row = await conn.fetchrow(
+            "SELECT $1::uuid AS id, NULL::uuid AS owner, 12.50::numeric AS amount, 'x' AS extra",
+            key,
+        )
+        assert row is not None
+        assert to_model(Row, row) == Row(id=str(key), owner=None, amount=12.5)
+        assert str_or_none(key) == str(key) and str_or_none(None) is None
+    finally:
+        await conn.close()

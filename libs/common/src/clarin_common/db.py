@@ -167,6 +167,24 @@ def record_to_dict(record: asyncpg.Record | None) -> dict[str, Any] | None:
 M = TypeVar("M", bound=BaseModel)
 
 
+def escape_like(text: str) -> str:
+    """``text`` matched literally inside a LIKE pattern (``%``, ``_`` and ``\\``
+    escaped)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+class SqlArgs:
+    """The arguments of a statement built from the filters given: ``add`` keeps a
+    value and answers its placeholder (``$1``, ``$2``, …)."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values: list[Any] = list(values)
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
 def str_or_none(value: Any) -> str | None:
     """A nullable uuid (or other) column as the string the API shows."""
     return None if value is None else str(value)

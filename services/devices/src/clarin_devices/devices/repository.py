@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Literal
 
 import asyncpg
 
@@ -30,7 +31,8 @@ class Transition:
     changed: bool
 
 
-def _transition(row: asyncpg.Record) -> Transition:
+def transition_from_row(row: asyncpg.Record) -> Transition:
+    """A row an update returned with ``old_*`` columns (what users saw before)."""
     changed = (
         row["status"] != row["old_status"]
         or row["jid"] != row["old_jid"]
@@ -139,29 +141,17 @@ async def get_by_id_for_account(
     return device_from_row(row) if row is not None else None
 
 
-async def _update(
-    conn: asyncpg.Connection | asyncpg.Pool, sql: str, device_id: uuid.UUID, account_id: str
+Change = Literal["connect", "disconnect", "logout"]
+_CHANGES: dict[Change, str] = {"connect": CONNECT, "disconnect": DISCONNECT, "logout": LOGOUT}
+
+
+async def change_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str, change: Change
 ) -> Transition | None:
-    row = await conn.fetchrow(sql, device_id, account_id)
-    return _transition(row) if row is not None else None
-
-
-async def connect_for_account(
-    conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
-) -> Transition | None:
-    return await _update(conn, CONNECT, device_id, account_id)
-
-
-async def disconnect_for_account(
-    conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
-) -> Transition | None:
-    return await _update(conn, DISCONNECT, device_id, account_id)
-
-
-async def logout_for_account(
-    conn: asyncpg.Connection | asyncpg.Pool, device_id: uuid.UUID, account_id: str
-) -> Transition | None:
-    return await _update(conn, LOGOUT, device_id, account_id)
+    """What the user asked for (``connect``, ``disconnect``, ``logout``) applied to
+    the device's desired state and status; None when the account has no such device."""
+    row = await conn.fetchrow(_CHANGES[change], device_id, account_id)
+    return transition_from_row(row) if row is not None else None
 
 
 async def get_qr_for_account(

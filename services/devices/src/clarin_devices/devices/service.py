@@ -7,9 +7,7 @@ the worker that owns a device does the WhatsApp side and reports the status.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable
 
-import asyncpg
 import structlog
 
 from clarin_common.auth import Principal
@@ -33,8 +31,6 @@ from clarin_devices.events import device_status_events, notify_devices_changed
 log = structlog.get_logger(__name__)
 
 LIVE_STATUSES = ("connecting", "qr_pending", "connected")
-
-Update = Callable[[asyncpg.Connection, uuid.UUID, str], Awaitable[repo.Transition | None]]
 
 
 def _device_uuid(device_id: str) -> uuid.UUID:
@@ -62,28 +58,30 @@ async def get_device(ctx: DevicesContext, principal: Principal, device_id: str) 
 
 
 async def _change(
-    ctx: DevicesContext, principal: Principal, device_id: str, update: Update, reason: str
+    ctx: DevicesContext, principal: Principal, device_id: str, change: repo.Change
 ) -> Device:
-    """Apply ``update``; a change users see is announced (through the outbox,
-    after commit), and the workers are woken either way."""
+    """Apply what the user asked for; a change users see is announced (through the
+    outbox, after commit), and the workers are woken either way."""
     events: list[PendingEvent] = []
     async with transaction(ctx.pool) as conn:
-        transition = await update(conn, _device_uuid(device_id), principal.account_id)
+        transition = await repo.change_for_account(
+            conn, _device_uuid(device_id), principal.account_id, change
+        )
         if transition is None:
             raise DeviceNotFound()
         if transition.changed:
             events = await stage_events(conn, device_status_events(transition.device))
     await ctx.outbox.publish(events)
-    await notify_devices_changed(ctx.nc, reason, transition.device.id)
+    await notify_devices_changed(ctx.nc, change, transition.device.id)
     return transition.device
 
 
 async def connect_device(ctx: DevicesContext, principal: Principal, device_id: str) -> Device:
-    return await _change(ctx, principal, device_id, repo.connect_for_account, "connect")
+    return await _change(ctx, principal, device_id, "connect")
 
 
 async def disconnect_device(ctx: DevicesContext, principal: Principal, device_id: str) -> Device:
-    return await _change(ctx, principal, device_id, repo.disconnect_for_account, "disconnect")
+    return await _change(ctx, principal, device_id, "disconnect")
 
 
 async def get_qr(ctx: DevicesContext, principal: Principal, device_id: str) -> QrCode:
@@ -130,7 +128,7 @@ async def logout_device(ctx: DevicesContext, principal: Principal, device_id: st
     device = await get_device(ctx, principal, device_id)
     if device.status in LIVE_STATUSES:
         await _logout_session(ctx, device.id)
-    return await _change(ctx, principal, device.id, repo.logout_for_account, "logout")
+    return await _change(ctx, principal, device.id, "logout")
 
 
 async def delete_device(ctx: DevicesContext, principal: Principal, device_id: str) -> None:

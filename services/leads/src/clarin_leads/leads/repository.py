@@ -10,7 +10,7 @@ import asyncpg
 from pydantic import BaseModel
 
 from clarin_common.contract import Lead
-from clarin_common.db import to_model
+from clarin_common.db import SqlArgs, escape_like, to_model
 from clarin_common.paging import Key
 from clarin_leads.leads.schemas import LeadFilters
 
@@ -39,10 +39,6 @@ def to_lead(row: asyncpg.Record) -> Lead:
     return to_model(Lead, row)
 
 
-def escape_like(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 async def list_for_account(
     conn: asyncpg.Connection,
     account_id: str,
@@ -54,12 +50,8 @@ async def list_for_account(
 ) -> list[Lead]:
     """Newest first, ``(created_at, id)`` breaking ties; ``limit`` rows after ``after``."""
     where = ["account_id = $1"]
-    args: list[Any] = [account_id]
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
+    args = SqlArgs(account_id)
+    arg = args.add
     if filters.stage is not None:
         where.append(f"stage = {arg(filters.stage)}")
     if filters.tag is not None:
@@ -84,7 +76,7 @@ async def list_for_account(
         f"SELECT {_COLUMNS} FROM leads WHERE {' AND '.join(where)} "
         f"ORDER BY created_at DESC, id DESC LIMIT {arg(limit)}"
     )
-    rows = await conn.fetch(sql, *args)
+    rows = await conn.fetch(sql, *args.values)
     return [to_lead(r) for r in rows]
 
 

@@ -84,8 +84,9 @@ Tags = Annotated[list[str] | None, AfterValidator(normalize_tags)]
 Value = Annotated[float | None, Field(ge=0, le=1e13, allow_inf_nan=False)]
 
 
-class LeadCreate(BaseModel):
-    name: Name
+class _LeadFields(BaseModel):
+    """What a client may write of a lead, besides its name."""
+
     phone: Phone = None
     email: Email = None
     company: Company = None
@@ -96,18 +97,14 @@ class LeadCreate(BaseModel):
     assigned_to: str | None = None
 
 
-class LeadUpdate(BaseModel):
+class LeadCreate(_LeadFields):
+    name: Name
+
+
+class LeadUpdate(_LeadFields):
     """Any subset of the create fields; an explicit null clears an optional field."""
 
     name: Name = None
-    phone: Phone = None
-    email: Email = None
-    company: Company = None
-    stage: str | None = None
-    tags: Tags = None
-    notes: Notes = None
-    value: Value = None
-    assigned_to: str | None = None
 
     @field_validator("stage")
     @classmethod
