@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -89,7 +90,7 @@ async def test_error_shapes_and_request_id(clean_state: None) -> None:
         anon = await client.post("/things", json={"name": "ok", "size": 1})
         assert anon.status_code == 401
         assert anon.json()["error"]["code"] == "unauthorized"
-        assert anon.headers["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", anon.headers["x-request-id"])  # made here
 
         bad = await client.post(
             "/things", json={"name": "x", "size": "big"}, headers=auth_headers(token)

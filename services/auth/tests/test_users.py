@@ -101,7 +101,7 @@ class TestCreateUser:
         await api.register("hank@globex.example", account_name="Globex")
         resp = await api.create_user(admin, email)
         assert api.error_code(resp, 409) == "email_taken"
-        assert resp.json()["error"]["message"]
+        assert resp.json()["error"]["message"] == "This email is already registered"
 
     @pytest.mark.parametrize(
         ("change", "field"),

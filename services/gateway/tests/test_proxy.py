@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -91,7 +92,7 @@ async def test_request_id_is_made_and_shared_when_missing(
     resp = await gateway.client.get("/api/chats", headers=auth_headers(make_token()))
     assert resp.status_code == 200
     rid = resp.headers["x-request-id"]
-    assert rid
+    assert re.fullmatch(r"[0-9a-f]{32}", rid)  # made by the gateway
     assert upstreams["messaging"].seen[-1]["headers"]["x-request-id"] == rid
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -58,7 +59,7 @@ async def test_ambiguous_paths_answer_400_and_reach_no_service(
         )
         assert resp.status_code == 400, (path, resp.content)
         assert resp.json()["error"]["code"] == "bad_path"
-        assert resp.headers["x-request-id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", resp.headers["x-request-id"])
     assert all(not up.seen for up in upstreams.values())
 
 
