@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
-from clarin_devkit.testing import auth_headers, make_token
+from clarin_common.app import service_context
+from clarin_common.outbox import PendingEvent
+from clarin_devices.deps import DevicesContext
+from clarin_devices.main import create_app
+from clarin_devices.settings import DevicesSettings
+from clarin_devkit.testing import auth_headers, make_token, running_app
+from clarin_devkit.testing.plugin import TestServers
 from services.devices.tests.helpers import Api, EventLog
 
 UNKNOWN = str(uuid.uuid4())
@@ -259,3 +267,32 @@ class TestRoles:
         assert connect.status_code == 202, connect.text
         disconnect = await api.client.post(f"/api/devices/{device['id']}/disconnect", headers=agent)
         assert disconnect.status_code == 202, disconnect.text
+
+
+class TestStatusEventsAfterCommit:
+    async def test_a_change_whose_publish_failed_is_relayed(
+        self,
+        test_servers: TestServers,
+        events: EventLog,
+        db: asyncpg.Pool,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        app = create_app(DevicesSettings(outbox_relay_interval=3600, db_pool_max=2))
+        async with running_app(app) as client:
+            api = Api(client)
+            outbox = service_context(app, DevicesContext).outbox
+            device = await api.create()
+
+            async def nats_unreachable(_: Sequence[PendingEvent]) -> None:
+                return None  # what Outbox.publish does when NATS is down after commit
+
+            with monkeypatch.context() as patch:
+                patch.setattr(outbox, "publish", nats_unreachable)
+                resp = await api.post(device["id"], "connect")
+            assert resp.status_code == 202  # committed: the answer stands
+            assert await db.fetchval("SELECT count(*) FROM outbox") == 2  # wa + app events
+            assert await outbox.relay_once(grace=0) == 2
+            await events.wait(lambda: events.app_statuses(device["id"]))
+            assert events.app_statuses(device["id"]) == ["connecting"]
+            assert events.statuses(device["id"]) == ["connecting"]
+            assert await db.fetchval("SELECT count(*) FROM outbox") == 0
