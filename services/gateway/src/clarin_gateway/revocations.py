@@ -25,15 +25,10 @@ from clarin_common.auth_events import (
     SESSION_REVOKED_SUBJECTS,
     SessionRevoked,
 )
-from clarin_common.errors import Unauthorized
 from clarin_common.events import RawEnvelope
+from clarin_gateway.exceptions import TokenRevoked
 
 log = structlog.get_logger(__name__)
-
-
-class TokenRevoked(Unauthorized):
-    code = "token_revoked"
-    message = "This session has ended; sign in again"
 
 
 def issued_before_cutoff(event: SessionRevoked) -> int:

@@ -9,9 +9,10 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.responses import Response
 
 from clarin_common.auth import current_principal
-from clarin_common.errors import BadRequest, NotFound, PayloadTooLarge
+from clarin_common.errors import PayloadTooLarge
 from clarin_gateway.clientip import ClientInfo, TrustedProxies
 from clarin_gateway.deps import GatewayCtx
+from clarin_gateway.exceptions import BadContentLength, NoRoute, RequestBodyTooLarge
 from clarin_gateway.openapi import docs_page
 from clarin_gateway.proxy.routing import (
     LOGIN_PATH,
@@ -48,14 +49,6 @@ def client_info(request: Request, proxies: TrustedProxies) -> ClientInfo:
     return info
 
 
-def too_large(limit: int) -> PayloadTooLarge:
-    return PayloadTooLarge(
-        f"The request body is larger than {limit} bytes",
-        code="payload_too_large",
-        details={"limit_bytes": limit},
-    )
-
-
 def check_declared_length(request: Request, limit: int) -> None:
     """Refuse at once a body whose Content-Length is already past the limit."""
     declared = request.headers.get("content-length")
@@ -64,9 +57,9 @@ def check_declared_length(request: Request, limit: int) -> None:
     try:
         length = int(declared)
     except ValueError:
-        raise BadRequest("Content-Length is not a number", code="bad_request") from None
+        raise BadContentLength() from None
     if length > limit:
-        raise too_large(limit)
+        raise RequestBodyTooLarge(limit)
 
 
 async def read_small_body(request: Request, limit: int) -> bytes:
@@ -75,7 +68,7 @@ async def read_small_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise too_large(limit)
+            raise RequestBodyTooLarge(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -99,7 +92,7 @@ async def forward(request: Request, ctx: GatewayCtx) -> Response:
     path = request.url.path
     service = service_for(path)
     if service is None:
-        raise NotFound(f"No API route {path}")
+        raise NoRoute(path)
     limiter, proxy = ctx.limiter, ctx.proxy
     client = client_info(request, ctx.trusted_proxies)
     body_limit = ctx.settings.body_limit(body_kind(path))
@@ -127,4 +120,4 @@ async def forward(request: Request, ctx: GatewayCtx) -> Response:
     try:
         return await proxy.forward(service, request, client, body, body_limit)
     except PayloadTooLarge:
-        raise too_large(body_limit) from None
+        raise RequestBodyTooLarge(body_limit) from None

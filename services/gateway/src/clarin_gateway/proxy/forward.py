@@ -10,9 +10,10 @@ from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 
-from clarin_common.errors import PayloadTooLarge, ServiceUnavailable
+from clarin_common.errors import PayloadTooLarge
 from clarin_common.logging import REQUEST_ID_HEADER
 from clarin_gateway.clientip import ClientInfo
+from clarin_gateway.exceptions import UpstreamTimedOut, UpstreamUnavailable
 from clarin_gateway.settings import GatewaySettings
 
 log = structlog.get_logger(__name__)
@@ -182,14 +183,10 @@ class Proxy:
             return Response(status_code=499)
         except httpx.TimeoutException as exc:
             log.warning("upstream_timeout", service=service, error=type(exc).__name__)
-            raise ServiceUnavailable(
-                f"The {service} service did not answer in time", code="service_unavailable"
-            ) from exc
+            raise UpstreamTimedOut(service) from exc
         except (httpx.TransportError, OSError) as exc:
             log.warning("upstream_unreachable", service=service, error=repr(exc))
-            raise ServiceUnavailable(
-                f"The {service} service is unavailable", code="service_unavailable"
-            ) from exc
+            raise UpstreamUnavailable(service) from exc
         return _build_response(upstream, service, self.upstreams[service])
 
 
