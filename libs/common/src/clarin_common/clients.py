@@ -10,7 +10,6 @@ the user has. One pooled client per process, opened and closed by the lifespan
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -67,10 +66,5 @@ class ServiceClient:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
