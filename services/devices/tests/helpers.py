@@ -3,15 +3,16 @@ of every event seen on NATS."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
-from clarin_devkit.testing import auth_headers, make_token
+from clarin_devkit.testing import auth_headers, eventually, make_token
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,16 +43,9 @@ class EventLog:
     def app_statuses(self, device_id: str) -> list[str]:
         return [s.data["data"]["device"]["status"] for s in self.of(".device_status", device_id)]
 
-    async def wait(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if loop.time() > deadline:
-                raise AssertionError(f"condition not met within {timeout}s")
-            await asyncio.sleep(0.02)
+    async def wait(self, predicate: Callable[[], T], timeout: float = 5.0) -> T:
+        """Until ``predicate`` (over the events seen so far) is truthy; its value."""
+        return await eventually(predicate, timeout=timeout, interval=0.02)
 
 
 class Api:
@@ -79,12 +73,19 @@ class Api:
     async def wait_status(
         self, device_id: str, status: str, timeout: float = 5.0
     ) -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
+        """The device once the API shows it in ``status``."""
+        seen: list[str] = []
+
+        async def reached() -> dict[str, Any] | None:
             device = await self.get(device_id)
-            if device["status"] == status:
-                return device
-            if loop.time() > deadline:
-                raise AssertionError(f"device {device_id} is {device['status']}, not {status}")
-            await asyncio.sleep(0.03)
+            seen.append(device["status"])
+            return device if device["status"] == status else None
+
+        try:
+            device: dict[str, Any] | None = await eventually(
+                reached, timeout=timeout, interval=0.03
+            )
+        except AssertionError:
+            raise AssertionError(f"device {device_id} is {seen[-1]}, not {status}") from None
+        assert device is not None
+        return device

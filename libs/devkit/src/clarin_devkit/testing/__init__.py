@@ -103,7 +103,12 @@ async def eventually(
 async def eventually(
     predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.05
 ) -> Any:
-    """Poll an (async or sync) predicate until it returns a truthy value; that value."""
+    """Poll an (async or sync) predicate until it returns a truthy value; that value.
+
+    mypy types the answer for a sync predicate; for an async one it says ``Any``
+    (a coroutine's type carries ``Any``, which makes the two overloads ambiguous):
+    annotate the variable that receives it.
+    """
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         value = predicate()
