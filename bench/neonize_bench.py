@@ -41,7 +41,15 @@ import asyncpg
 import benchenv
 
 from clarin_common.db import with_database
-from clarin_common.events import WaMessage, WaReceipt
+from clarin_common.events import (
+    WaEdit,
+    WaHistory,
+    WaMessage,
+    WaPresence,
+    WaReaction,
+    WaReceipt,
+    WaRevoke,
+)
 from clarin_common.logging import configure_logging
 from clarin_devices.worker.drivers import InboundMedia, MediaOutcome
 from clarin_devices.worker.drivers.neonize_driver import NeonizeConfig, NeonizeDriver
@@ -73,6 +81,21 @@ class Recorder:
         pass
 
     async def on_media(self, device_id: str, outcome: MediaOutcome) -> None:
+        pass
+
+    async def on_edit(self, device_id: str, edit: WaEdit) -> None:
+        pass
+
+    async def on_revoke(self, device_id: str, revoke: WaRevoke) -> None:
+        pass
+
+    async def on_reaction(self, device_id: str, reaction: WaReaction) -> None:
+        pass
+
+    async def on_presence(self, device_id: str, presence: WaPresence) -> None:
+        pass
+
+    async def on_history(self, device_id: str, history: WaHistory) -> None:
         pass
 
 

@@ -25,8 +25,17 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import BaseModel
 
-from clarin_common.events import WaMessage, WaReceipt
+from clarin_common.events import (
+    WaEdit,
+    WaHistory,
+    WaMessage,
+    WaPresence,
+    WaReaction,
+    WaReceipt,
+    WaRevoke,
+)
 from clarin_devices.worker.drivers import (
     DriverError,
     InboundMedia,
@@ -56,6 +65,8 @@ class Recorder:
         self.receipts: dict[str, list[WaReceipt]] = defaultdict(list)
         self.media: dict[str, list[MediaOutcome]] = defaultdict(list)
         self.timeline: list[tuple[str, str]] = []  # (what, wa_message_id)
+        # issue 12's kinds: edit, revoke, reaction, presence, history
+        self.others: dict[str, list[BaseModel]] = defaultdict(list)
 
     async def on_qr(self, device_id: str, code: str, expires_at: datetime) -> None:
         self.qrs[device_id].append((code, expires_at))
@@ -75,6 +86,21 @@ class Recorder:
     async def on_media(self, device_id: str, outcome: MediaOutcome) -> None:
         self.media[device_id].append(outcome)
         self.timeline.append(("media", outcome.wa_message_id))
+
+    async def on_edit(self, device_id: str, edit: WaEdit) -> None:
+        self.others[device_id].append(edit)
+
+    async def on_revoke(self, device_id: str, revoke: WaRevoke) -> None:
+        self.others[device_id].append(revoke)
+
+    async def on_reaction(self, device_id: str, reaction: WaReaction) -> None:
+        self.others[device_id].append(reaction)
+
+    async def on_presence(self, device_id: str, presence: WaPresence) -> None:
+        self.others[device_id].append(presence)
+
+    async def on_history(self, device_id: str, history: WaHistory) -> None:
+        self.others[device_id].append(history)
 
     def terminal(self, device_id: str) -> list[tuple[str, dict[str, Any]]]:
         return [

@@ -28,7 +28,19 @@ WA_EVENTS_SUBJECTS = "wa.evt.>"
 APP_EVENTS_SUBJECTS = "app.>"
 MEDIA_BUCKET = "wa_media"
 
-WaKind = Literal["message", "receipt", "sent", "status", "qr", "media"]
+WaKind = Literal[
+    "message",
+    "receipt",
+    "sent",
+    "status",
+    "qr",
+    "media",
+    "edit",
+    "revoke",
+    "reaction",
+    "presence",
+    "history",
+]
 AppType = Literal[
     "new_message",
     "message_sent",
@@ -41,6 +53,9 @@ AppType = Literal[
     "lead_created",
     "lead_updated",
     "lead_deleted",
+    "presence",
+    "history_importing",
+    "history_synced",
 ]
 
 
@@ -124,6 +139,27 @@ class MediaInfo(BaseModel):
     download: str | None = None
 
 
+class MessageRef(BaseModel):
+    """Another message, as WhatsApp points at it: the one a reply quotes (with a
+    preview of its text) or the target of a reaction.
+
+    ``from_me`` says whether the linked device's own number wrote it;
+    ``sender_jid`` is its author (the contact's JID, or ours), which WhatsApp
+    needs in a quote or a reaction of a group message."""
+
+    wa_message_id: str
+    from_me: bool = False
+    sender_jid: str | None = None
+    # the quoted text (body or caption) as the quote carries it: kept as a
+    # preview when the quoted message itself was never stored
+    body: str | None = None
+    type: MessageType = "text"
+
+
+PresenceState = Literal["composing", "paused", "available", "unavailable"]
+TypingState = Literal["composing", "paused"]
+
+
 class WaMessage(BaseModel):
     """A message seen on WhatsApp, in either direction (kind ``message``).
 
@@ -151,6 +187,8 @@ class WaMessage(BaseModel):
     # set when the message was sent from Clarin (echo of our own send)
     message_id: str | None = None
     client_id: str | None = None
+    # the message this one quotes (a reply), with its preview
+    reply_to: MessageRef | None = None
 
 
 class WaReceipt(BaseModel):
@@ -206,6 +244,98 @@ class WaMedia(BaseModel):
     retryable: bool = False
 
 
+class WaEdit(BaseModel):
+    """A message was edited (kind ``edit``): ``body`` is its new text.
+
+    ``wa_message_id`` is the edited message; ``from_me`` when our own number
+    edited it (from Clarin: then ``message_id`` is the Clarin message, and
+    ``edit_id`` the id WhatsApp gave the edit itself)."""
+
+    wa_message_id: str
+    chat_jid: str
+    chat_lid: str | None = None
+    sender_jid: str | None = None
+    sender_lid: str | None = None
+    from_me: bool = False
+    body: str | None = None
+    edited_at: datetime
+    edit_id: str | None = None
+    message_id: str | None = None
+
+
+class WaRevoke(BaseModel):
+    """A message was deleted for everyone (kind ``revoke``)."""
+
+    wa_message_id: str
+    chat_jid: str
+    chat_lid: str | None = None
+    sender_jid: str | None = None
+    sender_lid: str | None = None
+    from_me: bool = False
+    revoked_at: datetime
+    revoke_id: str | None = None
+    message_id: str | None = None
+
+
+class WaReaction(BaseModel):
+    """A reaction to a message, in either direction (kind ``reaction``).
+
+    One reaction per sender and message: a new one replaces it, ``emoji`` ""
+    removes it. ``wa_message_id`` is the message reacted to; ``sender_jid`` who
+    reacted (our own JID when ``from_me``); ``reaction_id`` the id of the
+    reaction message itself; ``message_id`` the Clarin message reacted to when
+    the reaction was made from Clarin."""
+
+    wa_message_id: str
+    chat_jid: str
+    chat_lid: str | None = None
+    sender_jid: str | None = None
+    sender_lid: str | None = None
+    from_me: bool = False
+    emoji: str
+    reacted_at: datetime
+    reaction_id: str | None = None
+    message_id: str | None = None
+
+
+class WaPresence(BaseModel):
+    """A contact is typing, stopped, came online or went away (kind
+    ``presence``); relayed live, never stored."""
+
+    chat_jid: str
+    chat_lid: str | None = None
+    sender_jid: str | None = None
+    state: PresenceState
+    at: datetime
+
+
+class WaHistoryChat(BaseModel):
+    """A chat of a history sync, with the name the phone knows it by."""
+
+    chat_jid: str
+    chat_lid: str | None = None
+    name: str | None = None
+    is_group: bool = False
+
+
+class WaHistory(BaseModel):
+    """Part of the history WhatsApp sends after linking (kind ``history``).
+
+    One sync (``sync_id``) arrives as several events, each a batch of chats and
+    of messages with their own ``sent_at``, in any order; ``last`` marks the
+    final batch of the sync (once every earlier batch was published).
+    ``progress`` is WhatsApp's own 0-100 estimate when it gives one. A message
+    of history never triggers a download: ``media_info`` may say what the file
+    was, and no ``media`` event follows."""
+
+    sync_id: str
+    batch: int = 0
+    last: bool = False
+    progress: int | None = None
+    chats: list[WaHistoryChat] = []
+    messages: list[WaMessage] = []
+
+
 WA_EVENT_MODELS: dict[WaKind, type[BaseModel]] = {
     "message": WaMessage,
     "receipt": WaReceipt,
@@ -213,6 +343,11 @@ WA_EVENT_MODELS: dict[WaKind, type[BaseModel]] = {
     "status": WaStatus,
     "qr": WaQr,
     "media": WaMedia,
+    "edit": WaEdit,
+    "revoke": WaRevoke,
+    "reaction": WaReaction,
+    "presence": WaPresence,
+    "history": WaHistory,
 }
 
 
@@ -236,7 +371,8 @@ class MessageStatusData(BaseModel):
 
 class MessageUpdatedData(BaseModel):
     """A stored message changed after it was announced (its media arrived or
-    failed, ...): the whole message as it is now."""
+    failed, it was edited or deleted, its reactions changed): the whole message
+    as it is now."""
 
     message: Message
 
@@ -262,6 +398,27 @@ class ChatUpdatedData(BaseModel):
     chat: Chat
 
 
+class PresenceData(BaseModel):
+    """A contact of ``chat_id`` is typing / stopped / online / away (not stored)."""
+
+    chat_id: str
+    state: PresenceState
+
+
+class HistoryImportingData(BaseModel):
+    """A history import started for a device (the web app shows a notice)."""
+
+    device_id: str
+
+
+class HistorySyncedData(BaseModel):
+    """A history import finished: how many chats and messages it added."""
+
+    device_id: str
+    chats: int
+    messages: int
+
+
 class LeadData(BaseModel):
     lead: Lead
 
@@ -282,6 +439,9 @@ APP_EVENT_MODELS: dict[AppType, type[BaseModel]] = {
     "lead_created": LeadData,
     "lead_updated": LeadData,
     "lead_deleted": LeadDeletedData,
+    "presence": PresenceData,
+    "history_importing": HistoryImportingData,
+    "history_synced": HistorySyncedData,
 }
 
 
@@ -322,6 +482,8 @@ class SendTextCommand(BaseModel):
     client_id: str | None = None
     to: str
     body: str
+    # the message this one answers (WhatsApp shows it quoted above)
+    reply_to: MessageRef | None = None
 
 
 class SendMediaCommand(BaseModel):
@@ -332,6 +494,7 @@ class SendMediaCommand(BaseModel):
     media_type: MessageType
     media: MediaRef
     caption: str | None = None
+    reply_to: MessageRef | None = None
 
 
 class MarkReadCommand(BaseModel):
@@ -352,6 +515,48 @@ class RetryMediaCommand(BaseModel):
     download: str | None = None
 
 
+class ReactCommand(BaseModel):
+    """React to ``target`` in ``chat_jid`` (``emoji`` "" removes our reaction).
+    ``message_id`` is the Clarin message reacted to. Once WhatsApp accepts it a
+    ``reaction`` event (``from_me``) follows, and the reply is
+    ``result = {"wa_message_id", "sent_at"}`` of the reaction message."""
+
+    type: Literal["react"] = "react"
+    message_id: str
+    chat_jid: str
+    target: MessageRef
+    emoji: str
+
+
+class EditCommand(BaseModel):
+    """Replace the text of our own message ``wa_message_id``; an ``edit`` event
+    (``from_me``) follows once WhatsApp accepts it."""
+
+    type: Literal["edit"] = "edit"
+    message_id: str
+    chat_jid: str
+    wa_message_id: str
+    body: str
+
+
+class RevokeCommand(BaseModel):
+    """Delete our own message ``wa_message_id`` for everyone; a ``revoke`` event
+    (``from_me``) follows once WhatsApp accepts it."""
+
+    type: Literal["revoke"] = "revoke"
+    message_id: str
+    chat_jid: str
+    wa_message_id: str
+
+
+class TypingCommand(BaseModel):
+    """Show (``composing``) or stop showing (``paused``) the agent typing."""
+
+    type: Literal["typing"] = "typing"
+    chat_jid: str
+    state: TypingState
+
+
 class PairPhoneCommand(BaseModel):
     type: Literal["pair_phone"] = "pair_phone"
     phone: str
@@ -370,6 +575,10 @@ Command = (
     | SendMediaCommand
     | MarkReadCommand
     | RetryMediaCommand
+    | ReactCommand
+    | EditCommand
+    | RevokeCommand
+    | TypingCommand
     | PairPhoneCommand
     | DisconnectCommand
     | LogoutCommand
@@ -379,7 +588,8 @@ Command = (
 class CommandReply(BaseModel):
     """``{"ok": true, "result": {...}}`` or ``{"ok": false, "error": {code, message}}``.
 
-    send_text/send_media answer ``result = {"wa_message_id", "sent_at"}``;
+    send_text/send_media/react/edit/revoke answer ``result = {"wa_message_id",
+    "sent_at"}`` (for react/edit/revoke: the id of that protocol message);
     pair_phone answers ``result = {"pairing_code"}``.
     """
 

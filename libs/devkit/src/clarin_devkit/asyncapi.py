@@ -20,13 +20,17 @@ from clarin_common.events import (
     WA_EVENT_MODELS,
     CommandReply,
     DisconnectCommand,
+    EditCommand,
     Envelope,
     LogoutCommand,
     MarkReadCommand,
     PairPhoneCommand,
+    ReactCommand,
     RetryMediaCommand,
+    RevokeCommand,
     SendMediaCommand,
     SendTextCommand,
+    TypingCommand,
 )
 
 VERSION = "1.0.0"
@@ -39,12 +43,19 @@ _WA_DOC = {
     "status": "A device's connection status changed.",
     "qr": "A new QR code to scan for a device being linked.",
     "media": "The file of an earlier message was fetched (or why it was not).",
+    "edit": "A message was edited (by the contact, or by our number: from_me).",
+    "revoke": "A message was deleted for everyone.",
+    "reaction": "A reaction to a message was set, replaced or removed (emoji '').",
+    "presence": "A contact is typing, stopped, online or away (relayed, never stored).",
+    "history": "A batch of the history WhatsApp sends after linking (last: the final one).",
 }
 _APP_DOC = {
     "new_message": "A message was stored (inbound or outbound).",
     "message_sent": "WhatsApp accepted an outbound message.",
     "message_status": "An outbound message was delivered, read or failed.",
-    "message_updated": "A stored message changed (its media arrived or failed, ...).",
+    "message_updated": (
+        "A stored message changed (media arrived or failed, edited, deleted, reactions)."
+    ),
     "device_status": "A device's status changed (full device).",
     "qr_code": "A QR code to show while linking a device.",
     "chat_read": "A chat was marked read.",
@@ -52,6 +63,9 @@ _APP_DOC = {
     "lead_created": "A lead was created (by an agent or by a first WhatsApp message).",
     "lead_updated": "A lead changed.",
     "lead_deleted": "A lead was deleted.",
+    "presence": "A contact of a chat is typing, stopped, online or away (not stored).",
+    "history_importing": "A history import started for a device.",
+    "history_synced": "A history import finished: chats and messages added.",
 }
 
 
@@ -124,6 +138,10 @@ def build_document() -> dict[str, Any]:
         SendMediaCommand,
         MarkReadCommand,
         RetryMediaCommand,
+        ReactCommand,
+        EditCommand,
+        RevokeCommand,
+        TypingCommand,
         PairPhoneCommand,
         DisconnectCommand,
         LogoutCommand,

@@ -26,17 +26,26 @@ from clarin_common.events import (
     Command,
     CommandReply,
     DisconnectCommand,
+    EditCommand,
     LogoutCommand,
     MarkReadCommand,
     MediaRef,
     PairPhoneCommand,
+    ReactCommand,
     RetryMediaCommand,
+    RevokeCommand,
     SendMediaCommand,
     SendTextCommand,
+    TypingCommand,
+    WaEdit,
+    WaHistory,
     WaKind,
     WaMedia,
     WaMessage,
+    WaPresence,
+    WaReaction,
     WaReceipt,
+    WaRevoke,
     WaSent,
     wa_command_subject,
 )
@@ -75,6 +84,9 @@ _UNLINK_MODES = ("stop_logout", "deleted", "cmd_logout")
 
 QR_EXPIRED_MESSAGE = "The QR code expired before it was scanned; connect again for a new one"
 STATUS_BROADCAST_JID = "status@broadcast"
+# a history batch is published in parts of at most this many JSON bytes of
+# messages (NATS refuses a payload over 1 MiB)
+HISTORY_PART_BYTES = 512 * 1024
 
 
 class SessionOwner(Protocol):
@@ -162,6 +174,26 @@ class _AttemptEvents:
     async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None:
         if not self.session.closed:
             await self.session.handle_receipt(receipt)
+
+    async def on_edit(self, device_id: str, edit: WaEdit) -> None:
+        if not self.session.closed:
+            await self.session.publish_if_chat("edit", edit.chat_jid, edit)
+
+    async def on_revoke(self, device_id: str, revoke: WaRevoke) -> None:
+        if not self.session.closed:
+            await self.session.publish_if_chat("revoke", revoke.chat_jid, revoke)
+
+    async def on_reaction(self, device_id: str, reaction: WaReaction) -> None:
+        if not self.session.closed:
+            await self.session.publish_if_chat("reaction", reaction.chat_jid, reaction)
+
+    async def on_presence(self, device_id: str, presence: WaPresence) -> None:
+        if not self.session.closed:
+            await self.session.publish_if_chat("presence", presence.chat_jid, presence)
+
+    async def on_history(self, device_id: str, history: WaHistory) -> None:
+        if not self.session.closed:
+            await self.session.handle_history(history)
 
 
 class DeviceSession:
@@ -393,6 +425,44 @@ class DeviceSession:
     async def handle_receipt(self, receipt: WaReceipt) -> None:
         await self.worker.publish_wa(self.account_id, self.device_id, "receipt", receipt)
 
+    async def publish_if_chat(self, kind: WaKind, chat_jid: str, event: BaseModel) -> None:
+        """An edit, revoke, reaction or presence: published unless it belongs to
+        a status post (``status@broadcast`` is no conversation)."""
+        if normalize_jid(chat_jid) == STATUS_BROADCAST_JID:
+            return
+        await self.worker.publish_wa(self.account_id, self.device_id, kind, event)
+
+    async def handle_history(self, history: WaHistory) -> None:
+        """Publish a history batch in parts that fit a NATS message, in order;
+        ``last`` stays on the final part only, the chats ride on the first."""
+        messages = [
+            m for m in history.messages if normalize_jid(m.chat_jid) != STATUS_BROADCAST_JID
+        ]
+        chats = [c for c in history.chats if normalize_jid(c.chat_jid) != STATUS_BROADCAST_JID]
+        parts: list[list[WaMessage]] = [[]]
+        size = 0
+        for message in messages:
+            length = len(message.model_dump_json())
+            if parts[-1] and size + length > HISTORY_PART_BYTES:
+                parts.append([])
+                size = 0
+            parts[-1].append(message)
+            size += length
+        items: list[tuple[WaKind, BaseModel]] = [
+            (
+                "history",
+                history.model_copy(
+                    update={
+                        "messages": part,
+                        "chats": chats if i == 0 else [],
+                        "last": history.last and i == len(parts) - 1,
+                    }
+                ),
+            )
+            for i, part in enumerate(parts)
+        ]
+        await self.worker.publish_many(self.account_id, self.device_id, items)
+
     async def _write(
         self,
         status: DeviceStatus,
@@ -565,6 +635,17 @@ class DeviceSession:
                 )
             )
             return {}
+        if isinstance(command, ReactCommand | EditCommand | RevokeCommand):
+            return await self._protocol_message(command)
+        if isinstance(command, TypingCommand):
+            if not self.driver.is_connected(self.device_id):
+                raise NotConnected()
+            await self._driver_call(
+                self.driver.send_typing(
+                    self.device_id, self._recipient(command.chat_jid), command.state
+                )
+            )
+            return {}
         if isinstance(command, PairPhoneCommand):
             digits = phone_digits(command.phone)
             if not 7 <= len(digits) <= 15:
@@ -605,6 +686,76 @@ class DeviceSession:
             jitter = interval * self.settings.send_jitter * random.uniform(-1.0, 1.0)
             self._next_send_at = loop.time() + interval + jitter
 
+    @staticmethod
+    def _recipient(to: str) -> str:
+        try:
+            return jid_from_recipient(to)
+        except ValueError as exc:
+            raise DriverError(str(exc), code="invalid_recipient") from exc
+
+    async def _protocol_message(
+        self, command: ReactCommand | EditCommand | RevokeCommand
+    ) -> dict[str, Any]:
+        """A reaction, edit or revoke of ours: sent paced like a message; once
+        WhatsApp accepts it, its event (``from_me``) goes out so that the store
+        reflects it."""
+        chat_jid = self._recipient(command.chat_jid)
+        if not self.driver.is_connected(self.device_id):
+            raise NotConnected()
+        await self._pace()
+        driver = self.driver
+        event: WaReaction | WaEdit | WaRevoke
+        kind: WaKind
+        if isinstance(command, ReactCommand):
+            result: SendResult = await self._driver_call(
+                driver.react(self.device_id, chat_jid, command.target, command.emoji)
+            )
+            kind = "reaction"
+            event = WaReaction(
+                wa_message_id=command.target.wa_message_id,
+                chat_jid=normalize_jid(chat_jid),
+                sender_jid=self.jid,
+                from_me=True,
+                emoji=command.emoji,
+                reacted_at=result.sent_at,
+                reaction_id=result.wa_message_id,
+                message_id=command.message_id,
+            )
+        elif isinstance(command, EditCommand):
+            result = await self._driver_call(
+                driver.edit(self.device_id, chat_jid, command.wa_message_id, command.body)
+            )
+            kind = "edit"
+            event = WaEdit(
+                wa_message_id=command.wa_message_id,
+                chat_jid=normalize_jid(chat_jid),
+                sender_jid=self.jid,
+                from_me=True,
+                body=command.body,
+                edited_at=result.sent_at,
+                edit_id=result.wa_message_id,
+                message_id=command.message_id,
+            )
+        else:
+            result = await self._driver_call(
+                driver.revoke(self.device_id, chat_jid, command.wa_message_id)
+            )
+            kind = "revoke"
+            event = WaRevoke(
+                wa_message_id=command.wa_message_id,
+                chat_jid=normalize_jid(chat_jid),
+                sender_jid=self.jid,
+                from_me=True,
+                revoked_at=result.sent_at,
+                revoke_id=result.wa_message_id,
+                message_id=command.message_id,
+            )
+        await self.worker.publish_wa(self.account_id, self.device_id, kind, event)
+        return {
+            "wa_message_id": result.wa_message_id,
+            "sent_at": result.sent_at.astimezone(UTC).isoformat(),
+        }
+
     async def _send(
         self,
         command: SendTextCommand | SendMediaCommand,
@@ -612,10 +763,7 @@ class DeviceSession:
         body: str | None,
         media: MediaRef | None,
     ) -> dict[str, Any]:
-        try:
-            to_jid = jid_from_recipient(command.to)
-        except ValueError as exc:
-            raise DriverError(str(exc), code="invalid_recipient") from exc
+        to_jid = self._recipient(command.to)
         if not self.driver.is_connected(self.device_id):
             raise NotConnected()
         data = await self.worker.load_media(media) if media is not None else b""
@@ -633,12 +781,13 @@ class DeviceSession:
                         media.mime_type,
                         media.file_name,
                         command.caption,
+                        command.reply_to,
                     )
                 )
             else:
                 assert isinstance(command, SendTextCommand)
                 result = await self._driver_call(
-                    driver.send_text(self.device_id, to_jid, command.body)
+                    driver.send_text(self.device_id, to_jid, command.body, command.reply_to)
                 )
         except NotConnected:
             raise
@@ -686,6 +835,7 @@ class DeviceSession:
                         sent_at=result.sent_at,
                         message_id=command.message_id,
                         client_id=command.client_id,
+                        reply_to=command.reply_to,
                     ),
                 ),
             ],

@@ -13,7 +13,17 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from clarin_common.contract import DeviceStatus, MessageType
-from clarin_common.events import WaMessage, WaReceipt
+from clarin_common.events import (
+    MessageRef,
+    TypingState,
+    WaEdit,
+    WaHistory,
+    WaMessage,
+    WaPresence,
+    WaReaction,
+    WaReceipt,
+    WaRevoke,
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,22 @@ class DriverEvents(Protocol):
 
     async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None: ...
 
+    async def on_edit(self, device_id: str, edit: WaEdit) -> None:
+        """A message was edited (by the contact, or by our number elsewhere)."""
+
+    async def on_revoke(self, device_id: str, revoke: WaRevoke) -> None:
+        """A message was deleted for everyone."""
+
+    async def on_reaction(self, device_id: str, reaction: WaReaction) -> None:
+        """A reaction was set, replaced or removed (``emoji`` "")."""
+
+    async def on_presence(self, device_id: str, presence: WaPresence) -> None:
+        """A contact is typing / stopped / online / away."""
+
+    async def on_history(self, device_id: str, history: WaHistory) -> None:
+        """A batch of the history sync after linking (any size: the worker
+        splits it for NATS); ``history.last`` on the final one."""
+
 
 class WhatsAppDriver(abc.ABC):
     name: str
@@ -141,7 +167,10 @@ class WhatsAppDriver(abc.ABC):
     def is_connected(self, device_id: str) -> bool: ...
 
     @abc.abstractmethod
-    async def send_text(self, device_id: str, to_jid: str, body: str) -> SendResult: ...
+    async def send_text(
+        self, device_id: str, to_jid: str, body: str, reply_to: MessageRef | None = None
+    ) -> SendResult:
+        """Send a text; with ``reply_to`` WhatsApp shows it quoting that message."""
 
     @abc.abstractmethod
     async def send_media(
@@ -153,7 +182,30 @@ class WhatsAppDriver(abc.ABC):
         mime_type: str,
         file_name: str | None,
         caption: str | None,
+        reply_to: MessageRef | None = None,
     ) -> SendResult: ...
+
+    @abc.abstractmethod
+    async def react(
+        self, device_id: str, chat_jid: str, target: MessageRef, emoji: str
+    ) -> SendResult:
+        """React to ``target`` (``emoji`` "" removes our reaction); the result is
+        the reaction message's id and time."""
+
+    @abc.abstractmethod
+    async def edit(
+        self, device_id: str, chat_jid: str, wa_message_id: str, body: str
+    ) -> SendResult:
+        """Replace the text of our own message ``wa_message_id`` (WhatsApp allows
+        it for 15 minutes); the result is the edit message's id and time."""
+
+    @abc.abstractmethod
+    async def revoke(self, device_id: str, chat_jid: str, wa_message_id: str) -> SendResult:
+        """Delete our own message ``wa_message_id`` for everyone."""
+
+    @abc.abstractmethod
+    async def send_typing(self, device_id: str, chat_jid: str, state: TypingState) -> None:
+        """Show (``composing``) or stop showing (``paused``) us typing in ``chat_jid``."""
 
     @abc.abstractmethod
     async def mark_read(

@@ -36,12 +36,22 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
 from clarin_common.contract import DeviceStatus, MessageType
-from clarin_common.events import WaMessage, WaReceipt
+from clarin_common.events import (
+    MessageRef,
+    TypingState,
+    WaEdit,
+    WaHistory,
+    WaMessage,
+    WaPresence,
+    WaReaction,
+    WaReceipt,
+    WaRevoke,
+)
 from clarin_common.ids import normalize_jid
 from clarin_devices.worker.drivers import (
     QR_EXPIRED,
@@ -313,7 +323,11 @@ class NeonizeDriver(WhatsAppDriver):
             and not session.closing
         )
 
-    async def send_text(self, device_id: str, to_jid: str, body: str) -> SendResult:
+    async def send_text(
+        self, device_id: str, to_jid: str, body: str, reply_to: MessageRef | None = None
+    ) -> SendResult:
+        if reply_to is not None:
+            _unsupported("replies")
         session = await self._connected(device_id)
         result = await self._command(session, "send_text", to=to_jid, body=body)
         return _send_result(result)
@@ -327,7 +341,10 @@ class NeonizeDriver(WhatsAppDriver):
         mime_type: str,
         file_name: str | None,
         caption: str | None,
+        reply_to: MessageRef | None = None,
     ) -> SendResult:
+        if reply_to is not None:
+            _unsupported("replies")
         session = await self._connected(device_id)
         if not data:
             raise DriverError("The media file is empty", code="invalid_media")
@@ -355,6 +372,22 @@ class NeonizeDriver(WhatsAppDriver):
             with contextlib.suppress(OSError):
                 os.unlink(path)
         return _send_result(result)
+
+    async def react(
+        self, device_id: str, chat_jid: str, target: MessageRef, emoji: str
+    ) -> SendResult:
+        _unsupported("reactions")
+
+    async def edit(
+        self, device_id: str, chat_jid: str, wa_message_id: str, body: str
+    ) -> SendResult:
+        _unsupported("edits")
+
+    async def revoke(self, device_id: str, chat_jid: str, wa_message_id: str) -> SendResult:
+        _unsupported("deletes for everyone")
+
+    async def send_typing(self, device_id: str, chat_jid: str, state: TypingState) -> None:
+        _unsupported("typing")
 
     async def mark_read(
         self, device_id: str, chat_jid: str, sender_jid: str | None, wa_message_ids: list[str]
@@ -728,6 +761,26 @@ class _UnlinkEvents:
 
     async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None:
         pass
+
+    async def on_edit(self, device_id: str, edit: WaEdit) -> None:
+        pass
+
+    async def on_revoke(self, device_id: str, revoke: WaRevoke) -> None:
+        pass
+
+    async def on_reaction(self, device_id: str, reaction: WaReaction) -> None:
+        pass
+
+    async def on_presence(self, device_id: str, presence: WaPresence) -> None:
+        pass
+
+    async def on_history(self, device_id: str, history: WaHistory) -> None:
+        pass
+
+
+def _unsupported(what: str) -> NoReturn:
+    """Issue 12's outbound kinds are not wired to the neonize host yet."""
+    raise DriverError(f"The neonize driver does not send {what} yet", code="unsupported_by_driver")
 
 
 async def _first(*aws: Awaitable[Any]) -> None:

@@ -61,7 +61,14 @@ from nats.aio.subscription import Subscription
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from clarin_common.contract import MessageType
-from clarin_common.events import MediaInfo, WaMessage, WaReceipt, sim_subject
+from clarin_common.events import (
+    MediaInfo,
+    MessageRef,
+    TypingState,
+    WaMessage,
+    WaReceipt,
+    sim_subject,
+)
 from clarin_common.ids import normalize_jid, phone_digits, phone_from_jid
 from clarin_common.nats import confirm_subscriptions
 from clarin_devices.worker.drivers import (
@@ -275,7 +282,9 @@ class SimulatorDriver(WhatsAppDriver):
         session = self._sessions.get(device_id)
         return session is not None and session.state == "connected"
 
-    async def send_text(self, device_id: str, to_jid: str, body: str) -> SendResult:
+    async def send_text(
+        self, device_id: str, to_jid: str, body: str, reply_to: MessageRef | None = None
+    ) -> SendResult:
         return self._accept(self._connected(device_id), to_jid)
 
     async def send_media(
@@ -287,11 +296,41 @@ class SimulatorDriver(WhatsAppDriver):
         mime_type: str,
         file_name: str | None,
         caption: str | None,
+        reply_to: MessageRef | None = None,
     ) -> SendResult:
         session = self._connected(device_id)
         if not data:
             raise DriverError("The media file is empty", code="invalid_media")
         return self._accept(session, to_jid)
+
+    async def react(
+        self, device_id: str, chat_jid: str, target: MessageRef, emoji: str
+    ) -> SendResult:
+        self._connected(device_id)
+        return SendResult(wa_message_id=new_wa_message_id(), sent_at=datetime.now(UTC))
+
+    async def edit(
+        self, device_id: str, chat_jid: str, wa_message_id: str, body: str
+    ) -> SendResult:
+        session = self._connected(device_id)
+        self._own(session, wa_message_id, "edit")
+        return SendResult(wa_message_id=new_wa_message_id(), sent_at=datetime.now(UTC))
+
+    async def revoke(self, device_id: str, chat_jid: str, wa_message_id: str) -> SendResult:
+        session = self._connected(device_id)
+        self._own(session, wa_message_id, "delete")
+        return SendResult(wa_message_id=new_wa_message_id(), sent_at=datetime.now(UTC))
+
+    async def send_typing(self, device_id: str, chat_jid: str, state: TypingState) -> None:
+        self._connected(device_id)
+
+    @staticmethod
+    def _own(session: _Session, wa_message_id: str, what: str) -> None:
+        """WhatsApp lets a number edit or delete only what it sent itself."""
+        if wa_message_id not in session.sent:
+            raise DriverError(
+                f"WhatsApp lets you {what} only your own messages", code="not_own_message"
+            )
 
     async def mark_read(
         self, device_id: str, chat_jid: str, sender_jid: str | None, wa_message_ids: list[str]
