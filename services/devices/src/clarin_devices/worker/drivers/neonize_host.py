@@ -8,7 +8,7 @@ Run as ``python -m clarin_devices.worker.drivers.neonize_host``; spoken to by
 * child → parent on a private copy of stdout: ``{"id": n, "ok": true, "result": ...}``
   / ``{"id": n, "ok": false, "error": ..., "code": ...}`` replies, and events
   ``{"ev": "status" | "qr" | "message" | "receipt" | "reaction" | "edit" | "revoke" |
-  "presence" | "history" | "history_done" | "ended" | "ready", "sid": ...}``.
+  "presence" | "history" | "ended" | "ready", "sid": ...}``.
 
 Why a process: neonize's Go side keeps global maps without locks and aborts the
 whole process on a concurrent write; its calls can hang for good; every connect
@@ -31,7 +31,7 @@ What keeps Go calls on the lane (read in neonize 0.5.2's source):
 History sync blobs (possibly tens of thousands of messages) are mapped on a
 thread of their own (:class:`HistoryImport`), never on the lane nor on Go's
 callback thread, and sent to the parent in batches; once no blob has come for
-``history_quiet`` seconds one ``history_done`` says the import is over.
+``history_quiet`` seconds one last (empty) batch says the import is over.
 
 Media are not downloaded here: a message with a file is reported at once with
 ``media_info`` and the worker fetches the file itself (:mod:`.neonize_media`),
@@ -52,6 +52,7 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -118,8 +119,8 @@ class Session:
     # history sync: the mapper of this session's blobs, what was imported since
     # the last end-of-history signal, and when the last blob came (monotonic)
     history: HistoryMapper | None = None
-    history_chats: set[str] = field(default_factory=set)
-    history_messages: int = 0
+    history_sync: str | None = None  # the id of the import under way
+    history_batches: int = 0
     history_at: float | None = None
     pending: int = 0  # emissions waiting on the lane (keeps events in order)
     lock: threading.RLock = field(default_factory=threading.RLock)
@@ -760,7 +761,7 @@ class Host:
             if kind == "message":
                 shown = classify(message)
                 assert shown is not None
-                payload = message_payload(info, message, shown, lookup)
+                payload = message_payload(info, message, shown, lookup, own=session.jid)
             elif kind == "reaction":
                 payload = reaction_payload(info, message, lookup)
             elif kind == "edit":
@@ -843,36 +844,52 @@ class HistoryImport:
             return
         if session.history is None:
             since = datetime.now(UTC) - timedelta(days=self.host.history_days)
-            session.history = HistoryMapper(since=since)
-        if int(data.syncType) in HISTORY_WITH_MESSAGES:
+            session.history = HistoryMapper(since=since, own=session.jid)
+        conversations = session.history.conversations(data)
+        if int(data.syncType) in HISTORY_WITH_MESSAGES and session.history_sync is None:
+            session.history_sync = uuid.uuid4().hex
+            session.history_batches = 0
             self.active[session.sid] = session
-        session.history_at = time.monotonic()
+        progress = int(data.progress) if data.HasField("progress") else None
         chats: dict[str, dict[str, Any]] = {}
         batch: list[dict[str, Any]] = []
-        for chat, messages in session.history.conversations(data):
+        for chat, messages in conversations:
             for message in messages:
                 chats[chat["chat_jid"]] = chat
                 batch.append(message)
                 if len(batch) >= self.host.history_batch:
-                    self.send(session, chats, batch)
+                    self.send(session, chats, batch, progress)
                     chats, batch = {}, []
         if batch:
-            self.send(session, chats, batch)
+            self.send(session, chats, batch, progress)
         session.history_at = time.monotonic()
 
     def send(
-        self, session: Session, chats: dict[str, dict[str, Any]], batch: list[dict[str, Any]]
+        self,
+        session: Session,
+        chats: dict[str, dict[str, Any]],
+        batch: list[dict[str, Any]],
+        progress: int | None = None,
+        last: bool = False,
     ) -> None:
-        if session.closing:
+        if session.closing or session.history_sync is None:
             return
-        session.history_chats.update(chats)
-        session.history_messages += len(batch)
         self.host.emit(
-            session, "history", history={"chats": list(chats.values()), "messages": batch}
+            session,
+            "history",
+            history={
+                "sync_id": session.history_sync,
+                "batch": session.history_batches,
+                "last": last,
+                "progress": progress,
+                "chats": list(chats.values()),
+                "messages": batch,
+            },
         )
+        session.history_batches += 1
 
     def finish_quiet(self) -> None:
-        """One ``history_done`` per import, once no blob came for a while."""
+        """One last batch per import, once no blob came for ``history_quiet``."""
         now = time.monotonic()
         for sid, session in list(self.active.items()):
             if session.closing or session.stopped:
@@ -886,9 +903,8 @@ class HistoryImport:
             if not self.jobs.empty():
                 continue
             del self.active[sid]
-            done = {"chats": len(session.history_chats), "messages": session.history_messages}
-            session.history_chats, session.history_messages = set(), 0
-            self.host.emit(session, "history_done", history=done)
+            self.send(session, {}, [], last=True)
+            session.history_sync = None
 
 
 def _die_with_parent() -> None:

@@ -155,6 +155,16 @@ class Parties:
     is_group: bool
     from_me: bool
 
+    def ends(self) -> dict[str, Any]:
+        """The chat and sender fields of an edit, revoke or reaction."""
+        return {
+            "chat_jid": self.chat.jid,
+            "chat_lid": self.chat.lid,
+            "sender_jid": self.sender.jid if self.sender else None,
+            "sender_lid": self.sender.lid if self.sender else None,
+            "from_me": self.from_me,
+        }
+
     def fields(self) -> dict[str, Any]:
         return {
             "chat_jid": self.chat.jid,
@@ -198,6 +208,7 @@ def message_payload(
     message: Any,
     kind: tuple[str, str | None, str | None],
     lookup: Callable[[str], str | None],
+    own: str | None = None,
 ) -> dict[str, Any] | None:
     """A ``WaMessage`` (as JSON data) for a MessageEv; None for what is not a
     conversation (status posts)."""
@@ -215,9 +226,9 @@ def message_payload(
     }
     if media_field is not None:
         payload["media_info"] = media_info(type_, getattr(message, media_field))
-    quote = quoted(message)
-    if quote is not None:
-        payload.update(quote)
+    reply_to = quoted(message, own)
+    if reply_to is not None:
+        payload["reply_to"] = reply_to
     return payload
 
 
@@ -291,8 +302,10 @@ def receipt_payload(event: Any) -> dict[str, Any] | None:
 
 PROTOCOL_REVOKE = 0  # waE2E ProtocolMessage.Type
 PROTOCOL_MESSAGE_EDIT = 14
-ADMIN_REVOKE = "8"  # whatsmeow's MessageInfo.Edit for a group admin's delete
 PRESENCE_STATES = {0: "composing", 1: "paused"}  # neonize ChatPresence.State
+QUOTABLE_TYPES = frozenset(
+    {"text", "image", "video", "audio", "document", "sticker", "location", "contact", "unknown"}
+)
 
 
 def event_kind(message: Any) -> str | None:
@@ -323,26 +336,28 @@ def context_info(message: Any) -> Any | None:
     return None
 
 
-def quoted(message: Any) -> dict[str, Any] | None:
-    """The message a reply quotes: its id (``stanzaID``, in the same chat), who
-    wrote it (``participant``) and what it said, kept as a preview for a quote of
+def quoted(message: Any, own: str | None) -> dict[str, Any] | None:
+    """``WaMessage.reply_to`` of a reply: the quoted message's id (``stanzaID``,
+    in the same chat), its author (``participant``; ``from_me`` when that is
+    ``own``, the linked number) and its text, kept as a preview for a quote of
     a message we never saw."""
     ctx = context_info(message)
     if ctx is None or not ctx.stanzaID:
         return None
-    type_, preview = None, None
+    type_, preview = "text", None
     if ctx.HasField("quotedMessage"):
         kind = classify(unwrap(ctx.quotedMessage))
         if kind is not None:
             type_, preview = kind[0], kind[1]
+    if type_ not in QUOTABLE_TYPES:
+        type_ = "unknown"
+    author = normalize_jid(ctx.participant) if ctx.participant else None
     return {
-        "reply_to_wa_message_id": ctx.stanzaID,
-        "quoted": {
-            "wa_message_id": ctx.stanzaID,
-            "sender_jid": normalize_jid(ctx.participant) if ctx.participant else None,
-            "type": type_,
-            "body": preview,
-        },
+        "wa_message_id": ctx.stanzaID,
+        "from_me": author is not None and own is not None and author == normalize_jid(own),
+        "sender_jid": author,
+        "body": preview,
+        "type": type_,
     }
 
 
@@ -353,67 +368,61 @@ def _event_time(ms: int, info: Any) -> str:
 def reaction_payload(
     info: Any, message: Any, lookup: Callable[[str], str | None]
 ) -> dict[str, Any] | None:
-    """A reaction to ``target_wa_message_id``; ``emoji`` empty = the sender took
-    their reaction back. One per sender and message: a new one replaces it."""
+    """A ``WaReaction``: ``wa_message_id`` is the message reacted to, ``emoji``
+    empty when the sender took their reaction back (one per sender and
+    message: a new one replaces it)."""
     who = parties(info, lookup)
     if who is None:
         return None
     reaction = message.reactionMessage
     return {
-        "wa_message_id": info.ID,
-        **who.fields(),
-        "target_wa_message_id": reaction.key.ID,
+        "wa_message_id": reaction.key.ID,
+        **who.ends(),
         "emoji": reaction.text,
         "reacted_at": _event_time(reaction.senderTimestampMS, info),
+        "reaction_id": info.ID,
     }
 
 
 def edit_payload(
     info: Any, message: Any, lookup: Callable[[str], str | None]
 ) -> dict[str, Any] | None:
-    """An edit of ``target_wa_message_id`` (sent by the same sender) with its new
-    text; the target may be a message we never saw."""
+    """A ``WaEdit``: the edited message (maybe one we never saw) and its new
+    text; ``edit_id`` is the id of the edit itself."""
     who = parties(info, lookup)
     if who is None:
         return None
     protocol = message.protocolMessage
     kind = classify(unwrap(protocol.editedMessage))
     return {
-        "wa_message_id": info.ID,
-        **who.fields(),
-        "target_wa_message_id": protocol.key.ID,
+        "wa_message_id": protocol.key.ID,
+        **who.ends(),
         "body": kind[1] if kind is not None else None,
         "edited_at": _event_time(protocol.timestampMS, info),
+        "edit_id": info.ID,
     }
 
 
 def revoke_payload(
     info: Any, message: Any, lookup: Callable[[str], str | None]
 ) -> dict[str, Any] | None:
-    """A delete for everyone of ``target_wa_message_id``, by its sender or, in a
-    group, by an admin (``by_admin``; the key's ``participant`` is the author)."""
+    """A ``WaRevoke`` (delete for everyone). ``sender_jid`` is who deleted it:
+    its author, or in a group an admin (whatsmeow marks that ``Edit`` "8"; the
+    key's ``participant`` is then the author, who differs from the sender)."""
     who = parties(info, lookup)
     if who is None:
         return None
-    key = message.protocolMessage.key
-    author = normalize_jid(key.participant) if key.participant else None
-    revoker = {who.sender.jid, who.sender.lid} if who.sender else set()
-    by_admin = who.is_group and (
-        str(getattr(info, "Edit", "")) == ADMIN_REVOKE
-        or (author is not None and not who.from_me and author not in revoker)
-    )
     return {
-        "wa_message_id": info.ID,
-        **who.fields(),
-        "target_wa_message_id": key.ID,
-        "target_sender_jid": author,
-        "by_admin": by_admin,
+        "wa_message_id": message.protocolMessage.key.ID,
+        **who.ends(),
         "revoked_at": proto_time(info.Timestamp).isoformat(),
+        "revoke_id": info.ID,
     }
 
 
 def chat_presence_payload(event: Any, lookup: Callable[[str], str | None]) -> dict[str, Any] | None:
-    """A ChatPresence (typing / recording / stopped) in one chat."""
+    """A ``WaPresence`` for a ChatPresence: typing (or recording: WhatsApp's
+    ``Media`` audio) or stopped, in one chat."""
     who = parties(event, lookup)
     if who is None or who.from_me:
         return None
@@ -421,14 +430,17 @@ def chat_presence_payload(event: Any, lookup: Callable[[str], str | None]) -> di
     if state is None:
         return None
     return {
-        **who.fields(),
+        "chat_jid": who.chat.jid,
+        "chat_lid": who.chat.lid,
+        "sender_jid": who.sender.jid if who.sender else None,
         "state": state,
-        "media": "audio" if int(event.Media) == 1 else "text",
+        "at": datetime.now(UTC).isoformat(),
     }
 
 
 def presence_payload(event: Any, lookup: Callable[[str], str | None]) -> dict[str, Any] | None:
-    """A Presence (online / offline, last seen) of a contact: their 1:1 chat."""
+    """A ``WaPresence`` for a Presence: a contact came online or went away
+    (their one-to-one chat)."""
     raw = jid_string(event.From)
     if raw is None:
         return None
@@ -439,9 +451,8 @@ def presence_payload(event: Any, lookup: Callable[[str], str | None]) -> dict[st
         "chat_jid": address.jid,
         "chat_lid": address.lid,
         "sender_jid": address.jid,
-        "sender_lid": address.lid,
         "state": "unavailable" if event.Unavailable else "available",
-        "last_seen": proto_time(event.LastSeen).isoformat() if event.LastSeen > 0 else None,
+        "at": datetime.now(UTC).isoformat(),
     }
 
 
@@ -474,6 +485,7 @@ class HistoryMapper:
     call into Go is needed. Messages older than ``since`` are left out."""
 
     since: datetime
+    own: str | None = None  # the linked number's JID: quotes of our messages
     push_names: dict[str, str] = field(default_factory=dict)
     pn_of_lid: dict[str, str] = field(default_factory=dict)
 
@@ -528,7 +540,6 @@ class HistoryMapper:
                         "chat_lid": chat.lid,
                         "is_group": is_group,
                         "name": name,
-                        "unread_count": int(conv.unreadCount),
                     },
                     messages,
                 )
@@ -581,7 +592,7 @@ class HistoryMapper:
         }
         if media_field is not None:
             payload["media_info"] = media_info(type_, getattr(message, media_field))
-        quote = quoted(message)
-        if quote is not None:
-            payload.update(quote)
+        reply_to = quoted(message, self.own)
+        if reply_to is not None:
+            payload["reply_to"] = reply_to
         return payload
