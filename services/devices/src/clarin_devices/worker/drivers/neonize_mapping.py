@@ -302,7 +302,7 @@ def receipt_payload(event: Any) -> dict[str, Any] | None:
 
 PROTOCOL_REVOKE = 0  # waE2E ProtocolMessage.Type
 PROTOCOL_MESSAGE_EDIT = 14
-PRESENCE_STATES = {0: "composing", 1: "paused"}  # neonize ChatPresence.State
+PRESENCE_STATES = {1: "composing", 2: "paused"}  # neonize ChatPresence.State (proto2: from 1)
 QUOTABLE_TYPES = frozenset(
     {"text", "image", "video", "audio", "document", "sticker", "location", "contact", "unknown"}
 )
