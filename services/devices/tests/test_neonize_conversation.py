@@ -654,3 +654,117 @@ async def test_a_refused_reaction_or_edit_is_reported_like_a_failed_send(
         "send_message",
         "send_chat_presence",
     ]
+
+
+# ---- through the worker: what reaches NATS -----------------------------------------------
+
+
+async def test_each_kind_reaches_nats_as_the_contract_says(
+    test_servers: Any, api: Any, events: Any, db: Any
+) -> None:
+    from .test_neonize_worker import established, linked, neonize_worker
+
+    hole = BlackHole()
+    try:
+        async with neonize_worker(test_servers, hole.port, history_quiet=0.5) as (_w, driver):
+            device, _jid = await linked(api, db, test_servers)
+            assert (await api.post(device, "connect")).status_code == 202
+            await events.wait(lambda: established(driver, device), timeout=30)
+            source = {"Chat": PHONE, "Sender": PHONE}
+            contact = "5215512345678@s.whatsapp.net"
+            await inject(
+                driver,
+                device,
+                "MessageEv",
+                fields=message_ev(
+                    "R1",
+                    source,
+                    {
+                        "extendedTextMessage": {
+                            "text": "ok",
+                            "contextInfo": {
+                                "stanzaID": "Q1",
+                                "participant": contact,
+                                "quotedMessage": {"conversation": "¿viene?"},
+                            },
+                        }
+                    },
+                ),
+            )
+            await inject(
+                driver,
+                device,
+                "MessageEv",
+                fields=message_ev(
+                    "X1", source, {"reactionMessage": {"key": {"ID": "Q1"}, "text": "😂"}}
+                ),
+            )
+            await inject(
+                driver,
+                device,
+                "MessageEv",
+                fields=message_ev(
+                    "E1",
+                    source,
+                    {
+                        "protocolMessage": {
+                            "type": "MESSAGE_EDIT",
+                            "key": {"ID": "Q1"},
+                            "editedMessage": {"conversation": "¿viene hoy?"},
+                        }
+                    },
+                ),
+            )
+            await inject(
+                driver,
+                device,
+                "MessageEv",
+                fields=message_ev(
+                    "D1", source, {"protocolMessage": {"type": "REVOKE", "key": {"ID": "Q1"}}}
+                ),
+            )
+            await inject(
+                driver,
+                device,
+                "ChatPresenceEv",
+                fields={"MessageSource": source, "State": "COMPOSING"},
+            )
+            await inject(
+                driver,
+                device,
+                "HistorySyncEv",
+                fields={"Data": history_blob(datetime.now(UTC))},
+            )
+
+            def published(kind: str) -> list[dict[str, Any]]:
+                return [s.data["data"] for s in events.of(f".{kind}", device)]
+
+            await events.wait(lambda: any(h["last"] for h in published("history")), timeout=20)
+            [reply] = published("message")
+            assert reply["wa_message_id"] == "R1"
+            assert reply["reply_to"]["wa_message_id"] == "Q1"
+            assert reply["reply_to"]["body"] == "¿viene?"
+            [reaction] = published("reaction")
+            assert (reaction["wa_message_id"], reaction["emoji"]) == ("Q1", "😂")
+            assert reaction["reaction_id"] == "X1" and reaction["from_me"] is False
+            [edit] = published("edit")
+            assert (edit["wa_message_id"], edit["body"], edit["edit_id"]) == (
+                "Q1",
+                "¿viene hoy?",
+                "E1",
+            )
+            [revoke] = published("revoke")
+            assert (revoke["wa_message_id"], revoke["revoke_id"]) == ("Q1", "D1")
+            [presence] = published("presence")
+            assert presence["chat_jid"] == contact and presence["state"] == "composing"
+            history = published("history")
+            assert {m["wa_message_id"] for h in history for m in h["messages"]} == {
+                "H1",
+                "H2",
+                "L1",
+                "G1",
+            }
+            assert [h["last"] for h in history].count(True) == 1 and history[-1]["last"]
+            assert all(s.subject.startswith("wa.evt.") for s in events.of(".history", device))
+    finally:
+        hole.close()
