@@ -169,6 +169,21 @@ class TestHost(Host):
         handler = session.client.event.list_func[self.nev.EVENT_TO_INT[self.nev.HistorySyncEv]]
         threading.Thread(target=handler, args=(session.client, event), daemon=True).start()
 
+    def op_debug_history_file(self, request: dict[str, Any]) -> None:
+        """A serialized HistorySync blob from ``path``, decoded and handed to the
+        session's handler on another thread, as neonize does with Go's bytes."""
+        from neonize.proto.Neonize_pb2 import HistorySync as HistorySyncEv
+
+        session = self.any_session(request)
+        with open(str(request["path"]), "rb") as f:
+            raw = f.read()
+        handler = session.client.event.list_func[self.nev.EVENT_TO_INT[self.nev.HistorySyncEv]]
+
+        def from_go() -> None:
+            handler(session.client, HistorySyncEv.FromString(raw))
+
+        threading.Thread(target=from_go, daemon=True).start()
+
     def op_debug_inject(self, request: dict[str, Any]) -> None:
         """Feed a session's handler an event built from JSON, as Go would."""
         from google.protobuf.json_format import ParseDict
