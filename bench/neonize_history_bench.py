@@ -83,7 +83,7 @@ def in_process(blob: bytes, runs: int, batch: int) -> dict[str, float]:
                 _ = (chat, web.key.ID, web.messageTimestamp, web.message.conversation)
 
     def decode_and_map() -> None:
-        HistoryMapper(since=since).conversations(HistorySyncEv.FromString(blob).Data)
+        list(HistoryMapper(since=since).conversations(HistorySyncEv.FromString(blob).Data))
 
     def decode_map_encode() -> None:
         found = HistoryMapper(since=since).conversations(HistorySyncEv.FromString(blob).Data)

@@ -9,7 +9,7 @@ that needs Go (the store's LID map) is passed in as a function.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -508,13 +508,13 @@ class HistoryMapper:
             return Address(jid=jid, lid=None)
         return Address(jid=self.pn_of_lid.get(jid, jid), lid=jid)
 
-    def conversations(self, data: Any) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    def conversations(self, data: Any) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
         """(chat, its messages oldest first) for every conversation with a
-        message in the window; an empty list for blobs without messages."""
+        message in the window, one at a time (the first batch need not wait
+        for the whole blob); nothing for blobs without messages."""
         self.learn(data)
         if int(data.syncType) not in HISTORY_WITH_MESSAGES:
-            return []
-        out = []
+            return
         for conv in data.conversations:
             if not conv.ID or normalize_jid(conv.ID) == STATUS_BROADCAST:
                 continue
@@ -533,18 +533,13 @@ class HistoryMapper:
                 name = self.push_names.get(chat.jid) or (
                     self.push_names.get(chat.lid) if chat.lid else None
                 )
-            out.append(
-                (
-                    {
-                        "chat_jid": chat.jid,
-                        "chat_lid": chat.lid,
-                        "is_group": is_group,
-                        "name": name,
-                    },
-                    messages,
-                )
-            )
-        return out
+            chat_data = {
+                "chat_jid": chat.jid,
+                "chat_lid": chat.lid,
+                "is_group": is_group,
+                "name": name,
+            }
+            yield chat_data, messages
 
     def message(self, web: Any, chat: Address, is_group: bool) -> dict[str, Any] | None:
         key = web.key
