@@ -25,6 +25,7 @@ class TestHost(Host):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.every: dict[str, Session] = {}  # every session ever started, by sid
+        self.captured: dict[str, list[dict[str, Any]]] = {}  # by sid (op_debug_capture)
 
     def op_connect(self, request: dict[str, Any]) -> dict[str, Any]:
         result = super().op_connect(request)
@@ -103,6 +104,86 @@ class TestHost(Host):
         for thread in threads:
             thread.join()
 
+    def op_debug_capture(self, request: dict[str, Any]) -> None:
+        """Hold back what a session would hand to WhatsApp's socket (there is
+        none here): neonize builds every message for real, ``send_message``,
+        ``send_chat_presence`` and ``send_presence`` record it instead of
+        sending, and answer like WhatsApp would (or raise neonize's error
+        with ``fail``)."""
+        from neonize.exc import SendMessageError
+        from neonize.proto.Neonize_pb2 import SendResponse
+
+        session = self.any_session(request)
+        client = session.client
+        fail = request.get("fail")
+        sent: list[dict[str, Any]] = []
+        self.captured[session.sid] = sent
+        counter = iter(range(1, 1_000_000))
+
+        def send_message(to: Any, message: Any, *args: Any, **kwargs: Any) -> Any:
+            from google.protobuf.json_format import MessageToDict
+
+            sent.append(
+                {
+                    "op": "send_message",
+                    "to": to.User + "@" + to.Server,
+                    "message": MessageToDict(message),
+                }
+            )
+            if fail:
+                raise SendMessageError(fail)
+            return SendResponse(ID=f"3EB0SENT{next(counter)}", Timestamp=1700000100)
+
+        def send_chat_presence(jid: Any, state: Any, media: Any) -> None:
+            sent.append(
+                {
+                    "op": "send_chat_presence",
+                    "to": jid.User + "@" + jid.Server,
+                    "state": state.name,
+                    "media": media.name,
+                }
+            )
+
+        def send_presence(presence: Any) -> None:
+            sent.append({"op": "send_presence", "presence": presence.name})
+
+        client.send_message = send_message
+        client.send_chat_presence = send_chat_presence
+        client.send_presence = send_presence
+
+    def op_debug_captured(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"sent": list(self.captured.get(self.any_session(request).sid, []))}
+
+    def op_debug_history(self, request: dict[str, Any]) -> None:
+        """A HistorySync blob of ``chats`` by ``per_chat`` text messages, built
+        directly (a JSON one that big would hold the lane while it parses), fed
+        like Go does."""
+        from neonize.proto.Neonize_pb2 import HistorySync as HistorySyncEv
+        from neonize.proto.waHistorySync import WAWebProtobufsHistorySync_pb2 as hs
+
+        session = self.any_session(request)
+        data = synthetic_history(
+            hs, int(request["chats"]), int(request["per_chat"]), prefix=str(request["prefix"])
+        )
+        event = HistorySyncEv(Data=data)
+        handler = session.client.event.list_func[self.nev.EVENT_TO_INT[self.nev.HistorySyncEv]]
+        threading.Thread(target=handler, args=(session.client, event), daemon=True).start()
+
+    def op_debug_history_file(self, request: dict[str, Any]) -> None:
+        """A serialized HistorySync blob from ``path``, decoded and handed to the
+        session's handler on another thread, as neonize does with Go's bytes."""
+        from neonize.proto.Neonize_pb2 import HistorySync as HistorySyncEv
+
+        session = self.any_session(request)
+        with open(str(request["path"]), "rb") as f:
+            raw = f.read()
+        handler = session.client.event.list_func[self.nev.EVENT_TO_INT[self.nev.HistorySyncEv]]
+
+        def from_go() -> None:
+            handler(session.client, HistorySyncEv.FromString(raw))
+
+        threading.Thread(target=from_go, daemon=True).start()
+
     def op_debug_inject(self, request: dict[str, Any]) -> None:
         """Feed a session's handler an event built from JSON, as Go would."""
         from google.protobuf.json_format import ParseDict
@@ -120,6 +201,31 @@ class TestHost(Host):
         handler = session.client.event.list_func[self.nev.EVENT_TO_INT[getattr(self.nev, kind)]]
         # like Go, from another thread than the lane
         threading.Thread(target=handler, args=(session.client, event), daemon=True).start()
+
+
+def synthetic_history(hs: Any, chats: int, per_chat: int, prefix: str = "H") -> Any:
+    """A RECENT HistorySync with ``chats`` one-to-one chats of ``per_chat``
+    text messages each, one a minute up to now (also used by the bench)."""
+    from neonize.proto.waCommon.WACommon_pb2 import MessageKey
+    from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+    from neonize.proto.waWeb.WAWebProtobufsWeb_pb2 import WebMessageInfo
+
+    now = int(time.time())
+    data = hs.HistorySync(syncType=hs.HistorySync.RECENT, progress=50)
+    for c in range(chats):
+        jid = f"52155{c:08d}@s.whatsapp.net"
+        conv = data.conversations.add(ID=jid, name=f"Contacto {c}")
+        for i in range(per_chat):
+            conv.messages.add(
+                msgOrderID=i,
+                message=WebMessageInfo(
+                    key=MessageKey(remoteJID=jid, fromMe=i % 3 == 0, ID=f"{prefix}{c}x{i}"),
+                    messageTimestamp=now - (per_chat - i) * 60,
+                    pushName=f"Contacto {c}",
+                    message=Message(conversation=f"mensaje {i} del chat {c}"),
+                ),
+            )
+    return data
 
 
 if __name__ == "__main__":

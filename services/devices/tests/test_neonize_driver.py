@@ -612,7 +612,8 @@ async def test_stopping_a_pairing_device_never_touches_another_session(
 
     for pid in pairing_pids:
         assert pid is not None
-        await eventually(lambda pid=pid: not alive(pid), timeout=5)
+        gone_pid = pid
+        await eventually(lambda: not alive(gone_pid), timeout=5)
     [later] = await linked_devices(driver, test_servers.database_url, events, 1, "5215556")
     assert driver.session_pid(later) == shared_pid  # its lane still answers
     await asyncio.sleep(2 * 1.5)  # past the hang timeout the watchdog would act on

@@ -87,6 +87,15 @@ class WorkerSettings(CommonSettings):
     neonize_max_store_connections: int = Field(90, ge=2)
     neonize_store_schema: str = "devices_wa"
     neonize_proxy: str | None = None
+    # say "online" once connected: WhatsApp sends a contact's typing only to an
+    # online client (while it is, the phone holds back its own notifications)
+    neonize_mark_online: bool = True
+    # history sync after linking: how many days back messages are imported,
+    # how many go to the worker at a time, and how long without a new history
+    # blob ends the import (one history_synced event)
+    neonize_history_days: float = Field(30.0, gt=0)
+    neonize_history_batch: int = Field(500, ge=1)
+    neonize_history_quiet_seconds: float = Field(20.0, gt=0)
 
     # simulator driver
     sim_qr_first_delay: float = Field(1.0, ge=0)

@@ -37,5 +37,9 @@ def build_driver(settings: WorkerSettings, nc: NatsClient) -> WhatsAppDriver:
         log_level=settings.log_level,
         media_max_bytes=settings.media_max_bytes,
         media_download_timeout=settings.media_download_timeout_seconds,
+        mark_online=settings.neonize_mark_online,
+        history_days=settings.neonize_history_days,
+        history_batch=settings.neonize_history_batch,
+        history_quiet=settings.neonize_history_quiet_seconds,
     )
     return neonize_driver.NeonizeDriver(settings.database_url, config)

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any
 
 import structlog
 
@@ -326,10 +326,10 @@ class NeonizeDriver(WhatsAppDriver):
     async def send_text(
         self, device_id: str, to_jid: str, body: str, reply_to: MessageRef | None = None
     ) -> SendResult:
-        if reply_to is not None:
-            _unsupported("replies")
         session = await self._connected(device_id)
-        result = await self._command(session, "send_text", to=to_jid, body=body)
+        result = await self._command(
+            session, "send_text", to=to_jid, body=body, quoted=_quoted(reply_to)
+        )
         return _send_result(result)
 
     async def send_media(
@@ -343,8 +343,6 @@ class NeonizeDriver(WhatsAppDriver):
         caption: str | None,
         reply_to: MessageRef | None = None,
     ) -> SendResult:
-        if reply_to is not None:
-            _unsupported("replies")
         session = await self._connected(device_id)
         if not data:
             raise DriverError("The media file is empty", code="invalid_media")
@@ -366,6 +364,7 @@ class NeonizeDriver(WhatsAppDriver):
                 mime_type=mime_type,
                 file_name=file_name,
                 caption=caption,
+                quoted=_quoted(reply_to),
                 timeout=self.config.transfer_timeout,
             )
         finally:
@@ -376,18 +375,37 @@ class NeonizeDriver(WhatsAppDriver):
     async def react(
         self, device_id: str, chat_jid: str, target: MessageRef, emoji: str
     ) -> SendResult:
-        _unsupported("reactions")
+        session = await self._connected(device_id)
+        result = await self._command(
+            session,
+            "react",
+            chat=chat_jid,
+            target=target.wa_message_id,
+            from_me=target.from_me,
+            sender=target.sender_jid,
+            emoji=emoji,
+        )
+        return _send_result(result)
 
     async def edit(
         self, device_id: str, chat_jid: str, wa_message_id: str, body: str
     ) -> SendResult:
-        _unsupported("edits")
+        session = await self._connected(device_id)
+        result = await self._command(
+            session, "edit", chat=chat_jid, target=wa_message_id, body=body
+        )
+        return _send_result(result)
 
     async def revoke(self, device_id: str, chat_jid: str, wa_message_id: str) -> SendResult:
-        _unsupported("deletes for everyone")
+        session = await self._connected(device_id)
+        result = await self._command(
+            session, "revoke", chat=chat_jid, target=wa_message_id, from_me=True
+        )
+        return _send_result(result)
 
     async def send_typing(self, device_id: str, chat_jid: str, state: TypingState) -> None:
-        _unsupported("typing")
+        session = await self._connected(device_id)
+        await self._command(session, "typing", chat=chat_jid, state=state)
 
     async def mark_read(
         self, device_id: str, chat_jid: str, sender_jid: str | None, wa_message_ids: list[str]
@@ -533,6 +551,28 @@ class NeonizeDriver(WhatsAppDriver):
                 receipt = WaReceipt.model_validate(message["receipt"])
                 self._deliver(
                     session, lambda: session.events.on_receipt(session.device_id, receipt)
+                )
+            elif ev == "reaction":
+                reaction = WaReaction.model_validate(message["reaction"])
+                self._deliver(
+                    session, lambda: session.events.on_reaction(session.device_id, reaction)
+                )
+            elif ev == "edit":
+                edit = WaEdit.model_validate(message["edit"])
+                self._deliver(session, lambda: session.events.on_edit(session.device_id, edit))
+            elif ev == "revoke":
+                revoke = WaRevoke.model_validate(message["revoke"])
+                self._deliver(session, lambda: session.events.on_revoke(session.device_id, revoke))
+            elif ev == "presence":
+                presence = WaPresence.model_validate(message["presence"])
+                self._deliver(
+                    session, lambda: session.events.on_presence(session.device_id, presence)
+                )
+            elif ev == "history":
+                # media of history are not fetched (WaHistory: media_info only)
+                history = WaHistory.model_validate(message["history"])
+                self._deliver(
+                    session, lambda: session.events.on_history(session.device_id, history)
                 )
             elif ev == "ended":
                 # may come before the reply to its connect (a dial that fails at once)
@@ -778,9 +818,16 @@ class _UnlinkEvents:
         pass
 
 
-def _unsupported(what: str) -> NoReturn:
-    """Issue 12's outbound kinds are not wired to the neonize host yet."""
-    raise DriverError(f"The neonize driver does not send {what} yet", code="unsupported_by_driver")
+def _quoted(reply_to: MessageRef | None) -> dict[str, Any] | None:
+    """What the host needs to quote a message (neonize builds the quote)."""
+    if reply_to is None:
+        return None
+    return {
+        "wa_message_id": reply_to.wa_message_id,
+        "sender_jid": reply_to.sender_jid,
+        "from_me": reply_to.from_me,
+        "body": reply_to.body,
+    }
 
 
 async def _first(*aws: Awaitable[Any]) -> None:

@@ -7,7 +7,8 @@ Run as ``python -m clarin_devices.worker.drivers.neonize_host``; spoken to by
   ``{"op": "shutdown"}``;
 * child → parent on a private copy of stdout: ``{"id": n, "ok": true, "result": ...}``
   / ``{"id": n, "ok": false, "error": ..., "code": ...}`` replies, and events
-  ``{"ev": "status" | "qr" | "message" | "receipt" | "ended" | "ready", "sid": ...}``.
+  ``{"ev": "status" | "qr" | "message" | "receipt" | "reaction" | "edit" | "revoke" |
+  "presence" | "history" | "ended" | "ready", "sid": ...}``.
 
 Why a process: neonize's Go side keeps global maps without locks and aborts the
 whole process on a concurrent write; its calls can hang for good; every connect
@@ -26,6 +27,11 @@ What keeps Go calls on the lane (read in neonize 0.5.2's source):
   entries. Every client here gets a uuid of its own (the session id).
 * a job queued for a session (``GetMe`` after ``Connected``, a LID lookup) runs
   only while its client was not stopped: Go dereferences nil for a stopped one.
+
+History sync blobs (possibly tens of thousands of messages) are mapped on a
+thread of their own (:class:`HistoryImport`), never on the lane nor on Go's
+callback thread, and sent to the parent in batches; once no blob has come for
+``history_quiet`` seconds one last (empty) batch says the import is over.
 
 Media are not downloaded here: a message with a file is reported at once with
 ``media_info`` and the worker fetches the file itself (:mod:`.neonize_media`),
@@ -46,18 +52,28 @@ import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from clarin_devices.worker.drivers.neonize_mapping import (
+    HISTORY_WITH_MESSAGES,
+    HistoryMapper,
+    chat_presence_payload,
     classify,
+    edit_payload,
+    event_kind,
     jid_string,
     lid_lookups,
     message_payload,
     phone_of,
+    presence_lookups,
+    presence_payload,
+    reaction_payload,
     receipt_payload,
+    revoke_payload,
     unwrap,
 )
 
@@ -100,6 +116,12 @@ class Session:
     abandoned: bool = False
     terminal_sent: bool = False
     qr_count: int = 0
+    # history sync: the mapper of this session's blobs, what was imported since
+    # the last end-of-history signal, and when the last blob came (monotonic)
+    history: HistoryMapper | None = None
+    history_sync: str | None = None  # the id of the import under way
+    history_batches: int = 0
+    history_at: float | None = None
     pending: int = 0  # emissions waiting on the lane (keeps events in order)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -149,6 +171,11 @@ class Host:
         self.settle_timeout = float(os.environ.get("CLARIN_NEONIZE_SETTLE_TIMEOUT", "8"))
         self.proxy = os.environ.get("CLARIN_NEONIZE_PROXY") or None
         self.os_name = os.environ.get("CLARIN_NEONIZE_OS_NAME", "Clarin")
+        self.mark_online = os.environ.get("CLARIN_NEONIZE_MARK_ONLINE", "1") == "1"
+        self.history_days = float(os.environ.get("CLARIN_NEONIZE_HISTORY_DAYS", "30"))
+        self.history_quiet = float(os.environ.get("CLARIN_NEONIZE_HISTORY_QUIET", "20"))
+        self.history_batch = int(os.environ.get("CLARIN_NEONIZE_HISTORY_BATCH", "500"))
+        self.history_import = HistoryImport(self)
         self.first_qr_seconds: float = FIRST_QR_SECONDS
         self.next_qr_seconds: float = NEXT_QR_SECONDS
         import neonize.events as nev
@@ -395,9 +422,101 @@ class Host:
         return {"unlinked": unlinked, "error": error}
 
     def op_send_text(self, request: dict[str, Any]) -> dict[str, Any]:
+        """A text; with ``quoted`` a reply that quotes that message (neonize's
+        ``build_reply_message``: ``contextInfo`` with its id, author and text)."""
         session = self.connected(request)
-        response = session.client.send_message(self.to_jid(request["to"]), request["body"])
+        to = self.to_jid(request["to"])
+        quoted = self.quoted(session, request.get("quoted"), request["to"])
+        if quoted is None:
+            response = session.client.send_message(to, request["body"])
+        else:
+            reply = session.client.build_reply_message(request["body"], quoted)
+            response = session.client.send_message(to, reply)
         return self.sent(response)
+
+    def quoted(self, session: Session, quote: Any, chat: str) -> Any:
+        """The neonize ``Message`` (event) of a message to quote, built from what
+        we stored: ``{wa_message_id, sender_jid, from_me, body}``."""
+        if not quote:
+            return None
+        from neonize.proto.Neonize_pb2 import Message as EventMessage
+        from neonize.proto.Neonize_pb2 import MessageInfo, MessageSource
+        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+
+        from_me = bool(quote.get("from_me"))
+        author = session.jid if from_me else (quote.get("sender_jid") or chat)
+        if not author:
+            raise HostError("The quoted message has no known author", code="invalid_reply")
+        return EventMessage(
+            Info=MessageInfo(
+                ID=str(quote["wa_message_id"]),
+                MessageSource=MessageSource(
+                    Chat=self.to_jid(chat), Sender=self.to_jid(author), IsFromMe=from_me
+                ),
+            ),
+            Message=Message(conversation=str(quote.get("body") or "")),
+        )
+
+    def target_author(self, session: Session, request: dict[str, Any]) -> Any:
+        """The JID of who wrote the target message of a reaction or revoke: we
+        (``from_me``) or the contact (``sender``, in a group its participant)."""
+        if request.get("from_me"):
+            if not session.jid:
+                raise HostError("The device has no known number", code="device_not_connected")
+            return self.to_jid(session.jid)
+        return self.to_jid(request.get("sender") or request["chat"])
+
+    def op_react(self, request: dict[str, Any]) -> dict[str, Any]:
+        """React to a message (``emoji`` empty takes our reaction back)."""
+        session = self.connected(request)
+        chat = self.to_jid(request["chat"])
+        reaction = session.client.build_reaction(
+            chat,
+            self.target_author(session, request),
+            str(request["target"]),
+            str(request.get("emoji") or ""),
+        )
+        return self.sent(session.client.send_message(chat, reaction))
+
+    def op_edit(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Replace the text of one of our messages (neonize's ``build_edit``)."""
+        from neonize.builder import build_edit
+        from neonize.proto.waE2E.WAWebProtobufsE2E_pb2 import Message
+
+        session = self.connected(request)
+        chat = self.to_jid(request["chat"])
+        edit = build_edit(chat, str(request["target"]), Message(conversation=str(request["body"])))
+        return self.sent(session.client.send_message(chat, edit))
+
+    def op_revoke(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Delete one of our messages for everyone (neonize's ``build_revoke``,
+        with our JID as known here: no ``GetMe`` call into Go)."""
+        from neonize.builder import build_revoke
+
+        session = self.connected(request)
+        if not session.jid:
+            raise HostError("The device has no known number", code="device_not_connected")
+        chat = self.to_jid(request["chat"])
+        me = self.to_jid(session.jid)
+        revoke = build_revoke(
+            chat, self.target_author(session, request), str(request["target"]), me
+        )
+        return self.sent(session.client.send_message(chat, revoke))
+
+    def op_typing(self, request: dict[str, Any]) -> None:
+        """Show (``composing``) or stop showing (``paused``) us typing in a chat."""
+        from neonize.utils.enum import ChatPresence, ChatPresenceMedia
+
+        session = self.connected(request)
+        state = {
+            "composing": ChatPresence.CHAT_PRESENCE_COMPOSING,
+            "paused": ChatPresence.CHAT_PRESENCE_PAUSED,
+        }.get(str(request.get("state")))
+        if state is None:
+            raise HostError("state must be composing or paused", code="bad_request")
+        session.client.send_chat_presence(
+            self.to_jid(request["chat"]), state, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT
+        )
 
     def op_send_media(self, request: dict[str, Any]) -> dict[str, Any]:
         """Upload and send a file the parent wrote to ``path`` (files never
@@ -407,14 +526,15 @@ class Host:
         path = str(request["path"])
         kind = request["media_type"]
         caption = request.get("caption") or None
+        quoted = self.quoted(session, request.get("quoted"), request["to"])
         client = session.client
         if kind == "image":
-            response = client.send_image(to, path, caption=caption)
+            response = client.send_image(to, path, caption=caption, quoted=quoted)
         elif kind == "video":
-            response = client.send_video(to, path, caption=caption)
+            response = client.send_video(to, path, caption=caption, quoted=quoted)
         elif kind == "audio":
             ptt = str(request.get("mime_type", "")).startswith("audio/ogg")
-            response = client.send_audio(to, path, ptt=ptt)
+            response = client.send_audio(to, path, ptt=ptt, quoted=quoted)
         elif kind == "document":
             response = client.send_document(
                 to,
@@ -422,6 +542,7 @@ class Host:
                 caption=caption,
                 filename=request.get("file_name"),
                 mimetype=request.get("mime_type"),
+                quoted=quoted,
             )
         else:
             raise HostError(f"Sending {kind} messages is not supported", code="unsupported_media")
@@ -485,6 +606,9 @@ class Host:
         bind(nev.DisconnectedEv, self.on_disconnected)
         bind(nev.MessageEv, self.on_message)
         bind(nev.ReceiptEv, self.on_receipt)
+        bind(nev.ChatPresenceEv, self.on_chat_presence)
+        bind(nev.PresenceEv, self.on_presence)
+        bind(nev.HistorySyncEv, self.on_history_sync)
 
     def on_qr(self, session: Session, data: bytes) -> None:
         session.settled.set()
@@ -548,6 +672,15 @@ class Host:
             except Exception as exc:
                 log.warning("get_me for %s failed: %s", session.device_id, exc)
             session.jid = jid
+            if self.mark_online:
+                # WhatsApp sends typing (ChatPresence) only to a client that
+                # says it is online; the phone then holds back its notifications
+                try:
+                    from neonize.utils.enum import Presence
+
+                    session.client.send_presence(Presence.AVAILABLE)
+                except Exception as exc:
+                    log.info("marking %s online failed: %s", session.device_id, exc)
             self.status(
                 session,
                 "connected",
@@ -597,17 +730,12 @@ class Host:
 
         self.lane.submit("stop", stop)
 
-    def on_message(self, session: Session, event: Any) -> None:
-        info = event.Info
-        message = unwrap(event.Message)
-        kind = classify(message)
-        if kind is None:
-            return
-        needs_lookup = bool(lid_lookups(info))
+    def lookup(self, session: Session, needed: bool) -> Callable[[str], str | None]:
+        """The store's LID → phone map, for a job on the lane."""
 
         def lookup(lid: str) -> str | None:
             # on the lane, and only for a client Go still holds
-            if not needs_lookup or session.stopped:
+            if not needed or session.stopped:
                 return None
             try:
                 found = session.client.get_pn_from_lid(self.to_jid(lid))
@@ -616,12 +744,62 @@ class Host:
                 return None
             return jid_string(found)
 
-        def job() -> None:
-            payload = message_payload(info, message, kind, lookup)
-            if payload is not None:  # None: a status post, not a conversation
-                self.emit(session, "message", message=payload)
+        return lookup
 
-        self.ordered(session, "message", job, lane=needs_lookup)
+    def on_message(self, session: Session, event: Any) -> None:
+        """A message, or what a phone sends about one: a reaction, an edit, a
+        delete for everyone (each an event of its own kind)."""
+        info = event.Info
+        message = unwrap(event.Message)
+        kind = event_kind(message)
+        if kind is None:
+            return
+        needs_lookup = bool(lid_lookups(info))
+        lookup = self.lookup(session, needs_lookup)
+
+        def job() -> None:
+            if kind == "message":
+                shown = classify(message)
+                assert shown is not None
+                payload = message_payload(info, message, shown, lookup, own=session.jid)
+            elif kind == "reaction":
+                payload = reaction_payload(info, message, lookup)
+            elif kind == "edit":
+                payload = edit_payload(info, message, lookup)
+            else:
+                payload = revoke_payload(info, message, lookup)
+            if payload is not None:  # None: a status post, not a conversation
+                self.emit(session, kind, **{kind: payload})
+
+        self.ordered(session, kind, job, lane=needs_lookup)
+
+    def on_chat_presence(self, session: Session, event: Any) -> None:
+        """A contact typing, recording or stopping, in one chat."""
+        needs_lookup = bool(presence_lookups(event))
+        lookup = self.lookup(session, needs_lookup)
+
+        def job() -> None:
+            payload = chat_presence_payload(event, lookup)
+            if payload is not None:
+                self.emit(session, "presence", presence=payload)
+
+        self.ordered(session, "presence", job, lane=needs_lookup)
+
+    def on_presence(self, session: Session, event: Any) -> None:
+        """A contact came online or went offline."""
+        needs_lookup = bool(presence_lookups(event))
+        lookup = self.lookup(session, needs_lookup)
+
+        def job() -> None:
+            payload = presence_payload(event, lookup)
+            if payload is not None:
+                self.emit(session, "presence", presence=payload)
+
+        self.ordered(session, "presence", job, lane=needs_lookup)
+
+    def on_history_sync(self, session: Session, event: Any) -> None:
+        """A history blob: mapped off the lane and off Go's thread."""
+        self.history_import.add(session, event.Data)
 
     def on_receipt(self, session: Session, event: Any) -> None:
         payload = receipt_payload(event)
@@ -630,6 +808,103 @@ class Host:
         self.ordered(
             session, "receipt", lambda: self.emit(session, "receipt", receipt=payload), False
         )
+
+
+class HistoryImport:
+    """One thread that maps the history blobs of every session of this process
+    and sends them on in batches of ``history_batch`` messages. Live events
+    never wait for it: it holds neither the lane nor Go's callback thread."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.jobs: queue.Queue[tuple[Session, Any]] = queue.Queue()
+        self.active: dict[str, Session] = {}  # sessions with an import under way
+        self.thread = threading.Thread(target=self.run, name="neonize-history", daemon=True)
+        self.thread.start()
+
+    def add(self, session: Session, data: Any) -> None:
+        session.history_at = time.monotonic()
+        self.jobs.put((session, data))
+
+    def run(self) -> None:
+        while True:
+            try:
+                session, data = self.jobs.get(timeout=min(1.0, self.host.history_quiet / 4))
+            except queue.Empty:
+                pass
+            else:
+                try:
+                    self.process(session, data)
+                except Exception:
+                    log.exception("history import of %s failed", session.device_id)
+            self.finish_quiet()
+
+    def process(self, session: Session, data: Any) -> None:
+        if session.closing or session.stopped:
+            return
+        if session.history is None:
+            since = datetime.now(UTC) - timedelta(days=self.host.history_days)
+            session.history = HistoryMapper(since=since, own=session.jid)
+        conversations = session.history.conversations(data)
+        if int(data.syncType) in HISTORY_WITH_MESSAGES and session.history_sync is None:
+            session.history_sync = uuid.uuid4().hex
+            session.history_batches = 0
+            self.active[session.sid] = session
+        progress = int(data.progress) if data.HasField("progress") else None
+        chats: dict[str, dict[str, Any]] = {}
+        batch: list[dict[str, Any]] = []
+        for chat, messages in conversations:
+            for message in messages:
+                chats[chat["chat_jid"]] = chat
+                batch.append(message)
+                if len(batch) >= self.host.history_batch:
+                    self.send(session, chats, batch, progress)
+                    chats, batch = {}, []
+        if batch:
+            self.send(session, chats, batch, progress)
+        session.history_at = time.monotonic()
+
+    def send(
+        self,
+        session: Session,
+        chats: dict[str, dict[str, Any]],
+        batch: list[dict[str, Any]],
+        progress: int | None = None,
+        last: bool = False,
+    ) -> None:
+        if session.closing or session.history_sync is None:
+            return
+        self.host.emit(
+            session,
+            "history",
+            history={
+                "sync_id": session.history_sync,
+                "batch": session.history_batches,
+                "last": last,
+                "progress": progress,
+                "chats": list(chats.values()),
+                "messages": batch,
+            },
+        )
+        session.history_batches += 1
+
+    def finish_quiet(self) -> None:
+        """One last batch per import, once no blob came for ``history_quiet``."""
+        now = time.monotonic()
+        for sid, session in list(self.active.items()):
+            if session.closing or session.stopped:
+                del self.active[sid]
+                continue
+            if (
+                session.history_at is not None
+                and now - session.history_at < self.host.history_quiet
+            ):
+                continue
+            if not self.jobs.empty():
+                continue
+            del self.active[sid]
+            self.send(session, {}, [], last=True)
+            session.history_sync = None
 
 
 def _die_with_parent() -> None:

@@ -90,6 +90,15 @@ class NeonizeConfig:
     media_download_timeout: float = 120.0
     media_host: str = "https://mmg.whatsapp.net"
     media_via_proxy: bool = True  # files come through ``proxy`` too, as whatsmeow's do
+    # say "online" once connected: WhatsApp sends typing only to an online
+    # client (the phone then holds back its own notifications)
+    mark_online: bool = True
+    # history sync after linking: messages this many days back are imported,
+    # in batches of ``history_batch`` messages; the import is over once no
+    # blob came for ``history_quiet`` seconds
+    history_days: float = 30.0
+    history_batch: int = 500
+    history_quiet: float = 20.0
     # the command that starts a child (tests run a host with extra operations)
     host_command: tuple[str, ...] = field(
         default_factory=lambda: (sys.executable, "-m", HOST_MODULE)
@@ -317,6 +326,10 @@ class ChildPool:
                 "CLARIN_NEONIZE_OS_NAME": self.config.os_name,
                 "CLARIN_LOG_LEVEL": self.config.log_level,
                 "CLARIN_NEONIZE_LOG_LEVEL": self.config.neonize_log_level,
+                "CLARIN_NEONIZE_MARK_ONLINE": "1" if self.config.mark_online else "0",
+                "CLARIN_NEONIZE_HISTORY_DAYS": str(self.config.history_days),
+                "CLARIN_NEONIZE_HISTORY_BATCH": str(self.config.history_batch),
+                "CLARIN_NEONIZE_HISTORY_QUIET": str(self.config.history_quiet),
             }
         )
         if self.config.proxy:
