@@ -3,13 +3,14 @@ QR nobody scans, contacts addressed by LID, status posts, media that fails."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+
+from clarin_devkit.testing import eventually
 
 from .helpers import Socket, bearer, linked_device, register, sim
 from .system import System
@@ -57,12 +58,12 @@ async def test_a_qr_nobody_scans_ends_disconnected_with_the_reason(
     assert qr.status_code == 404
     # asking again starts a fresh pairing
     await client.post(f"/api/devices/{device['id']}/connect", headers=headers)
-    for _ in range(100):
+
+    async def a_fresh_qr() -> bool:
         qr = await client.get(f"/api/devices/{device['id']}/qr", headers=headers)
-        if qr.status_code == 200:
-            break
-        await asyncio.sleep(0.1)
-    assert qr.status_code == 200, qr.text
+        return qr.status_code == 200
+
+    await eventually(a_fresh_qr, timeout=10)
 
 
 async def test_lid_contacts_are_one_chat_with_a_lead_that_has_the_phone(
@@ -155,7 +156,13 @@ async def test_lid_contacts_are_one_chat_with_a_lead_that_has_the_phone(
     assert sorted(c["phone"] for c in chats) == ["5215522223333", "5215544445555"]
     iker_chat = next(c for c in chats if c["phone"] == "5215544445555")
     assert iker_chat["id"] == merged["id"] and iker_chat["unread_count"] == 3
-    assert iker_chat["lead_id"] == iker["id"]
+
+    # the chats service links the lead when it hears lead_created: after it, not with it
+    async def linked_to_the_lead() -> bool:
+        chat = await get(client, session, f"/api/chats/{merged['id']}")
+        return bool(chat["lead_id"] == iker["id"])
+
+    await eventually(linked_to_the_lead, timeout=10)
     messages = (await get(client, session, f"/api/chats/{iker_chat['id']}/messages"))["items"]
     assert [m["body"] for m in messages] == ["gracias", "soy Iker", "¿hay stock?"]
     gone = await client.get(f"/api/chats/{lid_chat['id']}", headers=bearer(session))

@@ -3,7 +3,6 @@ a crash, and a device is never held by two workers at once."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
@@ -131,7 +130,19 @@ async def test_a_moved_device_answers_commands_from_its_new_owner(
         resp = await api.post(device_id, "pair-phone", json={"phone": "5215512345678"})
         assert resp.status_code == 409
         assert resp.json()["error"]["code"] == "already_paired"
-    await asyncio.sleep(0.5)
-    for device_id in devices:
-        last = events.of(".status", device_id)[-1].data["data"]
-        assert last["status"] == "connected" and last["worker_id"] == expected[device_id]
+
+    # the old owner wrote its handoff before it let the lease go, so the new
+    # owner's "connected" is the last word on each device
+    def settled() -> bool:
+        for device_id in devices:
+            statuses = events.of(".status", device_id)
+            if not statuses:
+                return False
+            last = statuses[-1].data["data"]
+            if last["status"] != "connected" or last["worker_id"] != expected[device_id]:
+                return False
+        return True
+
+    await events.wait(settled, timeout=10)
+    moved = [d for d, w in expected.items() if w == "w2"]
+    assert moved and not set(moved) & set(w1.worker.sessions)

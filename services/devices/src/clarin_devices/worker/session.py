@@ -321,6 +321,9 @@ class DeviceSession:
                 if jid:
                     self.jid = jid
                 phone = phone or (phone_from_jid(self.jid) if self.jid else None)
+                # answer commands before anyone hears "connected": a send made the
+                # moment the device shows connected must find us listening
+                await self._subscribe_commands()
                 self.connected = True
                 self.failures = 0
                 await self._write(
@@ -331,7 +334,6 @@ class DeviceSession:
                     set_error=True,
                     push_name=push_name,
                 )
-                await self._subscribe_commands()
             elif status == "disconnected":
                 self.connected = False
                 await self._unsubscribe_commands()
