@@ -27,6 +27,12 @@ APP_EVENTS_STREAM = "APP_EVENTS"
 WA_EVENTS_SUBJECTS = "wa.evt.>"
 APP_EVENTS_SUBJECTS = "app.>"
 MEDIA_BUCKET = "wa_media"
+# the durable send queue: one work-queue stream, subjects wa.out.{device_id}.{priority}
+WA_OUTBOX_STREAM = "WA_OUTBOX"
+WA_OUTBOX_SUBJECTS = "wa.out.>"
+OUTBOX_DONE_BUCKET = "wa_outbox_done"
+SendPriority = Literal["interactive", "bulk"]
+SEND_PRIORITIES: tuple[SendPriority, ...] = ("interactive", "bulk")
 
 WaKind = Literal["message", "receipt", "sent", "status", "qr", "media"]
 AppType = Literal[
@@ -56,6 +62,11 @@ def wa_event_subject(account_id: str, device_id: str, kind: WaKind) -> str:
 
 def wa_command_subject(device_id: str) -> str:
     return f"wa.cmd.{_token(device_id, 'device_id')}"
+
+
+def wa_outbox_subject(device_id: str, priority: SendPriority) -> str:
+    """Where a queued send waits for the worker that holds its device."""
+    return f"wa.out.{_token(device_id, 'device_id')}.{priority}"
 
 
 def app_event_subject(account_id: str, type_: AppType) -> str:
@@ -374,6 +385,21 @@ Command = (
     | DisconnectCommand
     | LogoutCommand
 )
+
+
+SendCommand = SendTextCommand | SendMediaCommand
+
+
+def outbound_envelope(account_id: str, device_id: str, command: SendCommand) -> Envelope[Any]:
+    """A queued send: its id (and ``Nats-Msg-Id``) is the message id, the send's
+    idempotency key from the API to WhatsApp."""
+    return Envelope(
+        id=command.message_id,
+        type=command.type,
+        account_id=account_id,
+        device_id=device_id,
+        data=command,
+    )
 
 
 class CommandReply(BaseModel):

@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from clarin_common.app import Resources, create_service_app, serve
 from clarin_common.errors import error_response
 from clarin_common.nats import PullConsumer
+from clarin_common.outbox import Outbox
 from clarin_common.users import UserDirectory
 from clarin_messaging.chats.endpoints import router as chats_router
 from clarin_messaging.consumers import lead_events_consumer, wa_events_consumer
@@ -63,7 +64,9 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
             js=res.js,
             store=LocalMediaStore(settings.media_dir),
             devices=DevicesClient(settings.devices_url, settings.devices_timeout),
+            outbox=Outbox(res.pool, res.js, settings.outbox_relay_interval, "messaging"),
         )
+        ctx.outbox.start()
         res.extras["messaging"] = ctx
         consumers: list[PullConsumer] = []
         if settings.consumers_enabled:
@@ -79,6 +82,7 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
             await consumer.stop()
         ctx: Messaging | None = res.extras.get("messaging")
         if ctx is not None:
+            await ctx.outbox.stop()
             await ctx.devices.aclose()
         directory: UserDirectory | None = getattr(app.state, "user_directory", None)
         if directory is not None:

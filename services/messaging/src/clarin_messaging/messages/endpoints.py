@@ -31,7 +31,9 @@ async def send_text(
         device_id=payload.device_id,
         to=payload.to,
     )
-    return await service.send_text(ctx, user, target, payload.body, payload.client_id)
+    return await service.send_text(
+        ctx, user, target, payload.body, payload.client_id, payload.priority
+    )
 
 
 @router.post("/messages/send/media", status_code=202, response_model=MessageOut)

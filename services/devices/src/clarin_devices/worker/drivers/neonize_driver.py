@@ -313,7 +313,10 @@ class NeonizeDriver(WhatsAppDriver):
             and not session.closing
         )
 
-    async def send_text(self, device_id: str, to_jid: str, body: str) -> SendResult:
+    async def send_text(
+        self, device_id: str, to_jid: str, body: str, *, send_id: str | None = None
+    ) -> SendResult:
+        # send_id is not passed on: neonize's SendMessage takes no message id
         session = await self._connected(device_id)
         result = await self._command(session, "send_text", to=to_jid, body=body)
         return _send_result(result)
@@ -327,6 +330,8 @@ class NeonizeDriver(WhatsAppDriver):
         mime_type: str,
         file_name: str | None,
         caption: str | None,
+        *,
+        send_id: str | None = None,
     ) -> SendResult:
         session = await self._connected(device_id)
         if not data:

@@ -37,6 +37,13 @@ no responders means the device has no live session):
   (``chat_jid`` only for ids this session did not send).
 - ``drop`` ``{}``: the connection drops (the worker reconnects by itself).
 - ``logout`` ``{}``: the phone unlinks the device (``logged_out``).
+
+What the device sends reaches "the other phones": each accepted outbound
+message is announced (core NATS, not a stream) on ``simphone.{device_id}`` as
+``{wa_message_id, to, type, body}``, so tests can see what left and how often.
+A send with an idempotency key (``send_id``) gets a WhatsApp id derived from
+it, as whatsmeow does when given the id: a repeat is the same message, which a
+recipient shows once.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import asyncio
 import base64
 import binascii
 import functools
+import hashlib
 import json
 import secrets
 import string
@@ -77,6 +85,7 @@ from clarin_devices.worker.drivers import (
 
 log = structlog.get_logger(__name__)
 
+PHONE_SUBJECT = "simphone.{device_id}"
 SENT_MEMORY = 1000  # outbound ids remembered per session (for receipts)
 DOWNLOAD_MEMORY = 2000  # inbound files kept for retry_media, per driver
 PAIRING_ALPHABET = string.ascii_uppercase + string.digits
@@ -168,6 +177,11 @@ class ReceiptRequest(BaseModel):
 def new_wa_message_id() -> str:
     """An id shaped like WhatsApp's (``3EB0`` + 16 upper-case hex digits)."""
     return "3EB0" + secrets.token_hex(8).upper()
+
+
+def wa_message_id_for(send_id: str) -> str:
+    """The WhatsApp id a send with this idempotency key gets, every time."""
+    return "3EB0" + hashlib.sha256(send_id.encode()).hexdigest()[:16].upper()
 
 
 def _qr_code() -> str:
@@ -275,8 +289,23 @@ class SimulatorDriver(WhatsAppDriver):
         session = self._sessions.get(device_id)
         return session is not None and session.state == "connected"
 
-    async def send_text(self, device_id: str, to_jid: str, body: str) -> SendResult:
-        return self._accept(self._connected(device_id), to_jid)
+    async def send_text(
+        self, device_id: str, to_jid: str, body: str, *, send_id: str | None = None
+    ) -> SendResult:
+        result = self._accept(self._connected(device_id), to_jid, send_id)
+        await self._to_phone(device_id, result, to_jid, "text", body)
+        return result
+
+    async def _to_phone(
+        self, device_id: str, result: SendResult, to_jid: str, type_: str, body: str | None
+    ) -> None:
+        payload = {"wa_message_id": result.wa_message_id, "to": to_jid, "type": type_, "body": body}
+        try:
+            await self.nc.publish(
+                PHONE_SUBJECT.format(device_id=device_id), json.dumps(payload).encode()
+            )
+        except Exception as exc:  # only an observer misses it; the send stands
+            log.debug("sim_phone_publish_failed", error=str(exc))
 
     async def send_media(
         self,
@@ -287,11 +316,15 @@ class SimulatorDriver(WhatsAppDriver):
         mime_type: str,
         file_name: str | None,
         caption: str | None,
+        *,
+        send_id: str | None = None,
     ) -> SendResult:
         session = self._connected(device_id)
         if not data:
             raise DriverError("The media file is empty", code="invalid_media")
-        return self._accept(session, to_jid)
+        result = self._accept(session, to_jid, send_id)
+        await self._to_phone(device_id, result, to_jid, media_type, caption)
+        return result
 
     async def mark_read(
         self, device_id: str, chat_jid: str, sender_jid: str | None, wa_message_ids: list[str]
@@ -418,8 +451,9 @@ class SimulatorDriver(WhatsAppDriver):
                 result = outcome(status="ready", media=item.media)
         await events.on_media(item.device_id, result)
 
-    def _accept(self, session: _Session, to_jid: str) -> SendResult:
-        wa_message_id = new_wa_message_id()
+    def _accept(self, session: _Session, to_jid: str, send_id: str | None = None) -> SendResult:
+        # like whatsmeow given SendRequestExtra.ID: the same send is the same message
+        wa_message_id = wa_message_id_for(send_id) if send_id else new_wa_message_id()
         chat_jid = normalize_jid(to_jid)
         session.sent[wa_message_id] = chat_jid
         while len(session.sent) > SENT_MEMORY:
