@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from clarin_common.contract import (
+    Campaign,
     Chat,
     Device,
     DeviceStatus,
@@ -47,6 +48,7 @@ AppType = Literal[
     "lead_created",
     "lead_updated",
     "lead_deleted",
+    "campaign_progress",
 ]
 
 
@@ -62,6 +64,11 @@ def wa_event_subject(account_id: str, device_id: str, kind: WaKind) -> str:
 
 def wa_command_subject(device_id: str) -> str:
     return f"wa.cmd.{_token(device_id, 'device_id')}"
+
+
+# request/reply, services only (NATS role ``service``): messaging stores and queues a
+# send for another service (campaigns) that has no user token to call the API with
+MESSAGING_SEND_SUBJECT = "svc.messaging.send"
 
 
 def wa_outbox_subject(device_id: str, priority: SendPriority) -> str:
@@ -281,6 +288,12 @@ class LeadDeletedData(BaseModel):
     lead_id: str
 
 
+class CampaignProgressData(BaseModel):
+    """A running campaign's counters (at most once a second per campaign)."""
+
+    campaign: Campaign
+
+
 APP_EVENT_MODELS: dict[AppType, type[BaseModel]] = {
     "new_message": NewMessageData,
     "message_sent": MessageSentData,
@@ -293,6 +306,7 @@ APP_EVENT_MODELS: dict[AppType, type[BaseModel]] = {
     "lead_created": LeadData,
     "lead_updated": LeadData,
     "lead_deleted": LeadDeletedData,
+    "campaign_progress": CampaignProgressData,
 }
 
 
@@ -388,6 +402,19 @@ Command = (
 
 
 SendCommand = SendTextCommand | SendMediaCommand
+
+
+class ServiceSendRequest(BaseModel):
+    """A text send asked for by another service on ``svc.messaging.send``; the
+    reply is a :class:`CommandReply` whose ``result`` is ``{message_id, status}``.
+    ``client_id`` makes it idempotent exactly as for the API."""
+
+    account_id: str
+    device_id: str
+    to: str
+    body: str
+    client_id: str
+    priority: SendPriority = "bulk"
 
 
 def outbound_envelope(account_id: str, device_id: str, command: SendCommand) -> Envelope[Any]:

@@ -20,6 +20,7 @@ from clarin_messaging.context import Messaging
 from clarin_messaging.devices_client import DevicesClient
 from clarin_messaging.media_store import LocalMediaStore
 from clarin_messaging.messages.endpoints import router as messages_router
+from clarin_messaging.messages.service import ServiceSends
 from clarin_messaging.quick_replies.endpoints import router as quick_replies_router
 from clarin_messaging.search.endpoints import router as search_router
 from clarin_messaging.settings import MessagingSettings
@@ -68,6 +69,9 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
         )
         ctx.outbox.start()
         res.extras["messaging"] = ctx
+        service_sends = ServiceSends(ctx)
+        await service_sends.start()
+        res.extras["service_sends"] = service_sends
         consumers: list[PullConsumer] = []
         if settings.consumers_enabled:
             consumers = [wa_events_consumer(ctx), lead_events_consumer(ctx)]
@@ -76,6 +80,9 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
         res.extras["consumers"] = consumers
 
     async def on_shutdown(app: FastAPI, res: Resources) -> None:
+        service_sends: ServiceSends | None = res.extras.get("service_sends")
+        if service_sends is not None:
+            await service_sends.stop()
         consumers: list[PullConsumer] = res.extras.get("consumers", [])
         for consumer in consumers:
             # finishes the batch in hand (committed and acked), then stops

@@ -12,6 +12,7 @@ way (``Nats-Msg-Id`` in the queue, the worker's record of sends done).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mimetypes
 import uuid
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import ValidationError
@@ -33,6 +35,7 @@ from clarin_common.errors import (
     ValidationFailed,
 )
 from clarin_common.events import (
+    MESSAGING_SEND_SUBJECT,
     CommandReply,
     MediaRef,
     RetryMediaCommand,
@@ -40,6 +43,7 @@ from clarin_common.events import (
     SendMediaCommand,
     SendPriority,
     SendTextCommand,
+    ServiceSendRequest,
     outbound_envelope,
     utcnow,
     wa_command_subject,
@@ -417,3 +421,60 @@ async def _undo_retry(
             await ctx.publish(
                 [app_events.message_updated(principal.account_id, message_from_row(row))]
             )
+
+
+async def send_for_service(ctx: Messaging, request: ServiceSendRequest) -> MessageOut:
+    """A send another service asks for (campaigns): the same path as the API's,
+    for an account and device that service already checked."""
+    try:
+        jid = jid_from_recipient(request.to)
+    except ValueError as exc:
+        raise ValidationFailed.field(["to"], str(exc)) from exc
+    principal = Principal(
+        user_id="", account_id=request.account_id, role="admin", token_id="service"
+    )
+    target = Target(
+        chat_id=chat_id_for(request.device_id, jid), device_id=request.device_id, jid=jid
+    )
+    return await send_text(
+        ctx, principal, target, request.body, request.client_id, request.priority
+    )
+
+
+class ServiceSends:
+    """Answers ``svc.messaging.send`` (one queue group across replicas)."""
+
+    def __init__(self, ctx: Messaging) -> None:
+        self.ctx = ctx
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        self._sub = await self.ctx.nc.subscribe(
+            MESSAGING_SEND_SUBJECT, queue="messaging", cb=self._handle
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            request = ServiceSendRequest.model_validate_json(msg.data)
+            message = await send_for_service(self.ctx, request)
+            reply = CommandReply(
+                ok=True, result={"message_id": message.id, "status": message.status}
+            )
+        except (ValidationError, ValidationFailed) as exc:
+            reply = CommandReply(
+                ok=False, error={"code": "invalid_send", "message": str(exc)[:300]}
+            )
+        except Exception as exc:
+            log.exception("service_send_failed")
+            reply = CommandReply(
+                ok=False, error={"code": "internal_error", "message": type(exc).__name__}
+            )
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(reply.model_dump_json().encode())
