@@ -101,6 +101,8 @@ def run_system(
         "WHATSAPP_DRIVER": "simulator",
         "WORKER_WHATSAPP_DRIVER": "simulator",
         "WORKER_SEND_RATE_PER_SECOND": "50",
+        # a send held by a killed worker comes back in seconds, not a minute
+        "WORKER_OUTBOX_ACK_WAIT_SECONDS": "5",
         "AUTH_BCRYPT_ROUNDS": "4",
         "AUTH_PORT": str(ports["auth"]),
         "DEVICES_PORT": str(ports["devices"]),

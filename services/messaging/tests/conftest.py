@@ -219,10 +219,14 @@ def sent_event(
 
 @dataclass
 class FakeWorker:
-    """Answers ``wa.cmd.{device_id}`` as the owning worker would."""
+    """Stands in for the worker that holds a device: answers ``wa.cmd.{device_id}``
+    and takes the device's queued sends (``wa.out.{device_id}.*``), reporting each
+    as the real one does, with a ``sent`` event on WA_EVENTS."""
 
+    nc: NatsClient
     mode: str = "accept"  # accept | refuse | silent
     commands: list[dict[str, Any]] = field(default_factory=list)
+    subjects: list[str] = field(default_factory=list)
     counter: int = 0
 
     async def handle(self, msg: Msg) -> None:
@@ -249,18 +253,43 @@ class FakeWorker:
             reply = {"ok": True, "result": {}}
         await msg.respond(json.dumps(reply).encode())
 
+    async def take_send(self, msg: Msg) -> None:
+        envelope = json.loads(msg.data)
+        command = envelope["data"]
+        self.commands.append(command)
+        self.subjects.append(msg.subject)
+        if self.mode == "silent":
+            return
+        if self.mode == "refuse":
+            event = sent_event(command["message_id"], None, "failed", "recipient not on WhatsApp")
+        else:
+            self.counter += 1
+            wa_id = f"3EB0{self.counter:08d}{command['message_id'][:6]}"
+            event = sent_event(command["message_id"], wa_id)
+        account_id, device_id = envelope["account_id"], envelope["device_id"]
+        env = wa_envelope(account_id, device_id, "sent", event)
+        await self.nc.jetstream().publish(
+            wa_event_subject(account_id, device_id, "sent"),
+            encode(env),
+            headers={"Nats-Msg-Id": env.id},
+        )
+
 
 @contextlib.asynccontextmanager
 async def fake_worker(
     nc: NatsClient, device_id: str, mode: str = "accept"
 ) -> AsyncIterator[FakeWorker]:
-    worker = FakeWorker(mode=mode)
-    sub = await nc.subscribe(f"wa.cmd.{device_id}", cb=worker.handle)
+    worker = FakeWorker(nc=nc, mode=mode)
+    subs = [
+        await nc.subscribe(f"wa.cmd.{device_id}", cb=worker.handle),
+        await nc.subscribe(f"wa.out.{device_id}.*", cb=worker.take_send),
+    ]
     await nc.flush()
     try:
         yield worker
     finally:
-        await sub.unsubscribe()
+        for sub in subs:
+            await sub.unsubscribe()
 
 
 @dataclass

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
+import json
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 from nats.aio.client import Client as NatsClient
 
 from clarin_common.ids import chat_id_for
+from clarin_common.outbox import PendingEvent
 from clarin_devkit.testing import eventually
 
 PNG = (
@@ -88,35 +91,87 @@ class TestSendText:
             assert resp.status_code == 503
             assert await _count(svc, "messages") == 0
 
-    async def test_device_not_connected_stores_nothing(self, svc: Any, h: Any) -> None:
+    async def test_queued_for_a_device_no_worker_holds(self, svc: Any, h: Any) -> None:
         t = h.new_tenant()
         resp = await svc.client.post(
             "/api/messages/send",
-            json={"device_id": t.device_id, "to": TO, "body": "hi"},
+            json={"device_id": t.device_id, "to": TO, "body": "hi", "client_id": "q-1"},
             headers=t.headers,
         )
-        assert resp.status_code == 409
-        assert resp.json()["error"]["code"] == "device_not_connected"
-        assert await _count(svc, "messages") == 0
-        assert await _count(svc, "chats") == 0
-        chats = await svc.client.get("/api/chats", headers=t.headers)
-        assert chats.json()["items"] == []
-
-    async def test_device_not_connected_keeps_existing_chat_as_it_was(
-        self, svc: Any, h: Any
-    ) -> None:
-        t = h.new_tenant()
-        await h.publish_wa(svc.nc, t, "message", h.inbound("E1", body="earlier"))
-        await eventually(lambda: _has_rows(svc, 1))
-        chat_id = chat_id_for(t.device_id, JID)
-        before = (await svc.client.get(f"/api/chats/{chat_id}", headers=t.headers)).json()
-        resp = await svc.client.post(
-            "/api/messages/send", json={"chat_id": chat_id, "body": "hi"}, headers=t.headers
+        assert resp.status_code == 202, resp.text
+        message = resp.json()
+        assert message["status"] == "pending" and message["wa_message_id"] is None
+        # the send waits in WA_OUTBOX under its message id, for whoever holds the device
+        queued = await svc.nc.jetstream().get_last_msg(
+            "WA_OUTBOX", f"wa.out.{t.device_id}.interactive"
         )
-        assert resp.status_code == 409
-        after = (await svc.client.get(f"/api/chats/{chat_id}", headers=t.headers)).json()
-        assert after == before
-        assert await _count(svc, "messages") == 1
+        assert queued.headers is not None and queued.headers["Nats-Msg-Id"] == message["id"]
+        envelope = json.loads(queued.data or b"{}")
+        assert envelope["id"] == message["id"] and envelope["account_id"] == t.account_id
+        assert envelope["data"] == {
+            "type": "send_text",
+            "message_id": message["id"],
+            "client_id": "q-1",
+            "to": JID,
+            "body": "hi",
+        }
+        assert await _count(svc, "outbox") == 0  # published, so no longer waiting
+        chats = (await svc.client.get("/api/chats", headers=t.headers)).json()["items"]
+        assert [c["last_message_preview"] for c in chats] == ["hi"]
+
+    async def test_bulk_sends_wait_on_their_own_subject(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        async with h.fake_worker(svc.nc, t.device_id, mode="silent") as worker:
+            for priority in ("bulk", "interactive"):
+                resp = await svc.client.post(
+                    "/api/messages/send",
+                    json={
+                        "device_id": t.device_id,
+                        "to": TO,
+                        "body": priority,
+                        "priority": priority,
+                    },
+                    headers=t.headers,
+                )
+                assert resp.status_code == 202, resp.text
+            await eventually(lambda: len(worker.subjects) == 2)
+        assert worker.subjects == [
+            f"wa.out.{t.device_id}.bulk",
+            f"wa.out.{t.device_id}.interactive",
+        ]
+        bad = await svc.client.post(
+            "/api/messages/send",
+            json={"device_id": t.device_id, "to": TO, "body": "x", "priority": "urgent"},
+            headers=t.headers,
+        )
+        assert bad.status_code == 422 and ["body", "priority"] in _locs(bad)
+
+    async def test_unpublished_send_is_relayed_from_the_outbox(
+        self, svc: Any, h: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A send whose publish after commit was lost (NATS down, a crash) still
+        reaches the queue, under the same id."""
+        t = h.new_tenant()
+        outbox = svc.ctx.outbox
+
+        async def nats_unreachable(_: Sequence[PendingEvent]) -> None:
+            return None  # what Outbox.publish does when NATS is down right after commit
+
+        with monkeypatch.context() as patch:
+            patch.setattr(outbox, "publish", nats_unreachable)
+            resp = await svc.client.post(
+                "/api/messages/send",
+                json={"device_id": t.device_id, "to": TO, "body": "later"},
+                headers=t.headers,
+            )
+        assert resp.status_code == 202 and resp.json()["status"] == "pending"
+        assert await _count(svc, "outbox") == 1
+        assert await outbox.relay_once(grace=0) == 1
+        queued = await svc.nc.jetstream().get_last_msg(
+            "WA_OUTBOX", f"wa.out.{t.device_id}.interactive"
+        )
+        assert json.loads(queued.data or b"{}")["id"] == resp.json()["id"]
+        assert await _count(svc, "outbox") == 0
 
     async def test_pending_then_sent_then_receipts(self, svc: Any, h: Any) -> None:
         t = h.new_tenant()
@@ -131,10 +186,11 @@ class TestSendText:
             )
             assert resp.status_code == 202, resp.text
             message = resp.json()
-            assert message["status"] == "sent"
-            assert message["wa_message_id"]
+            assert message["status"] == "pending"
+            assert message["wa_message_id"] is None
             assert message["direction"] == "out" and message["type"] == "text"
             assert message["chat_id"] == chat_id_for(t.device_id, JID)
+            await eventually(lambda: events.of("message_sent"))
             command = worker.commands[0]
             assert command == {
                 "type": "send_text",
@@ -144,13 +200,13 @@ class TestSendText:
                 "body": "hello",
                 "reply_to": None,
             }
-            await eventually(lambda: events.of("message_sent"))
             first = events.of("new_message")[0]["data"]
             assert first["message"]["status"] == "pending"
             assert first["message"]["id"] == message["id"]
             assert first["chat"]["last_message_preview"] == "hello"
             sent = events.of("message_sent")[0]["data"]["message"]
-            assert sent["status"] == "sent" and sent["wa_message_id"] == message["wa_message_id"]
+            assert sent["status"] == "sent" and sent["id"] == message["id"]
+            message = sent
 
             # the worker's own events arrive too: sent (again) and the echo
             await h.publish_wa(
@@ -189,10 +245,16 @@ class TestSendText:
                 headers=t.headers,
             )
             assert resp.status_code == 202
-            assert resp.json()["status"] == "failed"
-            assert resp.json()["error"] == "recipient not on WhatsApp"
+            assert resp.json()["status"] == "pending"
             await eventually(lambda: events.of("message_status"))
         assert events.of("message_status")[0]["data"]["status"] == "failed"
+        chat_id = resp.json()["chat_id"]
+        items = (await svc.client.get(f"/api/chats/{chat_id}/messages", headers=t.headers)).json()[
+            "items"
+        ]
+        assert [(m["status"], m["error"]) for m in items] == [
+            ("failed", "recipient not on WhatsApp")
+        ]
 
     async def test_timeout_leaves_pending_until_sent_event(self, svc: Any, h: Any) -> None:
         t = h.new_tenant()
@@ -228,10 +290,14 @@ class TestSendText:
         async with h.fake_worker(svc.nc, t.device_id) as worker:
             first = await svc.client.post("/api/messages/send", json=payload, headers=t.headers)
             second = await svc.client.post("/api/messages/send", json=payload, headers=t.headers)
-        assert first.status_code == second.status_code == 202
+            later = await svc.client.post(
+                "/api/messages/send", json={**payload, "client_id": "xyz"}, headers=t.headers
+            )
+            await eventually(lambda: any(c["client_id"] == "xyz" for c in worker.commands))
+        assert first.status_code == second.status_code == later.status_code == 202
         assert first.json()["id"] == second.json()["id"]
-        assert len(worker.commands) == 1
-        assert await _count(svc, "messages") == 1
+        assert [c["client_id"] for c in worker.commands] == ["abc", "xyz"]
+        assert await _count(svc, "messages") == 2
         # client ids are per account
         async with h.fake_worker(svc.nc, other.device_id):
             theirs = await svc.client.post(
@@ -327,11 +393,12 @@ class TestSendMedia:
                 files={"file": ("pixel.png", PNG, "image/png")},
                 headers=t.headers,
             )
+            await eventually(lambda: worker.commands)
         message = resp.json()
         assert again.status_code == 202 and again.json()["id"] == message["id"]
         assert len(worker.commands) == 1
         assert message["type"] == "image" and message["body"] == "look"
-        assert message["status"] == "sent"
+        assert message["status"] == "pending"
         assert message["media"] == {
             "url": f"/api/media/{message['id']}",
             "mime_type": "image/png",
@@ -384,7 +451,9 @@ class TestSendMedia:
                 assert download.headers["content-type"].startswith(ctype)
                 assert download.headers["content-disposition"].startswith(disposition)
 
-    async def test_device_not_connected_stores_nothing(self, svc: Any, h: Any) -> None:
+    async def test_queued_with_its_file_for_a_device_no_worker_holds(
+        self, svc: Any, h: Any
+    ) -> None:
         t = h.new_tenant()
         resp = await svc.client.post(
             "/api/messages/send/media",
@@ -392,10 +461,12 @@ class TestSendMedia:
             files={"file": ("a.png", PNG, "image/png")},
             headers=t.headers,
         )
-        assert resp.status_code == 409
-        assert resp.json()["error"]["code"] == "device_not_connected"
-        assert await _count(svc, "messages") == 0
-        assert await _count(svc, "media") == 0
-        media_dir = Path(svc.settings.media_dir)
-        files = await asyncio.to_thread(lambda: [p for p in media_dir.rglob("*") if p.is_file()])
-        assert files == []
+        assert resp.status_code == 202, resp.text
+        assert resp.json()["status"] == "pending"
+        queued = await svc.nc.jetstream().get_last_msg(
+            "WA_OUTBOX", f"wa.out.{t.device_id}.interactive"
+        )
+        command = json.loads(queued.data or b"{}")["data"]
+        assert command["type"] == "send_media" and command["message_id"] == resp.json()["id"]
+        objects = await svc.ctx.objects()
+        assert (await objects.get(command["media"]["object_key"])).data == PNG

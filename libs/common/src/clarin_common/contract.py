@@ -165,3 +165,34 @@ class Lead(Contract):
     last_contact_at: datetime | None = None
     created_at: datetime
     updated_at: datetime
+
+
+CampaignStatus = Literal["draft", "running", "paused", "done", "cancelled"]
+
+
+class Audience(Contract):
+    """Who a campaign writes to: given leads, or every lead of a stage and/or a tag."""
+
+    lead_ids: list[str] | None = None
+    stage: str | None = None
+    tag: str | None = None
+
+
+class Campaign(Contract):
+    id: str
+    name: str
+    device_id: str
+    body: str
+    status: CampaignStatus
+    audience: Audience
+    per_minute: int
+    total: int
+    queued: int
+    sent: int
+    delivered: int
+    read: int
+    failed: int
+    skipped: int
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None

@@ -13,6 +13,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from clarin_common.contract import (
+    Campaign,
     Chat,
     Device,
     DeviceStatus,
@@ -27,6 +28,12 @@ APP_EVENTS_STREAM = "APP_EVENTS"
 WA_EVENTS_SUBJECTS = "wa.evt.>"
 APP_EVENTS_SUBJECTS = "app.>"
 MEDIA_BUCKET = "wa_media"
+# the durable send queue: one work-queue stream, subjects wa.out.{device_id}.{priority}
+WA_OUTBOX_STREAM = "WA_OUTBOX"
+WA_OUTBOX_SUBJECTS = "wa.out.>"
+OUTBOX_DONE_BUCKET = "wa_outbox_done"
+SendPriority = Literal["interactive", "bulk"]
+SEND_PRIORITIES: tuple[SendPriority, ...] = ("interactive", "bulk")
 
 WaKind = Literal[
     "message",
@@ -56,6 +63,7 @@ AppType = Literal[
     "presence",
     "history_importing",
     "history_synced",
+    "campaign_progress",
 ]
 
 
@@ -71,6 +79,16 @@ def wa_event_subject(account_id: str, device_id: str, kind: WaKind) -> str:
 
 def wa_command_subject(device_id: str) -> str:
     return f"wa.cmd.{_token(device_id, 'device_id')}"
+
+
+# request/reply, services only (NATS role ``service``): messaging stores and queues a
+# send for another service (campaigns) that has no user token to call the API with
+MESSAGING_SEND_SUBJECT = "svc.messaging.send"
+
+
+def wa_outbox_subject(device_id: str, priority: SendPriority) -> str:
+    """Where a queued send waits for the worker that holds its device."""
+    return f"wa.out.{_token(device_id, 'device_id')}.{priority}"
 
 
 def app_event_subject(account_id: str, type_: AppType) -> str:
@@ -427,6 +445,12 @@ class LeadDeletedData(BaseModel):
     lead_id: str
 
 
+class CampaignProgressData(BaseModel):
+    """A running campaign's counters (at most once a second per campaign)."""
+
+    campaign: Campaign
+
+
 APP_EVENT_MODELS: dict[AppType, type[BaseModel]] = {
     "new_message": NewMessageData,
     "message_sent": MessageSentData,
@@ -442,6 +466,7 @@ APP_EVENT_MODELS: dict[AppType, type[BaseModel]] = {
     "presence": PresenceData,
     "history_importing": HistoryImportingData,
     "history_synced": HistorySyncedData,
+    "campaign_progress": CampaignProgressData,
 }
 
 
@@ -583,6 +608,34 @@ Command = (
     | DisconnectCommand
     | LogoutCommand
 )
+
+
+SendCommand = SendTextCommand | SendMediaCommand
+
+
+class ServiceSendRequest(BaseModel):
+    """A text send asked for by another service on ``svc.messaging.send``; the
+    reply is a :class:`CommandReply` whose ``result`` is ``{message_id, status}``.
+    ``client_id`` makes it idempotent exactly as for the API."""
+
+    account_id: str
+    device_id: str
+    to: str
+    body: str
+    client_id: str
+    priority: SendPriority = "bulk"
+
+
+def outbound_envelope(account_id: str, device_id: str, command: SendCommand) -> Envelope[Any]:
+    """A queued send: its id (and ``Nats-Msg-Id``) is the message id, the send's
+    idempotency key from the API to WhatsApp."""
+    return Envelope(
+        id=command.message_id,
+        type=command.type,
+        account_id=account_id,
+        device_id=device_id,
+        data=command,
+    )
 
 
 class CommandReply(BaseModel):

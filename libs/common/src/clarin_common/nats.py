@@ -45,6 +45,8 @@ from clarin_common.events import (
     MEDIA_BUCKET,
     WA_EVENTS_STREAM,
     WA_EVENTS_SUBJECTS,
+    WA_OUTBOX_STREAM,
+    WA_OUTBOX_SUBJECTS,
     Envelope,
     RawEnvelope,
 )
@@ -139,6 +141,16 @@ async def ensure_streams(js: JetStreamContext) -> None:
             retention=RetentionPolicy.LIMITS,
             storage=StorageType.FILE,
             max_age=24 * 3600,
+            duplicate_window=DUPLICATE_WINDOW_S,
+            discard=DiscardPolicy.OLD,
+        ),
+        # sends waiting for their device: each is taken (and removed) once
+        StreamConfig(
+            name=WA_OUTBOX_STREAM,
+            subjects=[WA_OUTBOX_SUBJECTS],
+            retention=RetentionPolicy.WORK_QUEUE,
+            storage=StorageType.FILE,
+            max_age=30 * 24 * 3600,
             duplicate_window=DUPLICATE_WINDOW_S,
             discard=DiscardPolicy.OLD,
         ),

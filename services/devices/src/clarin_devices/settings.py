@@ -74,6 +74,15 @@ class WorkerSettings(CommonSettings):
     send_rate_per_second: float = Field(1.0, ge=0)  # 0 turns pacing off
     send_jitter: float = Field(0.3, ge=0, le=1)  # ± fraction of the interval
     driver_call_timeout_seconds: float = Field(30.0, gt=0)
+    # the durable send queue (WA_OUTBOX, see worker/outbound.py): a queued send
+    # whose device stays unconnected this long fails with the reason
+    send_disconnected_timeout_seconds: float = Field(600.0, gt=0)
+    # a send taken by a worker that died goes back to the queue after this long
+    outbox_ack_wait_seconds: float = Field(60.0, gt=0)
+    # how long a finished send's id is remembered (a redelivery is not sent again)
+    outbox_done_ttl_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+    # how often queues of devices no session holds are checked for that timeout
+    outbox_sweep_interval_seconds: float = Field(30.0, gt=0)
     # inbound media: a file announced above this size is not downloaded (the
     # message says too_large); a download slower than the timeout fails, retryable
     media_max_bytes: int = Field(64 * 1024 * 1024, ge=1)

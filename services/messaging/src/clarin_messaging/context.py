@@ -15,6 +15,7 @@ from nats.js.object_store import ObjectStore
 from clarin_common.errors import ServiceUnavailable
 from clarin_common.events import Envelope
 from clarin_common.nats import encode, ensure_object_store, publish_events
+from clarin_common.outbox import Outbox
 from clarin_messaging.devices_client import DevicesClient
 from clarin_messaging.media_store import MediaStore
 from clarin_messaging.settings import MessagingSettings
@@ -28,6 +29,8 @@ class Messaging:
     js: JetStreamContext
     store: MediaStore
     devices: DevicesClient
+    # queued sends (and, later, the API's events) published after their commit
+    outbox: Outbox
     # the consumers' chat writes take turns in this process (lock order across
     # replicas is kept by the statements themselves)
     db_turn: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)

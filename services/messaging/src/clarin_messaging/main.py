@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from clarin_common.app import Resources, create_service_app, serve
 from clarin_common.errors import error_response
 from clarin_common.nats import PullConsumer
+from clarin_common.outbox import Outbox
 from clarin_common.users import UserDirectory
 from clarin_messaging.chats.endpoints import router as chats_router
 from clarin_messaging.consumers import (
@@ -23,6 +24,7 @@ from clarin_messaging.context import Messaging
 from clarin_messaging.devices_client import DevicesClient
 from clarin_messaging.media_store import LocalMediaStore
 from clarin_messaging.messages.endpoints import router as messages_router
+from clarin_messaging.messages.service import ServiceSends
 from clarin_messaging.quick_replies.endpoints import router as quick_replies_router
 from clarin_messaging.search.endpoints import router as search_router
 from clarin_messaging.settings import MessagingSettings
@@ -67,8 +69,13 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
             js=res.js,
             store=LocalMediaStore(settings.media_dir),
             devices=DevicesClient(settings.devices_url, settings.devices_timeout),
+            outbox=Outbox(res.pool, res.js, settings.outbox_relay_interval, "messaging"),
         )
+        ctx.outbox.start()
         res.extras["messaging"] = ctx
+        service_sends = ServiceSends(ctx)
+        await service_sends.start()
+        res.extras["service_sends"] = service_sends
         consumers: list[PullConsumer] = []
         if settings.consumers_enabled:
             consumers = [
@@ -81,12 +88,16 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
         res.extras["consumers"] = consumers
 
     async def on_shutdown(app: FastAPI, res: Resources) -> None:
+        service_sends: ServiceSends | None = res.extras.get("service_sends")
+        if service_sends is not None:
+            await service_sends.stop()
         consumers: list[PullConsumer] = res.extras.get("consumers", [])
         for consumer in consumers:
             # finishes the batch in hand (committed and acked), then stops
             await consumer.stop()
         ctx: Messaging | None = res.extras.get("messaging")
         if ctx is not None:
+            await ctx.outbox.stop()
             await ctx.devices.aclose()
         directory: UserDirectory | None = getattr(app.state, "user_directory", None)
         if directory is not None:

@@ -25,8 +25,8 @@ class MessagingSettings(CommonSettings):
     # an inbound file still downloading after this long may be retried (its
     # worker may have stopped mid-way)
     media_stale_seconds: float = Field(600.0, gt=0)
-    # how long a send waits for the worker; on timeout the message stays pending
-    # and the worker's `sent` event settles it
+    # how long a command to the device's worker (a media retry) waits for its answer
+    # (sends do not wait: they are queued, see messages/service.py)
     command_timeout: float = 10.0
     mark_read_timeout: float = 3.0
     consumers_enabled: bool = True

@@ -38,7 +38,7 @@ from nats.js.errors import NotFoundError
 from clarin_common import nats as natsmod
 from clarin_common.auth_events import AUTH_EVENTS_STREAM
 from clarin_common.db import ensure_database_sync, with_database
-from clarin_common.events import APP_EVENTS_STREAM, WA_EVENTS_STREAM
+from clarin_common.events import APP_EVENTS_STREAM, WA_EVENTS_STREAM, WA_OUTBOX_STREAM
 from clarin_common.settings import DEV_JWT_PRIVATE_KEY, DEV_JWT_PUBLIC_KEY, ENV_FILE_VARIABLE
 
 
@@ -197,7 +197,7 @@ async def _truncate_all(database_url: str) -> None:
 async def reset_nats(nc: NatsClient) -> None:
     js = nc.jetstream()
     await natsmod.ensure_streams(js)
-    for stream in (WA_EVENTS_STREAM, APP_EVENTS_STREAM, AUTH_EVENTS_STREAM):
+    for stream in (WA_EVENTS_STREAM, APP_EVENTS_STREAM, AUTH_EVENTS_STREAM, WA_OUTBOX_STREAM):
         for consumer in await js.consumers_info(stream):
             with contextlib.suppress(NotFoundError):
                 await js.delete_consumer(stream, consumer.name)

@@ -48,6 +48,7 @@ from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import hrw
 from clarin_devices.worker import repository as repo
 from clarin_devices.worker.drivers import DriverError, InboundMedia, WhatsAppDriver
+from clarin_devices.worker.outbound import Outbound
 from clarin_devices.worker.session import CloseMode, DeviceSession, SessionContext
 
 log = structlog.get_logger(__name__)
@@ -80,6 +81,8 @@ class Worker:
             settings=settings, worker_id=self.id, pool=pool, nc=nc, driver=driver, owner=self
         )
         self.sessions: dict[str, DeviceSession] = {}
+        # the durable send queue of the devices held here (worker/outbound.py)
+        self.outbound = Outbound(self, settings, nc, driver)
         self._closing: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
@@ -102,6 +105,7 @@ class Worker:
         self.members_kv = await ensure_kv(self.js, s.members_bucket, ttl=s.heartbeat_ttl_seconds)
         self.leases_kv = await ensure_kv(self.js, s.leases_bucket, ttl=s.lease_ttl_seconds)
         self.media = await ensure_object_store(self.js)
+        await self.outbound.start()
         await self.driver.start()
         await self._heartbeat()
         self._changed_sub = await self.nc.subscribe(DEVICES_CHANGED_SUBJECT, cb=self._on_changed)
@@ -136,6 +140,7 @@ class Worker:
             )
             if self._closing:
                 await asyncio.wait(list(self._closing.values()), timeout=10)
+        await self.outbound.stop()
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
@@ -283,6 +288,7 @@ class Worker:
             )
             self.sessions[device_id] = session
             session.start(random.uniform(0, spread) if spread else 0.0)
+            self.outbound.attach(session)
 
     async def release(self, session: DeviceSession, mode: CloseMode) -> None:
         """Close a session and give its device back (lease and claim)."""
@@ -296,6 +302,8 @@ class Worker:
 
         async def run() -> None:
             try:
+                # a send in flight finishes (and is recorded) before the connection goes
+                await self.outbound.detach(device_id)
                 await session.close(mode)
                 if mode != "lost":
                     with contextlib.suppress(Exception):

@@ -38,7 +38,9 @@ async def send_text(
         to=payload.to,
     )
     quote = await service.quote_for(ctx, user, target, payload.reply_to, "body")
-    return await service.send_text(ctx, user, target, payload.body, payload.client_id, quote)
+    return await service.send_text(
+        ctx, user, target, payload.body, payload.client_id, quote, payload.priority
+    )
 
 
 @router.post("/messages/send/media", status_code=202, response_model=MessageOut)

@@ -5,6 +5,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from clarin_common.events import SendPriority
+
 BODY_MAX = 65536
 CLIENT_ID_MAX = 128
 
@@ -19,6 +21,8 @@ class SendTextRequest(BaseModel):
     client_id: str | None = Field(default=None, min_length=1, max_length=CLIENT_ID_MAX)
     # a message of the same chat that this one answers
     reply_to: uuid.UUID | None = None
+    # bulk sends (campaigns) wait behind the device's interactive ones
+    priority: SendPriority = "interactive"
 
 
 class ReactRequest(BaseModel):

@@ -1,14 +1,18 @@
 """Sending text and media, and serving media files.
 
-A send stores the message ``pending`` first (so every tab sees it at once),
-then asks the worker that owns the device over ``wa.cmd.{device_id}``:
-acceptance makes it ``sent`` with WhatsApp's id, a refusal ``failed`` with the
-reason, no responder means the device is not connected (409, nothing kept), and
-a timeout leaves it ``pending`` for the worker's ``sent`` event to settle.
+A send is queued durably and answered at once: the message is stored
+``pending`` and, in the same transaction, its send command is written to the
+outbox for ``wa.out.{device_id}.{priority}`` (stream ``WA_OUTBOX``, a work
+queue). After the commit it is published (or, if that fails or the process
+dies, relayed later); the worker that holds the device takes it in order, at
+the device's pace, and reports ``sent`` or ``failed`` on ``WA_EVENTS``, which
+settles the message. The message id is the send's idempotency key all the
+way (``Nats-Msg-Id`` in the queue, the worker's record of sends done).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import mimetypes
 import uuid
@@ -17,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
@@ -31,6 +36,7 @@ from clarin_common.errors import (
     ValidationFailed,
 )
 from clarin_common.events import (
+    MESSAGING_SEND_SUBJECT,
     CommandReply,
     EditCommand,
     MediaRef,
@@ -38,18 +44,24 @@ from clarin_common.events import (
     ReactCommand,
     RetryMediaCommand,
     RevokeCommand,
+    SendCommand,
     SendMediaCommand,
+    SendPriority,
     SendTextCommand,
+    ServiceSendRequest,
     TypingCommand,
     TypingState,
     WaEdit,
     WaReaction,
     WaRevoke,
+    outbound_envelope,
     utcnow,
     wa_command_subject,
+    wa_outbox_subject,
 )
 from clarin_common.ids import chat_id_for, jid_from_recipient, phone_from_jid
 from clarin_common.nats import request_json
+from clarin_common.outbox import stage_events
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
 from clarin_messaging.context import Messaging
@@ -58,7 +70,7 @@ from clarin_messaging.ingest import conversation
 from clarin_messaging.ingest.service import delete_stored_media
 from clarin_messaging.media_store import media_key
 from clarin_messaging.messages import repository as repo
-from clarin_messaging.messages.repository import NewMedia, NewMessage, SentUpdate
+from clarin_messaging.messages.repository import NewMedia, NewMessage
 
 log = structlog.get_logger(__name__)
 
@@ -173,14 +185,26 @@ async def _create_pending(
     target: Target,
     message: NewMessage,
     media: NewMedia | None,
+    command: SendCommand,
+    priority: SendPriority,
 ) -> MessageOut:
-    """Store the pending message (creating its chat if needed) and announce it."""
+    """Store the pending message (creating its chat if needed) with its send
+    queued in the same transaction; publish both after the commit."""
     group = target.jid.endswith("@g.us")
     async with ctx.pool.acquire() as conn, conn.transaction():
         if not await repo.insert_one(conn, message):
             raise _ClientIdTaken
         if media is not None:
             await repo.insert_media_many(conn, [media])
+        queued = await stage_events(
+            conn,
+            [
+                (
+                    wa_outbox_subject(target.device_id, priority),
+                    outbound_envelope(principal.account_id, target.device_id, command),
+                )
+            ],
+        )
         chat_rows = await chats_repo.upsert_many(
             conn,
             [
@@ -201,83 +225,11 @@ async def _create_pending(
         row = await repo.get_by_id_for_account(conn, message.id, principal.account_id)
     assert row is not None
     stored = message_from_row(row)
+    await ctx.outbox.publish(queued)
     await ctx.publish(
         [app_events.new_message(principal.account_id, stored, chat_from_row(chat_rows[0]))]
     )
     return stored
-
-
-async def _remove_pending(ctx: Messaging, principal: Principal, message: MessageOut) -> None:
-    """The device is not connected: take back the pending message (and its chat
-    when nothing else is in it), as if it had never been stored."""
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        if not await repo.delete_pending(conn, message.id):
-            return
-        latest = await repo.latest_in_chat(conn, message.chat_id)
-        if latest is None:
-            await chats_repo.delete(conn, message.chat_id)
-        else:
-            await chats_repo.set_last_message(
-                conn, message.chat_id, preview(latest["type"], latest["body"]), latest["sent_at"]
-            )
-    # tabs that showed it from new_message learn that it did not go out
-    await ctx.publish(
-        [
-            app_events.message_status(
-                principal.account_id, message.id, message.chat_id, "failed", message.device_id
-            )
-        ]
-    )
-
-
-async def _dispatch(
-    ctx: Messaging, principal: Principal, message: MessageOut, command: BaseModel
-) -> MessageOut:
-    try:
-        raw = await request_json(
-            ctx.nc,
-            wa_command_subject(message.device_id),
-            command,
-            timeout=ctx.settings.command_timeout,
-        )
-    except NoRespondersError as exc:
-        await _remove_pending(ctx, principal, message)
-        raise DeviceNotConnected(details={"device_id": message.device_id}) from exc
-    except NatsTimeoutError:
-        log.warning("send_timed_out_left_pending", message_id=message.id)
-        return message
-    try:
-        reply = CommandReply.model_validate(raw)
-    except ValidationError:
-        log.warning("send_reply_unreadable", message_id=message.id)
-        return message
-    if reply.ok:
-        result = reply.result or {}
-        wa_id = result.get("wa_message_id")
-        update = SentUpdate(
-            message.id, principal.account_id, "sent", str(wa_id) if wa_id else None, None
-        )
-    else:
-        error = reply.error or {}
-        reason = error.get("message") or error.get("code") or "WhatsApp refused the message"
-        update = SentUpdate(message.id, principal.account_id, "failed", None, reason)
-    async with ctx.pool.acquire() as conn, conn.transaction():
-        changed = await repo.settle_sent_many(conn, [update])
-        row = await repo.get_by_id_for_account(conn, message.id, principal.account_id)
-    assert row is not None
-    current = message_from_row(row)
-    if changed:
-        status = changed[0]["status"]
-        await ctx.publish(
-            [
-                app_events.message_sent(principal.account_id, current)
-                if status == "sent"
-                else app_events.message_status(
-                    principal.account_id, current.id, current.chat_id, status, current.device_id
-                )
-            ]
-        )
-    return current
 
 
 def _new_message(
@@ -342,6 +294,7 @@ async def send_text(
     body: str,
     client_id: str | None,
     quote: Quote | None = None,
+    priority: SendPriority = "interactive",
 ) -> MessageOut:
     existing = await _existing(ctx, principal, client_id)
     if existing is not None:
@@ -349,21 +302,20 @@ async def send_text(
     new = _new_message(principal, target, type_="text", body=body, client_id=client_id)
     if quote is not None:
         quote.apply(new)
-    try:
-        message = await _create_pending(ctx, principal, target, new, None)
-    except _ClientIdTaken:
-        # the same client_id raced in from another request: that one is the message
-        again = await _existing(ctx, principal, client_id)
-        assert again is not None
-        return again
     command = SendTextCommand(
-        message_id=message.id,
+        message_id=new.id,
         client_id=client_id,
         to=target.jid,
         body=body,
         reply_to=quote.ref if quote is not None else None,
     )
-    return await _dispatch(ctx, principal, message, command)
+    try:
+        return await _create_pending(ctx, principal, target, new, None, command, priority)
+    except _ClientIdTaken:
+        # the same client_id raced in from another request: that one is the message
+        again = await _existing(ctx, principal, client_id)
+        assert again is not None
+        return again
 
 
 def media_type_for(content_type: str) -> MessageType:
@@ -417,15 +369,8 @@ async def send_media(
         size=len(upload.data),
         sha256=sha256,
     )
-    try:
-        message = await _create_pending(ctx, principal, target, new, media)
-    except _ClientIdTaken:
-        await _discard_bytes(ctx, key, object_key)
-        again = await _existing(ctx, principal, client_id)
-        assert again is not None
-        return again
     command = SendMediaCommand(
-        message_id=message.id,
+        message_id=new.id,
         client_id=client_id,
         to=target.jid,
         media_type=type_,
@@ -440,10 +385,12 @@ async def send_media(
         reply_to=quote.ref if quote is not None else None,
     )
     try:
-        return await _dispatch(ctx, principal, message, command)
-    except DeviceNotConnected:
+        return await _create_pending(ctx, principal, target, new, media, command, "interactive")
+    except _ClientIdTaken:
         await _discard_bytes(ctx, key, object_key)
-        raise
+        again = await _existing(ctx, principal, client_id)
+        assert again is not None
+        return again
 
 
 async def _discard_bytes(ctx: Messaging, key: str, object_key: str) -> None:
@@ -716,3 +663,60 @@ async def typing(ctx: Messaging, principal: Principal, chat_id: str, state: Typi
     await _ask_worker(
         ctx, str(chat["device_id"]), TypingCommand(chat_jid=str(chat["jid"]), state=state)
     )
+
+
+async def send_for_service(ctx: Messaging, request: ServiceSendRequest) -> MessageOut:
+    """A send another service asks for (campaigns): the same path as the API's,
+    for an account and device that service already checked."""
+    try:
+        jid = jid_from_recipient(request.to)
+    except ValueError as exc:
+        raise ValidationFailed.field(["to"], str(exc)) from exc
+    principal = Principal(
+        user_id="", account_id=request.account_id, role="admin", token_id="service"
+    )
+    target = Target(
+        chat_id=chat_id_for(request.device_id, jid), device_id=request.device_id, jid=jid
+    )
+    return await send_text(
+        ctx, principal, target, request.body, request.client_id, priority=request.priority
+    )
+
+
+class ServiceSends:
+    """Answers ``svc.messaging.send`` (one queue group across replicas)."""
+
+    def __init__(self, ctx: Messaging) -> None:
+        self.ctx = ctx
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        self._sub = await self.ctx.nc.subscribe(
+            MESSAGING_SEND_SUBJECT, queue="messaging", cb=self._handle
+        )
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _handle(self, msg: Msg) -> None:
+        try:
+            request = ServiceSendRequest.model_validate_json(msg.data)
+            message = await send_for_service(self.ctx, request)
+            reply = CommandReply(
+                ok=True, result={"message_id": message.id, "status": message.status}
+            )
+        except (ValidationError, ValidationFailed) as exc:
+            reply = CommandReply(
+                ok=False, error={"code": "invalid_send", "message": str(exc)[:300]}
+            )
+        except Exception as exc:
+            log.exception("service_send_failed")
+            reply = CommandReply(
+                ok=False, error={"code": "internal_error", "message": type(exc).__name__}
+            )
+        if msg.reply:
+            with contextlib.suppress(Exception):
+                await msg.respond(reply.model_dump_json().encode())

@@ -166,9 +166,20 @@ class WhatsAppDriver(abc.ABC):
     @abc.abstractmethod
     def is_connected(self, device_id: str) -> bool: ...
 
+    # ``send_id`` (sends from the queue: the message id) is the send's idempotency
+    # key. A driver that can hand it to WhatsApp as the message id does, so that a
+    # send repeated after a crash is one message to the recipient; the simulator
+    # does, neonize 0.5.2 cannot (its SendMessage takes no id) and ignores it.
+
     @abc.abstractmethod
     async def send_text(
-        self, device_id: str, to_jid: str, body: str, reply_to: MessageRef | None = None
+        self,
+        device_id: str,
+        to_jid: str,
+        body: str,
+        reply_to: MessageRef | None = None,
+        *,
+        send_id: str | None = None,
     ) -> SendResult:
         """Send a text; with ``reply_to`` WhatsApp shows it quoting that message."""
 
@@ -183,6 +194,8 @@ class WhatsAppDriver(abc.ABC):
         file_name: str | None,
         caption: str | None,
         reply_to: MessageRef | None = None,
+        *,
+        send_id: str | None = None,
     ) -> SendResult: ...
 
     @abc.abstractmethod

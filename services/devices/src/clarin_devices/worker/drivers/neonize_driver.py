@@ -324,8 +324,15 @@ class NeonizeDriver(WhatsAppDriver):
         )
 
     async def send_text(
-        self, device_id: str, to_jid: str, body: str, reply_to: MessageRef | None = None
+        self,
+        device_id: str,
+        to_jid: str,
+        body: str,
+        reply_to: MessageRef | None = None,
+        *,
+        send_id: str | None = None,
     ) -> SendResult:
+        # send_id is not passed on: neonize's SendMessage takes no message id
         session = await self._connected(device_id)
         result = await self._command(
             session, "send_text", to=to_jid, body=body, quoted=_quoted(reply_to)
@@ -342,6 +349,8 @@ class NeonizeDriver(WhatsAppDriver):
         file_name: str | None,
         caption: str | None,
         reply_to: MessageRef | None = None,
+        *,
+        send_id: str | None = None,
     ) -> SendResult:
         session = await self._connected(device_id)
         if not data:

@@ -52,6 +52,13 @@ no responders means the device has no live session):
   [{kind, chat_jid, wa_message_id?, body?, emoji?, state?, reply_to?}]}``.
 - ``drop`` ``{}``: the connection drops (the worker reconnects by itself).
 - ``logout`` ``{}``: the phone unlinks the device (``logged_out``).
+
+What the device sends reaches "the other phones": each accepted outbound
+message is announced (core NATS, not a stream) on ``simphone.{device_id}`` as
+``{wa_message_id, to, type, body}``, so tests can see what left and how often.
+A send with an idempotency key (``send_id``) gets a WhatsApp id derived from
+it, as whatsmeow does when given the id: a repeat is the same message, which a
+recipient shows once.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ import asyncio
 import base64
 import binascii
 import functools
+import hashlib
 import json
 import secrets
 import string
@@ -106,6 +114,7 @@ from clarin_devices.worker.drivers import (
 
 log = structlog.get_logger(__name__)
 
+PHONE_SUBJECT = "simphone.{device_id}"
 SENT_MEMORY = 1000  # outbound ids remembered per session (for receipts)
 SEEN_MEMORY = 1000  # messages (either way) and phone-side sightings remembered per session
 DOWNLOAD_MEMORY = 2000  # inbound files kept for retry_media, per driver
@@ -261,6 +270,11 @@ def new_wa_message_id() -> str:
     return "3EB0" + secrets.token_hex(8).upper()
 
 
+def wa_message_id_for(send_id: str) -> str:
+    """The WhatsApp id a send with this idempotency key gets, every time."""
+    return "3EB0" + hashlib.sha256(send_id.encode()).hexdigest()[:16].upper()
+
+
 def _qr_code() -> str:
     parts = [secrets.token_bytes(n) for n in (18, 32, 32, 32)]
     ref = base64.b64encode(parts[0]).decode()
@@ -371,14 +385,32 @@ class SimulatorDriver(WhatsAppDriver):
         return session is not None and session.state == "connected"
 
     async def send_text(
-        self, device_id: str, to_jid: str, body: str, reply_to: MessageRef | None = None
+        self,
+        device_id: str,
+        to_jid: str,
+        body: str,
+        reply_to: MessageRef | None = None,
+        *,
+        send_id: str | None = None,
     ) -> SendResult:
         session = self._connected(device_id)
-        result = self._accept(session, to_jid)
+        result = self._accept(session, to_jid, send_id)
         self._remember(session, result.wa_message_id, normalize_jid(to_jid), session.jid, body)
+        await self._to_phone(device_id, result, to_jid, "text", body)
         if reply_to is not None:
             self._saw(session, "reply", to_jid, result.wa_message_id, body=body, reply_to=reply_to)
         return result
+
+    async def _to_phone(
+        self, device_id: str, result: SendResult, to_jid: str, type_: str, body: str | None
+    ) -> None:
+        payload = {"wa_message_id": result.wa_message_id, "to": to_jid, "type": type_, "body": body}
+        try:
+            await self.nc.publish(
+                PHONE_SUBJECT.format(device_id=device_id), json.dumps(payload).encode()
+            )
+        except Exception as exc:  # only an observer misses it; the send stands
+            log.debug("sim_phone_publish_failed", error=str(exc))
 
     async def send_media(
         self,
@@ -390,12 +422,15 @@ class SimulatorDriver(WhatsAppDriver):
         file_name: str | None,
         caption: str | None,
         reply_to: MessageRef | None = None,
+        *,
+        send_id: str | None = None,
     ) -> SendResult:
         session = self._connected(device_id)
         if not data:
             raise DriverError("The media file is empty", code="invalid_media")
-        result = self._accept(session, to_jid)
+        result = self._accept(session, to_jid, send_id)
         self._remember(session, result.wa_message_id, normalize_jid(to_jid), session.jid, caption)
+        await self._to_phone(device_id, result, to_jid, media_type, caption)
         if reply_to is not None:
             self._saw(
                 session, "reply", to_jid, result.wa_message_id, body=caption, reply_to=reply_to
@@ -594,8 +629,9 @@ class SimulatorDriver(WhatsAppDriver):
                 result = outcome(status="ready", media=item.media)
         await events.on_media(item.device_id, result)
 
-    def _accept(self, session: _Session, to_jid: str) -> SendResult:
-        wa_message_id = new_wa_message_id()
+    def _accept(self, session: _Session, to_jid: str, send_id: str | None = None) -> SendResult:
+        # like whatsmeow given SendRequestExtra.ID: the same send is the same message
+        wa_message_id = wa_message_id_for(send_id) if send_id else new_wa_message_id()
         chat_jid = normalize_jid(to_jid)
         session.sent[wa_message_id] = chat_jid
         while len(session.sent) > SENT_MEMORY:
