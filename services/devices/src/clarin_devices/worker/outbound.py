@@ -370,6 +370,7 @@ def outcome_events(
         sent_at=record.sent_at,
         message_id=command.message_id,
         client_id=command.client_id,
+        reply_to=command.reply_to,
     )
     return [("sent", sent), ("message", echo)]
 
@@ -548,12 +549,19 @@ class DeviceQueue:
                         command.media.mime_type,
                         command.media.file_name,
                         command.caption,
+                        command.reply_to,
                         send_id=command.message_id,
                     ),
                     timeout,
                 )
             return await asyncio.wait_for(
-                driver.send_text(self.device_id, to_jid, command.body, send_id=command.message_id),
+                driver.send_text(
+                    self.device_id,
+                    to_jid,
+                    command.body,
+                    command.reply_to,
+                    send_id=command.message_id,
+                ),
                 timeout,
             )
         except TimeoutError as exc:
