@@ -114,6 +114,7 @@ class TestSendText:
             "client_id": "q-1",
             "to": JID,
             "body": "hi",
+            "reply_to": None,
         }
         assert await _count(svc, "outbox") == 0  # published, so no longer waiting
         chats = (await svc.client.get("/api/chats", headers=t.headers)).json()["items"]

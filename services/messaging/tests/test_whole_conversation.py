@@ -221,6 +221,14 @@ async def sent_message(svc: Any, h: Any, tenant: Any, body: str, **extra: Any) -
     )
     assert resp.status_code == 202, resp.text
     message: dict[str, Any] = resp.json()
+
+    async def on_whatsapp() -> bool:
+        # queued: the worker takes it and reports its WhatsApp id (a `sent` event)
+        sql = "SELECT wa_message_id FROM messages WHERE id = $1"
+        message["wa_message_id"] = await svc.ctx.pool.fetchval(sql, uuid.UUID(message["id"]))
+        return message["wa_message_id"] is not None
+
+    await eventually(on_whatsapp)
     return message
 
 
