@@ -127,8 +127,9 @@ class NeonizeDriver(WhatsAppDriver):
         async with self._start_lock:
             if self._started:
                 return
-            await self.store.create_schema()
-            await self.pool.start()
+            # the first child creates whatsmeow's tables: one worker at a time
+            async with self.store.creating():
+                await self.pool.start()
             self._sweeper = asyncio.create_task(self._sweep(), name="neonize:sweep")
             self._started = True
 
