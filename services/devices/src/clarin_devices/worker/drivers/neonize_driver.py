@@ -45,6 +45,7 @@ from clarin_common.events import WaMessage, WaReceipt
 from clarin_common.ids import normalize_jid
 from clarin_devices.worker.drivers import (
     QR_EXPIRED,
+    UNLINK_FAILED,
     DriverError,
     DriverEvents,
     InboundMedia,
@@ -73,10 +74,6 @@ __all__ = ["HostGone", "NeonizeConfig", "NeonizeDriver", "store_dsn"]
 log = structlog.get_logger(__name__)
 
 _TERMINAL: set[str] = {"disconnected", "logged_out", "error"}
-UNLINK_FAILED = (
-    "Could not unlink the number from WhatsApp ({cause}); the phone still lists this "
-    "device under Linked devices: remove it there"
-)
 
 
 @dataclass(eq=False)
