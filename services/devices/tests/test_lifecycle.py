@@ -119,9 +119,9 @@ async def test_whole_lifecycle(
     resp = await api.post(device_id, "disconnect")
     assert resp.status_code == 202 and resp.json()["status"] == "disconnected"
     await events.wait(lambda: not worker.worker.sessions)
-    started = time.monotonic()
-    with_no_responders = await _no_responders(nats_client, device_id)
-    assert with_no_responders and time.monotonic() - started < 1.0
+    # nobody listens: NATS says so at once (a listener that did not answer would
+    # end in a timeout instead)
+    assert await _no_responders(nats_client, device_id)
     resp = await api.post(device_id, "connect")
     assert resp.status_code == 202
     again = await api.wait_status(device_id, "connected")
@@ -152,11 +152,10 @@ async def test_send_to_a_device_without_session_is_409_fast(
 ) -> None:
     await start_worker("w1")
     device = await api.create()
-    started = time.monotonic()
     assert await _no_responders(nats_client, device["id"])
+    # told by NATS's no-responders, not by waiting out the command timeout (503)
     resp = await api.post(device["id"], "pair-phone", json={"phone": "5215512345678"})
     assert resp.status_code == 409 and resp.json()["error"]["code"] == "device_not_connected"
-    assert time.monotonic() - started < 1.0
 
 
 async def test_qr_rotates_and_gives_up(
