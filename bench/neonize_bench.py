@@ -3,7 +3,8 @@
     uv run python bench/neonize_bench.py [--devices 200] [--runs 3] [--live 50] [--pairing 20]
 
 * storm: ``--devices`` linked devices (sessions in the store) resume at once, as
-  after a worker restart; every dial fails. Reports, per run, whether this
+  after a worker restart; every dial fails (through a local port that refuses
+  connections: the same with or without Internet). Reports, per run, whether this
   process (the worker) survived, the time until every device had its
   ``disconnected`` status, the children used, the peak of PostgreSQL connections
   held in the store's database and the peak RSS (worker + children).
@@ -158,6 +159,13 @@ async def pg_connections(conn: asyncpg.Connection) -> int:
     )
 
 
+def refusing_port() -> tuple[socket.socket, int]:
+    """A port bound and never listened on: a dial through it is refused at once."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock, sock.getsockname()[1]
+
+
 def black_hole() -> tuple[socket.socket, int]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -187,8 +195,14 @@ async def wait_until(predicate: Any, timeout: float) -> bool:
 async def storm(
     database_url: str, devices: int, budget: int, *, pairing: bool = False
 ) -> dict[str, Any]:
+    refusing, port = refusing_port()
     driver = NeonizeDriver(
-        database_url, NeonizeConfig(max_store_connections=budget, log_level="WARNING")
+        database_url,
+        NeonizeConfig(
+            max_store_connections=budget,
+            log_level="WARNING",
+            proxy=f"http://127.0.0.1:{port}",  # never WhatsApp itself
+        ),
     )
     await driver.start()
     events = Recorder()
@@ -225,6 +239,7 @@ async def storm(
     answering = await wait_until(lambda: bool(events.terminal[late]), timeout=30)
     await driver.stop()
     await conn.close()
+    refusing.close()
     return {
         "worker_alive": True,  # we are the worker: reaching this line is the proof
         "all_reported": done,

@@ -92,6 +92,11 @@ const es = {
   "devices.error.title": "El número tiene un problema",
   "devices.error.unknown": "Error desconocido",
   "devices.notConnected": "Este número no está conectado; los mensajes no se enviarán.",
+  "devices.qrExpired.title": "El código QR expiró: conecta de nuevo",
+  "devices.qrExpired.text": "Nadie lo escaneó a tiempo. Conecta de nuevo para obtener un código nuevo.",
+  "devices.qrExpired.retry": "Conectar de nuevo",
+  "devices.unlinkFailed.title": "El teléfono aún muestra este dispositivo",
+  "devices.unlinkFailed.text": "No se pudo avisar a WhatsApp. Quítalo en tu teléfono: WhatsApp › Dispositivos vinculados.",
 
   "inbox.title": "Bandeja",
   "inbox.search": "Buscar chats…",
@@ -411,6 +416,11 @@ const en: Record<TKey, string> = {
   "devices.error.title": "This number has a problem",
   "devices.error.unknown": "Unknown error",
   "devices.notConnected": "This number is not connected; messages will not be sent.",
+  "devices.qrExpired.title": "QR expired — connect again",
+  "devices.qrExpired.text": "Nobody scanned it in time. Connect again for a new code.",
+  "devices.qrExpired.retry": "Connect again",
+  "devices.unlinkFailed.title": "The phone still lists this device",
+  "devices.unlinkFailed.text": "WhatsApp could not be told. Remove it under Linked devices on the phone (WhatsApp › Linked devices).",
 
   "inbox.title": "Inbox",
   "inbox.search": "Search chats…",

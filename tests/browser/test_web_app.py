@@ -414,6 +414,47 @@ def test_agent_journey(system: System) -> None:
             page.get_by_test_id("confirm-ok").click()
             expect(page.get_by_test_id("webhooks-empty")).to_be_visible()
 
+        # a second number: its QR is never scanned, the card says so and connects
+        # again; later WhatsApp cannot be told of its unlink, and the card says
+        # the phone still lists it (Spanish, then English)
+        page.get_by_test_id("nav-devices").click()
+        page.get_by_test_id("add-device-button").click()
+        page.get_by_test_id("device-name-input").fill("Caja")
+        page.get_by_test_id("device-create-submit").click()
+        caja = page.get_by_test_id("device-card").filter(has_text="Caja")
+        expect(caja.get_by_test_id("device-qr")).to_be_visible(timeout=20_000)
+        caja_id = caja.get_attribute("data-device-id") or ""
+        sim_sync(system, caja_id, "qr_timeout", {})
+        expired = caja.get_by_test_id("device-qr-expired")
+        expect(expired).to_be_visible()
+        expect(expired).to_contain_text("El código QR expiró")
+        expect(caja.get_by_test_id("device-status")).to_have_attribute(
+            "data-status", "disconnected"
+        )
+        expect(caja.get_by_test_id("device-connect")).to_have_count(0)  # one button: this one
+        shot("05b-device-qr-expired")
+        caja.get_by_test_id("device-qr-expired-connect").click()
+        expect(caja.get_by_test_id("device-qr")).to_be_visible(timeout=20_000)
+        expect(expired).to_have_count(0)
+        sim_sync(system, caja_id, "scan", {"phone": "34600333444"})
+        expect(caja.get_by_test_id("device-status")).to_have_attribute(
+            "data-status", "connected", timeout=20_000
+        )
+        sim_sync(system, caja_id, "unlink_fails", {})
+        caja.get_by_test_id("device-logout").click()
+        page.get_by_test_id("confirm-ok").click()
+        expect(caja.get_by_test_id("device-status")).to_have_attribute("data-status", "logged_out")
+        warning = caja.get_by_test_id("device-unlink-failed")
+        expect(warning).to_contain_text("El teléfono aún muestra este dispositivo")
+        expect(warning).to_contain_text("Dispositivos vinculados")
+        shot("05c-device-unlink-failed")
+        page.get_by_test_id("lang-switch").click()
+        expect(warning).to_contain_text("The phone still lists this device")
+        expect(warning).to_contain_text("Linked devices")
+        shot("05d-device-unlink-failed-en")
+        page.get_by_test_id("lang-switch").click()
+        expect(warning).to_contain_text("El teléfono aún muestra este dispositivo")
+
         page.get_by_test_id("lang-switch").click()
         expect(page.get_by_test_id("nav-inbox")).to_have_text("Inbox")
         shot("12-english")

@@ -39,6 +39,16 @@ export function StatusBadge({ status }: { status: DeviceStatus }) {
   );
 }
 
+// How a pairing or an unlink ended is told by last_error (docs/API.md, "Devices:
+// linking, the end of a pairing, unlinking"): the worker's wording, matched here.
+export function qrExpired(device: Device): boolean {
+  return device.status === "disconnected" && !!device.last_error?.startsWith("The QR code expired");
+}
+
+export function unlinkFailed(device: Device): boolean {
+  return device.status === "logged_out" && !!device.last_error?.includes("still lists this device");
+}
+
 function useNow(active: boolean): number {
   const [now, setNow] = useState(() => Date.now());
   useEffect(() => {
@@ -222,6 +232,35 @@ function DeviceCard({ device }: { device: Device }) {
         </div>
       )}
 
+      {qrExpired(device) && (
+        <div className="mt-4 flex flex-col items-center gap-3 rounded-xl bg-slate-50 p-4 text-center" data-testid="device-qr-expired">
+          <div className="flex h-[96px] w-[96px] items-center justify-center rounded-xl border border-dashed border-slate-300 bg-white text-slate-300">
+            <QrCode className="h-12 w-12" />
+          </div>
+          <div>
+            <p className="font-medium text-slate-800">{t("devices.qrExpired.title")}</p>
+            <p className="text-sm text-slate-600">{t("devices.qrExpired.text")}</p>
+          </div>
+          <Button variant="primary" busy={busy === "connect"} onClick={() => act("connect", () => devicesApi.connect(device.id))} data-testid="device-qr-expired-connect">
+            {t("devices.qrExpired.retry")}
+          </Button>
+        </div>
+      )}
+
+      {unlinkFailed(device) && (
+        <div className="mt-3">
+          <Banner kind="warning" testid="device-unlink-failed">
+            <div className="flex items-start gap-2">
+              <AlertTriangle className="mt-0.5 h-4 w-4 shrink-0" />
+              <div>
+                <div className="font-medium">{t("devices.unlinkFailed.title")}</div>
+                <div>{t("devices.unlinkFailed.text")}</div>
+              </div>
+            </div>
+          </Banner>
+        </div>
+      )}
+
       {pairing && (
         <div className="mt-4 rounded-xl bg-slate-50 p-3" data-testid="device-pairing">
           {mode === "qr" || !isAdmin ? <QrPanel device={device} /> : <PhonePairPanel device={device} />}
@@ -242,7 +281,7 @@ function DeviceCard({ device }: { device: Device }) {
           {device.last_seen_at ? t("devices.lastSeen", { when: dateTime(device.last_seen_at, lang) }) : ""}
         </span>
         <div className="flex flex-wrap gap-2">
-          {(device.status === "disconnected" || device.status === "logged_out" || device.status === "error") && (
+          {(device.status === "disconnected" || device.status === "logged_out" || device.status === "error") && !qrExpired(device) && (
             <Button size="sm" variant="primary" busy={busy === "connect"} onClick={() => act("connect", () => devicesApi.connect(device.id))} data-testid="device-connect">
               {t("devices.connect")}
             </Button>

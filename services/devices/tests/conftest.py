@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +28,7 @@ from clarin_devices.worker.drivers.simulator import SimulatorConfig, SimulatorDr
 from clarin_devices.worker.worker import Worker
 from clarin_devkit.testing import free_port, running_app
 from clarin_devkit.testing.plugin import TestServers
-from services.devices.tests.helpers import Api, EventLog, Seen
+from services.devices.tests.helpers import Api, EventLog, Refusing, Seen
 
 # fast clocks for tests; production defaults are in WorkerSettings
 FAST_WORKER: dict[str, Any] = {
@@ -48,6 +48,13 @@ FAST_WORKER: dict[str, Any] = {
     "sim_read_delay": 0.05,
     "driver_call_timeout_seconds": 5.0,
 }
+
+
+@pytest.fixture(scope="session")
+def refusing() -> Iterator[Refusing]:
+    port = Refusing()
+    yield port
+    port.close()
 
 
 @pytest.fixture(scope="session")

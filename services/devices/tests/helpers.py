@@ -3,6 +3,7 @@ of every event seen on NATS."""
 
 from __future__ import annotations
 
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -89,3 +90,18 @@ class Api:
             raise AssertionError(f"device {device_id} is {seen[-1]}, not {status}") from None
         assert device is not None
         return device
+
+
+class Refusing:
+    """A local port bound and never listened on: a dial through it is refused at
+    once (what an offline machine's failed DNS lookup did, but the same with
+    Internet)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))  # held, never listening: connects get RST
+        self.port = self.sock.getsockname()[1]
+        self.proxy = f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,6 +1,8 @@
-"""The neonize driver, offline: WhatsApp cannot be reached from here, so every
-connect fails to dial at once — or, behind a "black hole" proxy that accepts and
-never answers, hangs for good (the hazard that makes ``stop()`` hang too).
+"""The neonize driver, kept off WhatsApp whatever the network: every connect
+goes through a local proxy address that refuses connections, so it fails to
+dial at once — or, behind a "black hole" proxy that accepts and never answers,
+hangs for good (the hazard that makes ``stop()`` hang too). No test depends on
+this machine having no Internet (or a DNS that fails fast).
 
 Sessions run in child processes; these tests check that what goes wrong there
 (crashes, kills, hung calls, leaked DB pools, bad JIDs) costs a child and is
@@ -27,6 +29,7 @@ import asyncpg
 import pytest
 from pydantic import BaseModel
 
+from clarin_common.db import with_database
 from clarin_common.events import (
     WaEdit,
     WaHistory,
@@ -44,14 +47,15 @@ from clarin_devices.worker.drivers import (
 )
 from clarin_devices.worker.drivers.neonize_driver import NeonizeConfig, NeonizeDriver, store_dsn
 from clarin_devkit.testing import eventually
+from services.devices.tests.helpers import Refusing
 
 TEST_HOST = (sys.executable, str(Path(__file__).with_name("neonize_test_host.py")))
 
 pytestmark = pytest.mark.usefixtures("clean_state")
 
-# 200 at once takes 15-20 s here (children start one after the other under the
-# store budget, and the offline DNS sometimes answers after 5 s); lower it with
-# CLARIN_NEONIZE_STORM on a slower machine. bench/neonize_bench.py repeats it.
+# 200 at once: children start one after the other under the store budget;
+# lower it with CLARIN_NEONIZE_STORM on a slower machine.
+# bench/neonize_bench.py repeats it.
 STORM = int(os.environ.get("CLARIN_NEONIZE_STORM", "200"))
 
 
@@ -159,10 +163,11 @@ def config(**overrides: Any) -> NeonizeConfig:
 
 
 @pytest.fixture
-async def make_driver(test_servers: Any) -> AsyncIterator[Any]:
+async def make_driver(test_servers: Any, refusing: Refusing) -> AsyncIterator[Any]:
     drivers: list[NeonizeDriver] = []
 
     async def make(**overrides: Any) -> NeonizeDriver:
+        overrides.setdefault("proxy", refusing.proxy)  # never WhatsApp itself
         driver = NeonizeDriver(test_servers.database_url, config(**overrides))
         drivers.append(driver)
         await driver.start()
@@ -227,6 +232,51 @@ async def test_start_loads_neonize_in_a_child_and_creates_the_store_tables(
     names = {r["tablename"] for r in tables}
     assert "whatsmeow_device" in names
     assert len([n for n in names if n.startswith("whatsmeow_")]) >= 10
+
+
+async def test_workers_starting_at_once_create_the_store_one_at_a_time(
+    test_servers: Any,
+) -> None:
+    # `make run` starts two workers together on an empty store: whatsmeow's
+    # table creation is not safe to run twice at once. An empty database of its
+    # own (whatsmeow checks for its tables in any schema of the database).
+    name = f"clarin_store_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(test_servers.admin_database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = with_database(test_servers.database_url, name)
+    conn = await asyncpg.connect(database_url)
+    key = "clarin:whatsmeow-store:devices_wa"
+    drivers = [NeonizeDriver(database_url, config()) for _ in range(2)]
+    starts: list[asyncio.Task[None]] = []
+    try:
+        # as if a third worker were creating it right now
+        await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+        starts = [asyncio.create_task(d.start()) for d in drivers]
+
+        async def both_waiting() -> bool:
+            waiting = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
+            return bool(waiting == 2)
+
+        await eventually(both_waiting, timeout=15)
+        assert not any(d.child_pids() for d in drivers)  # nothing touched the store yet
+
+        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
+        await asyncio.wait_for(asyncio.gather(*starts), timeout=60)
+
+        tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'devices_wa'")
+        assert "whatsmeow_device" in {r["tablename"] for r in tables}
+        assert all(len(d.child_pids()) == 1 for d in drivers)
+    finally:
+        for task in starts:
+            task.cancel()
+        for driver in drivers:
+            await driver.stop()
+        await conn.close()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 def test_store_dsn_points_lib_pq_at_our_schema() -> None:
@@ -610,10 +660,9 @@ async def test_stopping_a_pairing_device_never_touches_another_session(
     await asyncio.wait_for(driver.disconnect(showing_qr), timeout=10)
     await asyncio.wait_for(driver.logout(dialing), timeout=10)
 
-    for pid in pairing_pids:
-        assert pid is not None
-        gone_pid = pid
-        await eventually(lambda: not alive(gone_pid), timeout=5)
+    stopped = [pid for pid in pairing_pids if pid is not None]
+    assert len(stopped) == 2
+    await eventually(lambda: not any(alive(pid) for pid in stopped), timeout=5)
     [later] = await linked_devices(driver, test_servers.database_url, events, 1, "5215556")
     assert driver.session_pid(later) == shared_pid  # its lane still answers
     await asyncio.sleep(2 * 1.5)  # past the hang timeout the watchdog would act on

@@ -1,5 +1,5 @@
-"""The worker with the real neonize driver, offline: a connect through the API fails
-to dial WhatsApp, the device shows `error` with a clear `last_error`, and the worker
+"""The worker with the real neonize driver, kept off WhatsApp by local proxies (one
+that refuses, one that never answers): a connect through the API fails to dial, the device shows `error` with a clear `last_error`, and the worker
 keeps retrying with backoff; the worker stays alive and answering."""
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from .conftest import FAST_WORKER
 
 
 async def test_offline_neonize_connect_errors_clearly_and_is_retried(
-    test_servers: TestServers, api: Any, events: Any
+    test_servers: TestServers, api: Any, events: Any, refusing: Any
 ) -> None:
     settings = WorkerSettings(
         worker_id=f"neo-{uuid.uuid4().hex[:6]}",
         **{
             **FAST_WORKER,
             "whatsapp_driver": "neonize",
+            "neonize_proxy": refusing.proxy,  # refused at once, Internet or not
             "reconnect_base_seconds": 0.2,
             "reconnect_max_seconds": 1.0,
             # a pairing starts a process of its own: slow on a busy host

@@ -50,10 +50,9 @@ async def test_sigterm_hands_devices_over_at_once(
     expected = {d: hrw.owner(d, ["p1", "w2"]) for d in devices}
     await events.wait(lambda: all(holder(events, d) == expected[d] for d in devices), timeout=10)
 
-    stopped_at = time.monotonic()
     assert proc.terminate() in (0, -15)  # uvicorn re-raises SIGTERM after its graceful exit
-    await events.wait(lambda: all(holder(events, d) == "w2" for d in devices), timeout=10)
-    assert time.monotonic() - stopped_at < 8
+    # well before p1's 30 s leases could run out: only their release lets w2 in
+    await events.wait(lambda: all(holder(events, d) == "w2" for d in devices), timeout=15)
     for device_id in devices:
         assert_never_two_holders(events, device_id)
         if expected[device_id] == "p1":  # p1 said it let go before w2 took it

@@ -77,10 +77,9 @@ async def test_graceful_stop_hands_devices_over_at_once(
     await events.wait(lambda: len(holders(w1, w2)) == len(devices), timeout=10)
     on_w1 = [d for d, w in holders(w1, w2).items() if w == "w1"]
     assert on_w1
-    stopped_at = time.monotonic()
     await w1.stop()
-    await events.wait(lambda: holders(w1, w2) == dict.fromkeys(devices, "w2"), timeout=10)
-    assert time.monotonic() - stopped_at < 5
+    # well before w1's 30 s leases could run out: only their release lets w2 in
+    await events.wait(lambda: holders(w1, w2) == dict.fromkeys(devices, "w2"), timeout=15)
     for device_id in on_w1:
         assert ledger.first_open(device_id, "w2") is not None
     assert not ledger.violations

@@ -102,7 +102,9 @@ UPDATE devices d SET
     desired_state = 'logged_out',
     status = 'logged_out',
     jid = NULL,
-    last_error = NULL,
+    -- the worker got there first (the logout command): keep what it said, such
+    -- as "the phone still lists this device"
+    last_error = CASE WHEN d.status = 'logged_out' THEN d.last_error ELSE NULL END,
     last_seen_at = CASE WHEN d.status = 'connected' THEN now() ELSE d.last_seen_at END,
     qr_code = NULL,
     qr_expires_at = NULL,

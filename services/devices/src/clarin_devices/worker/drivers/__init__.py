@@ -57,6 +57,11 @@ class MediaOutcome:
 # the ``error`` of ``on_status("disconnected")`` when a pairing ended without a
 # scan (the QR codes ran out or the driver's pairing deadline passed)
 QR_EXPIRED = "qr_expired"
+# the message of ``unlink_failed`` (the web app recognises "still lists this device")
+UNLINK_FAILED = (
+    "Could not unlink the number from WhatsApp ({cause}); the phone still lists this "
+    "device under Linked devices: remove it there"
+)
 
 
 class DriverError(Exception):

@@ -55,6 +55,7 @@ from clarin_common.events import (
 from clarin_common.ids import normalize_jid
 from clarin_devices.worker.drivers import (
     QR_EXPIRED,
+    UNLINK_FAILED,
     DriverError,
     DriverEvents,
     InboundMedia,
@@ -83,10 +84,6 @@ __all__ = ["HostGone", "NeonizeConfig", "NeonizeDriver", "store_dsn"]
 log = structlog.get_logger(__name__)
 
 _TERMINAL: set[str] = {"disconnected", "logged_out", "error"}
-UNLINK_FAILED = (
-    "Could not unlink the number from WhatsApp ({cause}); the phone still lists this "
-    "device under Linked devices: remove it there"
-)
 
 
 @dataclass(eq=False)
@@ -137,8 +134,9 @@ class NeonizeDriver(WhatsAppDriver):
         async with self._start_lock:
             if self._started:
                 return
-            await self.store.create_schema()
-            await self.pool.start()
+            # the first child creates whatsmeow's tables: one worker at a time
+            async with self.store.creating():
+                await self.pool.start()
             self._sweeper = asyncio.create_task(self._sweep(), name="neonize:sweep")
             self._started = True
 

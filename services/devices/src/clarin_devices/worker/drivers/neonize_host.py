@@ -79,6 +79,7 @@ from clarin_devices.worker.drivers.neonize_mapping import (
 
 FIRST_QR_SECONDS = 60  # whatsmeow shows the first code for 60 s, the next ones for 20 s
 NEXT_QR_SECONDS = 20
+SHUTDOWN_DRAIN_SECONDS = 1.0  # a shutdown waits this long for the lane's jobs to answer
 QR_EXPIRED = "qr_expired"  # the error of a pairing that ended without a scan
 
 log = logging.getLogger("clarin.neonize_host")
@@ -138,6 +139,12 @@ class Lane:
 
     def submit(self, name: str, job: Callable[[], None]) -> None:
         self._jobs.put((name, job))
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until the jobs submitted so far ran (at most ``timeout``)."""
+        done = threading.Event()
+        self.submit("drain", done.set)
+        return done.wait(timeout)
 
     def _run(self) -> None:
         while True:
@@ -946,6 +953,10 @@ def main(host_class: type[Host] = Host) -> None:
             log.warning("unreadable request line")
             continue
         if request.get("op") == "shutdown":
+            # what was asked before answers first (a pairing child is shut down
+            # the moment its QR ends, maybe with a request still on the lane);
+            # a lane stuck in Go does not hold the exit up for long
+            host.lane.drain(SHUTDOWN_DRAIN_SECONDS)
             break
         host.handle(request)
     # The parent is gone or asked us to go: sessions end with the process (the

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
@@ -49,10 +50,24 @@ class SessionStore:
             self._db = await asyncpg.connect(self.database_url)
         return self._db
 
-    async def create_schema(self) -> None:
+    @contextlib.asynccontextmanager
+    async def creating(self) -> AsyncIterator[None]:
+        """The schema exists, and the caller holds the store's creation lock (a
+        PostgreSQL advisory lock, shared by every worker) until it leaves: two
+        workers starting at once would race creating the schema and
+        whatsmeow's tables (its upgrade runs CREATE TABLE unguarded)."""
+        key = f"clarin:whatsmeow-store:{self.schema}"
         async with self._lock:
             conn = await self._conn()
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            await conn.execute("SELECT pg_advisory_lock(hashtext($1))", key)
+        try:
+            async with self._lock:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            yield
+        finally:
+            async with self._lock:
+                with contextlib.suppress(Exception):  # a lost connection took it along
+                    await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)
 
     async def stored_jid(self, jid: str) -> str | None:
         """The store's JID for ``jid`` (exact, else the one of the same number)."""

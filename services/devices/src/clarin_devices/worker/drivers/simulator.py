@@ -52,6 +52,9 @@ no responders means the device has no live session):
   [{kind, chat_jid, wa_message_id?, body?, emoji?, state?, reply_to?}]}``.
 - ``drop`` ``{}``: the connection drops (the worker reconnects by itself).
 - ``logout`` ``{}``: the phone unlinks the device (``logged_out``).
+- ``unlink_fails`` ``{}``: WhatsApp cannot be told of this device's next unlink
+  (``logout`` or delete): the session is forgotten all the same and ``unlink``
+  raises ``unlink_failed`` (the phone still lists the device).
 
 What the device sends reaches "the other phones": each accepted outbound
 message is announced (core NATS, not a stream) on ``simphone.{device_id}`` as
@@ -103,6 +106,7 @@ from clarin_common.ids import normalize_jid, phone_digits, phone_from_jid
 from clarin_common.nats import confirm_subscriptions
 from clarin_devices.worker.drivers import (
     QR_EXPIRED,
+    UNLINK_FAILED,
     DriverError,
     DriverEvents,
     InboundMedia,
@@ -332,6 +336,7 @@ class SimulatorDriver(WhatsAppDriver):
         self._timers: set[asyncio.TimerHandle] = set()
         # per device, what its store's LID map has learnt: lid digits → phone digits
         self._lid_maps: dict[str, dict[str, str]] = {}
+        self._unlink_fails: set[str] = set()  # devices whose next unlink fails
         # download token (``media_info.download``) → the file, for retry_media
         self._downloads: OrderedDict[str, _Download] = OrderedDict()
 
@@ -379,6 +384,15 @@ class SimulatorDriver(WhatsAppDriver):
     async def logout(self, device_id: str) -> None:
         await self.disconnect(device_id)
         self._lid_maps.pop(device_id, None)
+
+    async def unlink(self, device_id: str, jid: str | None) -> None:
+        fails = device_id in self._unlink_fails
+        self._unlink_fails.discard(device_id)
+        await self.logout(device_id)
+        if fails:
+            raise DriverError(
+                UNLINK_FAILED.format(cause="WhatsApp did not answer"), code="unlink_failed"
+            )
 
     def is_connected(self, device_id: str) -> bool:
         session = self._sessions.get(device_id)
@@ -689,6 +703,7 @@ class SimulatorDriver(WhatsAppDriver):
             "typing": self._sim_typing,
             "history": self._sim_history,
             "phone": self._sim_phone,
+            "unlink_fails": self._sim_unlink_fails,
         }
         reply: dict[str, Any] = {"ok": True}
         async with session.lock:
@@ -949,6 +964,9 @@ class SimulatorDriver(WhatsAppDriver):
         if session.state != "qr_pending":
             raise ValueError("no QR code is pending on this device")
         await self._qr_expired(session)
+
+    async def _sim_unlink_fails(self, session: _Session, payload: dict[str, Any]) -> None:
+        self._unlink_fails.add(session.device_id)
 
     async def _sim_receipt(self, session: _Session, payload: dict[str, Any]) -> None:
         request = ReceiptRequest.model_validate(payload)
