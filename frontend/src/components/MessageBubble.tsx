@@ -316,10 +316,21 @@ export function MessageBubble({ m, onRetry, focused, onJump }: BubbleProps) {
 /** The quoted message above a reply; a click shows it in the thread. */
 function Quote({ m, onJump }: { m: UiMessage; onJump?: (id: string) => void }) {
   const t = useT();
+  // the quoted message as the thread has it now (edited or deleted since)
+  const live = useChats((s) =>
+    m.quoted?.message_id ? s.threads[m.chat_id]?.items.find((x) => x.id === m.quoted?.message_id) : undefined,
+  );
+  const chatName = useChats((s) => s.byId[m.chat_id]?.name);
   const q = m.quoted;
   if (!q) return null;
-  const who = q.from_me ? t("inbox.you") : (m.direction === "in" ? m.sender_name : null) || q.sender_jid?.split("@")[0] || "";
-  const text = q.deleted ? t("inbox.deleted") : q.body || (q.type !== "text" ? t(`inbox.type.${q.type}` as TKey) : t("inbox.quotedMissing"));
+  const deleted = live ? !!live.deleted : q.deleted;
+  const body = live ? live.body : q.body;
+  const who = q.from_me
+    ? t("inbox.you")
+    : live?.sender_name || chatName || q.sender_jid?.split("@")[0] || "";
+  const text = deleted
+    ? t("inbox.deleted")
+    : body || (q.type !== "text" ? t(`inbox.type.${q.type}` as TKey) : t("inbox.quotedMissing"));
   const target = q.message_id;
   return (
     <button
@@ -331,7 +342,7 @@ function Quote({ m, onJump }: { m: UiMessage; onJump?: (id: string) => void }) {
       className="mb-1 block w-full rounded-md border-l-4 border-brand-500 bg-black/5 px-2 py-1 text-left text-xs hover:bg-black/10 disabled:cursor-default"
     >
       <div className="font-semibold text-brand-700">{who}</div>
-      <div className={cx("line-clamp-2 text-slate-600", q.deleted && "italic")}>{text}</div>
+      <div className={cx("line-clamp-2 text-slate-600", deleted && "italic")}>{text}</div>
     </button>
   );
 }
