@@ -446,10 +446,18 @@ async def test_history_arrives_in_batches_within_the_window_then_one_last_batch(
         call_timeout=3.0,
         history_batch=2,
         history_quiet=1.0,
+        history_days=30,
     )
     events = Recorder()
     device = await linked_device(driver, test_servers.database_url, events)
     now = datetime.now(UTC)
+    # a pairing asks the phone for no more history than that
+    session = driver._sessions[device]
+    props = await driver.pool.request(
+        session.child, "debug_device_props", sid=session.sid, timeout=10
+    )
+    assert props["historySyncConfig"] == {"fullSyncDaysLimit": 30}
+    assert props["os"] == "Clarin"
 
     # the push names come in a blob of their own, before the messages
     await inject(

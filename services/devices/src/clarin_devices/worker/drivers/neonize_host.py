@@ -46,6 +46,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import math
 import os
 import queue
 import signal
@@ -296,7 +297,15 @@ class Host:
         return {"devices": len(devices)}
 
     def new_client(self, session: Session) -> Any:
-        props = self.DeviceProps(os=self.os_name, platformType=self.DeviceProps.SAFARI)
+        # what a pairing tells the phone (neonize merges it into whatsmeow's
+        # defaults): among it how many days of history to send (3650 there)
+        props = self.DeviceProps(
+            os=self.os_name,
+            platformType=self.DeviceProps.SAFARI,
+            historySyncConfig=self.DeviceProps.HistorySyncConfig(
+                fullSyncDaysLimit=max(1, math.ceil(self.history_days))
+            ),
+        )
         if session.jid:
             # the parent checked that this JID is in the store: one missing
             # there aborts the process inside Go
