@@ -230,7 +230,7 @@ class FakeWorker:
         self.commands.append(command)
         if self.mode == "silent":
             return
-        if command["type"] in ("send_text", "send_media"):
+        if command["type"] in ("send_text", "send_media", "react", "edit", "revoke"):
             if self.mode == "refuse":
                 reply: dict[str, Any] = {
                     "ok": False,

@@ -142,6 +142,7 @@ class TestSendText:
                 "client_id": None,
                 "to": JID,
                 "body": "hello",
+                "reply_to": None,
             }
             await eventually(lambda: events.of("message_sent"))
             first = events.of("new_message")[0]["data"]

@@ -100,6 +100,29 @@ class Chat(Contract):
     labels: list[str] = []
 
 
+class Reaction(Contract):
+    """One sender's reaction to a message (one per sender: a new one replaces it)."""
+
+    emoji: str
+    sender_jid: str | None = None
+    # our own number reacted (from Clarin or from the phone)
+    from_me: bool = False
+
+
+class QuotedMessage(Contract):
+    """What a reply shows above itself: the quoted message as stored (then
+    ``message_id`` is set), or the preview the quote carried when that message
+    was never stored."""
+
+    message_id: str | None = None
+    wa_message_id: str | None = None
+    type: MessageType = "text"
+    body: str | None = None
+    sender_jid: str | None = None
+    from_me: bool = False
+    deleted: bool = False
+
+
 class Message(Contract):
     id: str
     chat_id: str
@@ -116,6 +139,13 @@ class Message(Contract):
     client_id: str | None = None
     # the user who wrote a private note (``direction: "note"``), else null
     author_id: str | None = None
+    # the message this one answers (same chat), when it is stored
+    reply_to: str | None = None
+    quoted: QuotedMessage | None = None
+    reactions: list[Reaction] = []
+    edited_at: datetime | None = None
+    # deleted for everyone: the row stays, its body and media are gone
+    deleted: bool = False
 
 
 class Lead(Contract):

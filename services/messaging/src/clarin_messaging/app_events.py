@@ -9,10 +9,14 @@ from clarin_common.events import (
     ChatReadData,
     ChatUpdatedData,
     Envelope,
+    HistoryImportingData,
+    HistorySyncedData,
     MessageSentData,
     MessageStatusData,
     MessageUpdatedData,
     NewMessageData,
+    PresenceData,
+    PresenceState,
     app_envelope,
     app_event_subject,
 )
@@ -84,5 +88,36 @@ def chat_updated(account_id: str, chat: Chat) -> Event:
         app_event_subject(account_id, "chat_updated"),
         app_envelope(
             account_id, "chat_updated", ChatUpdatedData(chat=chat), device_id=chat.device_id
+        ),
+    )
+
+
+def presence(account_id: str, chat_id: str, state: PresenceState) -> Event:
+    return (
+        app_event_subject(account_id, "presence"),
+        app_envelope(account_id, "presence", PresenceData(chat_id=chat_id, state=state)),
+    )
+
+
+def history_importing(account_id: str, device_id: str) -> Event:
+    return (
+        app_event_subject(account_id, "history_importing"),
+        app_envelope(
+            account_id,
+            "history_importing",
+            HistoryImportingData(device_id=device_id),
+            device_id=device_id,
+        ),
+    )
+
+
+def history_synced(account_id: str, device_id: str, chats: int, messages: int) -> Event:
+    return (
+        app_event_subject(account_id, "history_synced"),
+        app_envelope(
+            account_id,
+            "history_synced",
+            HistorySyncedData(device_id=device_id, chats=chats, messages=messages),
+            device_id=device_id,
         ),
     )

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
-from clarin_common.contract import Chat, Media, Message
+from clarin_common.contract import Chat, Media, Message, QuotedMessage, Reaction
 
 PREVIEW_MAX = 120
+DELETED_PREVIEW = "🚫 Deleted message"
 
 _PLACEHOLDERS = {
     "image": "📷 Photo",
@@ -32,7 +34,9 @@ def media_url(message_id: str) -> str:
     return f"/api/media/{message_id}"
 
 
-def preview(type_: str, body: str | None) -> str:
+def preview(type_: str, body: str | None, deleted: bool = False) -> str:
+    if deleted:
+        return DELETED_PREVIEW
     text = (body or "").strip() or _PLACEHOLDERS.get(type_, "Message")
     return text if len(text) <= PREVIEW_MAX else text[: PREVIEW_MAX - 1] + "…"
 
@@ -62,8 +66,9 @@ def chat_from_row(row: Mapping[str, Any]) -> Chat:
 def message_from_row(row: Mapping[str, Any]) -> MessageOut:
     """A row of ``messages`` LEFT JOIN ``media`` (columns ``media_*``)."""
     message_id = str(row["id"])
+    deleted = row["deleted_at"] is not None
     media = None
-    if row["media_mime_type"] is not None:
+    if row["media_mime_type"] is not None and not deleted:
         media = Media(
             url=media_url(message_id),
             mime_type=row["media_mime_type"],
@@ -79,7 +84,7 @@ def message_from_row(row: Mapping[str, Any]) -> MessageOut:
         wa_message_id=row["wa_message_id"],
         direction=row["direction"],
         type=row["type"],
-        body=row["body"],
+        body=None if deleted else row["body"],
         media=media,
         status=row["status"],
         sender_jid=row["sender_jid"],
@@ -88,4 +93,41 @@ def message_from_row(row: Mapping[str, Any]) -> MessageOut:
         client_id=row["client_id"],
         author_id=_str(row["author_id"]),
         error=row["error"],
+        reply_to=_str(row["q_id"]),
+        quoted=_quoted(row),
+        reactions=[Reaction.model_validate(r) for r in _json_list(row["reactions"])],
+        edited_at=row["edited_at"],
+        deleted=deleted,
+    )
+
+
+def _json_list(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        value = json.loads(value)
+    return list(value or [])
+
+
+def _quoted(row: Mapping[str, Any]) -> QuotedMessage | None:
+    """The quote above a reply: the stored message when we have it, else the
+    preview the quote itself carried."""
+    wa_id = row["reply_to_wa_id"]
+    if wa_id is None:
+        return None
+    if row["q_id"] is not None:
+        deleted = row["q_deleted_at"] is not None
+        return QuotedMessage(
+            message_id=str(row["q_id"]),
+            wa_message_id=wa_id,
+            type=row["q_type"],
+            body=None if deleted else row["q_body"],
+            sender_jid=row["q_sender_jid"],
+            from_me=row["q_direction"] == "out",
+            deleted=deleted,
+        )
+    return QuotedMessage(
+        wa_message_id=wa_id,
+        type=row["quoted_type"] or "text",
+        body=row["quoted_body"],
+        sender_jid=row["quoted_sender_jid"],
+        from_me=row["quoted_from_me"],
     )

@@ -14,7 +14,11 @@ from clarin_common.errors import error_response
 from clarin_common.nats import PullConsumer
 from clarin_common.users import UserDirectory
 from clarin_messaging.chats.endpoints import router as chats_router
-from clarin_messaging.consumers import lead_events_consumer, wa_events_consumer
+from clarin_messaging.consumers import (
+    history_events_consumer,
+    lead_events_consumer,
+    wa_events_consumer,
+)
 from clarin_messaging.context import Messaging
 from clarin_messaging.devices_client import DevicesClient
 from clarin_messaging.media_store import LocalMediaStore
@@ -67,7 +71,11 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
         res.extras["messaging"] = ctx
         consumers: list[PullConsumer] = []
         if settings.consumers_enabled:
-            consumers = [wa_events_consumer(ctx), lead_events_consumer(ctx)]
+            consumers = [
+                wa_events_consumer(ctx),
+                lead_events_consumer(ctx),
+                history_events_consumer(ctx),
+            ]
             for consumer in consumers:
                 await consumer.start()
         res.extras["consumers"] = consumers

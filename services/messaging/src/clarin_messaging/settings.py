@@ -38,3 +38,9 @@ class MessagingSettings(CommonSettings):
     # batches handled at once: one in PostgreSQL while the next is parsed and the
     # previous one's events are published (transactions still go one at a time)
     consumer_overlap: int = 2
+    # history sync after linking: how far back messages are imported, its own
+    # consumer, and how many parts (each up to ~512 KiB of messages) one
+    # transaction takes
+    history_days: int = Field(30, ge=1)
+    history_consumer_durable: str = "messaging-history"
+    history_batch_parts: int = Field(8, ge=1)

@@ -22,6 +22,8 @@ from clarin_messaging.chats.schemas import (
 )
 from clarin_messaging.context import MessagingDep
 from clarin_messaging.convert import MessageOut
+from clarin_messaging.messages import service as messages_service
+from clarin_messaging.messages.schemas import TypingRequest
 
 router = APIRouter(prefix="/api/chats", tags=["chats"])
 
@@ -108,4 +110,13 @@ async def add_note(
 @router.post("/{chat_id}/read", status_code=204, response_class=Response)
 async def mark_read(chat_id: uuid.UUID, user: CurrentUser, ctx: MessagingDep) -> Response:
     await service.mark_read(ctx, user, str(chat_id))
+    return Response(status_code=204)
+
+
+@router.post("/{chat_id}/typing", status_code=204, response_class=Response)
+async def typing(
+    chat_id: uuid.UUID, payload: TypingRequest, user: CurrentUser, ctx: MessagingDep
+) -> Response:
+    """WhatsApp shows the agent typing (``composing``) or stops (``paused``)."""
+    await messages_service.typing(ctx, user, str(chat_id), payload.state)
     return Response(status_code=204)

@@ -29,13 +29,14 @@ from nats.js.errors import NotFoundError as JsNotFoundError
 from pydantic import ValidationError
 
 from clarin_common.contract import Chat, Media, Message
-from clarin_common.events import WaMedia, WaMessage, WaReceipt, WaSent
+from clarin_common.events import WaMedia, WaMessage, WaPresence, WaReceipt, WaSent
 from clarin_common.ids import chat_id_for, normalize_jid, phone_from_jid
 from clarin_common.nats import Delivery, PoisonMessage
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
 from clarin_messaging.context import Messaging
 from clarin_messaging.convert import chat_from_row, media_url, message_from_row, preview
+from clarin_messaging.ingest import conversation
 from clarin_messaging.media_store import media_key
 from clarin_messaging.messages import repository as messages_repo
 from clarin_messaging.messages.repository import (
@@ -118,6 +119,10 @@ class _Parsed:
     media_outcomes: dict[tuple[str, str], tuple[str, WaMedia]] = field(default_factory=dict)
     # media announced by a message, its file still to come (``media_info``)
     announced: dict[str, NewMedia] = field(default_factory=dict)
+    # edits, revokes and reactions, in the order they came
+    updates: list[conversation.Update] = field(default_factory=list)
+    # (account_id, device_id, presence)
+    presences: list[tuple[str, str, WaPresence]] = field(default_factory=list)
 
 
 def _parse(deliveries: list[Delivery]) -> _Parsed:
@@ -135,7 +140,8 @@ def _parse(deliveries: list[Delivery]) -> _Parsed:
             raise PoisonMessage("envelope account/device differ from the subject")
         try:
             if kind == "message":
-                _add_message(parsed, seen_messages, account_id, device_id, env.data)
+                wa = WaMessage.model_validate(env.data)
+                _add_message(parsed, seen_messages, account_id, device_id, wa)
             elif kind == "sent":
                 _add_sent(parsed, account_id, WaSent.model_validate(env.data))
             elif kind == "receipt":
@@ -143,6 +149,13 @@ def _parse(deliveries: list[Delivery]) -> _Parsed:
             elif kind == "media":
                 media = WaMedia.model_validate(env.data)
                 parsed.media_outcomes[(device_id, media.wa_message_id)] = (account_id, media)
+            elif kind in ("edit", "revoke", "reaction"):
+                update = conversation.update_from(kind, account_id, device_id, env.data)
+                if normalize_jid(update.event.chat_jid) != STATUS_BROADCAST:
+                    parsed.updates.append(update)
+            elif kind == "presence":
+                presence = WaPresence.model_validate(env.data)
+                parsed.presences.append((account_id, device_id, presence))
             # other kinds (status, qr) are not ours: acked and ignored
         except ValidationError as exc:
             raise PoisonMessage(f"invalid {kind} data: {exc}") from exc
@@ -150,9 +163,8 @@ def _parse(deliveries: list[Delivery]) -> _Parsed:
 
 
 def _add_message(
-    parsed: _Parsed, seen: set[str], account_id: str, device_id: str, data: dict[str, Any]
+    parsed: _Parsed, seen: set[str], account_id: str, device_id: str, wa: WaMessage
 ) -> None:
-    wa = WaMessage.model_validate(data)
     jid = normalize_jid(wa.chat_jid)
     if jid == STATUS_BROADCAST:
         return  # a contact's status post: no chat, no unread (and no lead)
@@ -197,6 +209,11 @@ def _add_message(
                 sender_name=wa.push_name,
                 sent_at=wa.sent_at,
                 client_id=wa.client_id if own_id else None,
+                reply_to_wa_id=wa.reply_to.wa_message_id if wa.reply_to else None,
+                quoted_body=wa.reply_to.body if wa.reply_to else None,
+                quoted_type=wa.reply_to.type if wa.reply_to else None,
+                quoted_sender_jid=wa.reply_to.sender_jid if wa.reply_to else None,
+                quoted_from_me=wa.reply_to.from_me if wa.reply_to else False,
             ),
             wa,
         )
@@ -489,12 +506,33 @@ async def handle_wa_events(
             sent_rows = await messages_repo.get_many(
                 conn, [str(r["id"]) for r in settled if r["status"] == "sent"]
             )
+            applied = await conversation.apply_pending(
+                conn,
+                [
+                    (m.account_id, m.device_id, m.wa_message_id)
+                    for m in new_messages
+                    if m.id in inserted and m.wa_message_id
+                ]
+                if await conversation.any_pending(conn)
+                else [],
+            )
+            applied.merge(await conversation.apply(conn, parsed.updates))
             media_changed = await messages_repo.apply_media_outcomes(conn, outcomes)
             unsettled = [o.message_id for o in outcomes if o.message_id not in media_changed]
             early = set(unsettled) - await messages_repo.existing_message_ids(conn, unsettled)
             if early:
                 raise MediaBeforeItsMessage(f"media of messages not stored yet: {sorted(early)}")
-            updated_rows = await messages_repo.get_many(conn, sorted(media_changed))
+            updated_rows = await messages_repo.get_many(
+                conn, sorted(media_changed | (applied.changed - inserted))
+            )
+            presence_chats = await _presence_chats(conn, parsed.presences)
+            # replies are announced with their quote as stored
+            replies = {
+                str(r["id"]): message_from_row(r)
+                for r in await messages_repo.get_many(
+                    conn, [m.id for m in new_messages if m.id in inserted and m.reply_to_wa_id]
+                )
+            }
 
     chats: dict[str, Chat] = {str(r["id"]): chat_from_row(r) for r in (*chat_rows, *reopened)}
     events: list[app_events.Event] = [
@@ -502,7 +540,7 @@ async def handle_wa_events(
     ]
     for msg in new_messages:
         if msg.id in inserted:
-            message = _message_model(msg, media.get(msg.id))
+            message = replies.get(msg.id) or _message_model(msg, media.get(msg.id))
             events.append(app_events.new_message(msg.account_id, message, chats[msg.chat_id]))
     for row in sent_rows:
         events.append(app_events.message_sent(str(row["account_id"]), message_from_row(row)))
@@ -519,8 +557,43 @@ async def handle_wa_events(
                     device_id=str(row["device_id"]),
                 )
             )
+    for (account_id, _, presence), chat_id in zip(parsed.presences, presence_chats, strict=True):
+        if chat_id is not None:
+            events.append(app_events.presence(account_id, chat_id, presence.state))
     await ctx.publish_fast(events)
     await _delete_objects(ctx, [job.object_key for job in (*parsed.media_jobs, *outcome_jobs)])
+    await delete_stored_media(ctx, applied.storage_keys)
+
+
+async def _presence_chats(
+    conn: asyncpg.Connection, presences: list[tuple[str, str, WaPresence]]
+) -> list[str | None]:
+    """The chat of each presence (by phone JID or LID), None when we have none."""
+    found: list[str | None] = []
+    for account_id, device_id, presence in presences:
+        jid = normalize_jid(presence.chat_jid)
+        lid = normalize_jid(presence.chat_lid) if presence.chat_lid else None
+        if _is_lid(jid):
+            jid, lid = jid, jid
+        chat_id = await conn.fetchval(
+            "SELECT id FROM chats WHERE account_id = $1 AND device_id = $2 "
+            "AND (id = $3 OR ($4::text IS NOT NULL AND lid = $4)) ORDER BY (id = $3) DESC LIMIT 1",
+            account_id,
+            device_id,
+            _chat_id(device_id, jid),
+            lid,
+        )
+        found.append(str(chat_id) if chat_id is not None else None)
+    return found
+
+
+async def delete_stored_media(ctx: Messaging, keys: list[str]) -> None:
+    """The files of messages deleted for everyone leave the disk (after commit)."""
+    for key in keys:
+        try:
+            await ctx.store.delete(key)
+        except Exception as exc:  # the row is gone: an orphan file is only space
+            log.warning("media_delete_failed", key=key, error=str(exc))
 
 
 async def _delete_objects(ctx: Messaging, keys: list[str]) -> None:

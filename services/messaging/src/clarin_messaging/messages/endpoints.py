@@ -11,7 +11,13 @@ from clarin_common.errors import PayloadTooLarge, ValidationFailed
 from clarin_messaging.context import MessagingDep
 from clarin_messaging.convert import MessageOut
 from clarin_messaging.messages import service
-from clarin_messaging.messages.schemas import BODY_MAX, CLIENT_ID_MAX, SendTextRequest
+from clarin_messaging.messages.schemas import (
+    BODY_MAX,
+    CLIENT_ID_MAX,
+    EditRequest,
+    ReactRequest,
+    SendTextRequest,
+)
 
 router = APIRouter(prefix="/api", tags=["messages"])
 
@@ -31,7 +37,8 @@ async def send_text(
         device_id=payload.device_id,
         to=payload.to,
     )
-    return await service.send_text(ctx, user, target, payload.body, payload.client_id)
+    quote = await service.quote_for(ctx, user, target, payload.reply_to, "body")
+    return await service.send_text(ctx, user, target, payload.body, payload.client_id, quote)
 
 
 @router.post("/messages/send/media", status_code=202, response_model=MessageOut)
@@ -45,6 +52,7 @@ async def send_media(
     to: Annotated[str | None, Form(min_length=1, max_length=320)] = None,
     caption: Annotated[str | None, Form(max_length=BODY_MAX)] = None,
     client_id: Annotated[str | None, Form(min_length=1, max_length=CLIENT_ID_MAX)] = None,
+    reply_to: Annotated[uuid.UUID | None, Form()] = None,
 ) -> MessageOut:
     limit = ctx.settings.max_upload_bytes
     data = await file.read(limit + 1)
@@ -60,8 +68,28 @@ async def send_media(
         device_id=device_id,
         to=to,
     )
+    quote = await service.quote_for(ctx, user, target, reply_to, "body")
     upload = service.Upload(data=data, content_type=file.content_type, file_name=file.filename)
-    return await service.send_media(ctx, user, target, upload, caption or None, client_id)
+    return await service.send_media(ctx, user, target, upload, caption or None, client_id, quote)
+
+
+@router.post("/messages/{message_id}/react", status_code=202, response_model=MessageOut)
+async def react(
+    message_id: uuid.UUID, payload: ReactRequest, user: CurrentUser, ctx: MessagingDep
+) -> MessageOut:
+    return await service.react(ctx, user, str(message_id), payload.emoji)
+
+
+@router.patch("/messages/{message_id}", response_model=MessageOut)
+async def edit(
+    message_id: uuid.UUID, payload: EditRequest, user: CurrentUser, ctx: MessagingDep
+) -> MessageOut:
+    return await service.edit(ctx, user, str(message_id), payload.body)
+
+
+@router.post("/messages/{message_id}/revoke", status_code=202, response_model=MessageOut)
+async def revoke(message_id: uuid.UUID, user: CurrentUser, ctx: MessagingDep) -> MessageOut:
+    return await service.revoke(ctx, user, str(message_id))
 
 
 @router.post("/media/{message_id}/retry", status_code=202, response_model=MessageOut)

@@ -8,14 +8,26 @@ from datetime import datetime
 
 import asyncpg
 
+# a reply's quoted message is found by its wa_message_id in the same chat when
+# read, so a quote links up whichever of the two arrived first
 SELECT_MESSAGE = """
 SELECT m.id, m.account_id, m.chat_id, m.device_id, m.wa_message_id, m.direction, m.type,
        m.body, m.status, m.error, m.sender_jid, m.sender_name, m.sent_at, m.client_id,
-       m.author_id,
+       m.author_id, m.edited_at, m.deleted_at,
+       m.reply_to_wa_id, m.quoted_body, m.quoted_type, m.quoted_sender_jid, m.quoted_from_me,
+       q.id AS q_id, q.type AS q_type, q.body AS q_body, q.sender_jid AS q_sender_jid,
+       q.direction AS q_direction, q.deleted_at AS q_deleted_at,
+       (SELECT coalesce(jsonb_agg(jsonb_build_object('emoji', r.emoji,
+                                                     'sender_jid', r.sender_jid,
+                                                     'from_me', r.from_me)
+                                  ORDER BY r.reacted_at, r.sender_key), '[]'::jsonb)
+          FROM message_reactions r WHERE r.message_id = m.id AND r.emoji <> '') AS reactions,
        md.mime_type AS media_mime_type, md.file_name AS media_file_name,
        md.size AS media_size, md.storage_key AS media_storage_key,
        md.status AS media_status, md.error AS media_error
 FROM messages m LEFT JOIN media md ON md.message_id = m.id
+LEFT JOIN messages q ON m.reply_to_wa_id IS NOT NULL AND q.device_id = m.device_id
+     AND q.wa_message_id = m.reply_to_wa_id AND q.chat_id = m.chat_id
 """
 
 # the order of a message's status; `failed` is only ever reached from `pending`
@@ -39,6 +51,12 @@ class NewMessage:
     client_id: str | None
     # who wrote a private note
     author_id: str | None = None
+    # the quoted message of a reply, and the quote's own preview of it
+    reply_to_wa_id: str | None = None
+    quoted_body: str | None = None
+    quoted_type: str | None = None
+    quoted_sender_jid: str | None = None
+    quoted_from_me: bool = False
 
 
 @dataclass
@@ -68,10 +86,12 @@ async def insert_many(conn: asyncpg.Connection, messages: Sequence[NewMessage]) 
         """
         INSERT INTO messages (id, account_id, chat_id, device_id, wa_message_id, direction, type,
                               body, status, sender_jid, sender_name, sent_at, client_id,
-                              author_id)
+                              author_id, reply_to_wa_id, quoted_body, quoted_type,
+                              quoted_sender_jid, quoted_from_me)
         SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
                              $6::text[], $7::text[], $8::text[], $9::text[], $10::text[],
-                             $11::text[], $12::timestamptz[], $13::text[], $14::uuid[])
+                             $11::text[], $12::timestamptz[], $13::text[], $14::uuid[],
+                             $15::text[], $16::text[], $17::text[], $18::text[], $19::bool[])
         ON CONFLICT DO NOTHING
         RETURNING id
         """,
@@ -89,6 +109,11 @@ async def insert_many(conn: asyncpg.Connection, messages: Sequence[NewMessage]) 
         [m.sent_at for m in messages],
         [m.client_id for m in messages],
         [m.author_id for m in messages],
+        [m.reply_to_wa_id for m in messages],
+        [m.quoted_body for m in messages],
+        [m.quoted_type for m in messages],
+        [m.quoted_sender_jid for m in messages],
+        [m.quoted_from_me for m in messages],
     )
     return {str(r["id"]) for r in rows}
 
@@ -288,8 +313,8 @@ async def list_for_chat(
 
 async def latest_in_chat(conn: asyncpg.Connection, chat_id: str) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        "SELECT type, body, sent_at FROM messages WHERE chat_id = $1 AND direction <> 'note' "
-        "ORDER BY sent_at DESC, id DESC LIMIT 1",
+        "SELECT id, type, body, sent_at, deleted_at FROM messages "
+        "WHERE chat_id = $1 AND direction <> 'note' ORDER BY sent_at DESC, id DESC LIMIT 1",
         chat_id,
     )
 

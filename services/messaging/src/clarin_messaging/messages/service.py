@@ -13,6 +13,7 @@ import hashlib
 import mimetypes
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
@@ -31,10 +32,19 @@ from clarin_common.errors import (
 )
 from clarin_common.events import (
     CommandReply,
+    EditCommand,
     MediaRef,
+    MessageRef,
+    ReactCommand,
     RetryMediaCommand,
+    RevokeCommand,
     SendMediaCommand,
     SendTextCommand,
+    TypingCommand,
+    TypingState,
+    WaEdit,
+    WaReaction,
+    WaRevoke,
     utcnow,
     wa_command_subject,
 )
@@ -44,11 +54,16 @@ from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
 from clarin_messaging.context import Messaging
 from clarin_messaging.convert import MessageOut, chat_from_row, message_from_row, preview
+from clarin_messaging.ingest import conversation
+from clarin_messaging.ingest.service import delete_stored_media
 from clarin_messaging.media_store import media_key
 from clarin_messaging.messages import repository as repo
 from clarin_messaging.messages.repository import NewMedia, NewMessage, SentUpdate
 
 log = structlog.get_logger(__name__)
+
+# WhatsApp lets a message be edited for 15 minutes after it was sent
+EDIT_WINDOW = timedelta(minutes=15)
 
 
 @dataclass
@@ -56,6 +71,20 @@ class Target:
     chat_id: str
     device_id: str
     jid: str
+
+
+@dataclass
+class Quote:
+    """The message a send answers: how WhatsApp is told, and its preview."""
+
+    ref: MessageRef
+
+    def apply(self, message: NewMessage) -> None:
+        message.reply_to_wa_id = self.ref.wa_message_id
+        message.quoted_body = self.ref.body
+        message.quoted_type = self.ref.type
+        message.quoted_sender_jid = self.ref.sender_jid
+        message.quoted_from_me = self.ref.from_me
 
 
 @dataclass
@@ -276,13 +305,50 @@ def _new_message(
     )
 
 
+async def quote_for(
+    ctx: Messaging, principal: Principal, target: Target, reply_to: uuid.UUID | None, where: str
+) -> Quote | None:
+    """``reply_to`` must be a message of the caller's account (404) in the chat
+    the send goes to (422), not deleted (409), that reached WhatsApp (422)."""
+    if reply_to is None:
+        return None
+    row = await repo.get_by_id_for_account(ctx.pool, str(reply_to), principal.account_id)
+    if row is None:
+        raise NotFound("The message to reply to was not found", code="message_not_found")
+    if str(row["chat_id"]) != target.chat_id:
+        raise ValidationFailed.field([where, "reply_to"], "Reply to a message of the same chat")
+    if row["deleted_at"] is not None:
+        raise Conflict("That message was deleted for everyone", code="message_deleted")
+    if not row["wa_message_id"] or row["direction"] == "note":
+        raise ValidationFailed.field(
+            [where, "reply_to"], "Only a message that reached WhatsApp can be quoted"
+        )
+    from_me = row["direction"] == "out"
+    return Quote(
+        MessageRef(
+            wa_message_id=row["wa_message_id"],
+            from_me=from_me,
+            sender_jid=None if from_me else (row["sender_jid"] or target.jid),
+            body=row["body"],
+            type=row["type"],
+        )
+    )
+
+
 async def send_text(
-    ctx: Messaging, principal: Principal, target: Target, body: str, client_id: str | None
+    ctx: Messaging,
+    principal: Principal,
+    target: Target,
+    body: str,
+    client_id: str | None,
+    quote: Quote | None = None,
 ) -> MessageOut:
     existing = await _existing(ctx, principal, client_id)
     if existing is not None:
         return existing
     new = _new_message(principal, target, type_="text", body=body, client_id=client_id)
+    if quote is not None:
+        quote.apply(new)
     try:
         message = await _create_pending(ctx, principal, target, new, None)
     except _ClientIdTaken:
@@ -290,7 +356,13 @@ async def send_text(
         again = await _existing(ctx, principal, client_id)
         assert again is not None
         return again
-    command = SendTextCommand(message_id=message.id, client_id=client_id, to=target.jid, body=body)
+    command = SendTextCommand(
+        message_id=message.id,
+        client_id=client_id,
+        to=target.jid,
+        body=body,
+        reply_to=quote.ref if quote is not None else None,
+    )
     return await _dispatch(ctx, principal, message, command)
 
 
@@ -320,6 +392,7 @@ async def send_media(
     upload: Upload,
     caption: str | None,
     client_id: str | None,
+    quote: Quote | None = None,
 ) -> MessageOut:
     existing = await _existing(ctx, principal, client_id)
     if existing is not None:
@@ -327,6 +400,8 @@ async def send_media(
     mime_type = _content_type(upload)
     type_ = media_type_for(mime_type)
     new = _new_message(principal, target, type_=type_, body=caption, client_id=client_id)
+    if quote is not None:
+        quote.apply(new)
     key = media_key(principal.account_id, new.id)
     sha256 = hashlib.sha256(upload.data).hexdigest()
     object_key = f"out/{new.id}"
@@ -362,6 +437,7 @@ async def send_media(
             sha256=sha256,
         ),
         caption=caption,
+        reply_to=quote.ref if quote is not None else None,
     )
     try:
         return await _dispatch(ctx, principal, message, command)
@@ -470,3 +546,173 @@ async def _undo_retry(
             await ctx.publish(
                 [app_events.message_updated(principal.account_id, message_from_row(row))]
             )
+
+
+# ---- reactions, edits, deletes for everyone, typing ----------------------------------
+
+
+async def _ask_worker(ctx: Messaging, device_id: str, command: BaseModel) -> dict[str, Any]:
+    """A command the owning worker must answer; its ``result`` or the reason why not."""
+    try:
+        raw = await request_json(
+            ctx.nc, wa_command_subject(device_id), command, timeout=ctx.settings.command_timeout
+        )
+        reply = CommandReply.model_validate(raw)
+    except NoRespondersError as exc:
+        raise DeviceNotConnected(details={"device_id": device_id}) from exc
+    except (NatsTimeoutError, ValidationError) as exc:
+        raise ServiceUnavailable("The device did not answer; try again") from exc
+    if not reply.ok:
+        error = reply.error or {}
+        code = error.get("code") or "refused"
+        if code == "device_not_connected":
+            raise DeviceNotConnected(details={"device_id": device_id})
+        raise Conflict(
+            error.get("message") or "WhatsApp refused it",
+            code="whatsapp_refused",
+            details={"reason": code},
+        )
+    return reply.result or {}
+
+
+def _accepted_at(result: dict[str, Any]) -> tuple[str | None, datetime]:
+    wa_id = result.get("wa_message_id")
+    try:
+        at = datetime.fromisoformat(str(result["sent_at"]))
+    except (KeyError, ValueError):
+        at = utcnow()
+    return (str(wa_id) if wa_id else None), at
+
+
+async def _on_whatsapp(
+    ctx: Messaging, principal: Principal, message_id: str
+) -> tuple[MessageOut, str]:
+    """A message of the caller's account that reached WhatsApp and is not
+    deleted, with its chat's JID."""
+    row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
+    if row is None:
+        raise NotFound("Message not found", code="message_not_found")
+    if row["deleted_at"] is not None:
+        raise Conflict("The message was deleted for everyone", code="message_deleted")
+    if not row["wa_message_id"] or row["direction"] == "note":
+        raise Conflict("The message is not on WhatsApp", code="message_not_sent")
+    chat = await chats_repo.get_by_id_for_account(
+        ctx.pool, str(row["chat_id"]), principal.account_id
+    )
+    if chat is None:  # pragma: no cover - a message always has its chat
+        raise NotFound("Message not found", code="message_not_found")
+    return message_from_row(row), str(chat["jid"])
+
+
+async def _apply_confirmed(
+    ctx: Messaging, principal: Principal, message_id: str, update: conversation.Update
+) -> MessageOut:
+    """WhatsApp accepted it: the store reflects it now (the worker's event of
+    the same change, later, finds nothing to do)."""
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        applied = await conversation.apply(conn, [update])
+        row = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
+    assert row is not None
+    current = message_from_row(row)
+    if applied.changed:
+        await ctx.publish([app_events.message_updated(principal.account_id, current)])
+    await delete_stored_media(ctx, applied.storage_keys)
+    return current
+
+
+async def react(ctx: Messaging, principal: Principal, message_id: str, emoji: str) -> MessageOut:
+    message, chat_jid = await _on_whatsapp(ctx, principal, message_id)
+    assert message.wa_message_id is not None
+    from_me = message.direction == "out"
+    target = MessageRef(
+        wa_message_id=message.wa_message_id,
+        from_me=from_me,
+        sender_jid=None if from_me else (message.sender_jid or chat_jid),
+    )
+    result = await _ask_worker(
+        ctx,
+        message.device_id,
+        ReactCommand(message_id=message.id, chat_jid=chat_jid, target=target, emoji=emoji),
+    )
+    reaction_id, at = _accepted_at(result)
+    event = WaReaction(
+        wa_message_id=message.wa_message_id,
+        chat_jid=chat_jid,
+        from_me=True,
+        emoji=emoji,
+        reacted_at=at,
+        reaction_id=reaction_id,
+        message_id=message.id,
+    )
+    update = conversation.Update("reaction", principal.account_id, message.device_id, event)
+    return await _apply_confirmed(ctx, principal, message.id, update)
+
+
+async def edit(ctx: Messaging, principal: Principal, message_id: str, body: str) -> MessageOut:
+    message, chat_jid = await _on_whatsapp(ctx, principal, message_id)
+    assert message.wa_message_id is not None
+    if message.direction != "out" or message.type != "text":
+        raise Conflict("Only your own text messages can be edited", code="message_not_editable")
+    if utcnow() - message.sent_at > EDIT_WINDOW:
+        raise Conflict(
+            "WhatsApp allows editing a message only in its first 15 minutes",
+            code="edit_window_passed",
+        )
+    result = await _ask_worker(
+        ctx,
+        message.device_id,
+        EditCommand(
+            message_id=message.id,
+            chat_jid=chat_jid,
+            wa_message_id=message.wa_message_id,
+            body=body,
+        ),
+    )
+    edit_id, at = _accepted_at(result)
+    event = WaEdit(
+        wa_message_id=message.wa_message_id,
+        chat_jid=chat_jid,
+        from_me=True,
+        body=body,
+        edited_at=at,
+        edit_id=edit_id,
+        message_id=message.id,
+    )
+    update = conversation.Update("edit", principal.account_id, message.device_id, event)
+    return await _apply_confirmed(ctx, principal, message.id, update)
+
+
+async def revoke(ctx: Messaging, principal: Principal, message_id: str) -> MessageOut:
+    message, chat_jid = await _on_whatsapp(ctx, principal, message_id)
+    assert message.wa_message_id is not None
+    if message.direction != "out":
+        raise Conflict(
+            "Only your own messages can be deleted for everyone", code="message_not_revocable"
+        )
+    result = await _ask_worker(
+        ctx,
+        message.device_id,
+        RevokeCommand(
+            message_id=message.id, chat_jid=chat_jid, wa_message_id=message.wa_message_id
+        ),
+    )
+    revoke_id, at = _accepted_at(result)
+    event = WaRevoke(
+        wa_message_id=message.wa_message_id,
+        chat_jid=chat_jid,
+        from_me=True,
+        revoked_at=at,
+        revoke_id=revoke_id,
+        message_id=message.id,
+    )
+    update = conversation.Update("revoke", principal.account_id, message.device_id, event)
+    return await _apply_confirmed(ctx, principal, message.id, update)
+
+
+async def typing(ctx: Messaging, principal: Principal, chat_id: str, state: TypingState) -> None:
+    chat = await chats_repo.get_by_id_for_account(ctx.pool, chat_id, principal.account_id)
+    if chat is None:
+        raise NotFound("Chat not found", code="chat_not_found")
+    await _ask_worker(
+        ctx, str(chat["device_id"]), TypingCommand(chat_jid=str(chat["jid"]), state=state)
+    )

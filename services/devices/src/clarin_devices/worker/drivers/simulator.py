@@ -35,6 +35,21 @@ no responders means the device has no live session):
   codes run out (``disconnected`` with ``error=qr_expired``).
 - ``receipt`` ``{wa_message_id, status: delivered|read|played, chat_jid?}``
   (``chat_jid`` only for ids this session did not send).
+- ``inbound`` also takes ``reply_to`` (a wa_message_id: the contact quotes it;
+  ``quoted_body`` overrides the preview, e.g. for a message Clarin never saw).
+- ``edit`` ``{wa_message_id, body, from?}`` / ``revoke`` ``{wa_message_id, from?}``:
+  the contact edits / deletes for everyone a message they sent (``from`` only
+  for a message this session did not see arrive).
+- ``react`` ``{from, wa_message_id, emoji}``: the contact reacts (``""`` removes)
+  to a message of either direction.
+- ``typing`` ``{from, state}``: ``composing``, ``paused``, ``available`` or
+  ``unavailable``.
+- ``history`` ``{chats: [{from, push_name?, lid?, messages: [{body, from_me?, at,
+  wa_message_id?}]}], sync_id?, last?}``: the history sync after linking (one
+  batch; ``last`` defaults to true).
+- ``phone`` ``{}``: what the phone saw of our outbound replies, reactions,
+  edits, deletes and typing, oldest first: the reply is ``{"ok": true, "seen":
+  [{kind, chat_jid, wa_message_id?, body?, emoji?, state?, reply_to?}]}``.
 - ``drop`` ``{}``: the connection drops (the worker reconnects by itself).
 - ``logout`` ``{}``: the phone unlinks the device (``logged_out``).
 """
@@ -64,9 +79,16 @@ from clarin_common.contract import MessageType
 from clarin_common.events import (
     MediaInfo,
     MessageRef,
+    PresenceState,
     TypingState,
+    WaEdit,
+    WaHistory,
+    WaHistoryChat,
     WaMessage,
+    WaPresence,
+    WaReaction,
     WaReceipt,
+    WaRevoke,
     sim_subject,
 )
 from clarin_common.ids import normalize_jid, phone_digits, phone_from_jid
@@ -85,6 +107,7 @@ from clarin_devices.worker.drivers import (
 log = structlog.get_logger(__name__)
 
 SENT_MEMORY = 1000  # outbound ids remembered per session (for receipts)
+SEEN_MEMORY = 1000  # messages (either way) and phone-side sightings remembered per session
 DOWNLOAD_MEMORY = 2000  # inbound files kept for retry_media, per driver
 PAIRING_ALPHABET = string.ascii_uppercase + string.digits
 STATUS_BROADCAST = "status@broadcast"
@@ -155,6 +178,67 @@ class InboundRequest(BaseModel):
         return digits
 
 
+class ReplyFields(BaseModel):
+    reply_to: str | None = Field(None, min_length=1, max_length=128)
+    quoted_body: str | None = None
+
+
+class EditRequest(BaseModel):
+    wa_message_id: str = Field(min_length=1)
+    body: str = Field(min_length=1)
+    from_: str | None = Field(None, alias="from")
+
+
+class RevokeRequest(BaseModel):
+    wa_message_id: str = Field(min_length=1)
+    from_: str | None = Field(None, alias="from")
+
+
+class ReactRequest(BaseModel):
+    from_: str = Field(alias="from")
+    wa_message_id: str = Field(min_length=1)
+    emoji: str = Field(max_length=32)
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        return _digits(value, "from")
+
+
+class TypingRequest(BaseModel):
+    from_: str = Field(alias="from")
+    state: PresenceState
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        return _digits(value, "from")
+
+
+class HistoryMessageRequest(BaseModel):
+    body: str
+    from_me: bool = False
+    at: datetime
+    wa_message_id: str | None = Field(None, min_length=1, max_length=128)
+
+
+class HistoryChatRequest(BaseModel):
+    from_: str = Field(alias="from")
+    push_name: str | None = None
+    messages: list[HistoryMessageRequest] = Field(max_length=5000)
+
+    @field_validator("from_")
+    @classmethod
+    def _from(cls, value: str) -> str:
+        return _digits(value, "from")
+
+
+class HistoryRequest(BaseModel):
+    chats: list[HistoryChatRequest] = Field(max_length=1000)
+    sync_id: str | None = Field(None, min_length=1, max_length=64)
+    last: bool = True
+
+
 class StatusPostRequest(BaseModel):
     from_: str = Field(alias="from")
     body: str = Field(min_length=1)
@@ -217,6 +301,10 @@ class _Session:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     sent: OrderedDict[str, str] = field(default_factory=OrderedDict)  # wa id → chat jid
     pairing_code: str | None = None
+    # wa id → (chat jid, sender jid, body) of messages either way, for quotes
+    known: OrderedDict[str, tuple[str, str | None, str | None]] = field(default_factory=OrderedDict)
+    # what the phone saw of our replies, reactions, edits, deletes and typing
+    seen: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SimulatorDriver(WhatsAppDriver):
@@ -285,7 +373,12 @@ class SimulatorDriver(WhatsAppDriver):
     async def send_text(
         self, device_id: str, to_jid: str, body: str, reply_to: MessageRef | None = None
     ) -> SendResult:
-        return self._accept(self._connected(device_id), to_jid)
+        session = self._connected(device_id)
+        result = self._accept(session, to_jid)
+        self._remember(session, result.wa_message_id, normalize_jid(to_jid), session.jid, body)
+        if reply_to is not None:
+            self._saw(session, "reply", to_jid, result.wa_message_id, body=body, reply_to=reply_to)
+        return result
 
     async def send_media(
         self,
@@ -301,12 +394,19 @@ class SimulatorDriver(WhatsAppDriver):
         session = self._connected(device_id)
         if not data:
             raise DriverError("The media file is empty", code="invalid_media")
-        return self._accept(session, to_jid)
+        result = self._accept(session, to_jid)
+        self._remember(session, result.wa_message_id, normalize_jid(to_jid), session.jid, caption)
+        if reply_to is not None:
+            self._saw(
+                session, "reply", to_jid, result.wa_message_id, body=caption, reply_to=reply_to
+            )
+        return result
 
     async def react(
         self, device_id: str, chat_jid: str, target: MessageRef, emoji: str
     ) -> SendResult:
-        self._connected(device_id)
+        session = self._connected(device_id)
+        self._saw(session, "reaction", chat_jid, target.wa_message_id, emoji=emoji)
         return SendResult(wa_message_id=new_wa_message_id(), sent_at=datetime.now(UTC))
 
     async def edit(
@@ -314,15 +414,52 @@ class SimulatorDriver(WhatsAppDriver):
     ) -> SendResult:
         session = self._connected(device_id)
         self._own(session, wa_message_id, "edit")
+        self._saw(session, "edit", chat_jid, wa_message_id, body=body)
         return SendResult(wa_message_id=new_wa_message_id(), sent_at=datetime.now(UTC))
 
     async def revoke(self, device_id: str, chat_jid: str, wa_message_id: str) -> SendResult:
         session = self._connected(device_id)
         self._own(session, wa_message_id, "delete")
+        self._saw(session, "revoke", chat_jid, wa_message_id)
         return SendResult(wa_message_id=new_wa_message_id(), sent_at=datetime.now(UTC))
 
     async def send_typing(self, device_id: str, chat_jid: str, state: TypingState) -> None:
-        self._connected(device_id)
+        session = self._connected(device_id)
+        self._saw(session, "typing", chat_jid, None, state=state)
+
+    @staticmethod
+    def _remember(
+        session: _Session, wa_message_id: str, chat_jid: str, sender: str | None, body: str | None
+    ) -> None:
+        session.known[wa_message_id] = (chat_jid, sender, body)
+        while len(session.known) > SEEN_MEMORY:
+            session.known.popitem(last=False)
+
+    @staticmethod
+    def _saw(
+        session: _Session,
+        kind: str,
+        chat_jid: str,
+        wa_message_id: str | None,
+        *,
+        body: str | None = None,
+        emoji: str | None = None,
+        state: str | None = None,
+        reply_to: MessageRef | None = None,
+    ) -> None:
+        """The phone on the other side shows what we did."""
+        session.seen.append(
+            {
+                "kind": kind,
+                "chat_jid": normalize_jid(chat_jid),
+                "wa_message_id": wa_message_id,
+                "body": body,
+                "emoji": emoji,
+                "state": state,
+                "reply_to": reply_to.wa_message_id if reply_to is not None else None,
+            }
+        )
+        del session.seen[:-SEEN_MEMORY]
 
     @staticmethod
     def _own(session: _Session, wa_message_id: str, what: str) -> None:
@@ -502,7 +639,7 @@ class SimulatorDriver(WhatsAppDriver):
 
     async def _handle_control(self, session: _Session, msg: Msg) -> None:
         action = msg.subject.rsplit(".", 1)[-1]
-        handlers: dict[str, Callable[[_Session, dict[str, Any]], Awaitable[None]]] = {
+        handlers: dict[str, Callable[[_Session, dict[str, Any]], Awaitable[Any]]] = {
             "scan": self._sim_scan,
             "inbound": self._sim_inbound,
             "receipt": self._sim_receipt,
@@ -510,6 +647,12 @@ class SimulatorDriver(WhatsAppDriver):
             "logout": self._sim_logout,
             "status_post": self._sim_status_post,
             "qr_timeout": self._sim_qr_timeout,
+            "edit": self._sim_edit,
+            "revoke": self._sim_revoke,
+            "react": self._sim_react,
+            "typing": self._sim_typing,
+            "history": self._sim_history,
+            "phone": self._sim_phone,
         }
         reply: dict[str, Any] = {"ok": True}
         async with session.lock:
@@ -522,7 +665,9 @@ class SimulatorDriver(WhatsAppDriver):
                 payload = json.loads(msg.data or b"{}") if msg.data else {}
                 if not isinstance(payload, dict):
                     raise ValueError("the payload must be a JSON object")
-                await handler(session, payload)
+                extra = await handler(session, payload)
+                if extra:
+                    reply.update(extra)
             except ValidationError as exc:
                 reply = {"ok": False, "error": _validation_message(exc)}
             except (ValueError, DriverError) as exc:
@@ -550,6 +695,7 @@ class SimulatorDriver(WhatsAppDriver):
 
     async def _sim_inbound(self, session: _Session, payload: dict[str, Any]) -> None:
         request = InboundRequest.model_validate(payload)
+        reply = ReplyFields.model_validate(payload)
         if session.state != "connected":
             raise ValueError("the device is not connected")
         media: InboundMedia | None = None
@@ -598,11 +744,131 @@ class SimulatorDriver(WhatsAppDriver):
             body=request.body,
             media_info=media_info,
             sent_at=datetime.now(UTC),
+            reply_to=self._quote(session, reply.reply_to, reply.quoted_body),
         )
+        self._remember(session, wa_message_id, chat_jid, chat_jid, request.body)
         # the message first, always; its file follows when "downloaded"
         await session.events.on_message(session.device_id, message, None)
         if download is not None:
             self._spawn(self._download(session.events, download))
+
+    @staticmethod
+    def _quote(session: _Session, wa_message_id: str | None, body: str | None) -> MessageRef | None:
+        """The quote WhatsApp puts in a reply: who wrote the quoted message and
+        its text, as far as this phone knows them."""
+        if wa_message_id is None:
+            return None
+        _, sender, known_body = session.known.get(wa_message_id, (None, None, None))
+        from_me = wa_message_id in session.sent
+        return MessageRef(
+            wa_message_id=wa_message_id,
+            from_me=from_me,
+            sender_jid=session.jid if from_me else sender,
+            body=body if body is not None else known_body,
+        )
+
+    def _contact_message(
+        self, session: _Session, wa_message_id: str, from_: str | None
+    ) -> tuple[str, str]:
+        """``(chat_jid, sender_jid)`` of a message the contact sent."""
+        if wa_message_id in session.sent:
+            raise ValueError("the contact can only change messages they sent")
+        known = session.known.get(wa_message_id)
+        if known is not None:
+            return known[0], known[1] or known[0]
+        if from_ is None:
+            raise ValueError("unknown wa_message_id (pass from for messages not seen here)")
+        jid = f"{_digits(from_, 'from')}@s.whatsapp.net"
+        return jid, jid
+
+    async def _sim_edit(self, session: _Session, payload: dict[str, Any]) -> None:
+        request = EditRequest.model_validate(payload)
+        chat_jid, sender = self._contact_message(session, request.wa_message_id, request.from_)
+        self._remember(session, request.wa_message_id, chat_jid, sender, request.body)
+        await session.events.on_edit(
+            session.device_id,
+            WaEdit(
+                wa_message_id=request.wa_message_id,
+                chat_jid=chat_jid,
+                sender_jid=sender,
+                body=request.body,
+                edited_at=datetime.now(UTC),
+                edit_id=new_wa_message_id(),
+            ),
+        )
+
+    async def _sim_revoke(self, session: _Session, payload: dict[str, Any]) -> None:
+        request = RevokeRequest.model_validate(payload)
+        chat_jid, sender = self._contact_message(session, request.wa_message_id, request.from_)
+        await session.events.on_revoke(
+            session.device_id,
+            WaRevoke(
+                wa_message_id=request.wa_message_id,
+                chat_jid=chat_jid,
+                sender_jid=sender,
+                revoked_at=datetime.now(UTC),
+                revoke_id=new_wa_message_id(),
+            ),
+        )
+
+    async def _sim_react(self, session: _Session, payload: dict[str, Any]) -> None:
+        request = ReactRequest.model_validate(payload)
+        jid = f"{request.from_}@s.whatsapp.net"
+        await session.events.on_reaction(
+            session.device_id,
+            WaReaction(
+                wa_message_id=request.wa_message_id,
+                chat_jid=jid,
+                sender_jid=jid,
+                emoji=request.emoji,
+                reacted_at=datetime.now(UTC),
+                reaction_id=new_wa_message_id(),
+            ),
+        )
+
+    async def _sim_typing(self, session: _Session, payload: dict[str, Any]) -> None:
+        request = TypingRequest.model_validate(payload)
+        jid = f"{request.from_}@s.whatsapp.net"
+        await session.events.on_presence(
+            session.device_id,
+            WaPresence(chat_jid=jid, sender_jid=jid, state=request.state, at=datetime.now(UTC)),
+        )
+
+    async def _sim_history(self, session: _Session, payload: dict[str, Any]) -> None:
+        request = HistoryRequest.model_validate(payload)
+        chats: list[WaHistoryChat] = []
+        messages: list[WaMessage] = []
+        for chat in request.chats:
+            jid = f"{chat.from_}@s.whatsapp.net"
+            chats.append(WaHistoryChat(chat_jid=jid, name=chat.push_name))
+            for item in chat.messages:
+                wa_message_id = item.wa_message_id or new_wa_message_id()
+                sender = session.jid if item.from_me else jid
+                messages.append(
+                    WaMessage(
+                        wa_message_id=wa_message_id,
+                        chat_jid=jid,
+                        sender_jid=sender,
+                        push_name=None if item.from_me else chat.push_name,
+                        direction="out" if item.from_me else "in",
+                        body=item.body,
+                        sent_at=item.at,
+                    )
+                )
+                self._remember(session, wa_message_id, jid, sender, item.body)
+        await session.events.on_history(
+            session.device_id,
+            WaHistory(
+                sync_id=request.sync_id or secrets.token_hex(8),
+                last=request.last,
+                progress=100 if request.last else None,
+                chats=chats,
+                messages=messages,
+            ),
+        )
+
+    async def _sim_phone(self, session: _Session, payload: dict[str, Any]) -> dict[str, Any]:
+        return {"seen": list(session.seen)}
 
     def _contact_address(self, device_id: str, request: InboundRequest) -> tuple[str, str | None]:
         """``(chat_jid, chat_lid)`` of an inbound message: the phone form whenever
