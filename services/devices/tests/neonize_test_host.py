@@ -147,7 +147,11 @@ class TestHost(Host):
         def send_presence(presence: Any) -> None:
             sent.append({"op": "send_presence", "presence": presence.name})
 
+        def subscribe_presence(jid: Any) -> None:
+            sent.append({"op": "subscribe_presence", "to": jid.User + "@" + jid.Server})
+
         client.send_message = send_message
+        client.subscribe_presence = subscribe_presence
         client.send_chat_presence = send_chat_presence
         client.send_presence = send_presence
 

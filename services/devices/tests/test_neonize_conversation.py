@@ -623,6 +623,10 @@ async def test_replies_reactions_edits_deletes_and_typing_go_out_through_neonize
         (contact, "CHAT_PRESENCE_COMPOSING", "CHAT_PRESENCE_MEDIA_TEXT"),
         (contact, "CHAT_PRESENCE_PAUSED", "CHAT_PRESENCE_MEDIA_TEXT"),
     ]
+    # the chat is open: the contact's online/away is asked for, once
+    assert [s for s in sent if s["op"] == "subscribe_presence"] == [
+        {"op": "subscribe_presence", "to": contact}
+    ]
 
 
 async def test_a_refused_reaction_or_edit_is_reported_like_a_failed_send(
@@ -661,6 +665,7 @@ async def test_a_refused_reaction_or_edit_is_reported_like_a_failed_send(
         "send_message",
         "send_message",
         "send_chat_presence",
+        "subscribe_presence",
     ]
 
 
