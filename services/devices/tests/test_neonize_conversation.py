@@ -212,6 +212,30 @@ async def test_replies_reactions_edits_and_deletes_become_their_own_events(
             {"reactionMessage": {"key": {"ID": "OURS1"}, "text": "❤️"}},
         ),
     )
+    # our own number edits a message from the phone (another device of ours)
+    await inject(
+        driver,
+        device,
+        "MessageEv",
+        fields={
+            **message_ev(
+                "EDIT3",
+                {
+                    "Chat": PHONE,
+                    "Sender": {"User": our_number, "Server": "s.whatsapp.net"},
+                    "IsFromMe": True,
+                },
+                {
+                    "protocolMessage": {
+                        "type": "MESSAGE_EDIT",
+                        "key": {"ID": "OURS1", "fromMe": True},
+                        "editedMessage": {"conversation": "¿Le interesa la oferta de hoy?"},
+                    }
+                },
+            ),
+            "IsEdit": True,
+        },
+    )
     # protocol messages that are nobody's business: nothing at all
     await inject(
         driver,
@@ -257,11 +281,15 @@ async def test_replies_reactions_edits_and_deletes_become_their_own_events(
     assert reactions[2].chat_lid == "123456789012345@lid"
 
     edits = of(events, device, WaEdit)
-    assert [(e.edit_id, e.wa_message_id, e.body) for e in edits] == [
+    assert [(e.edit_id, e.wa_message_id, e.body) for e in edits][:2] == [
         ("EDIT1", "THEIRS1", "mañana a las 10"),
         ("EDIT2", "UNKNOWN9", "corregido"),
     ]
     assert edits[0].edited_at == datetime(2023, 11, 14, 22, 13, 29, tzinfo=UTC)
+    ours = [e for e in of(events, device, WaEdit) if e.edit_id == "EDIT3"]
+    assert len(ours) == 1 and ours[0].from_me and ours[0].wa_message_id == "OURS1"
+    assert ours[0].chat_jid == "5215512345678@s.whatsapp.net"
+    assert ours[0].body == "¿Le interesa la oferta de hoy?"
     assert edits[0].sender_jid == "5215512345678@s.whatsapp.net" and not edits[0].from_me
 
     revokes = of(events, device, WaRevoke)
@@ -283,6 +311,7 @@ async def test_replies_reactions_edits_and_deletes_become_their_own_events(
         "WaRevoke",
         "WaRevoke",
         "WaReaction",
+        "WaEdit",
     ]
 
 
