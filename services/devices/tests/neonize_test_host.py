@@ -147,9 +147,19 @@ class TestHost(Host):
         def send_presence(presence: Any) -> None:
             sent.append({"op": "send_presence", "presence": presence.name})
 
+        def subscribe_presence(jid: Any) -> None:
+            sent.append({"op": "subscribe_presence", "to": jid.User + "@" + jid.Server})
+
         client.send_message = send_message
+        client.subscribe_presence = subscribe_presence
         client.send_chat_presence = send_chat_presence
         client.send_presence = send_presence
+
+    def op_debug_device_props(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The DeviceProps a session's client hands to Go (sent to the phone at pairing)."""
+        from google.protobuf.json_format import MessageToDict
+
+        return dict(MessageToDict(self.any_session(request).client.device_props))
 
     def op_debug_captured(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"sent": list(self.captured.get(self.any_session(request).sid, []))}

@@ -212,6 +212,30 @@ async def test_replies_reactions_edits_and_deletes_become_their_own_events(
             {"reactionMessage": {"key": {"ID": "OURS1"}, "text": "❤️"}},
         ),
     )
+    # our own number edits a message from the phone (another device of ours)
+    await inject(
+        driver,
+        device,
+        "MessageEv",
+        fields={
+            **message_ev(
+                "EDIT3",
+                {
+                    "Chat": PHONE,
+                    "Sender": {"User": our_number, "Server": "s.whatsapp.net"},
+                    "IsFromMe": True,
+                },
+                {
+                    "protocolMessage": {
+                        "type": "MESSAGE_EDIT",
+                        "key": {"ID": "OURS1", "fromMe": True},
+                        "editedMessage": {"conversation": "¿Le interesa la oferta de hoy?"},
+                    }
+                },
+            ),
+            "IsEdit": True,
+        },
+    )
     # protocol messages that are nobody's business: nothing at all
     await inject(
         driver,
@@ -257,11 +281,15 @@ async def test_replies_reactions_edits_and_deletes_become_their_own_events(
     assert reactions[2].chat_lid == "123456789012345@lid"
 
     edits = of(events, device, WaEdit)
-    assert [(e.edit_id, e.wa_message_id, e.body) for e in edits] == [
+    assert [(e.edit_id, e.wa_message_id, e.body) for e in edits][:2] == [
         ("EDIT1", "THEIRS1", "mañana a las 10"),
         ("EDIT2", "UNKNOWN9", "corregido"),
     ]
     assert edits[0].edited_at == datetime(2023, 11, 14, 22, 13, 29, tzinfo=UTC)
+    ours = [e for e in of(events, device, WaEdit) if e.edit_id == "EDIT3"]
+    assert len(ours) == 1 and ours[0].from_me and ours[0].wa_message_id == "OURS1"
+    assert ours[0].chat_jid == "5215512345678@s.whatsapp.net"
+    assert ours[0].body == "¿Le interesa la oferta de hoy?"
     assert edits[0].sender_jid == "5215512345678@s.whatsapp.net" and not edits[0].from_me
 
     revokes = of(events, device, WaRevoke)
@@ -283,6 +311,7 @@ async def test_replies_reactions_edits_and_deletes_become_their_own_events(
         "WaRevoke",
         "WaRevoke",
         "WaReaction",
+        "WaEdit",
     ]
 
 
@@ -446,10 +475,18 @@ async def test_history_arrives_in_batches_within_the_window_then_one_last_batch(
         call_timeout=3.0,
         history_batch=2,
         history_quiet=1.0,
+        history_days=30,
     )
     events = Recorder()
     device = await linked_device(driver, test_servers.database_url, events)
     now = datetime.now(UTC)
+    # a pairing asks the phone for no more history than that
+    session = driver._sessions[device]
+    props = await driver.pool.request(
+        session.child, "debug_device_props", sid=session.sid, timeout=10
+    )
+    assert props["historySyncConfig"] == {"fullSyncDaysLimit": 30}
+    assert props["os"] == "Clarin"
 
     # the push names come in a blob of their own, before the messages
     await inject(
@@ -615,6 +652,10 @@ async def test_replies_reactions_edits_deletes_and_typing_go_out_through_neonize
         (contact, "CHAT_PRESENCE_COMPOSING", "CHAT_PRESENCE_MEDIA_TEXT"),
         (contact, "CHAT_PRESENCE_PAUSED", "CHAT_PRESENCE_MEDIA_TEXT"),
     ]
+    # the chat is open: the contact's online/away is asked for, once
+    assert [s for s in sent if s["op"] == "subscribe_presence"] == [
+        {"op": "subscribe_presence", "to": contact}
+    ]
 
 
 async def test_a_refused_reaction_or_edit_is_reported_like_a_failed_send(
@@ -653,6 +694,7 @@ async def test_a_refused_reaction_or_edit_is_reported_like_a_failed_send(
         "send_message",
         "send_message",
         "send_chat_presence",
+        "subscribe_presence",
     ]
 
 

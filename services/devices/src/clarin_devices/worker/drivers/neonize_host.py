@@ -46,6 +46,7 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
+import math
 import os
 import queue
 import signal
@@ -123,6 +124,8 @@ class Session:
     history_sync: str | None = None  # the id of the import under way
     history_batches: int = 0
     history_at: float | None = None
+    # contacts whose online/away (Presence) WhatsApp was asked for
+    presence_of: set[str] = field(default_factory=set)
     pending: int = 0  # emissions waiting on the lane (keeps events in order)
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -303,7 +306,15 @@ class Host:
         return {"devices": len(devices)}
 
     def new_client(self, session: Session) -> Any:
-        props = self.DeviceProps(os=self.os_name, platformType=self.DeviceProps.SAFARI)
+        # what a pairing tells the phone (neonize merges it into whatsmeow's
+        # defaults): among it how many days of history to send (3650 there)
+        props = self.DeviceProps(
+            os=self.os_name,
+            platformType=self.DeviceProps.SAFARI,
+            historySyncConfig=self.DeviceProps.HistorySyncConfig(
+                fullSyncDaysLimit=max(1, math.ceil(self.history_days))
+            ),
+        )
         if session.jid:
             # the parent checked that this JID is in the store: one missing
             # there aborts the process inside Go
@@ -521,9 +532,17 @@ class Host:
         }.get(str(request.get("state")))
         if state is None:
             raise HostError("state must be composing or paused", code="bad_request")
-        session.client.send_chat_presence(
-            self.to_jid(request["chat"]), state, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT
-        )
+        chat = self.to_jid(request["chat"])
+        session.client.send_chat_presence(chat, state, ChatPresenceMedia.CHAT_PRESENCE_MEDIA_TEXT)
+        key = f"{chat.User}@{chat.Server}"
+        if chat.Server in ("s.whatsapp.net", "lid") and key not in session.presence_of:
+            # an agent typing has the chat open: WhatsApp sends a contact's
+            # online/away only to who asked for it (as WhatsApp Web does then)
+            session.presence_of.add(key)
+            try:
+                session.client.subscribe_presence(chat)
+            except Exception as exc:
+                log.info("presence of %s not available: %s", key, exc)
 
     def op_send_media(self, request: dict[str, Any]) -> dict[str, Any]:
         """Upload and send a file the parent wrote to ``path`` (files never
