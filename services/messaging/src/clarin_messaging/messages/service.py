@@ -210,9 +210,10 @@ def _new_message(
     type_: str,
     body: str | None,
     client_id: str | None,
+    message_id: str | None = None,
 ) -> NewMessage:
     return NewMessage(
-        id=str(uuid.uuid4()),
+        id=message_id or str(uuid.uuid4()),
         account_id=principal.account_id,
         chat_id=target.chat_id,
         device_id=target.device_id,
@@ -235,11 +236,14 @@ async def send_text(
     body: str,
     client_id: str | None,
     priority: SendPriority = "interactive",
+    message_id: str | None = None,
 ) -> MessageOut:
     existing = await _existing(ctx, principal, client_id)
     if existing is not None:
         return existing
-    new = _new_message(principal, target, type_="text", body=body, client_id=client_id)
+    new = _new_message(
+        principal, target, type_="text", body=body, client_id=client_id, message_id=message_id
+    )
     command = SendTextCommand(message_id=new.id, client_id=client_id, to=target.jid, body=body)
     try:
         return await _create_pending(ctx, principal, target, new, None, command, priority)
@@ -436,8 +440,9 @@ async def send_for_service(ctx: Messaging, request: ServiceSendRequest) -> Messa
     target = Target(
         chat_id=chat_id_for(request.device_id, jid), device_id=request.device_id, jid=jid
     )
+    message_id = str(uuid.UUID(request.message_id)) if request.message_id else None
     return await send_text(
-        ctx, principal, target, request.body, request.client_id, request.priority
+        ctx, principal, target, request.body, request.client_id, request.priority, message_id
     )
 
 
@@ -466,7 +471,7 @@ class ServiceSends:
             reply = CommandReply(
                 ok=True, result={"message_id": message.id, "status": message.status}
             )
-        except (ValidationError, ValidationFailed) as exc:
+        except (ValidationError, ValidationFailed, ValueError) as exc:
             reply = CommandReply(
                 ok=False, error={"code": "invalid_send", "message": str(exc)[:300]}
             )
