@@ -52,6 +52,7 @@ _APP_DOC = {
     "lead_created": "A lead was created (by an agent or by a first WhatsApp message).",
     "lead_updated": "A lead changed.",
     "lead_deleted": "A lead was deleted.",
+    "campaign_progress": "A campaign's status or counters changed (at most once a second).",
 }
 
 
@@ -119,6 +120,15 @@ def build_document() -> dict[str, Any]:
             Envelope[model],  # type: ignore[valid-type]
             f"Stream APP_EVENTS, published after commit. {_APP_DOC[type_]}",
         )
+    add(
+        "waOutbox",
+        "wa.out.{device_id}.{priority}",
+        ["device_id", "priority"],
+        Envelope[SendTextCommand],
+        "Stream WA_OUTBOX (a work queue): a queued send for the worker that holds the "
+        "device; the envelope id is the message id. Media sends carry SendMediaCommand.",
+        action="send",
+    )
     commands: list[type[BaseModel]] = [
         SendTextCommand,
         SendMediaCommand,
@@ -196,6 +206,7 @@ def build_document() -> dict[str, Any]:
 
 
 _PARAM_DOC = {
+    "priority": "interactive (sent first) or bulk (campaigns).",
     "account_id": "The account (tenant) id.",
     "device_id": "The device (linked WhatsApp number) id.",
 }
