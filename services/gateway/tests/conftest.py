@@ -22,7 +22,10 @@ from services.gateway.tests.helpers import Gateway, GatewayFactory, Upstream, fa
 
 @pytest.fixture(scope="session")
 async def upstreams() -> AsyncIterator[dict[str, Upstream]]:
-    ups = {name: Upstream(name) for name in ("auth", "devices", "messaging", "leads", "webhooks", "campaigns")}
+    ups = {
+        name: Upstream(name)
+        for name in ("auth", "devices", "messaging", "leads", "webhooks", "campaigns")
+    }
     async with contextlib.AsyncExitStack() as stack:
         for up in ups.values():
             up.url = await stack.enter_async_context(live_server(fake_service(up)))
