@@ -4,6 +4,7 @@ import { create } from "zustand";
 import { ApiError, freshAccessToken, refreshSession, tokens } from "./api/client";
 import type { WsEvent } from "./api/types";
 import { onSessionEnd } from "./lib/bus";
+import { useCampaigns } from "./stores/campaigns";
 import { useChats } from "./stores/chats";
 import { useDevices } from "./stores/devices";
 import { useLeads } from "./stores/leads";
@@ -61,6 +62,9 @@ export function handleEvent(evt: WsEvent): void {
     }
     case "lead_deleted":
       useLeads.getState().forget(evt.data.lead_id);
+      break;
+    case "campaign_progress":
+      useCampaigns.getState().upsert(evt.data.campaign);
       break;
     default:
       break;
