@@ -15,6 +15,7 @@ from typing import Any, get_args
 
 import httpx
 import pytest
+from clarin_campaigns.main import create_app as create_campaigns
 from fastapi import FastAPI
 from starlette.routing import Route
 
@@ -67,6 +68,7 @@ def _service_apps() -> dict[str, FastAPI]:
         "messaging": create_messaging(),
         "leads": create_leads(),
         "webhooks": create_webhooks(),
+        "campaigns": create_campaigns(),
     }
 
 

@@ -10,6 +10,7 @@ import { QuickRepliesPage } from "./pages/QuickReplies";
 import { LoginPage, RegisterPage } from "./pages/Auth";
 import { UsersPage } from "./pages/Users";
 import { WebhooksPage } from "./pages/Webhooks";
+import { CampaignsPage } from "./pages/Campaigns";
 import { useAuth } from "./stores/auth";
 
 function RequireAuth({ children }: { children: ReactNode }) {
@@ -45,6 +46,7 @@ export function App() {
           <Route path="users" element={<UsersPage />} />
           <Route path="quick-replies" element={<QuickRepliesPage />} />
           <Route path="webhooks" element={<WebhooksPage />} />
+          <Route path="campaigns" element={<CampaignsPage />} />
         </Route>
         <Route path="*" element={<Navigate to="/" replace />} />
       </Routes>

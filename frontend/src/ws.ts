@@ -4,6 +4,7 @@ import { create } from "zustand";
 import { ApiError, freshAccessToken, refreshSession, tokens } from "./api/client";
 import type { WsEvent } from "./api/types";
 import { onSessionEnd } from "./lib/bus";
+import { useCampaigns } from "./stores/campaigns";
 import { useChats } from "./stores/chats";
 import { useDevices } from "./stores/devices";
 import { useLeads } from "./stores/leads";
@@ -78,6 +79,9 @@ export function handleEvent(evt: WsEvent): void {
       if (chats.loaded) void chats.loadChats({ soft: true });
       break;
     }
+    case "campaign_progress":
+      useCampaigns.getState().upsert(evt.data.campaign);
+      break;
     default:
       break;
   }

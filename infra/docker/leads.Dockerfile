@@ -24,6 +24,7 @@ COPY services/devices/pyproject.toml services/devices/pyproject.toml
 COPY services/messaging/pyproject.toml services/messaging/pyproject.toml
 COPY services/leads/pyproject.toml services/leads/pyproject.toml
 COPY services/webhooks/pyproject.toml services/webhooks/pyproject.toml
+COPY services/campaigns/pyproject.toml services/campaigns/pyproject.toml
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-workspace --package clarin-leads
 COPY libs/common/ libs/common/

@@ -86,6 +86,7 @@ def run_system(
         "messaging": free_port(),
         "leads": free_port(),
         "webhooks": free_port(),
+        "campaigns": free_port(),
         "gateway": free_port(),
     }
     metrics_port = free_port()
@@ -109,12 +110,16 @@ def run_system(
         "MESSAGING_PORT": str(ports["messaging"]),
         "LEADS_PORT": str(ports["leads"]),
         "WEBHOOKS_PORT": str(ports["webhooks"]),
+        "CAMPAIGNS_PORT": str(ports["campaigns"]),
+        "CAMPAIGNS_LEADS_URL": f"http://127.0.0.1:{ports['leads']}",
+        "CAMPAIGNS_DEVICES_URL": f"http://127.0.0.1:{ports['devices']}",
         "GATEWAY_PORT": str(ports["gateway"]),
         "GATEWAY_AUTH_URL": f"http://127.0.0.1:{ports['auth']}",
         "GATEWAY_DEVICES_URL": f"http://127.0.0.1:{ports['devices']}",
         "GATEWAY_MESSAGING_URL": f"http://127.0.0.1:{ports['messaging']}",
         "GATEWAY_LEADS_URL": f"http://127.0.0.1:{ports['leads']}",
         "GATEWAY_WEBHOOKS_URL": f"http://127.0.0.1:{ports['webhooks']}",
+        "GATEWAY_CAMPAIGNS_URL": f"http://127.0.0.1:{ports['campaigns']}",
         "GATEWAY_STATIC_DIR": str(ROOT / "frontend" / "dist"),
         "GATEWAY_METRICS_PORT": str(metrics_port),
         "MESSAGING_DEVICES_URL": f"http://127.0.0.1:{ports['devices']}",
@@ -132,6 +137,7 @@ def run_system(
         "messaging": (_script("clarin-messaging"), {}),
         "leads": (_script("clarin-leads"), {}),
         "webhooks": (_script("clarin-webhooks"), {}),
+        "campaigns": (_script("clarin-campaigns"), {}),
         "gateway": (_script("clarin-gateway"), {}),
     }
     for i in range(1, workers + 1):

@@ -213,4 +213,5 @@ async def test_gateway_readyz_reports_each_service(client: httpx.AsyncClient) ->
         "leads": "ok",
         "messaging": "ok",
         "webhooks": "ok",
+        "campaigns": "ok",
     }

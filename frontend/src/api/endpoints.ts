@@ -1,6 +1,11 @@
 import { request } from "./client";
 import type {
   Account,
+  AudiencePreview,
+  Audience,
+  Campaign,
+  CampaignAction,
+  CampaignRecipient,
   Chat,
   ChatStatus,
   Device,
@@ -147,4 +152,15 @@ export const webhooksApi = {
     request<Page<WebhookDelivery>>(`/api/webhooks/${enc(id)}/deliveries`, { query: params }),
   redeliver: (id: string, deliveryId: string) =>
     request<WebhookDelivery>(`/api/webhooks/${enc(id)}/deliveries/${enc(deliveryId)}/redeliver`, { method: "POST" }),
+};
+
+export const campaignsApi = {
+  list: () => request<Page<Campaign>>("/api/campaigns", { query: { limit: 100 } }),
+  get: (id: string) => request<Campaign>(`/api/campaigns/${enc(id)}`),
+  create: (body: { name: string; device_id: string; body: string; audience: Audience; per_minute?: number }) =>
+    request<Campaign>("/api/campaigns", { method: "POST", json: body }),
+  preview: (audience: Audience) => request<AudiencePreview>("/api/campaigns/audience", { method: "POST", json: { audience } }),
+  recipients: (id: string, params: { status?: string; limit?: number; cursor?: string }) =>
+    request<Page<CampaignRecipient>>(`/api/campaigns/${enc(id)}/recipients`, { query: params }),
+  act: (id: string, action: CampaignAction) => request<Campaign>(`/api/campaigns/${enc(id)}/${action}`, { method: "POST" }),
 };

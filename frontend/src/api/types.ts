@@ -228,6 +228,7 @@ export type WsEvent =
   | { type: "presence"; data: { chat_id: string; state: PresenceState } }
   | { type: "history_importing"; data: { device_id: string } }
   | { type: "history_synced"; data: { device_id: string; chats: number; messages: number } }
+  | { type: "campaign_progress"; data: { campaign: Campaign } }
   | { type: "pong"; data?: unknown };
 
 // ---- webhooks (admin) ----
@@ -258,3 +259,60 @@ export interface WebhookDelivery {
   delivered_at: string | null;
   next_attempt_at: string | null;
 }
+
+// ---- campaigns (admin) ----
+export type CampaignStatus = "draft" | "running" | "paused" | "done" | "cancelled";
+
+export interface Audience {
+  lead_ids?: string[] | null;
+  stage?: string | null;
+  tag?: string | null;
+}
+
+export interface Campaign {
+  id: string;
+  name: string;
+  device_id: string;
+  body: string;
+  status: CampaignStatus;
+  audience: Audience;
+  per_minute: number;
+  total: number;
+  queued: number;
+  sent: number;
+  delivered: number;
+  read: number;
+  failed: number;
+  skipped: number;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export type RecipientStatus =
+  | "waiting"
+  | "sending"
+  | "queued"
+  | "sent"
+  | "delivered"
+  | "read"
+  | "failed"
+  | "skipped"
+  | "cancelled";
+
+export interface CampaignRecipient {
+  lead_id: string;
+  name: string;
+  phone: string | null;
+  status: RecipientStatus;
+  message_id: string | null;
+  error: string | null;
+}
+
+export interface AudiencePreview {
+  total: number;
+  skipped: number;
+  sample: { lead_id: string; name: string; phone: string | null; skipped: "opt-out" | "no_phone" | null }[];
+}
+
+export type CampaignAction = "start" | "pause" | "resume" | "cancel";

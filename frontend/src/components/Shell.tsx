@@ -1,4 +1,4 @@
-import { Languages, LogOut, MessageSquare, Smartphone, SquareKanban, Users, Webhook, Zap } from "lucide-react";
+import { Languages, LogOut, Megaphone, MessageSquare, Smartphone, SquareKanban, Users, Webhook, Zap } from "lucide-react";
 import { useEffect, type ComponentType } from "react";
 import { NavLink, Outlet } from "react-router";
 import { useLang, useT, type TKey } from "../i18n";
@@ -25,6 +25,7 @@ const NAV: NavItem[] = [
   // everyone changes their own password there; only admins see the user actions
   { to: "/users", label: "nav.users", icon: Users, testid: "nav-users" },
   { to: "/webhooks", label: "nav.webhooks", icon: Webhook, testid: "nav-webhooks", adminOnly: true },
+  { to: "/campaigns", label: "nav.campaigns", icon: Megaphone, testid: "nav-campaigns", adminOnly: true },
 ];
 
 export function LangSwitch({ className, testid = "lang-switch" }: { className?: string; testid?: string }) {

@@ -22,7 +22,10 @@ from services.gateway.tests.helpers import Gateway, GatewayFactory, Upstream, fa
 
 @pytest.fixture(scope="session")
 async def upstreams() -> AsyncIterator[dict[str, Upstream]]:
-    ups = {name: Upstream(name) for name in ("auth", "devices", "messaging", "leads", "webhooks")}
+    ups = {
+        name: Upstream(name)
+        for name in ("auth", "devices", "messaging", "leads", "webhooks", "campaigns")
+    }
     async with contextlib.AsyncExitStack() as stack:
         for up in ups.values():
             up.url = await stack.enter_async_context(live_server(fake_service(up)))
@@ -44,6 +47,7 @@ def gateway_factory(
             "messaging_url": upstreams["messaging"].url,
             "leads_url": upstreams["leads"].url,
             "webhooks_url": upstreams["webhooks"].url,
+            "campaigns_url": upstreams["campaigns"].url,
             "static_dir": str(tmp_path / "no-web-app"),
         }
         values.update(overrides)

@@ -471,3 +471,48 @@ class TestSendMedia:
         assert command["type"] == "send_media" and command["message_id"] == resp.json()["id"]
         objects = await svc.ctx.objects()
         assert (await objects.get(command["media"]["object_key"])).data == PNG
+
+
+class TestServiceSend:
+    """``svc.messaging.send``: another service (campaigns) queues a send."""
+
+    async def test_queued_as_bulk_with_the_given_id_and_idempotent(self, svc: Any, h: Any) -> None:
+        t = h.new_tenant()
+        message_id = str(uuid.uuid4())
+        request = {
+            "account_id": t.account_id,
+            "device_id": t.device_id,
+            "to": TO,
+            "body": "Hola Ana",
+            "client_id": "campaign:c1:lead1",
+            "priority": "bulk",
+            "message_id": message_id,
+        }
+        async with h.fake_worker(svc.nc, t.device_id, mode="silent") as worker:
+            replies = [
+                json.loads(
+                    (await svc.nc.request("svc.messaging.send", json.dumps(r).encode(), 5)).data
+                )
+                for r in (request, {**request, "message_id": str(uuid.uuid4())})
+            ]
+            await eventually(lambda: worker.subjects)
+        assert (
+            replies[0]
+            == replies[1]
+            == {
+                "ok": True,
+                "result": {"message_id": message_id, "status": "pending"},
+                "error": None,
+            }
+        )
+        assert worker.subjects == [f"wa.out.{t.device_id}.bulk"]
+        chats = (await svc.client.get("/api/chats", headers=t.headers)).json()["items"]
+        assert [c["last_message_preview"] for c in chats] == ["Hola Ana"]
+        bad = json.loads(
+            (
+                await svc.nc.request(
+                    "svc.messaging.send", json.dumps({**request, "to": "12"}).encode(), 5
+                )
+            ).data
+        )
+        assert bad["ok"] is False and bad["error"]["code"] == "invalid_send"

@@ -624,6 +624,9 @@ class ServiceSendRequest(BaseModel):
     body: str
     client_id: str
     priority: SendPriority = "bulk"
+    # the id the message gets (the caller records it before asking, so that an
+    # outcome arriving before the reply still finds its recipient)
+    message_id: str | None = None
 
 
 def outbound_envelope(account_id: str, device_id: str, command: SendCommand) -> Envelope[Any]:

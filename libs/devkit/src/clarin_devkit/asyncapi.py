@@ -66,6 +66,7 @@ _APP_DOC = {
     "presence": "A contact of a chat is typing, stopped, online or away (not stored).",
     "history_importing": "A history import started for a device.",
     "history_synced": "A history import finished: chats and messages added.",
+    "campaign_progress": "A campaign's status or counters changed (at most once a second).",
 }
 
 
@@ -133,6 +134,15 @@ def build_document() -> dict[str, Any]:
             Envelope[model],  # type: ignore[valid-type]
             f"Stream APP_EVENTS, published after commit. {_APP_DOC[type_]}",
         )
+    add(
+        "waOutbox",
+        "wa.out.{device_id}.{priority}",
+        ["device_id", "priority"],
+        Envelope[SendTextCommand],
+        "Stream WA_OUTBOX (a work queue): a queued send for the worker that holds the "
+        "device; the envelope id is the message id. Media sends carry SendMediaCommand.",
+        action="send",
+    )
     commands: list[type[BaseModel]] = [
         SendTextCommand,
         SendMediaCommand,
@@ -214,6 +224,7 @@ def build_document() -> dict[str, Any]:
 
 
 _PARAM_DOC = {
+    "priority": "interactive (sent first) or bulk (campaigns).",
     "account_id": "The account (tenant) id.",
     "device_id": "The device (linked WhatsApp number) id.",
 }

@@ -48,6 +48,7 @@ CLASSES: Sequence[tuple[str, str]] = (
     ("clarin_messaging.settings:MessagingSettings", "messaging"),
     ("clarin_leads.settings:LeadsSettings", "leads"),
     ("clarin_webhooks.settings:WebhooksSettings", "webhooks"),
+    ("clarin_campaigns.settings:CampaignsSettings", "campaigns"),
 )
 
 

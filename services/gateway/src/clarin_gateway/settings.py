@@ -27,6 +27,7 @@ class GatewaySettings(CommonSettings):
     messaging_url: str = "http://127.0.0.1:8003"
     leads_url: str = "http://127.0.0.1:8004"
     webhooks_url: str = "http://127.0.0.1:8005"
+    campaigns_url: str = "http://127.0.0.1:8006"
 
     # seconds; connect is short so that a service that is down answers 503 at once,
     # read/write are per chunk (inactivity), so long uploads and downloads still work
@@ -124,4 +125,5 @@ class GatewaySettings(CommonSettings):
             "messaging": self.messaging_url.rstrip("/"),
             "leads": self.leads_url.rstrip("/"),
             "webhooks": self.webhooks_url.rstrip("/"),
+            "campaigns": self.campaigns_url.rstrip("/"),
         }

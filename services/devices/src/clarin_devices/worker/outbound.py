@@ -388,6 +388,10 @@ class DeviceQueue:
         self._wake = asyncio.Event()
         self._next_send_at = 0.0
         self._unconnected_since: float | None = None
+        # which priorities may hold sends: unknown (True) at first; False once a
+        # fetch found none, True again when the core subscription sees one queued
+        # (so an empty interactive queue costs bulk sends no probe each time)
+        self._maybe: dict[str, bool] = dict.fromkeys(SEND_PRIORITIES, True)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbound:{self.device_id}")
@@ -428,6 +432,7 @@ class DeviceQueue:
             subs = {p: await self.out.bind(self.device_id, p) for p in SEND_PRIORITIES}
 
             async def on_queued(msg: Msg) -> None:
+                self._maybe[msg.subject.rsplit(".", 1)[1]] = True
                 self._wake.set()
 
             wake_sub = await self.out.nc.subscribe(
@@ -470,25 +475,34 @@ class DeviceQueue:
                 await asyncio.wait_for(self._stop.wait(), wait)
             return
         self._wake.clear()
+        slot = loop.time()
         msg: Msg | None = None
         for priority in SEND_PRIORITIES:  # interactive first
+            if not self._maybe[priority]:
+                continue
+            self._maybe[priority] = False
             msg = await self.out.take(subs[priority])
             if msg is not None:
+                self._maybe[priority] = True
                 break
         if msg is None:
             await self._pause(IDLE_SECONDS)
+            if not self._wake.is_set():  # heard nothing for long: look again anyway
+                self._maybe = dict.fromkeys(SEND_PRIORITIES, True)
             return
-        await self._handle(msg)
+        await self._handle(msg, slot)
 
-    def _paced(self) -> None:
+    def _paced(self, slot: float) -> None:
+        """The next send may start one interval (± jitter) after this one started:
+        the time a send itself takes is part of the interval, not added to it."""
         rate = self.settings.send_rate_per_second
         if rate <= 0:
             return
         interval = 1.0 / rate
         jitter = interval * self.settings.send_jitter * random.uniform(-1.0, 1.0)
-        self._next_send_at = asyncio.get_running_loop().time() + interval + jitter
+        self._next_send_at = slot + interval + jitter
 
-    async def _handle(self, msg: Msg) -> None:
+    async def _handle(self, msg: Msg, slot: float) -> None:
         parsed = await parse(msg, self.device_id)
         if parsed is None:
             return
@@ -512,10 +526,10 @@ class DeviceQueue:
             await msg.nak(delay=1.0)
             return
         except DriverError as exc:
-            self._paced()
+            self._paced(slot)
             await self._record_failure(msg, account_id, command, normalize_jid(to_jid), str(exc))
             return
-        self._paced()
+        self._paced(slot)
         record = SendRecord(
             status="sent",
             chat_jid=normalize_jid(to_jid),

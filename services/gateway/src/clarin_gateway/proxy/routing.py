@@ -25,6 +25,7 @@ _ROUTES: tuple[tuple[str, str], ...] = (
     ("/api/leads", "leads"),
     ("/api/pipeline", "leads"),
     ("/api/webhooks", "webhooks"),
+    ("/api/campaigns", "campaigns"),
 )
 
 # reached without an access token (the services decide on their own)

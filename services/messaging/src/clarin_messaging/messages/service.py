@@ -239,9 +239,10 @@ def _new_message(
     type_: str,
     body: str | None,
     client_id: str | None,
+    message_id: str | None = None,
 ) -> NewMessage:
     return NewMessage(
-        id=str(uuid.uuid4()),
+        id=message_id or str(uuid.uuid4()),
         account_id=principal.account_id,
         chat_id=target.chat_id,
         device_id=target.device_id,
@@ -295,11 +296,14 @@ async def send_text(
     client_id: str | None,
     quote: Quote | None = None,
     priority: SendPriority = "interactive",
+    message_id: str | None = None,
 ) -> MessageOut:
     existing = await _existing(ctx, principal, client_id)
     if existing is not None:
         return existing
-    new = _new_message(principal, target, type_="text", body=body, client_id=client_id)
+    new = _new_message(
+        principal, target, type_="text", body=body, client_id=client_id, message_id=message_id
+    )
     if quote is not None:
         quote.apply(new)
     command = SendTextCommand(
@@ -678,8 +682,15 @@ async def send_for_service(ctx: Messaging, request: ServiceSendRequest) -> Messa
     target = Target(
         chat_id=chat_id_for(request.device_id, jid), device_id=request.device_id, jid=jid
     )
+    message_id = str(uuid.UUID(request.message_id)) if request.message_id else None
     return await send_text(
-        ctx, principal, target, request.body, request.client_id, priority=request.priority
+        ctx,
+        principal,
+        target,
+        request.body,
+        request.client_id,
+        priority=request.priority,
+        message_id=message_id,
     )
 
 
@@ -708,7 +719,7 @@ class ServiceSends:
             reply = CommandReply(
                 ok=True, result={"message_id": message.id, "status": message.status}
             )
-        except (ValidationError, ValidationFailed) as exc:
+        except (ValidationError, ValidationFailed, ValueError) as exc:
             reply = CommandReply(
                 ok=False, error={"code": "invalid_send", "message": str(exc)[:300]}
             )
