@@ -86,8 +86,8 @@ async def test_sigkill_moves_devices_after_the_lease_expires(
     on_p1 = [d for d in devices if expected[d] == "p1"]
     assert on_p1
 
+    killed_at = time.monotonic()  # it renews nothing after this
     proc.kill()
-    killed_at = time.monotonic()
     await events.wait(lambda: all(holder(events, d) == "w2" for d in devices), timeout=30)
     for device_id in on_p1:
         opened = ledger.first_open(device_id, "w2")

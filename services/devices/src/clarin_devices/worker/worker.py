@@ -141,9 +141,7 @@ class Worker:
             if self._closing:
                 await asyncio.wait(list(self._closing.values()), timeout=10)
         await self.outbound.stop()
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self._end_loops()
         with contextlib.suppress(Exception):
             await self.members_kv.delete(self.id)
         await notify_devices_changed(self.nc, "worker_left")
@@ -156,6 +154,20 @@ class Worker:
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         log.info("worker_stopped", worker_id=self.id)
+
+    async def _end_loops(self) -> None:
+        """Cancel the loops and wait until they are over, cancelling again as long
+        as one runs on: Python 3.11's ``asyncio.wait_for`` drops a cancellation
+        that arrives just as what it waits for completes (a heartbeat's KV put
+        answered, the reconcile wake-up set), and a loop cancelled once would then
+        run for good, and ``stop()`` wait for it for good."""
+        while pending := [task for task in self._loops if not task.done()]:
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+        for task in self._loops:  # retrieved: a loop that failed says so once, here
+            if not task.cancelled() and task.exception() is not None:
+                log.error("worker_loop_failed", loop=task.get_name(), error=repr(task.exception()))
 
     @property
     def ready(self) -> bool:
