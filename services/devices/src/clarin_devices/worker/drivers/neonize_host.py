@@ -117,8 +117,9 @@ class Session:
     abandoned: bool = False
     terminal_sent: bool = False
     qr_count: int = 0
-    # history sync: the mapper of this session's blobs, what was imported since
-    # the last end-of-history signal, and when the last blob came (monotonic)
+    # history sync: the mapper of this session's blobs (names and LIDs it
+    # learnt), the import under way and its batches so far, and when the last
+    # blob came (monotonic)
     history: HistoryMapper | None = None
     history_sync: str | None = None  # the id of the import under way
     history_batches: int = 0
