@@ -67,6 +67,7 @@ from clarin_devices.worker.drivers.neonize_mapping import (
     edit_payload,
     event_kind,
     jid_string,
+    json_bound,
     lid_lookups,
     message_payload,
     phone_of,
@@ -80,6 +81,7 @@ from clarin_devices.worker.drivers.neonize_mapping import (
 
 FIRST_QR_SECONDS = 60  # whatsmeow shows the first code for 60 s, the next ones for 20 s
 NEXT_QR_SECONDS = 20
+HISTORY_LINE_BYTES = 2 * 1024 * 1024  # a history batch's JSON, at most (the pipe takes 4 MiB)
 QR_EXPIRED = "qr_expired"  # the error of a pairing that ended without a scan
 
 log = logging.getLogger("clarin.neonize_host")
@@ -873,13 +875,21 @@ class HistoryImport:
         progress = int(data.progress) if data.HasField("progress") else None
         chats: dict[str, dict[str, Any]] = {}
         batch: list[dict[str, Any]] = []
+        size = 0
         for chat, messages in conversations:
             for message in messages:
+                bound = json_bound(message)
+                if batch and size + bound > HISTORY_LINE_BYTES:
+                    # the parent reads lines of at most 4 MiB (a longer one
+                    # costs this process): long texts make smaller batches
+                    self.send(session, chats, batch, progress)
+                    chats, batch, size = {}, [], 0
                 chats[chat["chat_jid"]] = chat
                 batch.append(message)
+                size += bound
                 if len(batch) >= self.host.history_batch:
                     self.send(session, chats, batch, progress)
-                    chats, batch = {}, []
+                    chats, batch, size = {}, [], 0
         if batch:
             self.send(session, chats, batch, progress)
         session.history_at = time.monotonic()
