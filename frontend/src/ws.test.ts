@@ -126,3 +126,34 @@ describe("connection helpers", () => {
     expect(socketUrl("t", { protocol: "http:", host: "localhost:8080" })).toBe("ws://localhost:8080/ws?token=t");
   });
 });
+
+describe("the whole conversation frames", () => {
+  beforeEach(() => useChats.getState().reset());
+
+  it("shows a contact typing until they stop or their message arrives", () => {
+    handleEvent({ type: "presence", data: { chat_id: "c7", state: "composing" } });
+    expect(useChats.getState().typing.c7).toBeGreaterThan(Date.now());
+    handleEvent({ type: "presence", data: { chat_id: "c7", state: "paused" } });
+    expect(useChats.getState().typing.c7).toBeUndefined();
+    handleEvent({ type: "presence", data: { chat_id: "c7", state: "composing" } });
+    handleEvent({
+      type: "new_message",
+      data: {
+        message: {
+          id: "m1", chat_id: "c7", device_id: "d1", wa_message_id: "W1", direction: "in", type: "text",
+          body: "hola", media: null, status: "received", sender_jid: null, sender_name: null,
+          sent_at: "2026-11-28T18:00:00Z", client_id: null,
+        },
+        chat: undefined as unknown as Chat,
+      },
+    });
+    expect(useChats.getState().typing.c7).toBeUndefined();
+  });
+
+  it("marks a device importing history until it is synced", () => {
+    handleEvent({ type: "history_importing", data: { device_id: "d1" } });
+    expect(useChats.getState().importing.d1).toBe(true);
+    handleEvent({ type: "history_synced", data: { device_id: "d1", chats: 5, messages: 1000 } });
+    expect(useChats.getState().importing.d1).toBe(false);
+  });
+});

@@ -20,7 +20,10 @@ export function handleEvent(evt: WsEvent): void {
       const chats = useChats.getState();
       if (chat) chats.upsertChat(chat);
       if (message) chats.upsertMessage(message);
-      if (message?.direction === "in") chats.scheduleCounts();
+      if (message?.direction === "in") {
+        chats.scheduleCounts();
+        chats.setPresence(message.chat_id, "paused"); // the contact stopped typing: it arrived
+      }
       break;
     }
     case "message_sent":
@@ -62,6 +65,19 @@ export function handleEvent(evt: WsEvent): void {
     case "lead_deleted":
       useLeads.getState().forget(evt.data.lead_id);
       break;
+    case "presence":
+      useChats.getState().setPresence(evt.data.chat_id, evt.data.state);
+      break;
+    case "history_importing":
+      useChats.getState().setImporting(evt.data.device_id, true);
+      break;
+    case "history_synced": {
+      const chats = useChats.getState();
+      chats.setImporting(evt.data.device_id, false);
+      // the imported chats came without new_message frames: list them now
+      if (chats.loaded) void chats.loadChats({ soft: true });
+      break;
+    }
     default:
       break;
   }

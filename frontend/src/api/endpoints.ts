@@ -88,18 +88,27 @@ export const chatsApi = {
 };
 
 export const messagesApi = {
-  send: (body: { chat_id: string; body: string; client_id: string }) =>
+  send: (body: { chat_id: string; body: string; client_id: string; reply_to?: string }) =>
     request<Message>("/api/messages/send", { method: "POST", json: body }),
-  sendMedia: (p: { chat_id: string; file: File; caption?: string; client_id: string }) => {
+  sendMedia: (p: { chat_id: string; file: File; caption?: string; client_id: string; reply_to?: string }) => {
     const form = new FormData();
     form.set("chat_id", p.chat_id);
     form.set("client_id", p.client_id);
+    if (p.reply_to) form.set("reply_to", p.reply_to);
     if (p.caption) form.set("caption", p.caption);
     form.set("file", p.file, p.file.name);
     return request<Message>("/api/messages/send/media", { method: "POST", form });
   },
   media: (messageId: string) => request<Blob>(`/api/media/${enc(messageId)}`, { as: "blob" }),
   retryMedia: (messageId: string) => request<Message>(`/api/media/${enc(messageId)}/retry`, { method: "POST" }),
+  /** "" removes our reaction */
+  react: (messageId: string, emoji: string) =>
+    request<Message>(`/api/messages/${enc(messageId)}/react`, { method: "POST", json: { emoji } }),
+  edit: (messageId: string, body: string) =>
+    request<Message>(`/api/messages/${enc(messageId)}`, { method: "PATCH", json: { body } }),
+  revoke: (messageId: string) => request<Message>(`/api/messages/${enc(messageId)}/revoke`, { method: "POST" }),
+  typing: (chatId: string, state: "composing" | "paused") =>
+    request<void>(`/api/chats/${enc(chatId)}/typing`, { method: "POST", json: { state } }),
 };
 
 export const searchApi = {

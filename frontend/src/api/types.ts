@@ -113,7 +113,33 @@ export interface Message {
   client_id: string | null;
   /** who wrote a note */
   author_id?: string | null;
+  /** the message this one answers (same chat), when stored */
+  reply_to?: string | null;
+  /** what a reply shows above itself */
+  quoted?: QuotedMessage | null;
+  reactions?: Reaction[];
+  edited_at?: string | null;
+  /** deleted for everyone: body and media are gone */
+  deleted?: boolean;
 }
+
+export interface Reaction {
+  emoji: string;
+  sender_jid: string | null;
+  from_me: boolean;
+}
+
+export interface QuotedMessage {
+  message_id: string | null;
+  wa_message_id: string | null;
+  type: MessageType;
+  body: string | null;
+  sender_jid: string | null;
+  from_me: boolean;
+  deleted: boolean;
+}
+
+export type PresenceState = "composing" | "paused" | "available" | "unavailable";
 
 export interface Page<T> {
   items: T[];
@@ -199,6 +225,9 @@ export type WsEvent =
   | { type: "lead_created"; data: { lead: Lead } }
   | { type: "lead_updated"; data: { lead: Lead } }
   | { type: "lead_deleted"; data: { lead_id: string } }
+  | { type: "presence"; data: { chat_id: string; state: PresenceState } }
+  | { type: "history_importing"; data: { device_id: string } }
+  | { type: "history_synced"; data: { device_id: string; chats: number; messages: number } }
   | { type: "pong"; data?: unknown };
 
 // ---- webhooks (admin) ----

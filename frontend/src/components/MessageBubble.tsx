@@ -1,4 +1,21 @@
-import { AlertCircle, Check, CheckCheck, Clock, Download, FileText, FileWarning, ImageOff, Loader2, Lock, RotateCcw } from "lucide-react";
+import {
+  AlertCircle,
+  Ban,
+  Check,
+  CheckCheck,
+  Clock,
+  Download,
+  FileText,
+  FileWarning,
+  ImageOff,
+  Loader2,
+  Lock,
+  Pencil,
+  Reply,
+  RotateCcw,
+  SmilePlus,
+  Trash2,
+} from "lucide-react";
 import { useEffect, useState } from "react";
 import { messagesApi } from "../api/endpoints";
 import type { Message, MessageStatus } from "../api/types";
@@ -8,6 +25,12 @@ import { displayStatusOf, isTemp, type UiMessage } from "../lib/reconcile";
 import { useChats } from "../stores/chats";
 import { clockTime, cx, errorText, formatBytes } from "../lib/util";
 import { useUsers } from "../stores/users";
+import { useToasts } from "../stores/toasts";
+
+/** The reactions the picker offers (WhatsApp's defaults). */
+export const QUICK_REACTIONS = ["👍", "❤️", "😂", "😮", "😢", "🙏"];
+// WhatsApp lets a message be edited for 15 minutes after it was sent
+const EDIT_WINDOW_MS = 15 * 60 * 1000;
 
 
 export function StatusTicks({ status }: { status: MessageStatus }) {
@@ -277,20 +300,202 @@ function NoteBubble({ m, onRetry, focused }: { m: UiMessage; onRetry?: () => voi
   );
 }
 
-export function MessageBubble({ m, onRetry, focused }: { m: UiMessage; onRetry?: () => void; focused?: boolean }) {
-  if (m.direction === "note") return <NoteBubble m={m} onRetry={onRetry} focused={focused} />;
-  return <ChatBubble m={m} onRetry={onRetry} focused={focused} />;
+interface BubbleProps {
+  m: UiMessage;
+  onRetry?: () => void;
+  focused?: boolean;
+  /** show the quoted message (scroll to it) */
+  onJump?: (messageId: string) => void;
 }
 
-function ChatBubble({ m, onRetry, focused }: { m: UiMessage; onRetry?: () => void; focused?: boolean }) {
+export function MessageBubble({ m, onRetry, focused, onJump }: BubbleProps) {
+  if (m.direction === "note") return <NoteBubble m={m} onRetry={onRetry} focused={focused} />;
+  return <ChatBubble m={m} onRetry={onRetry} focused={focused} onJump={onJump} />;
+}
+
+/** The quoted message above a reply; a click shows it in the thread. */
+function Quote({ m, onJump }: { m: UiMessage; onJump?: (id: string) => void }) {
+  const t = useT();
+  // the quoted message as the thread has it now (edited or deleted since)
+  const live = useChats((s) =>
+    m.quoted?.message_id ? s.threads[m.chat_id]?.items.find((x) => x.id === m.quoted?.message_id) : undefined,
+  );
+  const chatName = useChats((s) => s.byId[m.chat_id]?.name);
+  const q = m.quoted;
+  if (!q) return null;
+  const deleted = live ? !!live.deleted : q.deleted;
+  const body = live ? live.body : q.body;
+  const who = q.from_me
+    ? t("inbox.you")
+    : live?.sender_name || chatName || q.sender_jid?.split("@")[0] || "";
+  const text = deleted
+    ? t("inbox.deleted")
+    : body || (q.type !== "text" ? t(`inbox.type.${q.type}` as TKey) : t("inbox.quotedMissing"));
+  const target = q.message_id;
+  return (
+    <button
+      type="button"
+      data-testid="message-quote"
+      data-quoted-id={target ?? ""}
+      disabled={!target}
+      onClick={() => target && onJump?.(target)}
+      className="mb-1 block w-full rounded-md border-l-4 border-brand-500 bg-black/5 px-2 py-1 text-left text-xs hover:bg-black/10 disabled:cursor-default"
+    >
+      <div className="font-semibold text-brand-700">{who}</div>
+      <div className={cx("line-clamp-2 text-slate-600", deleted && "italic")}>{text}</div>
+    </button>
+  );
+}
+
+function Reactions({ m }: { m: UiMessage }) {
+  const t = useT();
+  const items = m.reactions ?? [];
+  if (!items.length) return null;
+  const counts = new Map<string, { n: number; mine: boolean }>();
+  for (const r of items) {
+    const c = counts.get(r.emoji) ?? { n: 0, mine: false };
+    counts.set(r.emoji, { n: c.n + 1, mine: c.mine || r.from_me });
+  }
+  return (
+    <div className={cx("-mt-1 flex gap-1", m.direction === "out" ? "justify-end pr-2" : "justify-start pl-2")} data-testid="message-reactions">
+      {[...counts.entries()].map(([emoji, c]) => (
+        <button
+          key={emoji}
+          type="button"
+          data-testid="message-reaction"
+          data-emoji={emoji}
+          data-mine={c.mine ? "true" : "false"}
+          title={c.mine ? t("inbox.removeReaction") : undefined}
+          disabled={!c.mine}
+          onClick={() => void act(t, () => useChats.getState().react(m, ""))}
+          className={cx(
+            "rounded-full bg-white px-1.5 py-0.5 text-xs shadow ring-1",
+            c.mine ? "ring-brand-300 hover:bg-brand-50" : "ring-slate-200 cursor-default",
+          )}
+        >
+          {emoji}
+          {c.n > 1 && <span className="ml-0.5 text-slate-500">{c.n}</span>}
+        </button>
+      ))}
+    </div>
+  );
+}
+
+async function act(t: ReturnType<typeof useT>, fn: () => Promise<void>): Promise<boolean> {
+  try {
+    await fn();
+    return true;
+  } catch (e) {
+    useToasts.getState().push("error", t("inbox.actionFailed", { error: errorText(t, e) }));
+    return false;
+  }
+}
+
+/** Reply, react, and for our own recent messages edit and delete for everyone. */
+function Actions({ m, onEdit }: { m: UiMessage; onEdit: () => void }) {
+  const t = useT();
+  const [picker, setPicker] = useState(false);
+  if (isTemp(m) || !m.wa_message_id || m.deleted) return null;
+  const out = m.direction === "out";
+  const editable = out && m.type === "text" && Date.now() - Date.parse(m.sent_at) < EDIT_WINDOW_MS;
+  const btn = "rounded p-1 text-slate-500 hover:bg-slate-200 hover:text-slate-800";
+  return (
+    <div
+      className={cx(
+        "relative flex items-center gap-0.5 self-center opacity-0 transition-opacity group-hover:opacity-100 focus-within:opacity-100",
+        picker && "opacity-100",
+      )}
+      data-testid="message-actions"
+      aria-label={t("inbox.messageActions")}
+    >
+      <button type="button" className={btn} title={t("inbox.reply")} aria-label={t("inbox.reply")} data-testid="message-action-reply"
+        onClick={() => useChats.getState().setReplyTo(m.chat_id, m)}>
+        <Reply className="h-4 w-4" />
+      </button>
+      <button type="button" className={btn} title={t("inbox.react")} aria-label={t("inbox.react")} data-testid="message-action-react"
+        onClick={() => setPicker((p) => !p)}>
+        <SmilePlus className="h-4 w-4" />
+      </button>
+      {editable && (
+        <button type="button" className={btn} title={t("inbox.editMessage")} aria-label={t("inbox.editMessage")} data-testid="message-action-edit" onClick={onEdit}>
+          <Pencil className="h-4 w-4" />
+        </button>
+      )}
+      {out && (
+        <button type="button" className={btn} title={t("inbox.deleteForEveryone")} aria-label={t("inbox.deleteForEveryone")} data-testid="message-action-delete"
+          onClick={() => {
+            if (window.confirm(t("inbox.deleteConfirm"))) void act(t, () => useChats.getState().revokeMessage(m));
+          }}>
+          <Trash2 className="h-4 w-4" />
+        </button>
+      )}
+      {picker && (
+        <div className={cx("absolute bottom-8 z-10 flex gap-1 rounded-full bg-white px-2 py-1 shadow-lg ring-1 ring-slate-200", out ? "right-0" : "left-0")} data-testid="reaction-picker">
+          {QUICK_REACTIONS.map((e) => (
+            <button key={e} type="button" data-testid="reaction-option" data-emoji={e} className="rounded-full px-1 text-lg hover:bg-slate-100"
+              onClick={() => {
+                setPicker(false);
+                void act(t, () => useChats.getState().react(m, e));
+              }}>
+              {e}
+            </button>
+          ))}
+        </div>
+      )}
+    </div>
+  );
+}
+
+function EditBox({ m, onDone }: { m: UiMessage; onDone: () => void }) {
+  const t = useT();
+  const [text, setText] = useState(m.body ?? "");
+  const [busy, setBusy] = useState(false);
+  const save = async () => {
+    const body = text.trim();
+    if (!body || body === m.body) return onDone();
+    setBusy(true);
+    const ok = await act(t, () => useChats.getState().editMessage(m, body));
+    setBusy(false);
+    if (ok) onDone();
+  };
+  return (
+    <div className="flex flex-col gap-1">
+      <textarea
+        value={text}
+        autoFocus
+        rows={2}
+        data-testid="message-edit-input"
+        onChange={(e) => setText(e.target.value)}
+        onKeyDown={(e) => {
+          if (e.key === "Enter" && !e.shiftKey) {
+            e.preventDefault();
+            void save();
+          } else if (e.key === "Escape") onDone();
+        }}
+        className="w-64 max-w-full rounded-md border border-slate-300 p-1.5 text-sm"
+      />
+      <div className="flex justify-end gap-2 text-xs">
+        <button type="button" onClick={onDone} className="rounded px-2 py-1 text-slate-600 hover:bg-black/5">{t("common.cancel")}</button>
+        <button type="button" disabled={busy} onClick={() => void save()} data-testid="message-edit-save" className="rounded bg-brand-600 px-2 py-1 font-medium text-white hover:bg-brand-700 disabled:opacity-60">
+          {t("common.save")}
+        </button>
+      </div>
+    </div>
+  );
+}
+
+function ChatBubble({ m, onRetry, focused, onJump }: BubbleProps) {
   const t = useT();
   const lang = useLang((s) => s.lang);
+  const [editing, setEditing] = useState(false);
   const out = m.direction === "out";
   const status = displayStatusOf(m);
-  const hasMedia = !!m.media || ["image", "video", "audio", "document", "sticker"].includes(m.type);
+  const deleted = !!m.deleted;
+  const hasMedia = !deleted && (!!m.media || ["image", "video", "audio", "document", "sticker"].includes(m.type));
   const label = TYPE_LABEL[m.type];
   return (
-    <div className={cx("flex", out ? "justify-end" : "justify-start")}>
+    <div className={cx("group flex flex-col", out ? "items-end" : "items-start")}>
+    <div className={cx("flex max-w-full items-start gap-1", out ? "flex-row-reverse" : "flex-row")}>
       <div
         data-testid="message-bubble"
         data-direction={m.direction}
@@ -304,16 +509,25 @@ function ChatBubble({ m, onRetry, focused }: { m: UiMessage; onRetry?: () => voi
           status === "failed" && "ring-1 ring-red-300",
           focused && "ring-2 ring-sky-400",
         )}
+        data-deleted={deleted ? "true" : undefined}
       >
         {!out && m.sender_name && m.sender_jid?.endsWith("@g.us") && (
           <div className="mb-0.5 text-xs font-semibold text-brand-700">{m.sender_name}</div>
         )}
+        {!deleted && <Quote m={m} onJump={onJump} />}
         {hasMedia && (
           <div className="mb-1">
             <MediaView m={m} />
           </div>
         )}
-        {m.body ? (
+        {deleted ? (
+          <p className="flex items-center gap-1 italic text-slate-500" data-testid="message-deleted">
+            <Ban className="h-3.5 w-3.5" />
+            {t("inbox.deleted")}
+          </p>
+        ) : editing ? (
+          <EditBox m={m} onDone={() => setEditing(false)} />
+        ) : m.body ? (
           <p className="whitespace-pre-wrap break-words text-slate-900" data-testid="message-text">
             {m.body}
           </p>
@@ -321,6 +535,11 @@ function ChatBubble({ m, onRetry, focused }: { m: UiMessage; onRetry?: () => voi
           <p className="italic text-slate-500">{t(label)}</p>
         ) : null}
         <div className="mt-0.5 flex items-center justify-end gap-1 text-[11px] text-slate-500">
+          {m.edited_at && !deleted && (
+            <span className="italic" data-testid="message-edited">
+              {t("inbox.edited")}
+            </span>
+          )}
           <span>{clockTime(m.sent_at, lang)}</span>
           {out && <StatusTicks status={status} />}
         </div>
@@ -336,6 +555,9 @@ function ChatBubble({ m, onRetry, focused }: { m: UiMessage; onRetry?: () => voi
           </button>
         )}
       </div>
+      <Actions m={m} onEdit={() => setEditing(true)} />
+    </div>
+    {!deleted && <Reactions m={m} />}
     </div>
   );
 }

@@ -86,3 +86,28 @@ describe("chatOrder", () => {
     expect(sorted.map((c) => c.id)).toEqual(["new", "old", "none"]);
   });
 });
+
+describe("a message deleted for everyone", () => {
+  it("loses its text and file even when an older copy had them", () => {
+    const stored: UiMessage = {
+      ...base,
+      id: "m9",
+      status: "sent",
+      body: "foto",
+      media: { url: "/api/media/m9", mime_type: "image/png", file_name: "a.png", size: 3, status: "ready" },
+    };
+    const gone: UiMessage = { ...stored, body: null, media: null, deleted: true };
+    const [merged] = upsertInto([stored], gone);
+    expect(merged?.deleted).toBe(true);
+    expect(merged?.body).toBeNull();
+    expect(merged?.media).toBeNull();
+  });
+
+  it("keeps an edit's new text and time", () => {
+    const stored: UiMessage = { ...base, id: "m8", status: "sent" };
+    const edited: UiMessage = { ...stored, body: "hola de nuevo", edited_at: "2026-11-28T18:01:00Z" };
+    const [merged] = upsertInto([stored], edited);
+    expect(merged?.body).toBe("hola de nuevo");
+    expect(merged?.edited_at).toBe("2026-11-28T18:01:00Z");
+  });
+});

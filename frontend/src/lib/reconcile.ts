@@ -67,8 +67,9 @@ export function mergeMessage(old: UiMessage, incoming: UiMessage): UiMessage {
     ...a,
     ...b,
     wa_message_id: b.wa_message_id ?? a.wa_message_id,
-    media: oldTemp || incTemp ? (b.media ?? a.media) : mergeMedia(old.media, incoming.media),
-    body: b.body ?? a.body,
+    media: b.deleted ? null : oldTemp || incTemp ? (b.media ?? a.media) : mergeMedia(old.media, incoming.media),
+    // deleted for everyone: the text is gone, whatever an older copy had
+    body: b.deleted ? null : (b.body ?? a.body),
     client_id: b.client_id ?? a.client_id,
     status: mergeStatus(old.status, incoming.status),
     local,

@@ -1,4 +1,4 @@
-import { ArrowLeft, Lock, MessageSquare, Paperclip, Search, SendHorizontal, UserRound, X, Zap } from "lucide-react";
+import { ArrowLeft, History, Lock, MessageSquare, Paperclip, Reply, Search, SendHorizontal, UserRound, X, Zap } from "lucide-react";
 import {
   useCallback,
   useEffect,
@@ -19,6 +19,7 @@ import { MessageSearchResults } from "../components/MessageSearchResults";
 import { Avatar, Banner, EmptyState, ErrorState, Spinner, selectClass } from "../components/ui";
 import { useLang, useT } from "../i18n";
 import { cx, dayLabel, formatBytes, isSameDay, shortTime } from "../lib/util";
+import { messagesApi } from "../api/endpoints";
 import { useChats } from "../stores/chats";
 import { useDevices } from "../stores/devices";
 import { useLeads } from "../stores/leads";
@@ -29,12 +30,61 @@ function chatTitle(c: Chat): string {
   return c.name || (c.phone ? `+${c.phone}` : c.jid.split("@")[0] || c.jid);
 }
 
+/** Whether the contact of a chat is typing now (re-renders when it lapses). */
+function useTyping(chatId: string): boolean {
+  const until = useChats((s) => s.typing[chatId]);
+  const [, tick] = useState(0);
+  useEffect(() => {
+    if (!until) return;
+    const id = setTimeout(() => tick((n) => n + 1), Math.max(0, until - Date.now()) + 50);
+    return () => clearTimeout(id);
+  }, [until]);
+  return !!until && until > Date.now();
+}
+
+function TypingLabel({ testid }: { testid: string }) {
+  const t = useT();
+  return (
+    <span className="truncate text-xs font-medium text-brand-600 italic" data-testid={testid}>
+      {t("inbox.typing")}
+    </span>
+  );
+}
+
+/** Tells the contact the agent is typing: at most every few seconds, paused when idle. */
+const TYPING_EVERY_MS = 5000;
+const TYPING_IDLE_MS = 4000;
+function useAgentTyping(chatId: string): { typed: () => void; stopped: () => void } {
+  const last = useRef(0);
+  const idle = useRef<ReturnType<typeof setTimeout> | null>(null);
+  const stopped = useCallback(() => {
+    if (idle.current) clearTimeout(idle.current);
+    idle.current = null;
+    if (last.current) {
+      last.current = 0;
+      void messagesApi.typing(chatId, "paused").catch(() => undefined);
+    }
+  }, [chatId]);
+  const typed = useCallback(() => {
+    const now = Date.now();
+    if (now - last.current > TYPING_EVERY_MS) {
+      last.current = now;
+      void messagesApi.typing(chatId, "composing").catch(() => undefined);
+    }
+    if (idle.current) clearTimeout(idle.current);
+    idle.current = setTimeout(stopped, TYPING_IDLE_MS);
+  }, [chatId, stopped]);
+  useEffect(() => stopped, [stopped]);
+  return { typed, stopped };
+}
+
 // ---------- chat list ----------
 
 function ChatListItem({ chat, active }: { chat: Chat; active: boolean }) {
   const lang = useLang((s) => s.lang);
   const t = useT();
   const unread = chat.unread_count > 0;
+  const typing = useTyping(chat.id);
   return (
     <Link
       to={`/inbox/${chat.id}`}
@@ -57,9 +107,13 @@ function ChatListItem({ chat, active }: { chat: Chat; active: boolean }) {
           </span>
         </div>
         <div className="flex items-center justify-between gap-2">
-          <span className="truncate text-xs text-slate-500" data-testid="chat-item-preview">
-            {chat.last_message_preview ?? ""}
-          </span>
+          {typing ? (
+            <TypingLabel testid="chat-item-typing" />
+          ) : (
+            <span className="truncate text-xs text-slate-500" data-testid="chat-item-preview">
+              {chat.last_message_preview ?? ""}
+            </span>
+          )}
           {chat.status && chat.status !== "open" && <StatusBadge status={chat.status} />}
           {unread && (
             <span
@@ -95,7 +149,10 @@ function ChatList({ activeId }: { activeId: string | null }) {
   const error = useChats((s) => s.error);
   const cursor = useChats((s) => s.cursor);
   const devices = useDevices((s) => s.items);
+  const importing = useChats((s) => s.importing);
   const [q, setQ] = useState(filters.q);
+  const importingNames = devices.filter((d) => importing[d.id]).map((d) => d.name);
+  const importingUnknown = Object.entries(importing).some(([id, on]) => on && !devices.some((d) => d.id === id));
 
   const chats = useMemo(() => listIds.map((id) => byId[id]).filter((c): c is Chat => !!c), [listIds, byId]);
 
@@ -122,6 +179,12 @@ function ChatList({ activeId }: { activeId: string | null }) {
 
   return (
     <div className="flex h-full min-h-0 flex-col">
+      {(importingNames.length > 0 || importingUnknown) && (
+        <div className="flex items-center gap-2 border-b border-sky-200 bg-sky-50 px-3 py-2 text-xs text-sky-900" data-testid="history-importing">
+          <History className="h-4 w-4 shrink-0 animate-pulse" />
+          <span>{t("inbox.historyImporting", { device: importingNames.join(", ") || "WhatsApp" })}</span>
+        </div>
+      )}
       <div className="space-y-2 border-b border-slate-200 p-3">
         <div className="relative">
           <Search className="pointer-events-none absolute top-1/2 left-2.5 h-4 w-4 -translate-y-1/2 text-slate-400" />
@@ -285,6 +348,12 @@ function Composer({ chat }: { chat: Chat }) {
   const areaRef = useRef<HTMLTextAreaElement>(null);
   const replies = useQuickReplies((s) => s.items);
   const lead = useLeads((s) => (chat.lead_id ? s.byId[chat.lead_id] : undefined));
+  const replyTo = useChats((s) => s.replyTo[chatId]);
+  const agentTyping = useAgentTyping(chatId);
+
+  useEffect(() => {
+    if (replyTo) areaRef.current?.focus();
+  }, [replyTo]);
 
   useEffect(() => {
     setText(drafts.get(chatId) ?? "");
@@ -313,6 +382,7 @@ function Composer({ chat }: { chat: Chat }) {
     setText(v);
     drafts.set(chatId, v);
     if (quickQuery(v) === null) setMenuClosed(false);
+    if (!note && v.trim()) agentTyping.typed();
   };
 
   const insert = (r: QuickReply) => {
@@ -338,6 +408,7 @@ function Composer({ chat }: { chat: Chat }) {
     } else if (text.trim()) {
       void chats.sendText(chatId, text);
     } else return;
+    agentTyping.stopped();
     update("");
     areaRef.current?.focus();
   };
@@ -404,6 +475,29 @@ function Composer({ chat }: { chat: Chat }) {
           {t("inbox.composer.note")}
         </button>
       </div>
+      {replyTo && !note && (
+        <div className="mb-2 flex items-start gap-2 rounded-lg border-l-4 border-brand-500 bg-white px-3 py-2 text-sm" data-testid="composer-reply">
+          <Reply className="mt-0.5 h-4 w-4 shrink-0 text-brand-600" />
+          <div className="min-w-0 flex-1">
+            <div className="text-xs font-semibold text-brand-700">
+              {t("inbox.replyingTo", {
+                name: replyTo.direction === "out" ? t("inbox.you") : chatTitle(chat),
+              })}
+            </div>
+            <div className="truncate text-xs text-slate-600">{replyTo.body ?? replyTo.media?.file_name ?? ""}</div>
+          </div>
+          <button
+            type="button"
+            onClick={() => useChats.getState().setReplyTo(chatId, null)}
+            aria-label={t("inbox.cancelReply")}
+            title={t("inbox.cancelReply")}
+            data-testid="composer-reply-cancel"
+            className="rounded p-0.5 text-slate-400 hover:bg-slate-100"
+          >
+            <X className="h-4 w-4" />
+          </button>
+        </div>
+      )}
       {file && !note && (
         <div className="mb-2 flex items-center gap-2 rounded-lg border border-slate-200 bg-white px-3 py-2 text-sm" data-testid="composer-file">
           <Paperclip className="h-4 w-4 text-slate-400" />
@@ -494,6 +588,8 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
   });
 
   const items = thread?.items ?? [];
+  const typing = useTyping(chat.id);
+  const jump = useCallback((messageId: string) => useChats.getState().setFocus({ chatId: chat.id, messageId }), [chat.id]);
   const focus = useChats((s) => (s.focus?.chatId === chat.id ? s.focus.messageId : null));
   const [highlight, setHighlight] = useState<string | null>(null);
 
@@ -594,10 +690,16 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
               <StatusBadge status={chat.status ?? "open"} />
             </span>
           </div>
-          <div className="truncate text-xs text-slate-500">
-            {chat.phone ? `+${chat.phone}` : chat.jid.endsWith("@lid") ? t("inbox.lidOnly") : chat.jid}
-            {device ? ` · ${device.name}` : ""}
-          </div>
+          {typing ? (
+            <div className="truncate">
+              <TypingLabel testid="thread-typing" />
+            </div>
+          ) : (
+            <div className="truncate text-xs text-slate-500">
+              {chat.phone ? `+${chat.phone}` : chat.jid.endsWith("@lid") ? t("inbox.lidOnly") : chat.jid}
+              {device ? ` · ${device.name}` : ""}
+            </div>
+          )}
         </div>
         <button
           type="button"
@@ -647,7 +749,12 @@ function Thread({ chat, onShowLead }: { chat: Chat; onShowLead: () => void }) {
                       </span>
                     </div>
                   )}
-                  <MessageBubble m={m} focused={m.id === highlight} onRetry={() => void useChats.getState().retry(chat.id, m.id)} />
+                  <MessageBubble
+                    m={m}
+                    focused={m.id === highlight}
+                    onJump={jump}
+                    onRetry={() => void useChats.getState().retry(chat.id, m.id)}
+                  />
                 </div>
               );
             })}

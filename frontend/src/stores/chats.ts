@@ -1,7 +1,7 @@
 import { create } from "zustand";
 import { ApiError } from "../api/client";
 import { chatsApi, messagesApi, type ChatListParams } from "../api/endpoints";
-import type { Chat, ChatStatus, Message, MessageStatus, MessageType, UnreadCounts } from "../api/types";
+import type { Chat, ChatStatus, Message, MessageStatus, MessageType, PresenceState, UnreadCounts } from "../api/types";
 import { onSessionEnd } from "../lib/bus";
 import {
   TEMP_PREFIX,
@@ -68,6 +68,19 @@ interface ChatsState {
   /** labels in use in the account */
   labels: string[];
   focus: Focus | null;
+  /** the message the composer answers, per chat */
+  replyTo: Record<string, UiMessage | undefined>;
+  /** chats whose contact is typing: until when (ms) */
+  typing: Record<string, number>;
+  /** devices whose WhatsApp history is being imported */
+  importing: Record<string, boolean>;
+
+  setReplyTo: (chatId: string, m: UiMessage | null) => void;
+  setPresence: (chatId: string, state: PresenceState) => void;
+  setImporting: (deviceId: string, on: boolean) => void;
+  react: (m: UiMessage, emoji: string) => Promise<void>;
+  editMessage: (m: UiMessage, body: string) => Promise<void>;
+  revokeMessage: (m: UiMessage) => Promise<void>;
 
   setFilters: (f: Partial<ChatFilters>) => Promise<void>;
   loadChats: (opts?: { soft?: boolean }) => Promise<void>;
@@ -113,7 +126,13 @@ const initial = {
   counts: null as UnreadCounts | null,
   labels: [] as string[],
   focus: null as Focus | null,
+  replyTo: {} as Record<string, UiMessage | undefined>,
+  typing: {} as Record<string, number>,
+  importing: {} as Record<string, boolean>,
 };
+
+// WhatsApp says "paused" when typing stops; a lost one must not show forever
+export const TYPING_MS = 15_000;
 
 let listSeq = 0; // ignore answers to superseded list requests
 let countsTimer: ReturnType<typeof setTimeout> | null = null;
@@ -166,8 +185,19 @@ export const useChats = create<ChatsState>((set, get) => {
         temp.direction === "note"
           ? await chatsApi.addNote(chatId, { body: temp.body ?? "", client_id: clientId })
           : file
-            ? await messagesApi.sendMedia({ chat_id: chatId, file, caption: temp.body ?? undefined, client_id: clientId })
-            : await messagesApi.send({ chat_id: chatId, body: temp.body ?? "", client_id: clientId });
+            ? await messagesApi.sendMedia({
+                chat_id: chatId,
+                file,
+                caption: temp.body ?? undefined,
+                client_id: clientId,
+                reply_to: temp.reply_to ?? undefined,
+              })
+            : await messagesApi.send({
+                chat_id: chatId,
+                body: temp.body ?? "",
+                client_id: clientId,
+                reply_to: temp.reply_to ?? undefined,
+              });
       get().upsertMessage(msg);
     } catch (e) {
       const error = e instanceof ApiError ? e.code : "network";
@@ -181,6 +211,8 @@ export const useChats = create<ChatsState>((set, get) => {
   const optimistic = (chatId: string, body: string, file?: File, note = false): UiMessage | null => {
     const chat = get().byId[chatId];
     if (!chat) return null;
+    const answering = note ? undefined : get().replyTo[chatId];
+    if (answering) set({ replyTo: { ...get().replyTo, [chatId]: undefined } });
     const clientId = uuid();
     const now = new Date().toISOString();
     const preview = file && file.type.startsWith("image/") && typeof URL.createObjectURL === "function"
@@ -201,6 +233,18 @@ export const useChats = create<ChatsState>((set, get) => {
       sent_at: now,
       client_id: clientId,
       author_id: note ? me() : null,
+      reply_to: answering?.id ?? null,
+      quoted: answering
+        ? {
+            message_id: answering.id,
+            wa_message_id: answering.wa_message_id,
+            type: answering.type,
+            body: answering.body,
+            sender_jid: answering.sender_jid,
+            from_me: answering.direction === "out",
+            deleted: false,
+          }
+        : null,
       local: file ? { file, preview } : {},
     };
     get().upsertMessage(m);
@@ -422,6 +466,29 @@ export const useChats = create<ChatsState>((set, get) => {
     },
 
     setFocus: (focus) => set({ focus }),
+
+    setReplyTo: (chatId, m) => set({ replyTo: { ...get().replyTo, [chatId]: m ?? undefined } }),
+
+    setPresence: (chatId, state) => {
+      const typing = { ...get().typing };
+      if (state === "composing") typing[chatId] = Date.now() + TYPING_MS;
+      else delete typing[chatId];
+      set({ typing });
+    },
+
+    setImporting: (deviceId, on) => set({ importing: { ...get().importing, [deviceId]: on } }),
+
+    react: async (m, emoji) => {
+      get().upsertMessage(await messagesApi.react(m.id, emoji));
+    },
+
+    editMessage: async (m, body) => {
+      get().upsertMessage(await messagesApi.edit(m.id, body));
+    },
+
+    revokeMessage: async (m) => {
+      get().upsertMessage(await messagesApi.revoke(m.id));
+    },
 
     sendNote: async (chatId, body) => {
       const text = body.trim();

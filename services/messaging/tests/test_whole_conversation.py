@@ -161,6 +161,10 @@ async def test_revoke_removes_the_file_from_disk_and_api(svc: Any, h: Any, tmp_p
     assert resp.status_code == 404
     chats = (await svc.client.get("/api/chats", headers=tenant.headers)).json()["items"]
     assert chats[0]["last_message_preview"] == "🚫 Deleted message"
+    # the chat list learns it too
+    assert [e["data"]["chat"]["last_message_preview"] for e in events.of("chat_updated")] == [
+        "🚫 Deleted message"
+    ]
 
 
 async def test_updates_for_unknown_messages_wait_for_them(svc: Any, h: Any) -> None:

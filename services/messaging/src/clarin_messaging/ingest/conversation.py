@@ -81,11 +81,14 @@ class Applied:
     changed: set[str] = field(default_factory=set)
     storage_keys: list[str] = field(default_factory=list)
     pending: int = 0
+    # chats whose last message preview changed (an edit or delete of their latest)
+    chats: set[str] = field(default_factory=set)
 
     def merge(self, other: Applied) -> None:
         self.changed |= other.changed
         self.storage_keys += other.storage_keys
         self.pending += other.pending
+        self.chats |= other.chats
 
 
 def _is_group(jid: str) -> bool:
@@ -130,7 +133,8 @@ async def apply(conn: asyncpg.Connection, updates: Sequence[Update]) -> Applied:
         await _keep_pending(conn, waiting)
         applied.pending = len(waiting)
     for chat_id in sorted(touched_chats):
-        await _refresh_preview(conn, chat_id, applied.changed)
+        if await _refresh_preview(conn, chat_id, applied.changed):
+            applied.chats.add(chat_id)
     return applied
 
 
@@ -214,17 +218,28 @@ async def _apply_one(
     return changed is not None and not changed
 
 
-async def _refresh_preview(conn: asyncpg.Connection, chat_id: str, changed: set[str]) -> None:
+async def _refresh_preview(conn: asyncpg.Connection, chat_id: str, changed: set[str]) -> bool:
     """An edit or delete of a chat's latest message shows in the chat list."""
     latest = await messages_repo.latest_in_chat(conn, chat_id)
     if latest is None or str(latest["id"]) not in changed:
-        return
+        return False
     await chats_repo.set_last_message(
         conn,
         chat_id,
         preview(latest["type"], latest["body"], latest["deleted_at"] is not None),
         latest["sent_at"],
     )
+    return True
+
+
+async def chat_rows(conn: asyncpg.Connection, chat_ids: set[str]) -> list[asyncpg.Record]:
+    """The chats whose preview changed, to announce as ``chat_updated``."""
+    if not chat_ids:
+        return []
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT * FROM chats WHERE id = ANY($1::uuid[])", sorted(chat_ids)
+    )
+    return rows
 
 
 async def _keep_pending(conn: asyncpg.Connection, updates: Sequence[Update]) -> None:

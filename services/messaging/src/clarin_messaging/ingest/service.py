@@ -526,6 +526,7 @@ async def handle_wa_events(
                 conn, sorted(media_changed | (applied.changed - inserted))
             )
             presence_chats = await _presence_chats(conn, parsed.presences)
+            preview_chats = await conversation.chat_rows(conn, applied.chats)
             # replies are announced with their quote as stored
             replies = {
                 str(r["id"]): message_from_row(r)
@@ -557,6 +558,8 @@ async def handle_wa_events(
                     device_id=str(row["device_id"]),
                 )
             )
+    for row in preview_chats:
+        events.append(app_events.chat_updated(str(row["account_id"]), chat_from_row(row)))
     for (account_id, _, presence), chat_id in zip(parsed.presences, presence_chats, strict=True):
         if chat_id is not None:
             events.append(app_events.presence(account_id, chat_id, presence.state))

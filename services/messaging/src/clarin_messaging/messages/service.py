@@ -612,10 +612,16 @@ async def _apply_confirmed(
     async with ctx.pool.acquire() as conn, conn.transaction():
         applied = await conversation.apply(conn, [update])
         row = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
+        chats = await conversation.chat_rows(conn, applied.chats)
     assert row is not None
     current = message_from_row(row)
     if applied.changed:
-        await ctx.publish([app_events.message_updated(principal.account_id, current)])
+        await ctx.publish(
+            [
+                app_events.message_updated(principal.account_id, current),
+                *(app_events.chat_updated(principal.account_id, chat_from_row(c)) for c in chats),
+            ]
+        )
     await delete_stored_media(ctx, applied.storage_keys)
     return current
 
