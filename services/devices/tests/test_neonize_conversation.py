@@ -810,3 +810,50 @@ async def test_each_kind_reaches_nats_as_the_contract_says(
             assert all(s.subject.startswith("wa.evt.") for s in events.of(".history", device))
     finally:
         hole.close()
+
+
+async def test_long_history_messages_make_smaller_batches_not_a_killed_child(
+    make_driver: Any, black_hole: BlackHole, test_servers: Any
+) -> None:
+    driver = await make_driver(
+        proxy=f"http://127.0.0.1:{black_hole.port}",
+        settle_timeout=0.3,
+        call_timeout=5.0,
+        history_quiet=0.5,
+    )
+    events = Recorder()
+    device = await linked_device(driver, test_servers.database_url, events)
+    chat = "5215544444444@s.whatsapp.net"
+    now = int(datetime.now(UTC).timestamp())
+    long_text = "🙂" * 100_000  # 1.2 MB as JSON (json.dumps writes each as two \\uXXXX)
+    blob = {
+        "syncType": "RECENT",
+        "conversations": [
+            {
+                "ID": chat,
+                "messages": [
+                    {
+                        "message": {
+                            "key": {"remoteJID": chat, "ID": f"LONG{i}"},
+                            "messageTimestamp": str(now - 60 * (4 - i)),
+                            "message": {"conversation": long_text},
+                        }
+                    }
+                    for i in range(4)
+                ],
+            }
+        ],
+    }
+
+    await inject(driver, device, "HistorySyncEv", fields={"Data": blob})
+
+    await eventually(lambda: any(h.last for h in of(events, device, WaHistory)), timeout=30)
+    batches = [h for h in of(events, device, WaHistory) if h.messages]
+    assert [[m.wa_message_id for m in h.messages] for h in batches] == [
+        ["LONG0"],
+        ["LONG1"],
+        ["LONG2"],
+        ["LONG3"],
+    ]
+    assert all(m.body == long_text for h in batches for m in h.messages)
+    assert driver.child_restarts == 0 and events.terminal(device) == []

@@ -67,6 +67,7 @@ from clarin_devices.worker.drivers.neonize_mapping import (
     edit_payload,
     event_kind,
     jid_string,
+    json_bound,
     lid_lookups,
     message_payload,
     phone_of,
@@ -81,6 +82,7 @@ from clarin_devices.worker.drivers.neonize_mapping import (
 FIRST_QR_SECONDS = 60  # whatsmeow shows the first code for 60 s, the next ones for 20 s
 NEXT_QR_SECONDS = 20
 SHUTDOWN_DRAIN_SECONDS = 1.0  # a shutdown waits this long for the lane's jobs to answer
+HISTORY_LINE_BYTES = 2 * 1024 * 1024  # a history batch's JSON, at most (the pipe takes 4 MiB)
 QR_EXPIRED = "qr_expired"  # the error of a pairing that ended without a scan
 
 log = logging.getLogger("clarin.neonize_host")
@@ -118,8 +120,9 @@ class Session:
     abandoned: bool = False
     terminal_sent: bool = False
     qr_count: int = 0
-    # history sync: the mapper of this session's blobs, what was imported since
-    # the last end-of-history signal, and when the last blob came (monotonic)
+    # history sync: the mapper of this session's blobs (names and LIDs it
+    # learnt), the import under way and its batches so far, and when the last
+    # blob came (monotonic)
     history: HistoryMapper | None = None
     history_sync: str | None = None  # the id of the import under way
     history_batches: int = 0
@@ -879,13 +882,21 @@ class HistoryImport:
         progress = int(data.progress) if data.HasField("progress") else None
         chats: dict[str, dict[str, Any]] = {}
         batch: list[dict[str, Any]] = []
+        size = 0
         for chat, messages in conversations:
             for message in messages:
+                bound = json_bound(message)
+                if batch and size + bound > HISTORY_LINE_BYTES:
+                    # the parent reads lines of at most 4 MiB (a longer one
+                    # costs this process): long texts make smaller batches
+                    self.send(session, chats, batch, progress)
+                    chats, batch, size = {}, [], 0
                 chats[chat["chat_jid"]] = chat
                 batch.append(message)
+                size += bound
                 if len(batch) >= self.host.history_batch:
                     self.send(session, chats, batch, progress)
-                    chats, batch = {}, []
+                    chats, batch, size = {}, [], 0
         if batch:
             self.send(session, chats, batch, progress)
         session.history_at = time.monotonic()

@@ -475,6 +475,23 @@ HISTORY_PUSH_NAMES = 4
 _STUB_REVOKE = 1  # WebMessageInfo.StubType.REVOKE: a message deleted for everyone
 
 
+def json_bound(message: dict[str, Any]) -> int:
+    """An upper bound of a mapped message's size as a JSON line: 1 KiB for its
+    ids, JIDs and times, and 12 bytes for every character of its free text
+    (``json.dumps`` writes an emoji as two ``\\uXXXX``)."""
+    size = 1024
+    for text in (message.get("body"), message.get("push_name")):
+        if text:
+            size += 12 * len(text)
+    reply_to = message.get("reply_to")
+    if reply_to and reply_to.get("body"):
+        size += 12 * len(reply_to["body"])
+    info = message.get("media_info")
+    if info:
+        size += 12 * len(info.get("file_name") or "") + len(info.get("download") or "")
+    return size
+
+
 @dataclass
 class HistoryMapper:
     """Turns HistorySync blobs of one session into ``WaMessage`` data and chats.
