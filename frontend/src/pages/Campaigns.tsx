@@ -215,7 +215,8 @@ function RecipientsPanel({ campaign }: { campaign: Campaign }) {
     <div className="border-t border-slate-100" data-testid="campaign-recipients">
       <div className="flex items-center justify-between gap-2 px-4 py-2">
         <span className="text-sm font-medium text-slate-700">{t("campaigns.recipients")}</span>
-        <select className={cx(selectClass, "w-auto py-1 text-xs")} value={status} onChange={(e) => setStatus(e.target.value)} data-testid="recipients-status">
+        <div className="w-48 shrink-0">
+        <select className={cx(selectClass, "py-1 text-xs")} value={status} onChange={(e) => setStatus(e.target.value)} data-testid="recipients-status">
           <option value="">{t("campaigns.recipients.all")}</option>
           {RECIPIENT_STATUSES.map((s) => (
             <option key={s} value={s}>
@@ -223,6 +224,7 @@ function RecipientsPanel({ campaign }: { campaign: Campaign }) {
             </option>
           ))}
         </select>
+        </div>
       </div>
       {items === null ? (
         <Spinner />

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from clarin_common.clients import ServiceClient
 from clarin_common.contract import Lead
+from clarin_common.errors import ValidationFailed
 
 log = structlog.get_logger(__name__)
 
@@ -39,7 +40,12 @@ class LeadsClient(ServiceClient):
                 params.append(f"tag={quote(tag, safe='')}")
             if cursor:
                 params.append(f"cursor={quote(cursor, safe='')}")
-            body = self.json(await self.get(f"/api/leads?{'&'.join(params)}", authorization))
+            resp = await self.get(f"/api/leads?{'&'.join(params)}", authorization)
+            if resp.status_code == 422:  # a filter the leads service does not take
+                raise ValidationFailed.field(
+                    ["body", "audience"], "The leads service refused this stage or tag"
+                )
+            body = self.json(resp)
             leads += [self._lead(item) for item in body.get("items", [])]
             cursor = body.get("next_cursor")
             if not cursor:

@@ -131,7 +131,11 @@ class Scheduler:
                     async with transaction(self.pool) as conn:
                         await repo.finish_if_done(conn, [campaign.id])
                     continue
-                self._next_at[device_id] = now + self._interval(campaign.per_minute)
+                # from the slot's due time, not from the tick that noticed it: the
+                # scheduler's tick does not slow the pace down
+                due = self._next_at[device_id]
+                base = due if due >= now - 2 * self.settings.tick_seconds else now
+                self._next_at[device_id] = base + self._interval(campaign.per_minute)
                 await self._hand_over(campaign, claimed)
                 handed += 1
                 break

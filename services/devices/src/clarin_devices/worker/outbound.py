@@ -426,6 +426,16 @@ class DeviceQueue:
             await asyncio.wait_for(self._wake.wait(), seconds)
 
     async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # NATS trouble binding the consumers: try again
+                log.exception("outbound_queue_failed", device_id=self.device_id)
+                await self._pause(1.0)
+
+    async def _serve(self) -> None:
         subs: dict[str, Any] = {}
         wake_sub: Subscription | None = None
         try:
@@ -439,6 +449,7 @@ class DeviceQueue:
                 wa_outbox_subject(self.device_id, "interactive").rsplit(".", 1)[0] + ".*",
                 cb=on_queued,
             )
+            self._maybe = dict.fromkeys(SEND_PRIORITIES, True)
             while not self._stop.is_set():
                 try:
                     await self._step(subs)
