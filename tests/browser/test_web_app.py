@@ -457,6 +457,7 @@ def test_agent_journey(system: System) -> None:
         shot("05d-device-unlink-failed-en")
         page.get_by_test_id("lang-switch").click()
         expect(warning).to_contain_text("El teléfono aún muestra este dispositivo")
+
         # campaigns: the leads of stage "new" (made by the WhatsApp messages above),
         # previewed and counted, created as a draft, started, paused and resumed,
         # then every one sent, delivered and read, with the recipients table

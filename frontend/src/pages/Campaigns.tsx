@@ -46,7 +46,8 @@ function CampaignForm({ onCreated }: { onCreated: () => void }) {
     void loadStages();
   }, [loadDevices, loadStages]);
   useEffect(() => {
-    const first = devices[0];
+    // a connected number first: a campaign on an unlinked one would only fail
+    const first = devices.find((d) => d.status === "connected") ?? devices[0];
     if (!deviceId && first) setDeviceId(first.id);
   }, [devices, deviceId]);
   useEffect(() => setPreview(null), [mode, tag, stage]);
