@@ -435,4 +435,33 @@ async def test_history_import_lands_once_read_without_new_message(svc: Any, h: A
     assert all(c["last_message_preview"] == "mensaje 199" for c in imported)
     page = await messages_of(svc, tenant, imported[0]["id"])
     assert {m["status"] for m in page if m["direction"] == "in"} == {"read"}
-    assert page[0]["sent_at"] < page[-1]["sent_at"] or page[0]["body"] == "mensaje 199"
+    # newest first, in their own times
+    assert [page[0]["body"], page[-1]["body"]] == ["mensaje 199", "mensaje 0"]
+    assert page[0]["sent_at"] > page[-1]["sent_at"]
+
+
+async def test_a_photo_can_answer_a_message_too(svc: Any, h: Any) -> None:
+    tenant = h.new_tenant()
+    await h.publish_wa(svc.nc, tenant, "message", h.inbound("ASK", body="¿Foto del producto?"))
+
+    async def stored() -> bool:
+        return (
+            await h.count_rows(svc, "SELECT count(*) FROM messages WHERE wa_message_id = 'ASK'")
+            == 1
+        )
+
+    await eventually(stored)
+    asked = await message_by_wa(svc, tenant, "ASK")
+    async with h.fake_worker(svc.nc, tenant.device_id) as worker:
+        resp = await svc.client.post(
+            "/api/messages/send/media",
+            data={"chat_id": asked["chat_id"], "caption": "Aquí está", "reply_to": asked["id"]},
+            files={"file": ("foto.png", b"\x89PNG\r\n\x1a\n" + b"\x00" * 16, "image/png")},
+            headers=tenant.headers,
+        )
+    assert resp.status_code == 202, resp.text
+    assert resp.json()["reply_to"] == asked["id"]
+    assert resp.json()["quoted"]["body"] == "¿Foto del producto?"
+    command = worker.commands[-1]
+    assert command["type"] == "send_media"
+    assert command["reply_to"]["wa_message_id"] == "ASK" and command["reply_to"]["from_me"] is False

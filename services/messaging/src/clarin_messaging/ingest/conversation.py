@@ -209,7 +209,9 @@ async def _apply_one(
         message_id,
         sender_key,
         target["account_id"],
-        normalize_jid(event.sender_jid) if event.sender_jid else None,
+        # ours are ours (from_me): the same row whether the API's confirmation or
+        # the worker's event (which knows our JID) lands first
+        None if event.from_me or not event.sender_jid else normalize_jid(event.sender_jid),
         event.emoji,
         event.from_me,
         event.reacted_at,
