@@ -4,6 +4,7 @@ services publish them, the API's answers as typed dicts, fast settings."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,7 +15,7 @@ from typing_extensions import TypedDict
 
 from clarin_common.events import AppType, ChatReadData, app_envelope, app_event_subject
 from clarin_common.nats import publish_event
-from clarin_devkit.testing import auth_headers, make_token
+from clarin_devkit.testing import auth_headers, eventually, make_token
 from clarin_webhooks.settings import WebhooksSettings
 
 # retries in fractions of a second
@@ -159,3 +160,21 @@ class AppEvents:
         env = app_envelope(account_id, type_, data)
         await publish_event(self.js, app_event_subject(account_id, type_), env)
         return env.id
+
+
+async def newest_delivery(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    webhook: WebhookJson,
+    condition: Callable[[DeliveryJson], bool],
+    timeout: float = 5.0,
+) -> DeliveryJson:
+    """Wait until the newest delivery in the webhook's log meets ``condition``; it."""
+
+    async def met() -> DeliveryJson | None:
+        items = await deliveries_of(client, tenant, webhook)
+        return items[0] if items and condition(items[0]) else None
+
+    delivery = await eventually(met, timeout=timeout)
+    assert delivery is not None  # eventually answers only a truthy value
+    return delivery

@@ -20,12 +20,12 @@ from clarin_webhooks.delivery.dispatcher import Claimed
 from clarin_webhooks.main import create_app
 from services.webhooks.tests.helpers import (
     AppEvents,
-    DeliveryJson,
     SettingsMaker,
     Tenant,
     WebhookMaker,
     create_webhook,
     delivery_of,
+    newest_delivery,
     webhook_of,
 )
 from services.webhooks.tests.helpers import deliveries_of as log_of
@@ -149,12 +149,7 @@ async def test_500_twice_then_the_same_delivery_id_succeeds(
     assert len({r.body for r in receiver.requests}) == 1
     assert all(verified(r, hook["secret"]) for r in receiver.requests)
 
-    async def settled() -> DeliveryJson | None:
-        items = await log_of(client, tenant, hook)
-        return items[0] if items and items[0]["status"] == "delivered" else None
-
-    row = await eventually(settled)
-    assert row is not None
+    row = await newest_delivery(client, tenant, hook, lambda d: d["status"] == "delivered")
     assert row["id"] in ids
     assert row["attempt"] == 3 and row["status_code"] == 200 and row["error"] is None
 
@@ -174,12 +169,7 @@ async def test_no_answer_in_time_is_retried(
         receiver.delay = 1.0
         await app_events.chat_read(tenant.account_id)
 
-        async def timed_out() -> DeliveryJson | None:
-            items = await log_of(client, tenant, hook)
-            return items[0] if items and items[0]["error"] else None
-
-        row = await eventually(timed_out, timeout=10)
-        assert row is not None
+        row = await newest_delivery(client, tenant, hook, lambda d: bool(d["error"]), timeout=10)
         assert row["status"] == "pending" and row["attempt"] == 1
         assert row["status_code"] is None
         assert row["error"] == "No answer within 0.5 s"
@@ -237,12 +227,9 @@ async def test_gives_up_after_the_retry_window(
         receiver.plan = [503] * 1000
         await app_events.chat_read(tenant.account_id)
 
-        async def failed() -> DeliveryJson | None:
-            items = await log_of(client, tenant, hook)
-            return items[0] if items and items[0]["status"] == "failed" else None
-
-        row = await eventually(failed, timeout=10)
-        assert row is not None
+        row = await newest_delivery(
+            client, tenant, hook, lambda d: d["status"] == "failed", timeout=10
+        )
         attempts = len(receiver.requests)
         assert row["attempt"] == attempts >= 2
         assert row["status_code"] == 503 and row["error"] == "HTTP 503"

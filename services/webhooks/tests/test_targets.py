@@ -13,7 +13,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from clarin_common.auth import generate_key_pair, issue_access_token
-from clarin_devkit.testing import eventually, running_app
+from clarin_devkit.testing import running_app
 from clarin_webhooks.delivery.targets import (
     BlockedTarget,
     Resolver,
@@ -24,11 +24,10 @@ from clarin_webhooks.main import create_app
 from clarin_webhooks.settings import DEV_SECRET_KEY, WebhooksSettings
 from services.webhooks.tests.helpers import (
     AppEvents,
-    DeliveryJson,
     SettingsMaker,
     Tenant,
     create_webhook,
-    deliveries_of,
+    newest_delivery,
 )
 from tests.webhook_receiver import Receiver
 
@@ -231,12 +230,7 @@ async def test_delivery_checks_the_address_it_connects_to(
     prod.dns.answers["hooks.example.com"] = ["127.0.0.1"]
     await app_events.chat_read(admin.account_id)
 
-    async def refused() -> DeliveryJson | None:
-        items = await deliveries_of(client, admin, hook)
-        return items[0] if items and items[0]["error"] else None
-
-    row = await eventually(refused, timeout=10)
-    assert row is not None
+    row = await newest_delivery(client, admin, hook, lambda d: bool(d["error"]), timeout=10)
     assert row["error"] == (
         "Blocked: hooks.example.com is not allowed: it resolves to a loopback address"
     )

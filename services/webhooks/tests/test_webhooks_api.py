@@ -17,8 +17,8 @@ from services.webhooks.tests.helpers import (
     SettingsMaker,
     Tenant,
     WebhookMaker,
-    deliveries_of,
     delivery_of,
+    newest_delivery,
 )
 from tests.webhook_receiver import Receiver, verified
 
@@ -337,12 +337,7 @@ class TestRedeliver:
         await receiver.wait_for(lambda r: len(r.accepted()) == 1)
         log = f"/api/webhooks/{hook['id']}/deliveries"
 
-        async def delivered() -> DeliveryJson | None:
-            items = await deliveries_of(client, a, hook)
-            return items[0] if items and items[0]["status"] == "delivered" else None
-
-        delivery = await eventually(delivered)
-        assert delivery is not None
+        delivery = await newest_delivery(client, a, hook, lambda d: d["status"] == "delivered")
         path = f"{log}/{delivery['id']}/redeliver"
         assert (await client.post(path)).status_code == 401
         assert_forbidden(await client.post(path, headers=a.agent_headers))
@@ -364,11 +359,9 @@ class TestRedeliver:
         assert first.body == again.body
         assert verified(again, hook["secret"])
 
-        async def second_attempt() -> bool:
-            got = await delivered()
-            return got is not None and got["attempt"] == 2
-
-        await eventually(second_attempt)
+        await newest_delivery(
+            client, a, hook, lambda d: d["status"] == "delivered" and d["attempt"] == 2
+        )
 
 
 class TestWebhookLimit:

@@ -20,14 +20,6 @@ _DELIVERY = """
 """
 
 
-def to_webhook(row: asyncpg.Record) -> Webhook:
-    return to_model(Webhook, row)
-
-
-def to_delivery(row: asyncpg.Record) -> Delivery:
-    return to_model(Delivery, row)
-
-
 async def insert_within_limit(
     conn: asyncpg.Connection,
     account_id: str,
@@ -54,7 +46,7 @@ async def insert_within_limit(
         secret_encrypted,
         limit,
     )
-    return to_webhook(row) if row is not None else None
+    return to_model(Webhook, row) if row is not None else None
 
 
 async def list_for_account(
@@ -64,7 +56,7 @@ async def list_for_account(
         f"SELECT {_WEBHOOK} FROM webhooks WHERE account_id = $1 ORDER BY created_at, id",
         account_id,
     )
-    return [to_webhook(r) for r in rows]
+    return [to_model(Webhook, r) for r in rows]
 
 
 async def get_by_id_for_account(
@@ -75,7 +67,7 @@ async def get_by_id_for_account(
         webhook_id,
         account_id,
     )
-    return to_webhook(row) if row is not None else None
+    return to_model(Webhook, row) if row is not None else None
 
 
 async def update_for_account(
@@ -93,7 +85,7 @@ async def update_for_account(
         f"RETURNING {_WEBHOOK}",
         *args.values,
     )
-    return to_webhook(row) if row is not None else None
+    return to_model(Webhook, row) if row is not None else None
 
 
 async def delete_for_account(
@@ -128,7 +120,7 @@ async def list_deliveries_for_account(
         f"ORDER BY created_at DESC, id DESC LIMIT {args.add(limit)}",
         *args.values,
     )
-    return [to_delivery(r) for r in rows]
+    return [to_model(Delivery, r) for r in rows]
 
 
 async def get_delivery_for_account(
@@ -143,7 +135,7 @@ async def get_delivery_for_account(
         webhook_id,
         account_id,
     )
-    return to_delivery(row) if row is not None else None
+    return to_model(Delivery, row) if row is not None else None
 
 
 async def schedule_again_for_account(
@@ -172,4 +164,4 @@ async def schedule_again_for_account(
         account_id,
         float(retry_window),
     )
-    return to_delivery(row) if row is not None else None
+    return to_model(Delivery, row) if row is not None else None
