@@ -18,10 +18,10 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -253,7 +253,7 @@ class Dispatcher:
         cap = self.settings.max_in_flight_per_webhook
         room = self.settings.max_in_flight - self.in_flight
         taken: Counter[str] = Counter()
-        ids: list[Any] = []
+        ids: list[uuid.UUID] = []
         for row in rows:
             webhook_id = str(row["webhook_id"])
             if webhook_id in self._backlogged:
