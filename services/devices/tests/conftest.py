@@ -172,9 +172,14 @@ class Ledger:
             del self.holders[device_id]
         self.history.append((time.monotonic(), device_id, worker_id, "close"))
 
-    def first_open(self, device_id: str, worker_id: str) -> float | None:
+    def first_open(self, device_id: str, worker_id: str, since: float = 0.0) -> float | None:
+        """When ``worker_id`` first opened ``device_id`` (at or after ``since``)."""
         return next(
-            (t for t, d, w, e in self.history if d == device_id and w == worker_id and e == "open"),
+            (
+                t
+                for t, d, w, e in self.history
+                if d == device_id and w == worker_id and e == "open" and t >= since
+            ),
             None,
         )
 
