@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
+from clarin_common.app import service_context
 from clarin_common.auth import TokenVerifier
 from clarin_common.events import (
     Envelope,
@@ -33,7 +34,7 @@ from clarin_common.events import (
 from clarin_common.nats import encode
 from clarin_common.settings import DEV_JWT_PUBLIC_KEY
 from clarin_devkit.testing import auth_headers, live_server, make_token, running_app
-from clarin_messaging.context import Messaging
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.main import create_app
 from clarin_messaging.settings import MessagingSettings
 
@@ -113,9 +114,8 @@ class Service:
     settings: MessagingSettings
 
     @property
-    def ctx(self) -> Messaging:
-        ctx: Messaging = self.app.state.resources.extras["messaging"]
-        return ctx
+    def ctx(self) -> MessagingContext:
+        return service_context(self.app, MessagingContext)
 
 
 def settings_for(tmp_path: Path, devices_url: str, **overrides: Any) -> MessagingSettings:

@@ -83,7 +83,7 @@ async def test_same_event_twice_and_same_wa_id_in_two_events(svc: Any, h: Any) -
 
 async def test_duplicates_inside_one_batch(svc: Any, h: Any) -> None:
     tenant = h.new_tenant()
-    await svc.app.state.resources.extras["consumers"][0].stop()
+    await svc.ctx.consumers[0].stop()
     for _ in range(3):
         await h.publish_wa(svc.nc, tenant, "message", h.inbound("SAME", body="x"))
     await h.publish_wa(svc.nc, tenant, "message", h.inbound("NEXT", body="y"))
@@ -203,7 +203,7 @@ async def test_kill_consumer_mid_flight_loses_and_doubles_nothing(
     async with h.service(
         nats_client, tmp_path, devices_url, consumer_batch_size=50, consumer_ack_wait=1.0
     ) as svc:
-        consumer = svc.app.state.resources.extras["consumers"][0]
+        consumer = svc.ctx.consumers[0]
 
         async def some() -> bool:
             return await h.count_rows(svc, "SELECT count(*) FROM messages") > 0

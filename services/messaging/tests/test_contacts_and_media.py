@@ -194,7 +194,7 @@ async def test_merge_into_an_existing_phone_chat_keeps_its_lead_and_sums_unread(
 
 async def test_lid_only_and_phone_in_one_batch_make_one_chat(svc: Any, h: Any) -> None:
     tenant = h.new_tenant()
-    await svc.app.state.resources.extras["consumers"][0].stop()
+    await svc.ctx.consumers[0].stop()
     await h.publish_wa(
         svc.nc, tenant, "message", from_contact("B1", chat_jid=LID_JID, chat_lid=LID_JID)
     )

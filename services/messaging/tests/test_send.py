@@ -412,7 +412,7 @@ class TestSendMedia:
         assert command["type"] == "send_media" and command["media_type"] == "image"
         assert command["caption"] == "look" and command["to"] == JID
         # the worker finds the bytes in the wa_media object store
-        objects = await svc.ctx.objects()
+        objects = svc.ctx.objects
         assert (await objects.get(command["media"]["object_key"])).data == PNG
 
         download = await svc.client.get(message["media"]["url"], headers=t.headers)
@@ -469,7 +469,7 @@ class TestSendMedia:
         )
         command = json.loads(queued.data or b"{}")["data"]
         assert command["type"] == "send_media" and command["message_id"] == resp.json()["id"]
-        objects = await svc.ctx.objects()
+        objects = svc.ctx.objects
         assert (await objects.get(command["media"]["object_key"])).data == PNG
 
 

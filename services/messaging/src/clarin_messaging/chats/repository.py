@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from clarin_common.paging import Key
+
 
 @dataclass
 class ChatUpsert:
@@ -240,12 +242,12 @@ async def list_for_account(
     account_id: str,
     filters: ChatFilters,
     *,
-    after: tuple[datetime, str] | None,
+    after: Key | None,
     limit: int,
 ) -> list[asyncpg.Record]:
     where, args = _filter_sql(account_id, filters)
     if after is not None:
-        args.extend(after)
+        args.extend((after.at, after.id))
         where.append(f"(activity_at, id) < (${len(args) - 1}::timestamptz, ${len(args)}::uuid)")
     args.append(limit)
     rows: list[asyncpg.Record] = await conn.fetch(

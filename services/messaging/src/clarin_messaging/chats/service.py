@@ -13,12 +13,14 @@ from nats.errors import TimeoutError as NatsTimeoutError
 
 from clarin_common.auth import Principal
 from clarin_common.contract import Chat
-from clarin_common.errors import NotFound, ValidationFailed
+from clarin_common.errors import ValidationFailed
 from clarin_common.events import MarkReadCommand, utcnow, wa_command_subject
 from clarin_common.nats import request_json
+from clarin_common.paging import Key, decode_cursor, page
 from clarin_common.users import AccountUsers
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as repo
+from clarin_messaging.chats.exceptions import ChatNotFound
 from clarin_messaging.chats.repository import ChatFilters
 from clarin_messaging.chats.schemas import (
     ChatPage,
@@ -29,11 +31,10 @@ from clarin_messaging.chats.schemas import (
     NoteRequest,
     UnreadCounts,
 )
-from clarin_messaging.context import Messaging
 from clarin_messaging.convert import MessageOut, chat_from_row, message_from_row
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.messages import repository as messages_repo
 from clarin_messaging.messages.repository import NewMessage
-from clarin_messaging.pagination import decode_cursor, encode_cursor
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +56,7 @@ def assignee_filter(principal: Principal, value: str | None) -> str | None:
 
 
 async def list_chats(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     filters: ChatFilters,
     *,
@@ -66,13 +67,12 @@ async def list_chats(
     rows = await repo.list_for_account(
         ctx.pool, principal.account_id, filters, after=after, limit=limit + 1
     )
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_cursor(page[-1]["activity_at"], page[-1]["id"]) if more else None
-    return ChatPage(items=[chat_from_row(r) for r in page], next_cursor=next_cursor)
+    items, next_cursor = page(rows, limit, lambda r: Key(r["activity_at"], str(r["id"])))
+    return ChatPage(items=[chat_from_row(r) for r in items], next_cursor=next_cursor)
 
 
 async def unread_counts(
-    ctx: Messaging, principal: Principal, *, device_id: str | None, status: str | None
+    ctx: MessagingContext, principal: Principal, *, device_id: str | None, status: str | None
 ) -> UnreadCounts:
     row = await repo.unread_counts(
         ctx.pool, principal.account_id, principal.user_id, device_id=device_id, status=status
@@ -80,42 +80,41 @@ async def unread_counts(
     return UnreadCounts(all=row["all"], mine=row["mine"], unassigned=row["unassigned"])
 
 
-async def list_labels(ctx: Messaging, principal: Principal) -> LabelList:
+async def list_labels(ctx: MessagingContext, principal: Principal) -> LabelList:
     rows = await repo.labels_for_account(ctx.pool, principal.account_id)
     return LabelList(items=[LabelCount(label=r["label"], chats=r["chats"]) for r in rows])
 
 
-async def get_chat_row(ctx: Messaging, principal: Principal, chat_id: str) -> asyncpg.Record:
+async def get_chat_row(ctx: MessagingContext, principal: Principal, chat_id: str) -> asyncpg.Record:
     row = await repo.get_by_id_for_account(ctx.pool, chat_id, principal.account_id)
     if row is None:
-        raise NotFound("Chat not found", code="chat_not_found")
+        raise ChatNotFound()
     return row
 
 
-async def get_chat(ctx: Messaging, principal: Principal, chat_id: str) -> Chat:
+async def get_chat(ctx: MessagingContext, principal: Principal, chat_id: str) -> Chat:
     return chat_from_row(await get_chat_row(ctx, principal, chat_id))
 
 
 async def list_messages(
-    ctx: Messaging, principal: Principal, chat_id: str, *, limit: int, cursor: str | None
+    ctx: MessagingContext, principal: Principal, chat_id: str, *, limit: int, cursor: str | None
 ) -> MessagePage:
     after = decode_cursor(cursor) if cursor else None
     await get_chat_row(ctx, principal, chat_id)
     rows = await messages_repo.list_for_chat(
         ctx.pool, chat_id, principal.account_id, after=after, limit=limit + 1
     )
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_cursor(page[-1]["sent_at"], page[-1]["id"]) if more else None
-    return MessagePage(items=[message_from_row(r) for r in page], next_cursor=next_cursor)
+    items, next_cursor = page(rows, limit, lambda r: Key(r["sent_at"], str(r["id"])))
+    return MessagePage(items=[message_from_row(r) for r in items], next_cursor=next_cursor)
 
 
-async def mark_read(ctx: Messaging, principal: Principal, chat_id: str) -> None:
+async def mark_read(ctx: MessagingContext, principal: Principal, chat_id: str) -> None:
     """Unread goes to 0 whatever the device's state; read receipts go to WhatsApp
     through the owning worker when it is there."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         chat = await repo.get_by_id_for_account(conn, chat_id, principal.account_id)
         if chat is None:
-            raise NotFound("Chat not found", code="chat_not_found")
+            raise ChatNotFound()
         read = await repo.mark_read(conn, chat_id, principal.account_id)
     device_id = str(chat["device_id"])
     await ctx.publish([app_events.chat_read(principal.account_id, chat_id, device_id=device_id)])
@@ -145,7 +144,7 @@ async def mark_read(ctx: Messaging, principal: Principal, chat_id: str) -> None:
 
 
 async def update_chat(
-    ctx: Messaging, principal: Principal, users: AccountUsers, chat_id: str, patch: ChatPatch
+    ctx: MessagingContext, principal: Principal, users: AccountUsers, chat_id: str, patch: ChatPatch
 ) -> Chat:
     """Status, assignee and labels; ``chat_updated`` goes out when something changed."""
     current = chat_from_row(await get_chat_row(ctx, principal, chat_id))
@@ -161,7 +160,7 @@ async def update_chat(
     async with ctx.pool.acquire() as conn, conn.transaction():
         row = await repo.lock_for_account(conn, chat_id, principal.account_id)
         if row is None:
-            raise NotFound("Chat not found", code="chat_not_found")
+            raise ChatNotFound()
         before = chat_from_row(row)
         status = patch.status or before.status
         assigned_to = assignee if patch.given("assigned_to") else before.assigned_to
@@ -182,7 +181,7 @@ async def update_chat(
 
 
 async def add_note(
-    ctx: Messaging, principal: Principal, chat_id: str, note: NoteRequest
+    ctx: MessagingContext, principal: Principal, chat_id: str, note: NoteRequest
 ) -> MessageOut:
     """A private note in the chat's timeline: stored and announced to the
     account's sockets like a message, never handed to a device worker."""

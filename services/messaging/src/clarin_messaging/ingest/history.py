@@ -26,7 +26,7 @@ from clarin_common.ids import normalize_jid
 from clarin_common.nats import Delivery, PoisonMessage
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
-from clarin_messaging.context import Messaging
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.ingest import conversation
 from clarin_messaging.ingest.service import (
     STATUS_BROADCAST,
@@ -54,7 +54,7 @@ class _Sync:
     last: bool = False
 
 
-async def handle_history_events(ctx: Messaging, deliveries: list[Delivery]) -> None:
+async def handle_history_events(ctx: MessagingContext, deliveries: list[Delivery]) -> None:
     cutoff = utcnow() - timedelta(days=ctx.settings.history_days)
     parsed = _Parsed(messages=[], media_jobs=[], sents={}, receipts={})
     seen: set[str] = set()

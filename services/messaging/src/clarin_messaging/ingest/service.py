@@ -34,8 +34,8 @@ from clarin_common.ids import chat_id_for, normalize_jid, phone_from_jid
 from clarin_common.nats import Delivery, PoisonMessage
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
-from clarin_messaging.context import Messaging
 from clarin_messaging.convert import chat_from_row, media_url, message_from_row, preview
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.ingest import conversation
 from clarin_messaging.media_store import media_key
 from clarin_messaging.messages import repository as messages_repo
@@ -273,12 +273,12 @@ def _add_receipt(parsed: _Parsed, account_id: str, device_id: str, receipt: WaRe
             parsed.receipts[key] = ReceiptUpdate(account_id, device_id, wa_id, status)
 
 
-async def _copy_media(ctx: Messaging, jobs: list[_MediaJob]) -> dict[str, NewMedia]:
+async def _copy_media(ctx: MessagingContext, jobs: list[_MediaJob]) -> dict[str, NewMedia]:
     """Copy media bytes from the ``wa_media`` object store into our media store
     (before the transaction, so a committed row never points at missing bytes)."""
     if not jobs:
         return {}
-    objects = await ctx.objects()
+    objects = ctx.objects
     limit = asyncio.Semaphore(_MEDIA_COPY_CONCURRENCY)
 
     async def copy(job: _MediaJob) -> NewMedia:
@@ -471,7 +471,7 @@ def _message_model(msg: NewMessage, media: NewMedia | None) -> Message:
 
 
 async def handle_wa_events(
-    ctx: Messaging, deliveries: list[Delivery], db_turn: asyncio.Lock | None = None
+    ctx: MessagingContext, deliveries: list[Delivery], db_turn: asyncio.Lock | None = None
 ) -> None:
     """The batch handler of the ``wa.evt`` consumer.
 
@@ -590,7 +590,7 @@ async def _presence_chats(
     return found
 
 
-async def delete_stored_media(ctx: Messaging, keys: list[str]) -> None:
+async def delete_stored_media(ctx: MessagingContext, keys: list[str]) -> None:
     """The files of messages deleted for everyone leave the disk (after commit)."""
     for key in keys:
         try:
@@ -599,11 +599,11 @@ async def delete_stored_media(ctx: Messaging, keys: list[str]) -> None:
             log.warning("media_delete_failed", key=key, error=str(exc))
 
 
-async def _delete_objects(ctx: Messaging, keys: list[str]) -> None:
+async def _delete_objects(ctx: MessagingContext, keys: list[str]) -> None:
     """The bytes are ours now; the object store would drop them at its TTL anyway."""
     if not keys:
         return
-    objects = await ctx.objects()
+    objects = ctx.objects
     results = await asyncio.gather(*(objects.delete(k) for k in keys), return_exceptions=True)
     for key, result in zip(keys, results, strict=True):
         if isinstance(result, Exception) and not isinstance(result, JsNotFoundError):

@@ -29,9 +29,7 @@ from pydantic import BaseModel, ValidationError
 from clarin_common.auth import Principal
 from clarin_common.contract import MessageType
 from clarin_common.errors import (
-    Conflict,
     DeviceNotConnected,
-    NotFound,
     ServiceUnavailable,
     ValidationFailed,
 )
@@ -64,12 +62,30 @@ from clarin_common.nats import request_json
 from clarin_common.outbox import stage_events
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
-from clarin_messaging.context import Messaging
+from clarin_messaging.chats.exceptions import ChatNotFound
 from clarin_messaging.convert import MessageOut, chat_from_row, message_from_row, preview
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.ingest import conversation
 from clarin_messaging.ingest.service import delete_stored_media
 from clarin_messaging.media_store import media_key
 from clarin_messaging.messages import repository as repo
+from clarin_messaging.messages.exceptions import (
+    EditWindowPassed,
+    MediaFailed,
+    MediaNotAvailable,
+    MediaNotFound,
+    MediaNotRetryable,
+    MediaPending,
+    MediaTooLarge,
+    MessageDeleted,
+    MessageNotEditable,
+    MessageNotFound,
+    MessageNotRevocable,
+    MessageNotSent,
+    QuotedDeleted,
+    QuotedNotFound,
+    WhatsAppRefused,
+)
 from clarin_messaging.messages.repository import NewMedia, NewMessage
 
 log = structlog.get_logger(__name__)
@@ -146,7 +162,7 @@ def _check_target_fields(
 
 
 async def resolve_target(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     authorization: str,
     *,
@@ -159,7 +175,7 @@ async def resolve_target(
     if chat_id is not None:
         chat = await chats_repo.get_by_id_for_account(ctx.pool, str(chat_id), principal.account_id)
         if chat is None:
-            raise NotFound("Chat not found", code="chat_not_found")
+            raise ChatNotFound()
         return Target(chat_id=str(chat["id"]), device_id=str(chat["device_id"]), jid=chat["jid"])
     assert device_id is not None and to is not None
     try:
@@ -171,7 +187,7 @@ async def resolve_target(
 
 
 async def _existing(
-    ctx: Messaging, principal: Principal, client_id: str | None
+    ctx: MessagingContext, principal: Principal, client_id: str | None
 ) -> MessageOut | None:
     if client_id is None:
         return None
@@ -180,7 +196,7 @@ async def _existing(
 
 
 async def _create_pending(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     target: Target,
     message: NewMessage,
@@ -259,7 +275,11 @@ def _new_message(
 
 
 async def quote_for(
-    ctx: Messaging, principal: Principal, target: Target, reply_to: uuid.UUID | None, where: str
+    ctx: MessagingContext,
+    principal: Principal,
+    target: Target,
+    reply_to: uuid.UUID | None,
+    where: str,
 ) -> Quote | None:
     """``reply_to`` must be a message of the caller's account (404) in the chat
     the send goes to (422), not deleted (409), that reached WhatsApp (422)."""
@@ -267,11 +287,11 @@ async def quote_for(
         return None
     row = await repo.get_by_id_for_account(ctx.pool, str(reply_to), principal.account_id)
     if row is None:
-        raise NotFound("The message to reply to was not found", code="message_not_found")
+        raise QuotedNotFound()
     if str(row["chat_id"]) != target.chat_id:
         raise ValidationFailed.field([where, "reply_to"], "Reply to a message of the same chat")
     if row["deleted_at"] is not None:
-        raise Conflict("That message was deleted for everyone", code="message_deleted")
+        raise QuotedDeleted()
     if not row["wa_message_id"] or row["direction"] == "note":
         raise ValidationFailed.field(
             [where, "reply_to"], "Only a message that reached WhatsApp can be quoted"
@@ -289,7 +309,7 @@ async def quote_for(
 
 
 async def send_text(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     target: Target,
     body: str,
@@ -342,7 +362,7 @@ def _content_type(upload: Upload) -> str:
 
 
 async def send_media(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     target: Target,
     upload: Upload,
@@ -362,7 +382,7 @@ async def send_media(
     sha256 = hashlib.sha256(upload.data).hexdigest()
     object_key = f"out/{new.id}"
     await ctx.store.put(key, upload.data)
-    objects = await ctx.objects()
+    objects = ctx.objects
     await objects.put(object_key, upload.data)
     media = NewMedia(
         message_id=new.id,
@@ -397,50 +417,48 @@ async def send_media(
         return again
 
 
-async def _discard_bytes(ctx: Messaging, key: str, object_key: str) -> None:
+async def _discard_bytes(ctx: MessagingContext, key: str, object_key: str) -> None:
     await ctx.store.delete(key)
     try:
-        await (await ctx.objects()).delete(object_key)
+        await ctx.objects.delete(object_key)
     except Exception as exc:  # it expires on its own
         log.info("media_object_not_deleted", object_key=object_key, error=str(exc))
 
 
-async def get_media(ctx: Messaging, principal: Principal, message_id: str) -> MediaFile:
+async def get_media(ctx: MessagingContext, principal: Principal, message_id: str) -> MediaFile:
     row = await repo.get_media_for_account(ctx.pool, message_id, principal.account_id)
     if row is None:
-        raise NotFound("Media not found", code="media_not_found")
+        raise MediaNotFound()
     if row["status"] == "pending":
-        raise Conflict("The file is still being downloaded from WhatsApp", code="media_pending")
+        raise MediaPending()
     if row["status"] == "too_large":
-        raise Conflict(row["error"] or "The file is too large to download", code="media_too_large")
+        raise MediaTooLarge(row["error"])
     if row["status"] == "failed":
         hint = " Retry it with POST /api/media/{id}/retry." if row["retryable"] else ""
-        raise Conflict(
+        raise MediaFailed(
             f"The file could not be downloaded: {row['error'] or 'unknown error'}.{hint}",
-            code="media_failed",
             details={"error": row["error"], "retryable": row["retryable"]},
         )
     data = await ctx.store.get(row["storage_key"]) if row["storage_key"] else None
     if data is None:
-        raise NotFound("The media file is not available", code="media_not_available")
+        raise MediaNotAvailable()
     return MediaFile(data=data, mime_type=row["mime_type"], file_name=row["file_name"])
 
 
-async def retry_media(ctx: Messaging, principal: Principal, message_id: str) -> MessageOut:
+async def retry_media(ctx: MessagingContext, principal: Principal, message_id: str) -> MessageOut:
     """Ask the device's worker to fetch a failed file again: the media goes back
     to ``pending`` and a later ``media`` event settles it."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         message = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
         if message is None or message["media_mime_type"] is None:
-            raise NotFound("Media not found", code="media_not_found")
+            raise MediaNotFound()
         started = await repo.start_media_retry(
             conn, message_id, principal.account_id, ctx.settings.media_stale_seconds
         )
     if started is None:
-        raise Conflict(
+        raise MediaNotRetryable(
             "Only a failed or stalled download can be retried (this one is "
             f"{message['media_status'].replace('_', ' ')})",
-            code="media_not_retryable",
             details={"status": message["media_status"]},
         )
     device_id = str(message["device_id"])
@@ -474,7 +492,7 @@ async def retry_media(ctx: Messaging, principal: Principal, message_id: str) -> 
         # refusal (a driver that cannot retry yet, a timeout) leaves it retryable
         final = code == "media_gone"
         await _undo_retry(ctx, principal, message_id, reason if final else previous, not final)
-        raise Conflict(reason, code="media_not_retryable", details={"reason": code})
+        raise MediaNotRetryable(reason, details={"reason": code})
     row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
     assert row is not None
     current = message_from_row(row)
@@ -483,7 +501,7 @@ async def retry_media(ctx: Messaging, principal: Principal, message_id: str) -> 
 
 
 async def _undo_retry(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     message_id: str,
     error: str | None,
@@ -502,7 +520,7 @@ async def _undo_retry(
 # ---- reactions, edits, deletes for everyone, typing ----------------------------------
 
 
-async def _ask_worker(ctx: Messaging, device_id: str, command: BaseModel) -> dict[str, Any]:
+async def _ask_worker(ctx: MessagingContext, device_id: str, command: BaseModel) -> dict[str, Any]:
     """A command the owning worker must answer; its ``result`` or the reason why not."""
     try:
         raw = await request_json(
@@ -518,11 +536,7 @@ async def _ask_worker(ctx: Messaging, device_id: str, command: BaseModel) -> dic
         code = error.get("code") or "refused"
         if code == "device_not_connected":
             raise DeviceNotConnected(details={"device_id": device_id})
-        raise Conflict(
-            error.get("message") or "WhatsApp refused it",
-            code="whatsapp_refused",
-            details={"reason": code},
-        )
+        raise WhatsAppRefused(error.get("message"), details={"reason": code})
     return reply.result or {}
 
 
@@ -536,27 +550,27 @@ def _accepted_at(result: dict[str, Any]) -> tuple[str | None, datetime]:
 
 
 async def _on_whatsapp(
-    ctx: Messaging, principal: Principal, message_id: str
+    ctx: MessagingContext, principal: Principal, message_id: str
 ) -> tuple[MessageOut, str]:
     """A message of the caller's account that reached WhatsApp and is not
     deleted, with its chat's JID."""
     row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
     if row is None:
-        raise NotFound("Message not found", code="message_not_found")
+        raise MessageNotFound()
     if row["deleted_at"] is not None:
-        raise Conflict("The message was deleted for everyone", code="message_deleted")
+        raise MessageDeleted()
     if not row["wa_message_id"] or row["direction"] == "note":
-        raise Conflict("The message is not on WhatsApp", code="message_not_sent")
+        raise MessageNotSent()
     chat = await chats_repo.get_by_id_for_account(
         ctx.pool, str(row["chat_id"]), principal.account_id
     )
     if chat is None:  # pragma: no cover - a message always has its chat
-        raise NotFound("Message not found", code="message_not_found")
+        raise MessageNotFound()
     return message_from_row(row), str(chat["jid"])
 
 
 async def _apply_confirmed(
-    ctx: Messaging, principal: Principal, message_id: str, update: conversation.Update
+    ctx: MessagingContext, principal: Principal, message_id: str, update: conversation.Update
 ) -> MessageOut:
     """WhatsApp accepted it: the store reflects it now (the worker's event of
     the same change, later, finds nothing to do)."""
@@ -577,7 +591,9 @@ async def _apply_confirmed(
     return current
 
 
-async def react(ctx: Messaging, principal: Principal, message_id: str, emoji: str) -> MessageOut:
+async def react(
+    ctx: MessagingContext, principal: Principal, message_id: str, emoji: str
+) -> MessageOut:
     message, chat_jid = await _on_whatsapp(ctx, principal, message_id)
     assert message.wa_message_id is not None
     from_me = message.direction == "out"
@@ -605,16 +621,15 @@ async def react(ctx: Messaging, principal: Principal, message_id: str, emoji: st
     return await _apply_confirmed(ctx, principal, message.id, update)
 
 
-async def edit(ctx: Messaging, principal: Principal, message_id: str, body: str) -> MessageOut:
+async def edit(
+    ctx: MessagingContext, principal: Principal, message_id: str, body: str
+) -> MessageOut:
     message, chat_jid = await _on_whatsapp(ctx, principal, message_id)
     assert message.wa_message_id is not None
     if message.direction != "out" or message.type != "text":
-        raise Conflict("Only your own text messages can be edited", code="message_not_editable")
+        raise MessageNotEditable()
     if utcnow() - message.sent_at > EDIT_WINDOW:
-        raise Conflict(
-            "WhatsApp allows editing a message only in its first 15 minutes",
-            code="edit_window_passed",
-        )
+        raise EditWindowPassed()
     result = await _ask_worker(
         ctx,
         message.device_id,
@@ -639,13 +654,11 @@ async def edit(ctx: Messaging, principal: Principal, message_id: str, body: str)
     return await _apply_confirmed(ctx, principal, message.id, update)
 
 
-async def revoke(ctx: Messaging, principal: Principal, message_id: str) -> MessageOut:
+async def revoke(ctx: MessagingContext, principal: Principal, message_id: str) -> MessageOut:
     message, chat_jid = await _on_whatsapp(ctx, principal, message_id)
     assert message.wa_message_id is not None
     if message.direction != "out":
-        raise Conflict(
-            "Only your own messages can be deleted for everyone", code="message_not_revocable"
-        )
+        raise MessageNotRevocable()
     result = await _ask_worker(
         ctx,
         message.device_id,
@@ -666,16 +679,18 @@ async def revoke(ctx: Messaging, principal: Principal, message_id: str) -> Messa
     return await _apply_confirmed(ctx, principal, message.id, update)
 
 
-async def typing(ctx: Messaging, principal: Principal, chat_id: str, state: TypingState) -> None:
+async def typing(
+    ctx: MessagingContext, principal: Principal, chat_id: str, state: TypingState
+) -> None:
     chat = await chats_repo.get_by_id_for_account(ctx.pool, chat_id, principal.account_id)
     if chat is None:
-        raise NotFound("Chat not found", code="chat_not_found")
+        raise ChatNotFound()
     await _ask_worker(
         ctx, str(chat["device_id"]), TypingCommand(chat_jid=str(chat["jid"]), state=state)
     )
 
 
-async def send_for_service(ctx: Messaging, request: ServiceSendRequest) -> MessageOut:
+async def send_for_service(ctx: MessagingContext, request: ServiceSendRequest) -> MessageOut:
     """A send another service asks for (campaigns): the same path as the API's,
     for an account and device that service already checked."""
     try:
@@ -703,7 +718,7 @@ async def send_for_service(ctx: Messaging, request: ServiceSendRequest) -> Messa
 class ServiceSends:
     """Answers ``svc.messaging.send`` (one queue group across replicas)."""
 
-    def __init__(self, ctx: Messaging) -> None:
+    def __init__(self, ctx: MessagingContext) -> None:
         self.ctx = ctx
         self._sub: Any = None
 

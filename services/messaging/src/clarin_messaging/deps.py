@@ -1,4 +1,5 @@
-"""What the endpoints and consumers share, built once by the lifespan."""
+"""What the messaging endpoints and consumers share: one context, built by the
+lifespan (``clarin_messaging.main``)."""
 
 from __future__ import annotations
 
@@ -7,40 +8,47 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Depends, Request
+from fastapi import Depends
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.object_store import ObjectStore
+from starlette.requests import HTTPConnection
 
+from clarin_common.app import service_context
+from clarin_common.commands import DeviceCommands
 from clarin_common.errors import ServiceUnavailable
 from clarin_common.events import Envelope
-from clarin_common.nats import encode, ensure_object_store, publish_events
+from clarin_common.nats import PullConsumer, encode, publish_events
 from clarin_common.outbox import Outbox
+from clarin_common.users import UserDirectory
 from clarin_messaging.devices_client import DevicesClient
 from clarin_messaging.media_store import MediaStore
 from clarin_messaging.settings import MessagingSettings
 
 
-@dataclass
-class Messaging:
+@dataclass(frozen=True)
+class MessagingContext:
     settings: MessagingSettings
     pool: asyncpg.Pool
     nc: NatsClient
     js: JetStreamContext
+    # the files we keep, and the ``wa_media`` object store where workers and we
+    # exchange media bytes
     store: MediaStore
+    objects: ObjectStore
+    # is a device the caller's (asked with the caller's token)
     devices: DevicesClient
-    # queued sends (and, later, the API's events) published after their commit
+    # who is in an account (assignees), as auth knows it
+    user_directory: UserDirectory
+    # commands to the worker that holds a device (wa.cmd.{device_id})
+    commands: DeviceCommands
+    # every event announcing a committed change, and queued sends
     outbox: Outbox
     # the consumers' chat writes take turns in this process (lock order across
     # replicas is kept by the statements themselves)
     db_turn: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
-    _objects: ObjectStore | None = field(default=None, repr=False)
-
-    async def objects(self) -> ObjectStore:
-        """The ``wa_media`` object store where workers and we exchange media bytes."""
-        if self._objects is None:
-            self._objects = await ensure_object_store(self.js)
-        return self._objects
+    # the running consumers (the lifespan fills it once they are built on this context)
+    consumers: list[PullConsumer] = field(default_factory=list, repr=False)
 
     async def publish(self, events: list[tuple[str, Envelope[Any]]]) -> None:
         """Publish and wait for every stream ack (the API's own events)."""
@@ -48,14 +56,7 @@ class Messaging:
             await publish_events(self.js, events)
 
     async def publish_fast(self, events: list[tuple[str, Envelope[Any]]]) -> None:
-        """Publish a committed batch's events as plain NATS messages into the stream.
-
-        The APP_EVENTS stream stores them as it stores any ``app.>`` message (and
-        still drops a repeat by ``Nats-Msg-Id``); what is skipped is waiting for
-        a stream ack per event, which costs the consumer a third of its CPU. The
-        wait would buy nothing here: the WA event is acked after this, and a
-        redelivered one is a duplicate that publishes nothing again either way.
-        """
+        """Publish a committed batch's events without waiting for stream acks."""
         if not events:
             return
         for subject, envelope in events:
@@ -63,11 +64,12 @@ class Messaging:
         await self.nc.flush()
 
 
-def get_messaging(request: Request) -> Messaging:
-    ctx: Messaging | None = request.app.state.resources.extras.get("messaging")
-    if ctx is None or not ctx.nc.is_connected:
+def messaging_context(connection: HTTPConnection) -> MessagingContext:
+    """The context; 503 while the service starts or stops or NATS is away."""
+    ctx = service_context(connection.app, MessagingContext)
+    if not ctx.nc.is_connected:
         raise ServiceUnavailable("Message bus unavailable")
     return ctx
 
 
-MessagingDep = Annotated[Messaging, Depends(get_messaging)]
+MessagingCtx = Annotated[MessagingContext, Depends(messaging_context)]
