@@ -8,14 +8,11 @@ from collections import defaultdict
 
 import asyncpg
 import structlog
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 
 from clarin_common.auth import Principal
 from clarin_common.contract import Chat
-from clarin_common.errors import ValidationFailed
-from clarin_common.events import MarkReadCommand, utcnow, wa_command_subject
-from clarin_common.nats import request_json
+from clarin_common.errors import DeviceNotConnected, ServiceUnavailable, ValidationFailed
+from clarin_common.events import MarkReadCommand, utcnow
 from clarin_common.paging import Key, decode_cursor, page
 from clarin_common.users import AccountUsers
 from clarin_messaging import app_events
@@ -131,13 +128,11 @@ async def mark_read(ctx: MessagingContext, principal: Principal, chat_id: str) -
                 wa_message_ids=wa_ids[start : start + _READ_IDS_PER_COMMAND],
             )
             try:
-                await request_json(
-                    ctx.nc,
-                    wa_command_subject(device_id),
-                    command,
-                    timeout=ctx.settings.mark_read_timeout,
+                # the worker's answer, a refusal included, changes nothing here
+                await ctx.commands.request(
+                    device_id, command, timeout=ctx.settings.mark_read_timeout
                 )
-            except (NoRespondersError, NatsTimeoutError) as exc:
+            except (DeviceNotConnected, ServiceUnavailable) as exc:
                 # the chat is read here anyway; WhatsApp just will not show blue ticks
                 log.info("read_receipts_not_sent", chat_id=chat_id, reason=type(exc).__name__)
                 return

@@ -22,8 +22,6 @@ from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
 
 from clarin_common.auth import Principal
@@ -54,11 +52,9 @@ from clarin_common.events import (
     WaRevoke,
     outbound_envelope,
     utcnow,
-    wa_command_subject,
     wa_outbox_subject,
 )
 from clarin_common.ids import chat_id_for, jid_from_recipient, phone_from_jid
-from clarin_common.nats import request_json
 from clarin_common.outbox import stage_events
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
@@ -470,17 +466,12 @@ async def retry_media(ctx: MessagingContext, principal: Principal, message_id: s
     )
     previous = started["previous_error"]
     try:
-        raw = await request_json(
-            ctx.nc, wa_command_subject(device_id), command, timeout=ctx.settings.command_timeout
-        )
-        reply = CommandReply.model_validate(raw)
-    except NoRespondersError as exc:
+        reply = await ctx.commands.request(device_id, command)
+    except (DeviceNotConnected, ServiceUnavailable):
+        # no worker holds the device, or it did not answer in time (an outcome
+        # that still comes moves failed forward just as well)
         await _undo_retry(ctx, principal, message_id, previous, True)
-        raise DeviceNotConnected(details={"device_id": device_id}) from exc
-    except (NatsTimeoutError, ValidationError) as exc:
-        # an outcome that still comes moves failed forward just as well
-        await _undo_retry(ctx, principal, message_id, previous, True)
-        raise ServiceUnavailable("The device did not answer; try again") from exc
+        raise
     if not reply.ok:
         error = reply.error or {}
         code = error.get("code") or "retry_refused"
@@ -521,16 +512,9 @@ async def _undo_retry(
 
 
 async def _ask_worker(ctx: MessagingContext, device_id: str, command: BaseModel) -> dict[str, Any]:
-    """A command the owning worker must answer; its ``result`` or the reason why not."""
-    try:
-        raw = await request_json(
-            ctx.nc, wa_command_subject(device_id), command, timeout=ctx.settings.command_timeout
-        )
-        reply = CommandReply.model_validate(raw)
-    except NoRespondersError as exc:
-        raise DeviceNotConnected(details={"device_id": device_id}) from exc
-    except (NatsTimeoutError, ValidationError) as exc:
-        raise ServiceUnavailable("The device did not answer; try again") from exc
+    """A command the owning worker must answer; its ``result`` or the reason why not
+    (a refusal of WhatsApp is 409 ``whatsapp_refused``)."""
+    reply = await ctx.commands.request(device_id, command)
     if not reply.ok:
         error = reply.error or {}
         code = error.get("code") or "refused"
