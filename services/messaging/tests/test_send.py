@@ -166,8 +166,9 @@ class TestSendText:
                 headers=t.headers,
             )
         assert resp.status_code == 202 and resp.json()["status"] == "pending"
-        assert await _count(svc, "outbox") == 1
-        assert await outbox.relay_once(grace=0) == 1
+        # the send and its new_message event
+        assert await _count(svc, "outbox") == 2
+        assert await outbox.relay_once(grace=0) == 2
         queued = await svc.nc.jetstream().get_last_msg(
             "WA_OUTBOX", f"wa.out.{t.device_id}.interactive"
         )

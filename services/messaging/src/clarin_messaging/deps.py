@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 import asyncpg
 from fastapi import Depends
@@ -17,8 +17,7 @@ from starlette.requests import HTTPConnection
 from clarin_common.app import service_context
 from clarin_common.commands import DeviceCommands
 from clarin_common.errors import ServiceUnavailable
-from clarin_common.events import Envelope
-from clarin_common.nats import PullConsumer, encode, publish_events
+from clarin_common.nats import PullConsumer
 from clarin_common.outbox import Outbox
 from clarin_common.users import UserDirectory
 from clarin_messaging.devices_client import DevicesClient
@@ -49,19 +48,6 @@ class MessagingContext:
     db_turn: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     # the running consumers (the lifespan fills it once they are built on this context)
     consumers: list[PullConsumer] = field(default_factory=list, repr=False)
-
-    async def publish(self, events: list[tuple[str, Envelope[Any]]]) -> None:
-        """Publish and wait for every stream ack (the API's own events)."""
-        if events:
-            await publish_events(self.js, events)
-
-    async def publish_fast(self, events: list[tuple[str, Envelope[Any]]]) -> None:
-        """Publish a committed batch's events without waiting for stream acks."""
-        if not events:
-            return
-        for subject, envelope in events:
-            await self.nc.publish(subject, encode(envelope), headers={"Nats-Msg-Id": envelope.id})
-        await self.nc.flush()
 
 
 def messaging_context(connection: HTTPConnection) -> MessagingContext:

@@ -13,6 +13,7 @@ from clarin_common.auth import Principal
 from clarin_common.contract import Chat
 from clarin_common.errors import DeviceNotConnected, ServiceUnavailable, ValidationFailed
 from clarin_common.events import MarkReadCommand, utcnow
+from clarin_common.outbox import stage_events
 from clarin_common.paging import Key, decode_cursor, page
 from clarin_common.users import AccountUsers
 from clarin_messaging import app_events
@@ -113,8 +114,11 @@ async def mark_read(ctx: MessagingContext, principal: Principal, chat_id: str) -
         if chat is None:
             raise ChatNotFound()
         read = await repo.mark_read(conn, chat_id, principal.account_id)
-    device_id = str(chat["device_id"])
-    await ctx.publish([app_events.chat_read(principal.account_id, chat_id, device_id=device_id)])
+        device_id = str(chat["device_id"])
+        events = await stage_events(
+            conn, [app_events.chat_read(principal.account_id, chat_id, device_id=device_id)]
+        )
+    await ctx.outbox.publish(events)
 
     by_sender: dict[str | None, list[str]] = defaultdict(list)
     for row in read:
@@ -170,8 +174,9 @@ async def update_chat(
             assigned_to=assigned_to,
             labels=labels,
         )
-    chat = chat_from_row(updated)
-    await ctx.publish([app_events.chat_updated(principal.account_id, chat)])
+        chat = chat_from_row(updated)
+        events = await stage_events(conn, [app_events.chat_updated(principal.account_id, chat)])
+    await ctx.outbox.publish(events)
     return chat
 
 
@@ -210,12 +215,15 @@ async def add_note(
             if inserted
             else messages_repo.get_by_client_id(conn, principal.account_id, note.client_id or "")
         )
-    if row is None or str(row["chat_id"]) != chat_id:
-        # the client_id belongs to a message of another chat
-        raise ValidationFailed.field(["body", "client_id"], "client_id is already used")
-    message = message_from_row(row)
-    if inserted:
-        await ctx.publish(
+        if row is None or str(row["chat_id"]) != chat_id:
+            # the client_id belongs to a message of another chat
+            raise ValidationFailed.field(["body", "client_id"], "client_id is already used")
+        message = message_from_row(row)
+        events = await stage_events(
+            conn,
             [app_events.new_message(principal.account_id, message, chat_from_row(chat_row))]
+            if inserted
+            else [],
         )
+    await ctx.outbox.publish(events)
     return message

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 from clarin_common.events import WaHistory, utcnow
 from clarin_common.ids import normalize_jid
 from clarin_common.nats import Delivery, PoisonMessage
+from clarin_common.outbox import stage_events
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
 from clarin_messaging.deps import MessagingContext
@@ -137,7 +138,8 @@ async def handle_history_events(ctx: MessagingContext, deliveries: list[Delivery
             sync.chats = new_chats.pop(sync.device_id, 0)
             sync.messages = per_device.pop(sync.device_id, 0)
             events += await _record(conn, sync)
-    await ctx.publish_fast(events)
+        staged = await stage_events(conn, events)
+    await ctx.outbox.publish(staged)
     await delete_stored_media(ctx, applied.storage_keys)
     log.info(
         "history_batch_imported",

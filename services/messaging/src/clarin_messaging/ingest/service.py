@@ -32,6 +32,7 @@ from clarin_common.contract import Chat, Media, Message
 from clarin_common.events import WaMedia, WaMessage, WaPresence, WaReceipt, WaSent
 from clarin_common.ids import chat_id_for, normalize_jid, phone_from_jid
 from clarin_common.nats import Delivery, PoisonMessage
+from clarin_common.outbox import stage_events
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
 from clarin_messaging.convert import chat_from_row, media_url, message_from_row, preview
@@ -534,36 +535,47 @@ async def handle_wa_events(
                     conn, [m.id for m in new_messages if m.id in inserted and m.reply_to_wa_id]
                 )
             }
-
-    chats: dict[str, Chat] = {str(r["id"]): chat_from_row(r) for r in (*chat_rows, *reopened)}
-    events: list[app_events.Event] = [
-        app_events.chat_updated(str(r["account_id"]), chats[str(r["id"])]) for r in reopened
-    ]
-    for msg in new_messages:
-        if msg.id in inserted:
-            message = replies.get(msg.id) or _message_model(msg, media.get(msg.id))
-            events.append(app_events.new_message(msg.account_id, message, chats[msg.chat_id]))
-    for row in sent_rows:
-        events.append(app_events.message_sent(str(row["account_id"]), message_from_row(row)))
-    for row in updated_rows:
-        events.append(app_events.message_updated(str(row["account_id"]), message_from_row(row)))
-    for row in (*settled, *receipts):
-        if row["status"] != "sent":
-            events.append(
-                app_events.message_status(
-                    str(row["account_id"]),
-                    str(row["id"]),
-                    str(row["chat_id"]),
-                    row["status"],
-                    device_id=str(row["device_id"]),
+            chats: dict[str, Chat] = {
+                str(r["id"]): chat_from_row(r) for r in (*chat_rows, *reopened)
+            }
+            events: list[app_events.Event] = [
+                app_events.chat_updated(str(r["account_id"]), chats[str(r["id"])]) for r in reopened
+            ]
+            for msg in new_messages:
+                if msg.id in inserted:
+                    message = replies.get(msg.id) or _message_model(msg, media.get(msg.id))
+                    events.append(
+                        app_events.new_message(msg.account_id, message, chats[msg.chat_id])
+                    )
+            for row in sent_rows:
+                events.append(
+                    app_events.message_sent(str(row["account_id"]), message_from_row(row))
                 )
-            )
-    for row in preview_chats:
-        events.append(app_events.chat_updated(str(row["account_id"]), chat_from_row(row)))
-    for (account_id, _, presence), chat_id in zip(parsed.presences, presence_chats, strict=True):
-        if chat_id is not None:
-            events.append(app_events.presence(account_id, chat_id, presence.state))
-    await ctx.publish_fast(events)
+            for row in updated_rows:
+                events.append(
+                    app_events.message_updated(str(row["account_id"]), message_from_row(row))
+                )
+            for row in (*settled, *receipts):
+                if row["status"] != "sent":
+                    events.append(
+                        app_events.message_status(
+                            str(row["account_id"]),
+                            str(row["id"]),
+                            str(row["chat_id"]),
+                            row["status"],
+                            device_id=str(row["device_id"]),
+                        )
+                    )
+            for row in preview_chats:
+                events.append(app_events.chat_updated(str(row["account_id"]), chat_from_row(row)))
+            for (account_id, _, presence), chat_id in zip(
+                parsed.presences, presence_chats, strict=True
+            ):
+                if chat_id is not None:
+                    events.append(app_events.presence(account_id, chat_id, presence.state))
+            # published after the commit (the outbox); the WA events are acked after that
+            staged = await stage_events(conn, events)
+    await ctx.outbox.publish(staged)
     await _delete_objects(ctx, [job.object_key for job in (*parsed.media_jobs, *outcome_jobs)])
     await delete_stored_media(ctx, applied.storage_keys)
 

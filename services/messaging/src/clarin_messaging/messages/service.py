@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from clarin_common.auth import Principal
 from clarin_common.contract import MessageType
+from clarin_common.db import transaction
 from clarin_common.errors import (
     DeviceNotConnected,
     ServiceUnavailable,
@@ -201,22 +202,13 @@ async def _create_pending(
     priority: SendPriority,
 ) -> MessageOut:
     """Store the pending message (creating its chat if needed) with its send
-    queued in the same transaction; publish both after the commit."""
+    queued in the same transaction; publish both after the commit (the outbox)."""
     group = target.jid.endswith("@g.us")
     async with ctx.pool.acquire() as conn, conn.transaction():
         if not await repo.insert_one(conn, message):
             raise _ClientIdTaken
         if media is not None:
             await repo.insert_media_many(conn, [media])
-        queued = await stage_events(
-            conn,
-            [
-                (
-                    wa_outbox_subject(target.device_id, priority),
-                    outbound_envelope(principal.account_id, target.device_id, command),
-                )
-            ],
-        )
         chat_rows = await chats_repo.upsert_many(
             conn,
             [
@@ -235,12 +227,20 @@ async def _create_pending(
             ],
         )
         row = await repo.get_by_id_for_account(conn, message.id, principal.account_id)
-    assert row is not None
-    stored = message_from_row(row)
-    await ctx.outbox.publish(queued)
-    await ctx.publish(
-        [app_events.new_message(principal.account_id, stored, chat_from_row(chat_rows[0]))]
-    )
+        assert row is not None
+        stored = message_from_row(row)
+        # the send first: one publish keeps the order
+        events = await stage_events(
+            conn,
+            [
+                (
+                    wa_outbox_subject(target.device_id, priority),
+                    outbound_envelope(principal.account_id, target.device_id, command),
+                ),
+                app_events.new_message(principal.account_id, stored, chat_from_row(chat_rows[0])),
+            ],
+        )
+    await ctx.outbox.publish(events)
     return stored
 
 
@@ -484,10 +484,14 @@ async def retry_media(ctx: MessagingContext, principal: Principal, message_id: s
         final = code == "media_gone"
         await _undo_retry(ctx, principal, message_id, reason if final else previous, not final)
         raise MediaNotRetryable(reason, details={"reason": code})
-    row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
-    assert row is not None
-    current = message_from_row(row)
-    await ctx.publish([app_events.message_updated(principal.account_id, current)])
+    async with transaction(ctx.pool) as conn:
+        row = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
+        assert row is not None
+        current = message_from_row(row)
+        events = await stage_events(
+            conn, [app_events.message_updated(principal.account_id, current)]
+        )
+    await ctx.outbox.publish(events)
     return current
 
 
@@ -498,14 +502,17 @@ async def _undo_retry(
     error: str | None,
     retryable: bool,
 ) -> None:
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    async with transaction(ctx.pool) as conn:
         await repo.undo_media_retry(conn, message_id, principal.account_id, error, retryable)
-    if not retryable:  # the state the user sees changed: failed for good
-        row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
-        if row is not None:
-            await ctx.publish(
-                [app_events.message_updated(principal.account_id, message_from_row(row))]
-            )
+        row = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
+        # announced when the state the user sees changed: failed for good
+        events = await stage_events(
+            conn,
+            [app_events.message_updated(principal.account_id, message_from_row(row))]
+            if not retryable and row is not None
+            else [],
+        )
+    await ctx.outbox.publish(events)
 
 
 # ---- reactions, edits, deletes for everyone, typing ----------------------------------
@@ -562,15 +569,18 @@ async def _apply_confirmed(
         applied = await conversation.apply(conn, [update])
         row = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
         chats = await conversation.chat_rows(conn, applied.chats)
-    assert row is not None
-    current = message_from_row(row)
-    if applied.changed:
-        await ctx.publish(
+        assert row is not None
+        current = message_from_row(row)
+        events = await stage_events(
+            conn,
             [
                 app_events.message_updated(principal.account_id, current),
                 *(app_events.chat_updated(principal.account_id, chat_from_row(c)) for c in chats),
             ]
+            if applied.changed
+            else [],
         )
+    await ctx.outbox.publish(events)
     await delete_stored_media(ctx, applied.storage_keys)
     return current
 
