@@ -6,7 +6,6 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 
-import asyncpg
 import structlog
 
 from clarin_common.auth import Principal
@@ -83,22 +82,18 @@ async def list_labels(ctx: MessagingContext, principal: Principal) -> LabelList:
     return LabelList(items=[LabelCount(label=r["label"], chats=r["chats"]) for r in rows])
 
 
-async def get_chat_row(ctx: MessagingContext, principal: Principal, chat_id: str) -> asyncpg.Record:
-    row = await repo.get_by_id_for_account(ctx.pool, chat_id, principal.account_id)
-    if row is None:
-        raise ChatNotFound()
-    return row
-
-
 async def get_chat(ctx: MessagingContext, principal: Principal, chat_id: str) -> Chat:
-    return chat_from_row(await get_chat_row(ctx, principal, chat_id))
+    chat = await repo.get_by_id_for_account(ctx.pool, chat_id, principal.account_id)
+    if chat is None:
+        raise ChatNotFound()
+    return chat
 
 
 async def list_messages(
     ctx: MessagingContext, principal: Principal, chat_id: str, *, limit: int, cursor: str | None
 ) -> MessagePage:
     after = decode_cursor(cursor) if cursor else None
-    await get_chat_row(ctx, principal, chat_id)
+    await get_chat(ctx, principal, chat_id)
     rows = await messages_repo.list_for_chat(
         ctx.pool, chat_id, principal.account_id, after=after, limit=limit + 1
     )
@@ -114,7 +109,7 @@ async def mark_read(ctx: MessagingContext, principal: Principal, chat_id: str) -
         if chat is None:
             raise ChatNotFound()
         read = await repo.mark_read(conn, chat_id, principal.account_id)
-        device_id = str(chat["device_id"])
+        device_id = chat.device_id
         events = await stage_events(
             conn, [app_events.chat_read(principal.account_id, chat_id, device_id=device_id)]
         )
@@ -127,7 +122,7 @@ async def mark_read(ctx: MessagingContext, principal: Principal, chat_id: str) -
     for sender_jid, wa_ids in by_sender.items():
         for start in range(0, len(wa_ids), _READ_IDS_PER_COMMAND):
             command = MarkReadCommand(
-                chat_jid=chat["jid"],
+                chat_jid=chat.jid,
                 sender_jid=sender_jid,
                 wa_message_ids=wa_ids[start : start + _READ_IDS_PER_COMMAND],
             )
@@ -146,7 +141,7 @@ async def update_chat(
     ctx: MessagingContext, principal: Principal, users: AccountUsers, chat_id: str, patch: ChatPatch
 ) -> Chat:
     """Status, assignee and labels; ``chat_updated`` goes out when something changed."""
-    current = chat_from_row(await get_chat_row(ctx, principal, chat_id))
+    current = await get_chat(ctx, principal, chat_id)
     assignee = str(patch.assigned_to) if patch.assigned_to is not None else None
     # only a change of assignee asks auth: saving what is there never fails on it
     if (
@@ -157,10 +152,9 @@ async def update_chat(
     ):
         raise ValidationFailed.field(["body", "assigned_to"], "Not a user of this account")
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await repo.lock_for_account(conn, chat_id, principal.account_id)
-        if row is None:
+        before = await repo.lock_for_account(conn, chat_id, principal.account_id)
+        if before is None:
             raise ChatNotFound()
-        before = chat_from_row(row)
         status = patch.status or before.status
         assigned_to = assignee if patch.given("assigned_to") else before.assigned_to
         labels = patch.labels if patch.labels is not None else before.labels
@@ -174,7 +168,7 @@ async def update_chat(
             assigned_to=assigned_to,
             labels=labels,
         )
-        chat = chat_from_row(updated)
+        chat = updated
         events = await stage_events(conn, [app_events.chat_updated(principal.account_id, chat)])
     await ctx.outbox.publish(events)
     return chat
@@ -185,10 +179,10 @@ async def add_note(
 ) -> MessageOut:
     """A private note in the chat's timeline: stored and announced to the
     account's sockets like a message, never handed to a device worker."""
-    chat_row = await get_chat_row(ctx, principal, chat_id)
+    chat = await get_chat(ctx, principal, chat_id)
     if note.client_id is not None:
         existing = await messages_repo.get_by_client_id(
-            ctx.pool, principal.account_id, note.client_id
+            ctx.pool, note.client_id, principal.account_id
         )
         if existing is not None and str(existing["chat_id"]) == chat_id:
             return message_from_row(existing)
@@ -196,7 +190,7 @@ async def add_note(
         id=str(uuid.uuid4()),
         account_id=principal.account_id,
         chat_id=chat_id,
-        device_id=str(chat_row["device_id"]),
+        device_id=chat.device_id,
         wa_message_id=None,
         direction="note",
         type="text",
@@ -213,7 +207,7 @@ async def add_note(
         row = await (
             messages_repo.get_by_id_for_account(conn, new.id, principal.account_id)
             if inserted
-            else messages_repo.get_by_client_id(conn, principal.account_id, note.client_id or "")
+            else messages_repo.get_by_client_id(conn, note.client_id or "", principal.account_id)
         )
         if row is None or str(row["chat_id"]) != chat_id:
             # the client_id belongs to a message of another chat
@@ -221,9 +215,7 @@ async def add_note(
         message = message_from_row(row)
         events = await stage_events(
             conn,
-            [app_events.new_message(principal.account_id, message, chat_from_row(chat_row))]
-            if inserted
-            else [],
+            [app_events.new_message(principal.account_id, message, chat)] if inserted else [],
         )
     await ctx.outbox.publish(events)
     return message

@@ -272,10 +272,10 @@ async def get_by_id_for_account(
 
 
 async def get_by_client_id(
-    conn: asyncpg.Connection | asyncpg.Pool, account_id: str, client_id: str
+    conn: asyncpg.Connection | asyncpg.Pool, client_id: str, account_id: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        SELECT_MESSAGE + " WHERE m.account_id = $1 AND m.client_id = $2", account_id, client_id
+        SELECT_MESSAGE + " WHERE m.client_id = $1 AND m.account_id = $2", client_id, account_id
     )
 
 

@@ -173,7 +173,7 @@ async def resolve_target(
         chat = await chats_repo.get_by_id_for_account(ctx.pool, str(chat_id), principal.account_id)
         if chat is None:
             raise ChatNotFound()
-        return Target(chat_id=str(chat["id"]), device_id=str(chat["device_id"]), jid=chat["jid"])
+        return Target(chat_id=chat.id, device_id=chat.device_id, jid=chat.jid)
     assert device_id is not None and to is not None
     try:
         jid = jid_from_recipient(to)
@@ -188,7 +188,7 @@ async def _existing(
 ) -> MessageOut | None:
     if client_id is None:
         return None
-    row = await repo.get_by_client_id(ctx.pool, principal.account_id, client_id)
+    row = await repo.get_by_client_id(ctx.pool, client_id, principal.account_id)
     return message_from_row(row) if row is not None else None
 
 
@@ -557,7 +557,7 @@ async def _on_whatsapp(
     )
     if chat is None:  # pragma: no cover - a message always has its chat
         raise MessageNotFound()
-    return message_from_row(row), str(chat["jid"])
+    return message_from_row(row), chat.jid
 
 
 async def _apply_confirmed(
@@ -679,9 +679,7 @@ async def typing(
     chat = await chats_repo.get_by_id_for_account(ctx.pool, chat_id, principal.account_id)
     if chat is None:
         raise ChatNotFound()
-    await _ask_worker(
-        ctx, str(chat["device_id"]), TypingCommand(chat_jid=str(chat["jid"]), state=state)
-    )
+    await _ask_worker(ctx, chat.device_id, TypingCommand(chat_jid=chat.jid, state=state))
 
 
 async def send_for_service(ctx: MessagingContext, request: ServiceSendRequest) -> MessageOut:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable
+from typing import TypeVar
 
 import asyncpg
 
@@ -18,14 +19,10 @@ from clarin_messaging.quick_replies.schemas import (
     QuickReplyUpdate,
 )
 
-
-def _reply(row: asyncpg.Record) -> QuickReply:
-    return QuickReply(
-        id=str(row["id"]), shortcut=row["shortcut"], body=row["body"], created_at=row["created_at"]
-    )
+T = TypeVar("T")
 
 
-async def _unique(write: Awaitable[asyncpg.Record | None]) -> asyncpg.Record | None:
+async def _unique(write: Awaitable[T]) -> T:
     try:
         return await write
     except asyncpg.UniqueViolationError as exc:
@@ -35,18 +32,15 @@ async def _unique(write: Awaitable[asyncpg.Record | None]) -> asyncpg.Record | N
 
 
 async def list_replies(ctx: MessagingContext, principal: Principal) -> QuickReplyList:
-    rows = await repo.list_for_account(ctx.pool, principal.account_id)
-    return QuickReplyList(items=[_reply(r) for r in rows])
+    return QuickReplyList(items=await repo.list_for_account(ctx.pool, principal.account_id))
 
 
 async def create_reply(
     ctx: MessagingContext, principal: Principal, body: QuickReplyCreate
 ) -> QuickReply:
-    row = await _unique(
+    return await _unique(
         repo.insert(ctx.pool, str(uuid.uuid4()), principal.account_id, body.shortcut, body.body)
     )
-    assert row is not None
-    return _reply(row)
 
 
 def _reply_id(value: str) -> str:
@@ -59,14 +53,14 @@ def _reply_id(value: str) -> str:
 async def update_reply(
     ctx: MessagingContext, principal: Principal, reply_id: str, body: QuickReplyUpdate
 ) -> QuickReply:
-    row = await _unique(
+    reply = await _unique(
         repo.update_for_account(
             ctx.pool, _reply_id(reply_id), principal.account_id, body.shortcut, body.body
         )
     )
-    if row is None:
+    if reply is None:
         raise QuickReplyNotFound()
-    return _reply(row)
+    return reply
 
 
 async def delete_reply(ctx: MessagingContext, principal: Principal, reply_id: str) -> None:

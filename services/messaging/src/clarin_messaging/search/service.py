@@ -8,7 +8,7 @@ from clarin_common.auth import Principal
 from clarin_common.errors import ValidationFailed
 from clarin_common.paging import Key, decode_cursor, page
 from clarin_messaging.chats import repository as chats_repo
-from clarin_messaging.convert import chat_from_row, message_from_row
+from clarin_messaging.convert import message_from_row
 from clarin_messaging.deps import MessagingContext
 from clarin_messaging.search import repository as repo
 from clarin_messaging.search.schemas import SearchHit, SearchPage
@@ -38,7 +38,7 @@ async def search_messages(
     chat_rows = await chats_repo.get_many_for_account(
         ctx.pool, list({str(r["chat_id"]) for r in items}), principal.account_id
     )
-    chats = {str(r["id"]): chat_from_row(r) for r in chat_rows}
+    chats = {c.id: c for c in chat_rows}
     return SearchPage(
         items=[
             SearchHit(message=message_from_row(r), chat=chats[str(r["chat_id"])])
