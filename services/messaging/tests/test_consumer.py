@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from nats.aio.client import Client as NatsClient
 
 from clarin_common.events import AppType, MediaRef, WaMessage, app_envelope, app_event_subject
 from clarin_common.ids import chat_id_for
 from clarin_common.nats import ensure_object_store, publish_event
+from clarin_common.outbox import PendingEvent
 from clarin_devkit.testing import eventually
 from services.messaging.tests import helpers as h
 from services.messaging.tests.helpers import Service
@@ -46,6 +48,36 @@ async def test_inbound_message_creates_chat_and_event(svc: Service) -> None:
     assert frame["data"]["chat"]["unread_count"] == 1
     messages = await h.messages_of(svc, tenant, chat_id)
     assert [m["wa_message_id"] for m in messages] == ["W1"]
+
+
+async def test_events_of_a_batch_whose_publish_was_lost_are_relayed(
+    svc: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer writes a batch's events in its transaction: if publishing
+    them after the commit fails, the WA event is still acked and the relay
+    publishes them later."""
+    tenant = h.new_tenant()
+    outbox = svc.ctx.outbox
+
+    async def nats_unreachable(_: Sequence[PendingEvent]) -> None:
+        return None  # what Outbox.publish does when NATS is down right after commit
+
+    async with h.app_events(svc.nc, tenant.account_id) as events:
+        with monkeypatch.context() as patch:
+            patch.setattr(outbox, "publish", nats_unreachable)
+            await h.publish_wa(svc.nc, tenant, "message", h.inbound("LOST1", body="kept"))
+
+            async def staged() -> bool:
+                count = await svc.ctx.pool.fetchval(
+                    "SELECT count(*) FROM outbox WHERE subject = $1",
+                    f"app.{tenant.account_id}.new_message",
+                )
+                return bool(count == 1)
+
+            await eventually(staged)
+        assert await outbox.relay_once(grace=0) >= 1
+        await eventually(lambda: events.of("new_message"))
+    assert events.of("new_message")[0]["data"]["message"]["body"] == "kept"
 
 
 async def test_same_event_twice_and_same_wa_id_in_two_events(svc: Service) -> None:

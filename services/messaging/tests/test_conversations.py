@@ -4,9 +4,13 @@ filters, reopen on inbound, unread counts per tab, labels; private notes."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from clarin_common.ids import chat_id_for
+from clarin_common.outbox import PendingEvent
 from clarin_devkit.testing import eventually
 from services.messaging.tests import helpers as h
 from services.messaging.tests.helpers import Service, Tenant
@@ -62,6 +66,37 @@ class TestPatchChat:
         # nothing of that changed the chat
         chat = (await svc.client.get(url, headers=t.headers)).json()
         assert (chat["status"], chat["assigned_to"], chat["labels"]) == ("open", None, [])
+
+    async def test_event_of_a_lost_publish_is_relayed_from_the_outbox(
+        self, svc: Service, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The change's event is written with it: a publish after commit that did
+        not happen (NATS down, a crash) is made up for by the relay."""
+        t = h.new_tenant()
+        chat_id = await _chat(svc, t, "P9")
+        outbox = svc.ctx.outbox
+
+        async def nats_unreachable(_: Sequence[PendingEvent]) -> None:
+            return None  # what Outbox.publish does when NATS is down right after commit
+
+        def resolved(events: h.AppEvents) -> bool:
+            return any(e["data"]["chat"]["status"] == "resolved" for e in events.of("chat_updated"))
+
+        async with h.app_events(svc.nc, t.account_id) as events:
+            with monkeypatch.context() as patch:
+                patch.setattr(outbox, "publish", nats_unreachable)
+                resp = await svc.client.patch(
+                    f"/api/chats/{chat_id}", json={"status": "resolved"}, headers=t.headers
+                )
+            assert resp.status_code == 200, resp.text
+            staged = await svc.ctx.pool.fetchval(
+                "SELECT count(*) FROM outbox WHERE subject = $1",
+                f"app.{t.account_id}.chat_updated",
+            )
+            assert staged == 1
+            assert await outbox.relay_once(grace=0) >= 1
+            await eventually(lambda: resolved(events))
+        assert await svc.ctx.pool.fetchval("SELECT count(*) FROM outbox") == 0
 
     async def test_assign_resolve_label_and_event(self, svc: Service) -> None:
         t = h.new_tenant()
