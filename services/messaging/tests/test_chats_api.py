@@ -8,16 +8,18 @@ from typing import Any
 
 from clarin_common.ids import chat_id_for
 from clarin_devkit.testing import eventually
+from services.messaging.tests import helpers as h
+from services.messaging.tests.helpers import Service, Tenant
 
 
-async def _wait_messages(svc: Any, n: int) -> None:
+async def _wait_messages(svc: Service, n: int) -> None:
     async def enough() -> bool:
         return int(await svc.ctx.pool.fetchval("SELECT count(*) FROM messages")) >= n
 
     await eventually(enough)
 
 
-async def _seed(svc: Any, h: Any, tenant: Any, phones: list[str], at: datetime) -> list[str]:
+async def _seed(svc: Service, tenant: Tenant, phones: list[str], at: datetime) -> list[str]:
     for i, phone in enumerate(phones):
         await h.publish_wa(
             svc.nc, tenant, "message", h.inbound(f"S{i}-{phone}", phone=phone, sent_at=at)
@@ -25,17 +27,13 @@ async def _seed(svc: Any, h: Any, tenant: Any, phones: list[str], at: datetime) 
     return [chat_id_for(tenant.device_id, f"{p}@s.whatsapp.net") for p in phones]
 
 
-def _locs(resp: Any) -> list[list[Any]]:
-    return [d["loc"] for d in resp.json()["error"]["details"]]
-
-
 class TestListChats:
-    async def test_401(self, svc: Any) -> None:
+    async def test_401(self, svc: Service) -> None:
         resp = await svc.client.get("/api/chats")
         assert resp.status_code == 401
         assert resp.json()["error"]["code"] == "unauthorized"
 
-    async def test_422_names_the_field(self, svc: Any, h: Any) -> None:
+    async def test_422_names_the_field(self, svc: Service) -> None:
         t = h.new_tenant()
         for params, loc in (
             ({"limit": 0}, ["query", "limit"]),
@@ -46,9 +44,9 @@ class TestListChats:
         ):
             resp = await svc.client.get("/api/chats", params=params, headers=t.headers)
             assert resp.status_code == 422, (params, resp.text)
-            assert loc in _locs(resp)
+            assert loc in h.locs(resp)
 
-    async def test_only_own_account_and_filters(self, svc: Any, h: Any) -> None:
+    async def test_only_own_account_and_filters(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
         second_device = str(uuid.uuid4())
         h.DEVICES[second_device] = t.account_id
@@ -88,12 +86,12 @@ class TestListChats:
         unread = await svc.client.get("/api/chats", params={"unread": "true"}, headers=t.headers)
         assert [c["phone"] for c in unread.json()["items"]] == ["5215522222222"]
 
-    async def test_newest_activity_first_and_cursor_with_ties(self, svc: Any, h: Any) -> None:
+    async def test_newest_activity_first_and_cursor_with_ties(self, svc: Service) -> None:
         t = h.new_tenant()
         tie = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
         later = datetime(2026, 11, 2, 12, 0, tzinfo=UTC)
-        tied = await _seed(svc, h, t, [f"52155000001{i:02d}" for i in range(7)], tie)
-        newest = await _seed(svc, h, t, ["5215599999999"], later)
+        tied = await _seed(svc, t, [f"52155000001{i:02d}" for i in range(7)], tie)
+        newest = await _seed(svc, t, ["5215599999999"], later)
         await _wait_messages(svc, 8)
 
         seen: list[str] = []
@@ -120,7 +118,7 @@ class TestListChats:
 
 
 class TestGetChat:
-    async def test_401_404_422_and_happy(self, svc: Any, h: Any) -> None:
+    async def test_401_404_422_and_happy(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
         await h.publish_wa(svc.nc, t, "message", h.inbound("G1"))
         await _wait_messages(svc, 1)
@@ -133,7 +131,7 @@ class TestGetChat:
         missing = await svc.client.get(f"/api/chats/{uuid.uuid4()}", headers=t.headers)
         assert missing.status_code == 404
         bad = await svc.client.get("/api/chats/not-a-uuid", headers=t.headers)
-        assert bad.status_code == 422 and ["path", "chat_id"] in _locs(bad)
+        assert bad.status_code == 422 and ["path", "chat_id"] in h.locs(bad)
 
         resp = await svc.client.get(f"/api/chats/{chat_id}", headers=t.headers)
         assert resp.status_code == 200
@@ -161,7 +159,7 @@ class TestGetChat:
 
 
 class TestChatMessages:
-    async def test_401_404_422(self, svc: Any, h: Any) -> None:
+    async def test_401_404_422(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
         await h.publish_wa(svc.nc, t, "message", h.inbound("M1"))
         await _wait_messages(svc, 1)
@@ -170,11 +168,11 @@ class TestChatMessages:
         assert (await svc.client.get(url)).status_code == 401
         assert (await svc.client.get(url, headers=other.headers)).status_code == 404
         bad = await svc.client.get(url, params={"limit": 500}, headers=t.headers)
-        assert bad.status_code == 422 and ["query", "limit"] in _locs(bad)
+        assert bad.status_code == 422 and ["query", "limit"] in h.locs(bad)
         bad_cursor = await svc.client.get(url, params={"cursor": "eyJ4Ijox"}, headers=t.headers)
-        assert bad_cursor.status_code == 422 and ["query", "cursor"] in _locs(bad_cursor)
+        assert bad_cursor.status_code == 422 and ["query", "cursor"] in h.locs(bad_cursor)
 
-    async def test_newest_first_with_ties_across_pages(self, svc: Any, h: Any) -> None:
+    async def test_newest_first_with_ties_across_pages(self, svc: Service) -> None:
         t = h.new_tenant()
         tie = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
         for i in range(9):
@@ -227,7 +225,7 @@ class TestChatMessages:
 
 
 class TestMarkRead:
-    async def test_401_404_422(self, svc: Any, h: Any) -> None:
+    async def test_401_404_422(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
         await h.publish_wa(svc.nc, t, "message", h.inbound("R0"))
         await _wait_messages(svc, 1)
@@ -236,12 +234,12 @@ class TestMarkRead:
         foreign = await svc.client.post(f"/api/chats/{chat_id}/read", headers=other.headers)
         assert foreign.status_code == 404
         bad = await svc.client.post("/api/chats/xyz/read", headers=t.headers)
-        assert bad.status_code == 422 and ["path", "chat_id"] in _locs(bad)
+        assert bad.status_code == 422 and ["path", "chat_id"] in h.locs(bad)
         # the foreign attempt changed nothing
         chat = (await svc.client.get(f"/api/chats/{chat_id}", headers=t.headers)).json()
         assert chat["unread_count"] == 1
 
-    async def test_read_sends_receipts_and_event(self, svc: Any, h: Any) -> None:
+    async def test_read_sends_receipts_and_event(self, svc: Service) -> None:
         t = h.new_tenant()
         for i in range(3):
             await h.publish_wa(svc.nc, t, "message", h.inbound(f"R{i}"))
@@ -273,7 +271,7 @@ class TestMarkRead:
             assert resp.status_code == 204
         assert worker.commands == []
 
-    async def test_read_with_device_offline_still_zeroes(self, svc: Any, h: Any) -> None:
+    async def test_read_with_device_offline_still_zeroes(self, svc: Service) -> None:
         t = h.new_tenant()
         await h.publish_wa(svc.nc, t, "message", h.inbound("Q1"))
         await _wait_messages(svc, 1)

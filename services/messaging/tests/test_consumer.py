@@ -5,44 +5,35 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from nats.aio.client import Client as NatsClient
 
-from clarin_common.events import MediaRef, WaMessage, app_envelope, app_event_subject
+from clarin_common.events import AppType, MediaRef, WaMessage, app_envelope, app_event_subject
 from clarin_common.ids import chat_id_for
 from clarin_common.nats import ensure_object_store, publish_event
+from clarin_common.outbox import PendingEvent
 from clarin_devkit.testing import eventually
+from services.messaging.tests import helpers as h
+from services.messaging.tests.helpers import Service
 
 
-async def count_in_chat(svc: Any, chat_id: str) -> int:
+async def count_in_chat(svc: Service, chat_id: str) -> int:
     return int(
         await svc.ctx.pool.fetchval("SELECT count(*) FROM messages WHERE chat_id=$1", chat_id)
     )
 
 
-async def chats_of(svc: Any, tenant: Any) -> list[dict[str, Any]]:
-    resp = await svc.client.get("/api/chats", headers=tenant.headers)
-    assert resp.status_code == 200, resp.text
-    return resp.json()["items"]
-
-
-async def messages_of(svc: Any, tenant: Any, chat_id: str) -> list[dict[str, Any]]:
-    resp = await svc.client.get(
-        f"/api/chats/{chat_id}/messages", params={"limit": 200}, headers=tenant.headers
-    )
-    assert resp.status_code == 200, resp.text
-    return resp.json()["items"]
-
-
-async def test_inbound_message_creates_chat_and_event(svc: Any, h: Any) -> None:
+async def test_inbound_message_creates_chat_and_event(svc: Service) -> None:
     tenant = h.new_tenant()
     async with h.app_events(svc.nc, tenant.account_id) as events:
         await h.publish_wa(svc.nc, tenant, "message", h.inbound("W1", body="hola"))
         await eventually(lambda: events.of("new_message"))
-    chats = await chats_of(svc, tenant)
+    chats = await h.chats_of(svc, tenant)
     chat_id = chat_id_for(tenant.device_id, "5215512345678@s.whatsapp.net")
     assert [c["id"] for c in chats] == [chat_id]
     chat = chats[0]
@@ -55,11 +46,41 @@ async def test_inbound_message_creates_chat_and_event(svc: Any, h: Any) -> None:
     assert frame["data"]["message"]["direction"] == "in"
     assert frame["data"]["message"]["status"] == "received"
     assert frame["data"]["chat"]["unread_count"] == 1
-    messages = await messages_of(svc, tenant, chat_id)
+    messages = await h.messages_of(svc, tenant, chat_id)
     assert [m["wa_message_id"] for m in messages] == ["W1"]
 
 
-async def test_same_event_twice_and_same_wa_id_in_two_events(svc: Any, h: Any) -> None:
+async def test_events_of_a_batch_whose_publish_was_lost_are_relayed(
+    svc: Service, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer writes a batch's events in its transaction: if publishing
+    them after the commit fails, the WA event is still acked and the relay
+    publishes them later."""
+    tenant = h.new_tenant()
+    outbox = svc.ctx.outbox
+
+    async def nats_unreachable(_: Sequence[PendingEvent]) -> None:
+        return None  # what Outbox.publish does when NATS is down right after commit
+
+    async with h.app_events(svc.nc, tenant.account_id) as events:
+        with monkeypatch.context() as patch:
+            patch.setattr(outbox, "publish", nats_unreachable)
+            await h.publish_wa(svc.nc, tenant, "message", h.inbound("LOST1", body="kept"))
+
+            async def staged() -> bool:
+                count = await svc.ctx.pool.fetchval(
+                    "SELECT count(*) FROM outbox WHERE subject = $1",
+                    f"app.{tenant.account_id}.new_message",
+                )
+                return bool(count == 1)
+
+            await eventually(staged)
+        assert await outbox.relay_once(grace=0) >= 1
+        await eventually(lambda: events.of("new_message"))
+    assert events.of("new_message")[0]["data"]["message"]["body"] == "kept"
+
+
+async def test_same_event_twice_and_same_wa_id_in_two_events(svc: Service) -> None:
     tenant = h.new_tenant()
     payload = h.inbound("DUP1", body="once")
     # a redelivery past JetStream's duplicate window, and WhatsApp sending it again
@@ -75,15 +96,15 @@ async def test_same_event_twice_and_same_wa_id_in_two_events(svc: Any, h: Any) -
 
     await eventually(done)
     await asyncio.sleep(0.3)  # anything late would show now
-    messages = await messages_of(svc, tenant, chat_id)
+    messages = await h.messages_of(svc, tenant, chat_id)
     assert sorted(m["body"] for m in messages) == ["after", "once"]
-    chat = (await chats_of(svc, tenant))[0]
+    chat = (await h.chats_of(svc, tenant))[0]
     assert chat["unread_count"] == 2
 
 
-async def test_duplicates_inside_one_batch(svc: Any, h: Any) -> None:
+async def test_duplicates_inside_one_batch(svc: Service) -> None:
     tenant = h.new_tenant()
-    await svc.app.state.resources.extras["consumers"][0].stop()
+    await svc.ctx.consumers[0].stop()
     for _ in range(3):
         await h.publish_wa(svc.nc, tenant, "message", h.inbound("SAME", body="x"))
     await h.publish_wa(svc.nc, tenant, "message", h.inbound("NEXT", body="y"))
@@ -102,12 +123,12 @@ async def test_duplicates_inside_one_batch(svc: Any, h: Any) -> None:
         await eventually(lambda: unread())
         await asyncio.sleep(0.3)
         assert await unread() == 2
-        assert len(await messages_of(svc, tenant, chat_id)) == 2
+        assert len(await h.messages_of(svc, tenant, chat_id)) == 2
     finally:
         await consumer.stop()
 
 
-async def test_receipts_never_downgrade(svc: Any, h: Any) -> None:
+async def test_receipts_never_downgrade(svc: Service) -> None:
     tenant = h.new_tenant()
     out = WaMessage(
         wa_message_id="OUT1",
@@ -124,16 +145,16 @@ async def test_receipts_never_downgrade(svc: Any, h: Any) -> None:
         await h.publish_wa(svc.nc, tenant, "message", h.inbound("MARK"))
         await eventually(lambda: len(events.of("new_message")) == 2)
     chat_id = chat_id_for(tenant.device_id, out.chat_jid)
-    messages = {m["wa_message_id"]: m for m in await messages_of(svc, tenant, chat_id)}
+    messages = {m["wa_message_id"]: m for m in await h.messages_of(svc, tenant, chat_id)}
     assert messages["OUT1"]["status"] == "read"
     assert messages["OUT1"]["direction"] == "out"
     statuses = [e["data"]["status"] for e in events.of("message_status")]
     assert statuses == ["read"]
     # outbound messages are not unread
-    assert (await chats_of(svc, tenant))[0]["unread_count"] == 1
+    assert (await h.chats_of(svc, tenant))[0]["unread_count"] == 1
 
 
-async def test_receipts_in_order_move_forward(svc: Any, h: Any) -> None:
+async def test_receipts_in_order_move_forward(svc: Service) -> None:
     tenant = h.new_tenant()
     out = WaMessage(
         wa_message_id="OUT2",
@@ -152,12 +173,12 @@ async def test_receipts_in_order_move_forward(svc: Any, h: Any) -> None:
     assert [e["data"]["status"] for e in events.of("message_status")] == ["delivered", "read"]
 
 
-async def test_poison_messages_are_terminated(svc: Any, h: Any) -> None:
+async def test_poison_messages_are_terminated(svc: Service) -> None:
     tenant = h.new_tenant()
     js = svc.nc.jetstream()
     subject = f"wa.evt.{tenant.account_id}.{tenant.device_id}.message"
     await js.publish(subject, b"{not json", headers={"Nats-Msg-Id": "bad-json"})
-    bad = app_envelope(tenant.account_id, "new_message", h.inbound("X"))  # type: ignore[arg-type]
+    bad = app_envelope(tenant.account_id, "new_message", h.inbound("X"))
     bad_payload = bad.model_dump(mode="json")
     bad_payload["type"] = "message"
     bad_payload["device_id"] = tenant.device_id
@@ -177,7 +198,7 @@ async def test_poison_messages_are_terminated(svc: Any, h: Any) -> None:
     # the poison ones were terminated, not left to be redelivered forever
     async def settled() -> bool:
         info = await js.consumer_info("WA_EVENTS", "messaging")
-        return (
+        return bool(
             info.num_ack_pending == 0
             and info.num_pending == 0
             and info.ack_floor.stream_seq == info.delivered.stream_seq
@@ -189,7 +210,7 @@ async def test_poison_messages_are_terminated(svc: Any, h: Any) -> None:
 
 
 async def test_kill_consumer_mid_flight_loses_and_doubles_nothing(
-    clean_state: None, nats_client: NatsClient, tmp_path: Path, devices_url: str, h: Any
+    clean_state: None, nats_client: NatsClient, tmp_path: Path, devices_url: str
 ) -> None:
     tenant = h.new_tenant()
     total, phones = 600, 6
@@ -203,7 +224,7 @@ async def test_kill_consumer_mid_flight_loses_and_doubles_nothing(
     async with h.service(
         nats_client, tmp_path, devices_url, consumer_batch_size=50, consumer_ack_wait=1.0
     ) as svc:
-        consumer = svc.app.state.resources.extras["consumers"][0]
+        consumer = svc.ctx.consumers[0]
 
         async def some() -> bool:
             return await h.count_rows(svc, "SELECT count(*) FROM messages") > 0
@@ -232,7 +253,7 @@ async def test_kill_consumer_mid_flight_loses_and_doubles_nothing(
         assert await h.count_rows(svc, "SELECT count(*) FROM chats") == phones
 
 
-async def test_lead_link_from_lead_events(svc: Any, h: Any) -> None:
+async def test_lead_link_from_lead_events(svc: Service) -> None:
     from clarin_common.contract import Lead
     from clarin_common.events import LeadData, LeadDeletedData
 
@@ -260,10 +281,11 @@ async def test_lead_link_from_lead_events(svc: Any, h: Any) -> None:
 
     js = svc.nc.jetstream()
     by_phone, by_chat = str(uuid.uuid4()), str(uuid.uuid4())
-    for type_, data in (
+    created: list[tuple[AppType, LeadData]] = [
         ("lead_created", LeadData(lead=lead("+52 1 55 1111 1111", None, by_phone, now))),
         ("lead_created", LeadData(lead=lead(None, chat2, by_chat, now))),
-    ):
+    ]
+    for type_, data in created:
         await publish_event(
             js,
             app_event_subject(tenant.account_id, type_),
@@ -271,11 +293,11 @@ async def test_lead_link_from_lead_events(svc: Any, h: Any) -> None:
         )
 
     async def linked() -> dict[str, Any]:
-        return {c["phone"]: c["lead_id"] for c in await chats_of(svc, tenant)}
+        return {c["phone"]: c["lead_id"] for c in await h.chats_of(svc, tenant)}
 
     await eventually(lambda: _eq(linked(), {"5215511111111": by_phone, "5215522222222": by_chat}))
     # another account's chat with the same phone stays unlinked
-    assert (await chats_of(svc, other))[0]["lead_id"] is None
+    assert (await h.chats_of(svc, other))[0]["lead_id"] is None
 
     # a lead created before its chat: the chat is linked when it appears
     early = str(uuid.uuid4())
@@ -319,19 +341,19 @@ async def test_lead_link_from_lead_events(svc: Any, h: Any) -> None:
     )
 
 
-async def _count_chats(svc: Any, n: int) -> bool:
+async def _count_chats(svc: Service, n: int) -> bool:
     return int(await svc.ctx.pool.fetchval("SELECT count(*) FROM chats")) == n
 
 
-async def _eq(value: Any, expected: Any) -> bool:
-    return (await value) == expected
+async def _eq(value: Awaitable[object], expected: object) -> bool:
+    return bool((await value) == expected)
 
 
-async def _has(value: Any, key: str, expected: Any) -> bool:
-    return (await value).get(key, "missing") == expected
+async def _has(value: Awaitable[dict[str, Any]], key: str, expected: object) -> bool:
+    return bool((await value).get(key, "missing") == expected)
 
 
-async def test_inbound_media_copied_to_media_store(svc: Any, h: Any) -> None:
+async def test_inbound_media_copied_to_media_store(svc: Service) -> None:
     tenant = h.new_tenant()
     data = bytes(range(256)) * 40
     objects = await ensure_object_store(svc.nc.jetstream())
@@ -348,7 +370,7 @@ async def test_inbound_media_copied_to_media_store(svc: Any, h: Any) -> None:
     )
     chat_id = chat_id_for(tenant.device_id, "5215512345678@s.whatsapp.net")
     await eventually(lambda: _ge(count_in_chat(svc, chat_id), 1))
-    message = (await messages_of(svc, tenant, chat_id))[0]
+    message = (await h.messages_of(svc, tenant, chat_id))[0]
     assert message["type"] == "image"
     assert message["media"] == {
         "url": f"/api/media/{message['id']}",
@@ -363,7 +385,7 @@ async def test_inbound_media_copied_to_media_store(svc: Any, h: Any) -> None:
     assert resp.content == data
     assert resp.headers["content-type"] == "image/jpeg"
     assert "photo.jpg" in resp.headers["content-disposition"]
-    assert (await chats_of(svc, tenant))[0]["last_message_preview"] == "📷 Photo"
+    assert (await h.chats_of(svc, tenant))[0]["last_message_preview"] == "📷 Photo"
 
     # the object store copy is gone once ours is committed
     async def deleted() -> bool:
@@ -379,7 +401,7 @@ async def test_inbound_media_copied_to_media_store(svc: Any, h: Any) -> None:
     assert resp.status_code == 404
 
 
-async def test_history_order_keeps_latest_preview(svc: Any, h: Any) -> None:
+async def test_history_order_keeps_latest_preview(svc: Service) -> None:
     tenant = h.new_tenant()
     now = datetime.now(UTC)
     await h.publish_wa(svc.nc, tenant, "message", h.inbound("N", body="newest", sent_at=now))
@@ -388,10 +410,10 @@ async def test_history_order_keeps_latest_preview(svc: Any, h: Any) -> None:
     )
     chat_id = chat_id_for(tenant.device_id, "5215512345678@s.whatsapp.net")
     await eventually(lambda: _ge(count_in_chat(svc, chat_id), 2))
-    chat = (await chats_of(svc, tenant))[0]
+    chat = (await h.chats_of(svc, tenant))[0]
     assert chat["last_message_preview"] == "newest"
-    assert [m["body"] for m in await messages_of(svc, tenant, chat_id)] == ["newest", "older"]
+    assert [m["body"] for m in await h.messages_of(svc, tenant, chat_id)] == ["newest", "older"]
 
 
-async def _ge(value: Any, n: int) -> bool:
+async def _ge(value: Awaitable[int], n: int) -> bool:
     return int(await value) >= n

@@ -8,6 +8,9 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from nats.aio.msg import Msg
+from nats.js.object_store import ObjectStore
+
 from clarin_common.contract import Lead
 from clarin_common.events import (
     LeadData,
@@ -21,6 +24,8 @@ from clarin_common.events import (
 from clarin_common.ids import chat_id_for
 from clarin_common.nats import ensure_object_store, publish_event
 from clarin_devkit.testing import eventually
+from services.messaging.tests import helpers as h
+from services.messaging.tests.helpers import Service, Tenant
 
 PHONE = "5215544443333"
 PHONE_JID = f"{PHONE}@s.whatsapp.net"
@@ -51,37 +56,21 @@ def from_contact(
     )
 
 
-async def chats_of(svc: Any, tenant: Any) -> list[dict[str, Any]]:
-    resp = await svc.client.get("/api/chats", headers=tenant.headers)
-    assert resp.status_code == 200, resp.text
-    items: list[dict[str, Any]] = resp.json()["items"]
-    return items
-
-
-async def messages_of(svc: Any, tenant: Any, chat_id: str) -> list[dict[str, Any]]:
-    resp = await svc.client.get(f"/api/chats/{chat_id}/messages", headers=tenant.headers)
-    assert resp.status_code == 200, resp.text
-    items: list[dict[str, Any]] = resp.json()["items"]
-    return items
-
-
-async def message_count(svc: Any, tenant: Any) -> int:
+async def message_count(svc: Service, tenant: Tenant) -> int:
     value = await svc.ctx.pool.fetchval(
         "SELECT count(*) FROM messages WHERE account_id = $1", uuid.UUID(tenant.account_id)
     )
     return int(value)
 
 
-async def has_messages(svc: Any, tenant: Any, n: int) -> bool:
+async def has_messages(svc: Service, tenant: Tenant, n: int) -> bool:
     return await message_count(svc, tenant) >= n
 
 
 # ---- one person, one chat --------------------------------------------------------------
 
 
-async def test_a_chat_opened_by_lid_merges_into_the_phone_chat_when_learnt(
-    svc: Any, h: Any
-) -> None:
+async def test_a_chat_opened_by_lid_merges_into_the_phone_chat_when_learnt(svc: Service) -> None:
     tenant = h.new_tenant()
     lid_chat = chat_id_for(tenant.device_id, LID_JID)
     phone_chat = chat_id_for(tenant.device_id, PHONE_JID)
@@ -90,7 +79,7 @@ async def test_a_chat_opened_by_lid_merges_into_the_phone_chat_when_learnt(
         svc.nc, tenant, "message", from_contact("LID1", chat_jid=LID_JID, chat_lid=LID_JID)
     )
     await eventually(lambda: has_messages(svc, tenant, 1))
-    [opened] = await chats_of(svc, tenant)
+    [opened] = await h.chats_of(svc, tenant)
     assert opened["id"] == lid_chat
     assert opened["jid"] == LID_JID and opened["lid"] == LID_JID
     assert opened["phone"] is None and opened["unread_count"] == 1
@@ -104,12 +93,12 @@ async def test_a_chat_opened_by_lid_merges_into_the_phone_chat_when_learnt(
             from_contact("LID2", chat_jid=PHONE_JID, chat_lid=LID_JID, body="¿sigues ahí?"),
         )
         await eventually(lambda: events.of("new_message"))
-    [merged] = await chats_of(svc, tenant)
+    [merged] = await h.chats_of(svc, tenant)
     assert merged["id"] == phone_chat
     assert merged["jid"] == PHONE_JID and merged["phone"] == PHONE and merged["lid"] == LID_JID
     assert merged["unread_count"] == 2 and merged["name"] == "Lucía"
     assert merged["last_message_preview"] == "¿sigues ahí?"
-    assert [m["wa_message_id"] for m in await messages_of(svc, tenant, phone_chat)] == [
+    assert [m["wa_message_id"] for m in await h.messages_of(svc, tenant, phone_chat)] == [
         "LID2",
         "LID1",
     ]
@@ -122,19 +111,19 @@ async def test_a_chat_opened_by_lid_merges_into_the_phone_chat_when_learnt(
         svc.nc, tenant, "message", from_contact("LID3", chat_jid=LID_JID, chat_lid=LID_JID)
     )
     await eventually(lambda: has_messages(svc, tenant, 3))
-    [same] = await chats_of(svc, tenant)
+    [same] = await h.chats_of(svc, tenant)
     assert same["id"] == phone_chat and same["unread_count"] == 3
 
     # marking it read clears every message, whichever address it came on
     assert (
         await svc.client.post(f"/api/chats/{phone_chat}/read", headers=tenant.headers)
     ).status_code == 204
-    statuses = {m["status"] for m in await messages_of(svc, tenant, phone_chat)}
+    statuses = {m["status"] for m in await h.messages_of(svc, tenant, phone_chat)}
     assert statuses == {"read"}
 
 
 async def test_merge_into_an_existing_phone_chat_keeps_its_lead_and_sums_unread(
-    svc: Any, h: Any
+    svc: Service,
 ) -> None:
     tenant, other = h.new_tenant(), h.new_tenant()
     phone_chat = chat_id_for(tenant.device_id, PHONE_JID)
@@ -160,7 +149,7 @@ async def test_merge_into_an_existing_phone_chat_keeps_its_lead_and_sums_unread(
     )
 
     async def linked() -> bool:
-        chats = await chats_of(svc, tenant)
+        chats = await h.chats_of(svc, tenant)
         return bool(chats) and chats[0]["lead_id"] == lead_id
 
     await eventually(linked)
@@ -174,27 +163,27 @@ async def test_merge_into_an_existing_phone_chat_keeps_its_lead_and_sums_unread(
         svc.nc, other, "message", from_contact("O1", chat_jid=LID_JID, chat_lid=LID_JID)
     )
     await eventually(lambda: has_messages(svc, tenant, 2))
-    assert len(await chats_of(svc, tenant)) == 2
+    assert len(await h.chats_of(svc, tenant)) == 2
 
     await h.publish_wa(
         svc.nc, tenant, "message", from_contact("P3", chat_jid=PHONE_JID, chat_lid=LID_JID)
     )
     await eventually(lambda: has_messages(svc, tenant, 3))
-    [chat] = await chats_of(svc, tenant)
+    [chat] = await h.chats_of(svc, tenant)
     assert chat["id"] == phone_chat and chat["lead_id"] == lead_id
     assert chat["lid"] == LID_JID and chat["unread_count"] == 3
-    assert len(await messages_of(svc, tenant, phone_chat)) == 3
+    assert len(await h.messages_of(svc, tenant, phone_chat)) == 3
 
     await eventually(lambda: has_messages(svc, other, 1))
-    [theirs] = await chats_of(svc, other)
+    [theirs] = await h.chats_of(svc, other)
     assert theirs["id"] == chat_id_for(other.device_id, LID_JID) and theirs["lead_id"] is None
     foreign = await svc.client.get(f"/api/chats/{phone_chat}", headers=other.headers)
     assert foreign.status_code == 404
 
 
-async def test_lid_only_and_phone_in_one_batch_make_one_chat(svc: Any, h: Any) -> None:
+async def test_lid_only_and_phone_in_one_batch_make_one_chat(svc: Service) -> None:
     tenant = h.new_tenant()
-    await svc.app.state.resources.extras["consumers"][0].stop()
+    await svc.ctx.consumers[0].stop()
     await h.publish_wa(
         svc.nc, tenant, "message", from_contact("B1", chat_jid=LID_JID, chat_lid=LID_JID)
     )
@@ -207,26 +196,26 @@ async def test_lid_only_and_phone_in_one_batch_make_one_chat(svc: Any, h: Any) -
     await consumer.start()
     try:
         await eventually(lambda: has_messages(svc, tenant, 2))
-        [chat] = await chats_of(svc, tenant)
+        [chat] = await h.chats_of(svc, tenant)
         assert chat["id"] == chat_id_for(tenant.device_id, PHONE_JID)
         assert chat["lid"] == LID_JID and chat["unread_count"] == 2
     finally:
         await consumer.stop()
 
 
-async def test_a_lid_chat_with_a_resolved_sender_is_the_phone_chat(svc: Any, h: Any) -> None:
+async def test_a_lid_chat_with_a_resolved_sender_is_the_phone_chat(svc: Service) -> None:
     tenant = h.new_tenant()
     message = from_contact("R1", chat_jid=LID_JID, chat_lid=None).model_copy(
         update={"sender_jid": PHONE_JID}
     )
     await h.publish_wa(svc.nc, tenant, "message", message)
     await eventually(lambda: has_messages(svc, tenant, 1))
-    [chat] = await chats_of(svc, tenant)
+    [chat] = await h.chats_of(svc, tenant)
     assert chat["id"] == chat_id_for(tenant.device_id, PHONE_JID)
     assert chat["phone"] == PHONE and chat["lid"] == LID_JID
 
 
-async def test_status_posts_make_no_chat_and_no_unread(svc: Any, h: Any) -> None:
+async def test_status_posts_make_no_chat_and_no_unread(svc: Service) -> None:
     tenant = h.new_tenant()
     post = WaMessage(
         wa_message_id="STATUS1",
@@ -240,7 +229,7 @@ async def test_status_posts_make_no_chat_and_no_unread(svc: Any, h: Any) -> None
     await h.publish_wa(svc.nc, tenant, "message", h.inbound("AFTER", phone=PHONE))
     # published after the status post: once it is stored, the post was handled
     await eventually(lambda: has_messages(svc, tenant, 1))
-    chats = await chats_of(svc, tenant)
+    chats = await h.chats_of(svc, tenant)
     assert [c["jid"] for c in chats] == [PHONE_JID]
     assert chats[0]["unread_count"] == 1
     assert await message_count(svc, tenant) == 1
@@ -262,22 +251,22 @@ def announced(wa_id: str, download: str = "token-1") -> WaMessage:
     )
 
 
-async def media_of(svc: Any, tenant: Any, jid: str = PHONE_JID) -> dict[str, Any] | None:
+async def media_of(svc: Service, tenant: Tenant, jid: str = PHONE_JID) -> dict[str, Any] | None:
     """The media of the latest message of the chat with ``jid`` (None before any)."""
     chat_id = chat_id_for(tenant.device_id, jid)
     if not await svc.ctx.pool.fetchval("SELECT 1 FROM chats WHERE id = $1", chat_id):
         return None
-    messages = await messages_of(svc, tenant, chat_id)
+    messages = await h.messages_of(svc, tenant, chat_id)
     media: dict[str, Any] | None = messages[0]["media"] if messages else None
     return media
 
 
-async def media_status(svc: Any, tenant: Any, status: str, jid: str = PHONE_JID) -> bool:
+async def media_status(svc: Service, tenant: Tenant, status: str, jid: str = PHONE_JID) -> bool:
     media = await media_of(svc, tenant, jid)
     return media is not None and media["status"] == status
 
 
-async def test_media_pending_failed_retried_ready(svc: Any, h: Any) -> None:
+async def test_media_pending_failed_retried_ready(svc: Service) -> None:
     tenant, other = h.new_tenant(), h.new_tenant()
     objects = await ensure_object_store(svc.nc.jetstream())
     async with h.app_events(svc.nc, tenant.account_id) as events:
@@ -366,7 +355,7 @@ async def test_media_pending_failed_retried_ready(svc: Any, h: Any) -> None:
     await eventually(lambda: _object_gone(objects, "in/test/media1"))
 
 
-async def _object_gone(objects: Any, key: str) -> bool:
+async def _object_gone(objects: ObjectStore, key: str) -> bool:
     try:
         await objects.get(key)
     except Exception:
@@ -374,7 +363,7 @@ async def _object_gone(objects: Any, key: str) -> bool:
     return False
 
 
-async def test_too_large_and_a_retry_the_worker_refuses(svc: Any, h: Any) -> None:
+async def test_too_large_and_a_retry_the_worker_refuses(svc: Service) -> None:
     tenant = h.new_tenant()
     await h.publish_wa(svc.nc, tenant, "message", announced("BIG", download="t-big"))
     await h.publish_wa(
@@ -421,10 +410,10 @@ async def test_too_large_and_a_retry_the_worker_refuses(svc: Any, h: Any) -> Non
         ),
     )
     await eventually(lambda: media_status(svc, tenant, "failed", other_jid))
-    [message] = await messages_of(svc, tenant, gone_chat)
+    [message] = await h.messages_of(svc, tenant, gone_chat)
 
     class Refusing:
-        async def handle(self, msg: Any) -> None:
+        async def handle(self, msg: Msg) -> None:
             await msg.respond(
                 b'{"ok": false, "error": {"code": "media_gone", '
                 b'"message": "The file is no longer available on WhatsApp"}}'
@@ -438,14 +427,14 @@ async def test_too_large_and_a_retry_the_worker_refuses(svc: Any, h: Any) -> Non
         await sub.unsubscribe()
     assert resp.status_code == 409
     assert resp.json()["error"]["message"] == "The file is no longer available on WhatsApp"
-    [after] = await messages_of(svc, tenant, gone_chat)
+    [after] = await h.messages_of(svc, tenant, gone_chat)
     assert after["media"]["status"] == "failed"
     assert after["media"]["error"] == "The file is no longer available on WhatsApp"
     final = await svc.client.post(f"/api/media/{message['id']}/retry", headers=tenant.headers)
     assert final.status_code == 409 and final.json()["error"]["code"] == "media_not_retryable"
 
 
-async def test_a_media_event_before_its_message_waits_for_it(svc: Any, h: Any) -> None:
+async def test_a_media_event_before_its_message_waits_for_it(svc: Service) -> None:
     from clarin_common.events import WA_EVENTS_STREAM, wa_envelope, wa_event_subject
     from clarin_common.nats import encode
 
@@ -482,7 +471,7 @@ async def test_a_media_event_before_its_message_waits_for_it(svc: Any, h: Any) -
     assert got.status_code == 200 and got.content == data
 
 
-async def test_a_stalled_download_can_be_retried(svc: Any, h: Any) -> None:
+async def test_a_stalled_download_can_be_retried(svc: Service) -> None:
     tenant = h.new_tenant()
     await h.publish_wa(svc.nc, tenant, "message", announced("STALL", download="t-stall"))
     await eventually(lambda: media_status(svc, tenant, "pending"))
@@ -505,7 +494,7 @@ async def test_a_stalled_download_can_be_retried(svc: Any, h: Any) -> None:
 
     # a driver that cannot retry (yet) leaves it failed and retryable
     class Unsupported:
-        async def handle(self, msg: Any) -> None:
+        async def handle(self, msg: Msg) -> None:
             await msg.respond(
                 b'{"ok": false, "error": {"code": "retry_unsupported", '
                 b'"message": "the neonize driver cannot fetch media again"}}'

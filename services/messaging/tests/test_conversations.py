@@ -4,19 +4,21 @@ filters, reopen on inbound, unread counts per tab, labels; private notes."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
+import pytest
+
 from clarin_common.ids import chat_id_for
+from clarin_common.outbox import PendingEvent
 from clarin_devkit.testing import eventually
+from services.messaging.tests import helpers as h
+from services.messaging.tests.helpers import Service, Tenant
 
 PHONE = "5215512345678"
 
 
-def _locs(resp: Any) -> list[list[Any]]:
-    return [d["loc"] for d in resp.json()["error"]["details"]]
-
-
-async def _chat(svc: Any, h: Any, t: Any, wa_id: str, phone: str = PHONE, **kw: Any) -> str:
+async def _chat(svc: Service, t: Tenant, wa_id: str, phone: str = PHONE, **kw: Any) -> str:
     """A chat of ``t`` with one inbound message from ``phone``; returns its id."""
     await h.publish_wa(svc.nc, t, "message", h.inbound(wa_id, phone=phone, **kw))
     await eventually(
@@ -25,16 +27,16 @@ async def _chat(svc: Any, h: Any, t: Any, wa_id: str, phone: str = PHONE, **kw: 
     return chat_id_for(t.device_id, f"{phone}@s.whatsapp.net")
 
 
-async def _ids(svc: Any, t: Any, **params: Any) -> set[str]:
+async def _ids(svc: Service, t: Tenant, **params: Any) -> set[str]:
     resp = await svc.client.get("/api/chats", params=params, headers=t.headers)
     assert resp.status_code == 200, resp.text
     return {c["id"] for c in resp.json()["items"]}
 
 
 class TestPatchChat:
-    async def test_401_404_422(self, svc: Any, h: Any) -> None:
+    async def test_401_404_422(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
-        chat_id = await _chat(svc, h, t, "P1")
+        chat_id = await _chat(svc, t, "P1")
         url = f"/api/chats/{chat_id}"
         assert (await svc.client.patch(url, json={"status": "resolved"})).status_code == 401
 
@@ -57,18 +59,49 @@ class TestPatchChat:
             resp = await svc.client.patch(url, json=body, headers=t.headers)
             assert resp.status_code == 422, (body, resp.text)
             assert resp.json()["error"]["code"] == "validation_error"
-            assert loc in [list(x[:2]) for x in _locs(resp)], (body, resp.text)
+            assert loc in [list(x[:2]) for x in h.locs(resp)], (body, resp.text)
 
         bad_id = await svc.client.patch("/api/chats/nope", json={}, headers=t.headers)
-        assert bad_id.status_code == 422 and ["path", "chat_id"] in _locs(bad_id)
+        assert bad_id.status_code == 422 and ["path", "chat_id"] in h.locs(bad_id)
         # nothing of that changed the chat
         chat = (await svc.client.get(url, headers=t.headers)).json()
         assert (chat["status"], chat["assigned_to"], chat["labels"]) == ("open", None, [])
 
-    async def test_assign_resolve_label_and_event(self, svc: Any, h: Any) -> None:
+    async def test_event_of_a_lost_publish_is_relayed_from_the_outbox(
+        self, svc: Service, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The change's event is written with it: a publish after commit that did
+        not happen (NATS down, a crash) is made up for by the relay."""
+        t = h.new_tenant()
+        chat_id = await _chat(svc, t, "P9")
+        outbox = svc.ctx.outbox
+
+        async def nats_unreachable(_: Sequence[PendingEvent]) -> None:
+            return None  # what Outbox.publish does when NATS is down right after commit
+
+        def resolved(events: h.AppEvents) -> bool:
+            return any(e["data"]["chat"]["status"] == "resolved" for e in events.of("chat_updated"))
+
+        async with h.app_events(svc.nc, t.account_id) as events:
+            with monkeypatch.context() as patch:
+                patch.setattr(outbox, "publish", nats_unreachable)
+                resp = await svc.client.patch(
+                    f"/api/chats/{chat_id}", json={"status": "resolved"}, headers=t.headers
+                )
+            assert resp.status_code == 200, resp.text
+            staged = await svc.ctx.pool.fetchval(
+                "SELECT count(*) FROM outbox WHERE subject = $1",
+                f"app.{t.account_id}.chat_updated",
+            )
+            assert staged == 1
+            assert await outbox.relay_once(grace=0) >= 1
+            await eventually(lambda: resolved(events))
+        assert await svc.ctx.pool.fetchval("SELECT count(*) FROM outbox") == 0
+
+    async def test_assign_resolve_label_and_event(self, svc: Service) -> None:
         t = h.new_tenant()
         luis = t.colleague()
-        chat_id = await _chat(svc, h, t, "P2")
+        chat_id = await _chat(svc, t, "P2")
         url = f"/api/chats/{chat_id}"
         async with h.app_events(svc.nc, t.account_id) as events:
             resp = await svc.client.patch(
@@ -106,10 +139,10 @@ class TestPatchChat:
             ["vip", "mayorista"],
         )
 
-    async def test_assigning_oneself_needs_no_auth(self, svc: Any, h: Any) -> None:
+    async def test_assigning_oneself_needs_no_auth(self, svc: Service) -> None:
         t = h.new_tenant()
         h.USERS.pop(t.account_id)  # auth would not list this account's users
-        chat_id = await _chat(svc, h, t, "P3")
+        chat_id = await _chat(svc, t, "P3")
         resp = await svc.client.patch(
             f"/api/chats/{chat_id}", json={"assigned_to": t.user_id}, headers=t.headers
         )
@@ -117,13 +150,13 @@ class TestPatchChat:
 
 
 class TestListFilters:
-    async def test_status_assignee_label(self, svc: Any, h: Any) -> None:
+    async def test_status_assignee_label(self, svc: Service) -> None:
         t = h.new_tenant()
         luis = t.colleague()
-        mine = await _chat(svc, h, t, "F1", phone="5215500000001")
-        theirs = await _chat(svc, h, t, "F2", phone="5215500000002")
-        nobody = await _chat(svc, h, t, "F3", phone="5215500000003")
-        done = await _chat(svc, h, t, "F4", phone="5215500000004")
+        mine = await _chat(svc, t, "F1", phone="5215500000001")
+        theirs = await _chat(svc, t, "F2", phone="5215500000002")
+        nobody = await _chat(svc, t, "F3", phone="5215500000003")
+        done = await _chat(svc, t, "F4", phone="5215500000004")
         for chat_id, body in (
             (mine, {"assigned_to": t.user_id, "labels": ["vip"]}),
             (theirs, {"assigned_to": luis.user_id, "status": "pending"}),
@@ -159,7 +192,7 @@ class TestListFilters:
             "items": []
         }
 
-    async def test_422_names_the_field(self, svc: Any, h: Any) -> None:
+    async def test_422_names_the_field(self, svc: Service) -> None:
         t = h.new_tenant()
         for params, loc in (
             ({"status": "closed"}, ["query", "status"]),
@@ -168,20 +201,20 @@ class TestListFilters:
         ):
             resp = await svc.client.get("/api/chats", params=params, headers=t.headers)
             assert resp.status_code == 422, (params, resp.text)
-            assert loc in _locs(resp)
+            assert loc in h.locs(resp)
         assert (await svc.client.get("/api/chats/counts")).status_code == 401
         assert (await svc.client.get("/api/chats/labels")).status_code == 401
 
-    async def test_pages_of_a_filter(self, svc: Any, h: Any) -> None:
+    async def test_pages_of_a_filter(self, svc: Service) -> None:
         t = h.new_tenant()
         ids = []
         for i in range(5):
-            chat_id = await _chat(svc, h, t, f"G{i}", phone=f"52155000001{i:02d}")
+            chat_id = await _chat(svc, t, f"G{i}", phone=f"52155000001{i:02d}")
             ids.append(chat_id)
             await svc.client.patch(
                 f"/api/chats/{chat_id}", json={"assigned_to": t.user_id}, headers=t.headers
             )
-        await _chat(svc, h, t, "G-other", phone="5215500000199")
+        await _chat(svc, t, "G-other", phone="5215500000199")
         seen: list[str] = []
         cursor = None
         while True:
@@ -197,9 +230,9 @@ class TestListFilters:
 
 
 class TestReopenAndCounts:
-    async def test_inbound_reopens_a_resolved_chat(self, svc: Any, h: Any) -> None:
+    async def test_inbound_reopens_a_resolved_chat(self, svc: Service) -> None:
         t = h.new_tenant()
-        chat_id = await _chat(svc, h, t, "O1")
+        chat_id = await _chat(svc, t, "O1")
         await svc.client.patch(
             f"/api/chats/{chat_id}", json={"status": "resolved"}, headers=t.headers
         )
@@ -216,16 +249,16 @@ class TestReopenAndCounts:
         await svc.client.patch(
             f"/api/chats/{chat_id}", json={"status": "pending"}, headers=t.headers
         )
-        await _chat(svc, h, t, "O3")
+        await _chat(svc, t, "O3")
         chat = (await svc.client.get(f"/api/chats/{chat_id}", headers=t.headers)).json()
         assert chat["status"] == "pending"
 
-    async def test_unread_counts_per_tab(self, svc: Any, h: Any) -> None:
+    async def test_unread_counts_per_tab(self, svc: Service) -> None:
         t = h.new_tenant()
         luis = t.colleague()
-        a = await _chat(svc, h, t, "C1", phone="5215500000011")
-        b = await _chat(svc, h, t, "C2", phone="5215500000012")
-        await _chat(svc, h, t, "C3", phone="5215500000013")
+        a = await _chat(svc, t, "C1", phone="5215500000011")
+        b = await _chat(svc, t, "C2", phone="5215500000012")
+        await _chat(svc, t, "C3", phone="5215500000013")
         await svc.client.patch(
             f"/api/chats/{a}", json={"assigned_to": t.user_id}, headers=t.headers
         )
@@ -253,9 +286,9 @@ class TestReopenAndCounts:
 
 
 class TestNotes:
-    async def test_401_404_422(self, svc: Any, h: Any) -> None:
+    async def test_401_404_422(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
-        chat_id = await _chat(svc, h, t, "N1")
+        chat_id = await _chat(svc, t, "N1")
         url = f"/api/chats/{chat_id}/notes"
         assert (await svc.client.post(url, json={"body": "x"})).status_code == 401
         foreign = await svc.client.post(url, json={"body": "x"}, headers=other.headers)
@@ -263,12 +296,12 @@ class TestNotes:
         for body in ({}, {"body": ""}, {"body": "   "}, {"body": "x" * 65537}):
             resp = await svc.client.post(url, json=body, headers=t.headers)
             assert resp.status_code == 422, body
-            assert ["body", "body"] in [list(x[:2]) for x in _locs(resp)]
+            assert ["body", "body"] in [list(x[:2]) for x in h.locs(resp)]
         assert await svc.ctx.pool.fetchval("SELECT count(*) FROM messages") == 1
 
-    async def test_note_in_timeline_never_to_the_worker(self, svc: Any, h: Any) -> None:
+    async def test_note_in_timeline_never_to_the_worker(self, svc: Service) -> None:
         t = h.new_tenant()
-        chat_id = await _chat(svc, h, t, "N2", body="¿Me mandan precio?")
+        chat_id = await _chat(svc, t, "N2", body="¿Me mandan precio?")
         before = (await svc.client.get(f"/api/chats/{chat_id}", headers=t.headers)).json()
         async with (
             h.fake_worker(svc.nc, t.device_id) as worker,

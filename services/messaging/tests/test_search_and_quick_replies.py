@@ -8,13 +8,11 @@ from typing import Any
 
 from clarin_devkit.testing import eventually
 from clarin_messaging.search.repository import search_for_account
+from services.messaging.tests import helpers as h
+from services.messaging.tests.helpers import Service, Tenant
 
 
-def _locs(resp: Any) -> list[list[Any]]:
-    return [d["loc"] for d in resp.json()["error"]["details"]]
-
-
-async def _messages(svc: Any, h: Any, t: Any, bodies: list[str], **kw: Any) -> None:
+async def _messages(svc: Service, t: Tenant, bodies: list[str], **kw: Any) -> None:
     start = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
     for i, body in enumerate(bodies):
         await h.publish_wa(
@@ -35,7 +33,7 @@ async def _messages(svc: Any, h: Any, t: Any, bodies: list[str], **kw: Any) -> N
     await eventually(stored)
 
 
-async def _search(svc: Any, t: Any, **params: Any) -> dict[str, Any]:
+async def _search(svc: Service, t: Tenant, **params: Any) -> dict[str, Any]:
     resp = await svc.client.get("/api/search/messages", params=params, headers=t.headers)
     assert resp.status_code == 200, resp.text
     body: dict[str, Any] = resp.json()
@@ -43,10 +41,10 @@ async def _search(svc: Any, t: Any, **params: Any) -> dict[str, Any]:
 
 
 class TestSearch:
-    async def test_401_and_422(self, svc: Any, h: Any) -> None:
+    async def test_401_and_422(self, svc: Service) -> None:
         t = h.new_tenant()
         assert (await svc.client.get("/api/search/messages", params={"q": "x"})).status_code == 401
-        for params, loc in (
+        cases: list[tuple[dict[str, str | int], list[str]]] = [
             ({}, ["query", "q"]),
             ({"q": ""}, ["query", "q"]),
             ({"q": "¿?¡! ☕"}, ["query", "q"]),
@@ -54,22 +52,20 @@ class TestSearch:
             ({"q": "x", "limit": 0}, ["query", "limit"]),
             ({"q": "x", "device_id": "d"}, ["query", "device_id"]),
             ({"q": "x", "cursor": "garbage!"}, ["query", "cursor"]),
-        ):
+        ]
+        for params, loc in cases:
             resp = await svc.client.get("/api/search/messages", params=params, headers=t.headers)
             assert resp.status_code == 422, (params, resp.text)
-            assert loc in _locs(resp), params
+            assert loc in h.locs(resp), params
 
-    async def test_accent_and_case_insensitive_scoped_to_the_account(
-        self, svc: Any, h: Any
-    ) -> None:
+    async def test_accent_and_case_insensitive_scoped_to_the_account(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
         await _messages(
             svc,
-            h,
             t,
             ["¿Tienen CAFÉ de Oaxaca?", "Quiero un té", "El cafe llegó frío", "Mañana paso"],
         )
-        await _messages(svc, h, other, ["café para otra cuenta"], phone="5215599999999")
+        await _messages(svc, other, ["café para otra cuenta"], phone="5215599999999")
 
         for q in ("cafe", "café", "CAFE", "Cafè"):
             found = await _search(svc, t, q=q)
@@ -95,12 +91,12 @@ class TestSearch:
         assert (await _search(svc, t, q="cafe", device_id=str(uuid.uuid4())))["items"] == []
         assert len((await _search(svc, t, q="cafe", device_id=t.device_id))["items"]) == 2
 
-    async def test_ranked_then_newest_and_cursor_pages(self, svc: Any, h: Any) -> None:
+    async def test_ranked_then_newest_and_cursor_pages(self, svc: Service) -> None:
         t = h.new_tenant()
         bodies = [f"pedido número {i}" for i in range(7)]
         bodies.insert(3, "pedidos pendientes")  # matches "pedido" only as a prefix
         bodies.append("pedido pedido: dos veces el pedido")  # the best match
-        await _messages(svc, h, t, bodies)
+        await _messages(svc, t, bodies)
 
         first = await _search(svc, t, q="pedido", limit=3)
         assert first["items"][0]["message"]["body"] == "pedido pedido: dos veces el pedido"
@@ -117,10 +113,10 @@ class TestSearch:
         ]
         assert seen[-1]["message"]["body"] == "pedidos pendientes"
 
-    async def test_ranking_covers_the_newest_candidates(self, svc: Any, h: Any) -> None:
+    async def test_ranking_covers_the_newest_candidates(self, svc: Service) -> None:
         t = h.new_tenant()
         # the oldest message is the best match
-        await _messages(svc, h, t, ["pedido pedido pedido"] + [f"pedido {i}" for i in range(4)])
+        await _messages(svc, t, ["pedido pedido pedido"] + [f"pedido {i}" for i in range(4)])
         best = (await _search(svc, t, q="pedido"))["items"][0]["message"]["body"]
         assert best == "pedido pedido pedido"
         # with room for three candidates only the three newest are ranked
@@ -129,9 +125,9 @@ class TestSearch:
         )
         assert [r["body"] for r in rows] == ["pedido 3", "pedido 2", "pedido 1"]
 
-    async def test_notes_are_found_too(self, svc: Any, h: Any) -> None:
+    async def test_notes_are_found_too(self, svc: Service) -> None:
         t = h.new_tenant()
-        await _messages(svc, h, t, ["hola"])
+        await _messages(svc, t, ["hola"])
         chat_id = (await svc.client.get("/api/chats", headers=t.headers)).json()["items"][0]["id"]
         resp = await svc.client.post(
             f"/api/chats/{chat_id}/notes", json={"body": "Llamar el miércoles"}, headers=t.headers
@@ -142,7 +138,7 @@ class TestSearch:
 
 
 class TestQuickReplies:
-    async def test_401_422_404(self, svc: Any, h: Any) -> None:
+    async def test_401_422_404(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
         assert (await svc.client.get("/api/quick-replies")).status_code == 401
         assert (
@@ -158,7 +154,7 @@ class TestQuickReplies:
         ):
             resp = await svc.client.post("/api/quick-replies", json=body, headers=t.headers)
             assert resp.status_code == 422, (body, resp.text)
-            assert loc in [list(x[:2]) for x in _locs(resp)], body
+            assert loc in [list(x[:2]) for x in h.locs(resp)], body
 
         created = await svc.client.post(
             "/api/quick-replies", json={"shortcut": "hola", "body": "Hola"}, headers=t.headers
@@ -173,12 +169,12 @@ class TestQuickReplies:
             await svc.client.delete("/api/quick-replies/nope", headers=t.headers)
         ).status_code == 404
         bad = await svc.client.put(url, json={"shortcut": None}, headers=t.headers)
-        assert bad.status_code == 422 and ["body", "shortcut"] in [list(x[:2]) for x in _locs(bad)]
+        assert bad.status_code == 422 and ["body", "shortcut"] in [list(x[:2]) for x in h.locs(bad)]
         assert (await svc.client.get("/api/quick-replies", headers=other.headers)).json() == {
             "items": []
         }
 
-    async def test_crud_and_409_on_a_taken_shortcut(self, svc: Any, h: Any) -> None:
+    async def test_crud_and_409_on_a_taken_shortcut(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
         resp = await svc.client.post(
             "/api/quick-replies",

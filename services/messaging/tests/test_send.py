@@ -6,7 +6,6 @@ import json
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
@@ -14,6 +13,8 @@ from nats.aio.client import Client as NatsClient
 from clarin_common.ids import chat_id_for
 from clarin_common.outbox import PendingEvent
 from clarin_devkit.testing import eventually
+from services.messaging.tests import helpers as h
+from services.messaging.tests.helpers import Service
 
 PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00"
@@ -24,20 +25,16 @@ TO = "5215512345678"
 JID = f"{TO}@s.whatsapp.net"
 
 
-def _locs(resp: Any) -> list[list[Any]]:
-    return [d["loc"] for d in resp.json()["error"]["details"]]
-
-
-async def _count(svc: Any, table: str) -> int:
+async def _count(svc: Service, table: str) -> int:
     return int(await svc.ctx.pool.fetchval(f"SELECT count(*) FROM {table}"))
 
 
 class TestSendText:
-    async def test_401(self, svc: Any) -> None:
+    async def test_401(self, svc: Service) -> None:
         resp = await svc.client.post("/api/messages/send", json={"chat_id": str(uuid.uuid4())})
         assert resp.status_code == 401
 
-    async def test_422_names_the_field(self, svc: Any, h: Any) -> None:
+    async def test_422_names_the_field(self, svc: Service) -> None:
         t = h.new_tenant()
         cases = [
             ({"device_id": t.device_id, "to": TO}, ["body", "body"]),
@@ -56,10 +53,10 @@ class TestSendText:
         for payload, loc in cases:
             resp = await svc.client.post("/api/messages/send", json=payload, headers=t.headers)
             assert resp.status_code == 422, (payload, resp.text)
-            assert loc in _locs(resp), (payload, resp.text)
+            assert loc in h.locs(resp), (payload, resp.text)
         assert await _count(svc, "messages") == 0
 
-    async def test_foreign_device_and_chat_are_404(self, svc: Any, h: Any) -> None:
+    async def test_foreign_device_and_chat_are_404(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
         resp = await svc.client.post(
             "/api/messages/send",
@@ -77,7 +74,7 @@ class TestSendText:
         assert await _count(svc, "messages") == 1
 
     async def test_devices_service_down_is_503(
-        self, clean_state: None, nats_client: NatsClient, tmp_path: Path, h: Any
+        self, clean_state: None, nats_client: NatsClient, tmp_path: Path
     ) -> None:
         t = h.new_tenant()
         async with h.service(
@@ -91,7 +88,7 @@ class TestSendText:
             assert resp.status_code == 503
             assert await _count(svc, "messages") == 0
 
-    async def test_queued_for_a_device_no_worker_holds(self, svc: Any, h: Any) -> None:
+    async def test_queued_for_a_device_no_worker_holds(self, svc: Service) -> None:
         t = h.new_tenant()
         resp = await svc.client.post(
             "/api/messages/send",
@@ -120,7 +117,7 @@ class TestSendText:
         chats = (await svc.client.get("/api/chats", headers=t.headers)).json()["items"]
         assert [c["last_message_preview"] for c in chats] == ["hi"]
 
-    async def test_bulk_sends_wait_on_their_own_subject(self, svc: Any, h: Any) -> None:
+    async def test_bulk_sends_wait_on_their_own_subject(self, svc: Service) -> None:
         t = h.new_tenant()
         async with h.fake_worker(svc.nc, t.device_id, mode="silent") as worker:
             for priority in ("bulk", "interactive"):
@@ -145,10 +142,10 @@ class TestSendText:
             json={"device_id": t.device_id, "to": TO, "body": "x", "priority": "urgent"},
             headers=t.headers,
         )
-        assert bad.status_code == 422 and ["body", "priority"] in _locs(bad)
+        assert bad.status_code == 422 and ["body", "priority"] in h.locs(bad)
 
     async def test_unpublished_send_is_relayed_from_the_outbox(
-        self, svc: Any, h: Any, monkeypatch: pytest.MonkeyPatch
+        self, svc: Service, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """A send whose publish after commit was lost (NATS down, a crash) still
         reaches the queue, under the same id."""
@@ -166,15 +163,16 @@ class TestSendText:
                 headers=t.headers,
             )
         assert resp.status_code == 202 and resp.json()["status"] == "pending"
-        assert await _count(svc, "outbox") == 1
-        assert await outbox.relay_once(grace=0) == 1
+        # the send and its new_message event
+        assert await _count(svc, "outbox") == 2
+        assert await outbox.relay_once(grace=0) == 2
         queued = await svc.nc.jetstream().get_last_msg(
             "WA_OUTBOX", f"wa.out.{t.device_id}.interactive"
         )
         assert json.loads(queued.data or b"{}")["id"] == resp.json()["id"]
         assert await _count(svc, "outbox") == 0
 
-    async def test_pending_then_sent_then_receipts(self, svc: Any, h: Any) -> None:
+    async def test_pending_then_sent_then_receipts(self, svc: Service) -> None:
         t = h.new_tenant()
         async with (
             h.fake_worker(svc.nc, t.device_id) as worker,
@@ -221,7 +219,8 @@ class TestSendText:
                 await h.publish_wa(
                     svc.nc, t, "receipt", h.receipt([message["wa_message_id"]], status)
                 )
-                await eventually(lambda n=n: len(events.of("message_status")) == min(n + 1, 2))
+                expected = min(n + 1, 2)
+                await eventually(lambda: len(events.of("message_status")) == expected)
             await h.publish_wa(svc.nc, t, "message", h.inbound("LATER"))
             await eventually(lambda: len(events.of("new_message")) == 2)
             statuses = [e["data"]["status"] for e in events.of("message_status")]
@@ -234,7 +233,7 @@ class TestSendText:
         chat = (await svc.client.get(f"/api/chats/{message['chat_id']}", headers=t.headers)).json()
         assert chat["unread_count"] == 1 and chat["phone"] == TO
 
-    async def test_refusal_marks_failed_with_reason(self, svc: Any, h: Any) -> None:
+    async def test_refusal_marks_failed_with_reason(self, svc: Service) -> None:
         t = h.new_tenant()
         async with (
             h.fake_worker(svc.nc, t.device_id, mode="refuse"),
@@ -257,7 +256,7 @@ class TestSendText:
             ("failed", "recipient not on WhatsApp")
         ]
 
-    async def test_timeout_leaves_pending_until_sent_event(self, svc: Any, h: Any) -> None:
+    async def test_timeout_leaves_pending_until_sent_event(self, svc: Service) -> None:
         t = h.new_tenant()
         async with (
             h.fake_worker(svc.nc, t.device_id, mode="silent"),
@@ -285,7 +284,7 @@ class TestSendText:
             (message["id"], "sent", "WA-LATE")
         ]
 
-    async def test_client_id_idempotency(self, svc: Any, h: Any) -> None:
+    async def test_client_id_idempotency(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
         payload = {"device_id": t.device_id, "to": TO, "body": "once", "client_id": "abc"}
         async with h.fake_worker(svc.nc, t.device_id) as worker:
@@ -309,48 +308,48 @@ class TestSendText:
         assert theirs.status_code == 202 and theirs.json()["id"] != first.json()["id"]
 
 
-async def _has_rows(svc: Any, n: int) -> bool:
+async def _has_rows(svc: Service, n: int) -> bool:
     return await _count(svc, "messages") >= n
 
 
 class TestSendMedia:
-    async def test_401(self, svc: Any) -> None:
+    async def test_401(self, svc: Service) -> None:
         resp = await svc.client.post(
             "/api/messages/send/media", files={"file": ("a.png", PNG, "image/png")}
         )
         assert resp.status_code == 401
 
-    async def test_422_names_the_field(self, svc: Any, h: Any) -> None:
+    async def test_422_names_the_field(self, svc: Service) -> None:
         t = h.new_tenant()
         resp = await svc.client.post(
             "/api/messages/send/media",
             data={"device_id": t.device_id, "to": TO},
             headers=t.headers,
         )
-        assert resp.status_code == 422 and ["body", "file"] in _locs(resp)
+        assert resp.status_code == 422 and ["body", "file"] in h.locs(resp)
         resp = await svc.client.post(
             "/api/messages/send/media",
             data={"device_id": t.device_id},
             files={"file": ("a.png", PNG, "image/png")},
             headers=t.headers,
         )
-        assert resp.status_code == 422 and ["body", "to"] in _locs(resp)
+        assert resp.status_code == 422 and ["body", "to"] in h.locs(resp)
         resp = await svc.client.post(
             "/api/messages/send/media",
             data={"chat_id": "zzz"},
             files={"file": ("a.png", PNG, "image/png")},
             headers=t.headers,
         )
-        assert resp.status_code == 422 and ["body", "chat_id"] in _locs(resp)
+        assert resp.status_code == 422 and ["body", "chat_id"] in h.locs(resp)
         resp = await svc.client.post(
             "/api/messages/send/media",
             data={"device_id": t.device_id, "to": TO},
             files={"file": ("a.png", b"", "image/png")},
             headers=t.headers,
         )
-        assert resp.status_code == 422 and ["body", "file"] in _locs(resp)
+        assert resp.status_code == 422 and ["body", "file"] in h.locs(resp)
 
-    async def test_foreign_chat_404(self, svc: Any, h: Any) -> None:
+    async def test_foreign_chat_404(self, svc: Service) -> None:
         t = h.new_tenant()
         resp = await svc.client.post(
             "/api/messages/send/media",
@@ -361,7 +360,7 @@ class TestSendMedia:
         assert resp.status_code == 404
 
     async def test_413(
-        self, clean_state: None, nats_client: NatsClient, tmp_path: Path, devices_url: str, h: Any
+        self, clean_state: None, nats_client: NatsClient, tmp_path: Path, devices_url: str
     ) -> None:
         t = h.new_tenant()
         async with h.service(
@@ -378,7 +377,7 @@ class TestSendMedia:
                 assert resp.json()["error"]["code"] == "payload_too_large"
             assert await _count(svc, "messages") == 0
 
-    async def test_png_upload_downloads_byte_for_byte(self, svc: Any, h: Any) -> None:
+    async def test_png_upload_downloads_byte_for_byte(self, svc: Service) -> None:
         t, other = h.new_tenant(), h.new_tenant()
         async with h.fake_worker(svc.nc, t.device_id) as worker:
             resp = await svc.client.post(
@@ -412,7 +411,7 @@ class TestSendMedia:
         assert command["type"] == "send_media" and command["media_type"] == "image"
         assert command["caption"] == "look" and command["to"] == JID
         # the worker finds the bytes in the wa_media object store
-        objects = await svc.ctx.objects()
+        objects = svc.ctx.objects
         assert (await objects.get(command["media"]["object_key"])).data == PNG
 
         download = await svc.client.get(message["media"]["url"], headers=t.headers)
@@ -425,11 +424,11 @@ class TestSendMedia:
         foreign = await svc.client.get(message["media"]["url"], headers=other.headers)
         assert foreign.status_code == 404
         bad = await svc.client.get("/api/media/nope", headers=t.headers)
-        assert bad.status_code == 422 and ["path", "message_id"] in _locs(bad)
+        assert bad.status_code == 422 and ["path", "message_id"] in h.locs(bad)
         missing = await svc.client.get(f"/api/media/{uuid.uuid4()}", headers=t.headers)
         assert missing.status_code == 404
 
-    async def test_types_from_content_type(self, svc: Any, h: Any) -> None:
+    async def test_types_from_content_type(self, svc: Service) -> None:
         t = h.new_tenant()
         cases = [
             ("clip.mp4", "video/mp4", "video", "inline"),
@@ -452,9 +451,7 @@ class TestSendMedia:
                 assert download.headers["content-type"].startswith(ctype)
                 assert download.headers["content-disposition"].startswith(disposition)
 
-    async def test_queued_with_its_file_for_a_device_no_worker_holds(
-        self, svc: Any, h: Any
-    ) -> None:
+    async def test_queued_with_its_file_for_a_device_no_worker_holds(self, svc: Service) -> None:
         t = h.new_tenant()
         resp = await svc.client.post(
             "/api/messages/send/media",
@@ -469,14 +466,14 @@ class TestSendMedia:
         )
         command = json.loads(queued.data or b"{}")["data"]
         assert command["type"] == "send_media" and command["message_id"] == resp.json()["id"]
-        objects = await svc.ctx.objects()
+        objects = svc.ctx.objects
         assert (await objects.get(command["media"]["object_key"])).data == PNG
 
 
 class TestServiceSend:
     """``svc.messaging.send``: another service (campaigns) queues a send."""
 
-    async def test_queued_as_bulk_with_the_given_id_and_idempotent(self, svc: Any, h: Any) -> None:
+    async def test_queued_as_bulk_with_the_given_id_and_idempotent(self, svc: Service) -> None:
         t = h.new_tenant()
         message_id = str(uuid.uuid4())
         request = {

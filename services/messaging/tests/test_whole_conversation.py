@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from clarin_common.events import (
@@ -20,23 +21,16 @@ from clarin_common.events import (
 )
 from clarin_common.ids import chat_id_for
 from clarin_devkit.testing import eventually
+from services.messaging.tests import helpers as h
+from services.messaging.tests.helpers import AppEvents, Service, Tenant
 
 PHONE = "5215512345678"
 JID = f"{PHONE}@s.whatsapp.net"
 
 
-async def messages_of(svc: Any, tenant: Any, chat_id: str) -> list[dict[str, Any]]:
-    resp = await svc.client.get(
-        f"/api/chats/{chat_id}/messages", params={"limit": 200}, headers=tenant.headers
-    )
-    assert resp.status_code == 200, resp.text
-    items: list[dict[str, Any]] = resp.json()["items"]
-    return items
-
-
-async def message_by_wa(svc: Any, tenant: Any, wa_id: str) -> dict[str, Any]:
+async def message_by_wa(svc: Service, tenant: Tenant, wa_id: str) -> dict[str, Any]:
     chat_id = chat_id_for(tenant.device_id, JID)
-    found = [m for m in await messages_of(svc, tenant, chat_id) if m["wa_message_id"] == wa_id]
+    found = [m for m in await h.messages_of(svc, tenant, chat_id) if m["wa_message_id"] == wa_id]
     assert found, wa_id
     return found[0]
 
@@ -45,7 +39,7 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def updated(events: Any, wa_id: str) -> list[dict[str, Any]]:
+def updated(events: AppEvents, wa_id: str) -> list[dict[str, Any]]:
     return [
         e["data"]["message"]
         for e in events.of("message_updated")
@@ -53,9 +47,7 @@ def updated(events: Any, wa_id: str) -> list[dict[str, Any]]:
     ]
 
 
-async def test_contact_reply_reaction_edit_revoke_change_the_stored_message(
-    svc: Any, h: Any
-) -> None:
+async def test_contact_reply_reaction_edit_revoke_change_the_stored_message(svc: Service) -> None:
     tenant = h.new_tenant()
     chat_id = chat_id_for(tenant.device_id, JID)
     async with h.app_events(svc.nc, tenant.account_id) as events:
@@ -96,7 +88,7 @@ async def test_contact_reply_reaction_edit_revoke_change_the_stored_message(
         # a reaction is never a message and never an unread
         chat = (await svc.client.get(f"/api/chats/{chat_id}", headers=tenant.headers)).json()
         assert chat["unread_count"] == 3
-        assert len(await messages_of(svc, tenant, chat_id)) == 3
+        assert len(await h.messages_of(svc, tenant, chat_id)) == 3
 
         edit = WaEdit(wa_message_id="Q1", chat_jid=JID, sender_jid=JID, body="¿Precio final?",
                       edited_at=now())  # fmt: skip
@@ -129,7 +121,7 @@ async def test_contact_reply_reaction_edit_revoke_change_the_stored_message(
         assert len([e for e in updated(events, "Q1")]) == 4
 
 
-async def test_revoke_removes_the_file_from_disk_and_api(svc: Any, h: Any, tmp_path: Any) -> None:
+async def test_revoke_removes_the_file_from_disk_and_api(svc: Service, tmp_path: Path) -> None:
     tenant = h.new_tenant()
     from clarin_common.events import MediaRef
     from clarin_common.nats import ensure_object_store
@@ -167,7 +159,7 @@ async def test_revoke_removes_the_file_from_disk_and_api(svc: Any, h: Any, tmp_p
     ]
 
 
-async def test_updates_for_unknown_messages_wait_for_them(svc: Any, h: Any) -> None:
+async def test_updates_for_unknown_messages_wait_for_them(svc: Service) -> None:
     tenant = h.new_tenant()
     async with h.app_events(svc.nc, tenant.account_id) as events:
         early = WaReaction(wa_message_id="LATE", chat_jid=JID, sender_jid=JID, emoji="🔥",
@@ -198,7 +190,7 @@ async def test_updates_for_unknown_messages_wait_for_them(svc: Any, h: Any) -> N
     assert await h.count_rows(svc, "SELECT count(*) FROM pending_updates") == 0
 
 
-async def test_presence_reaches_the_socket_for_known_chats_only(svc: Any, h: Any) -> None:
+async def test_presence_reaches_the_socket_for_known_chats_only(svc: Service) -> None:
     tenant = h.new_tenant()
     async with h.app_events(svc.nc, tenant.account_id) as events:
         typing = WaPresence(chat_jid="5215599990000@s.whatsapp.net", state="composing", at=now())
@@ -217,7 +209,7 @@ async def test_presence_reaches_the_socket_for_known_chats_only(svc: Any, h: Any
 # ---- the same from the API ------------------------------------------------------------
 
 
-async def sent_message(svc: Any, h: Any, tenant: Any, body: str, **extra: Any) -> dict[str, Any]:
+async def sent_message(svc: Service, tenant: Tenant, body: str, **extra: Any) -> dict[str, Any]:
     resp = await svc.client.post(
         "/api/messages/send",
         json={"device_id": tenant.device_id, "to": PHONE, "body": body, **extra},
@@ -236,7 +228,7 @@ async def sent_message(svc: Any, h: Any, tenant: Any, body: str, **extra: Any) -
     return message
 
 
-async def test_api_reply_react_edit_revoke_typing(svc: Any, h: Any) -> None:
+async def test_api_reply_react_edit_revoke_typing(svc: Service) -> None:
     tenant = h.new_tenant()
     chat_id = chat_id_for(tenant.device_id, JID)
     await h.publish_wa(svc.nc, tenant, "message", h.inbound("IN1", body="¿Abren hoy?"))
@@ -253,7 +245,7 @@ async def test_api_reply_react_edit_revoke_typing(svc: Any, h: Any) -> None:
         h.fake_worker(svc.nc, tenant.device_id) as worker,
         h.app_events(svc.nc, tenant.account_id) as events,
     ):
-        reply = await sent_message(svc, h, tenant, "Sí, hasta las 8", reply_to=incoming["id"])
+        reply = await sent_message(svc, tenant, "Sí, hasta las 8", reply_to=incoming["id"])
         assert reply["reply_to"] == incoming["id"] and reply["quoted"]["body"] == "¿Abren hoy?"
         assert worker.commands[0]["reply_to"] == {
             "wa_message_id": "IN1", "from_me": False, "sender_jid": JID,
@@ -315,7 +307,7 @@ async def test_api_reply_react_edit_revoke_typing(svc: Any, h: Any) -> None:
             assert (resp.status_code, resp.json()["error"]["code"]) == (status, code), path
 
         # the edit window
-        old = await sent_message(svc, h, tenant, "ayer")
+        old = await sent_message(svc, tenant, "ayer")
         await svc.ctx.pool.execute(
             "UPDATE messages SET sent_at = now() - interval '16 minutes' WHERE id = $1",
             uuid.UUID(old["id"]),
@@ -340,7 +332,7 @@ async def test_api_reply_react_edit_revoke_typing(svc: Any, h: Any) -> None:
             )
 
         await eventually(other_stored)
-        elsewhere = (await messages_of(svc, tenant, other_chat))[0]
+        elsewhere = (await h.messages_of(svc, tenant, other_chat))[0]
         resp = await svc.client.post(
             "/api/messages/send",
             json={"chat_id": chat_id, "body": "x", "reply_to": elsewhere["id"]},
@@ -374,7 +366,7 @@ async def test_api_reply_react_edit_revoke_typing(svc: Any, h: Any) -> None:
 
 
 def history_part(
-    tenant: Any, sync_id: str, chats: int, per_chat: int, *, last: bool, start: int = 0
+    tenant: Tenant, sync_id: str, chats: int, per_chat: int, *, last: bool, start: int = 0
 ) -> WaHistory:
     base = now() - timedelta(days=2)
     messages = []
@@ -401,7 +393,7 @@ def history_part(
     )  # fmt: skip
 
 
-async def test_history_import_lands_once_read_without_new_message(svc: Any, h: Any) -> None:
+async def test_history_import_lands_once_read_without_new_message(svc: Service) -> None:
     tenant = h.new_tenant()
     async with h.app_events(svc.nc, tenant.account_id) as events:
         first = history_part(tenant, "S1", 5, 100, last=False)
@@ -433,14 +425,14 @@ async def test_history_import_lands_once_read_without_new_message(svc: Any, h: A
     assert all(c["unread_count"] == 0 for c in imported)
     assert {c["name"] for c in imported} == {f"Cliente {c}" for c in range(5)}
     assert all(c["last_message_preview"] == "mensaje 199" for c in imported)
-    page = await messages_of(svc, tenant, imported[0]["id"])
+    page = await h.messages_of(svc, tenant, imported[0]["id"])
     assert {m["status"] for m in page if m["direction"] == "in"} == {"read"}
     # newest first, in their own times
     assert [page[0]["body"], page[-1]["body"]] == ["mensaje 199", "mensaje 0"]
     assert page[0]["sent_at"] > page[-1]["sent_at"]
 
 
-async def test_a_photo_can_answer_a_message_too(svc: Any, h: Any) -> None:
+async def test_a_photo_can_answer_a_message_too(svc: Service) -> None:
     tenant = h.new_tenant()
     await h.publish_wa(svc.nc, tenant, "message", h.inbound("ASK", body="¿Foto del producto?"))
 

@@ -46,10 +46,6 @@ class UserDirectory(ServiceClient):
             log.warning("auth_bad_answer", error=str(exc)[:300])
             raise self.unavailable() from exc
 
-    # messaging's lifespan still closes it by this name; remove once it keeps the
-    # directory in its context (docs/SERVICE_RECIPE.md)
-    close = ServiceClient.aclose
-
 
 class AccountUsers:
     """Membership checks for one request (asks auth at most once)."""
@@ -74,9 +70,6 @@ class AccountUsers:
 def _directory(request: Request) -> UserDirectory:
     resources = getattr(request.app.state, "resources", None)
     directory = getattr(getattr(resources, "context", None), "user_directory", None)
-    if directory is None:
-        # where messaging keeps it until it adopts the recipe
-        directory = getattr(request.app.state, "user_directory", None)
     if not isinstance(directory, UserDirectory):
         raise ServiceUnavailable("The service is starting")
     return directory

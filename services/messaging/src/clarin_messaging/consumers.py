@@ -6,7 +6,7 @@ import structlog
 
 from clarin_common.events import APP_EVENTS_STREAM, WA_EVENTS_STREAM
 from clarin_common.nats import Delivery, PullConsumer
-from clarin_messaging.context import Messaging
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.ingest.history import handle_history_events
 from clarin_messaging.ingest.leads import handle_lead_events
 from clarin_messaging.ingest.service import handle_wa_events
@@ -29,7 +29,7 @@ LEAD_FILTERS = ["app.*.lead_created", "app.*.lead_updated", "app.*.lead_deleted"
 log = structlog.get_logger(__name__)
 
 
-def wa_events_consumer(ctx: Messaging, *, durable: str | None = None) -> PullConsumer:
+def wa_events_consumer(ctx: MessagingContext, *, durable: str | None = None) -> PullConsumer:
     settings = ctx.settings
 
     async def handler(deliveries: list[Delivery]) -> None:
@@ -48,7 +48,7 @@ def wa_events_consumer(ctx: Messaging, *, durable: str | None = None) -> PullCon
     )
 
 
-def lead_events_consumer(ctx: Messaging) -> PullConsumer:
+def lead_events_consumer(ctx: MessagingContext) -> PullConsumer:
     settings = ctx.settings
 
     async def handler(deliveries: list[Delivery]) -> None:
@@ -66,7 +66,7 @@ def lead_events_consumer(ctx: Messaging) -> PullConsumer:
     )
 
 
-def history_events_consumer(ctx: Messaging) -> PullConsumer:
+def history_events_consumer(ctx: MessagingContext) -> PullConsumer:
     settings = ctx.settings
 
     async def handler(deliveries: list[Delivery]) -> None:

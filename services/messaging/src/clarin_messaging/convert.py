@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from clarin_common.contract import Chat, Media, Message, QuotedMessage, Reaction
+from clarin_common.db import str_or_none
 
 PREVIEW_MAX = 120
 DELETED_PREVIEW = "🚫 Deleted message"
@@ -41,10 +42,6 @@ def preview(type_: str, body: str | None, deleted: bool = False) -> str:
     return text if len(text) <= PREVIEW_MAX else text[: PREVIEW_MAX - 1] + "…"
 
 
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
 def chat_from_row(row: Mapping[str, Any]) -> Chat:
     return Chat(
         id=str(row["id"]),
@@ -55,10 +52,10 @@ def chat_from_row(row: Mapping[str, Any]) -> Chat:
         last_message_preview=row["last_message_preview"],
         last_message_at=row["last_message_at"],
         unread_count=row["unread_count"],
-        lead_id=_str(row["lead_id"]),
+        lead_id=str_or_none(row["lead_id"]),
         lid=row["lid"],
         status=row["status"],
-        assigned_to=_str(row["assigned_to"]),
+        assigned_to=str_or_none(row["assigned_to"]),
         labels=list(row["labels"]),
     )
 
@@ -91,9 +88,9 @@ def message_from_row(row: Mapping[str, Any]) -> MessageOut:
         sender_name=row["sender_name"],
         sent_at=row["sent_at"],
         client_id=row["client_id"],
-        author_id=_str(row["author_id"]),
+        author_id=str_or_none(row["author_id"]),
         error=row["error"],
-        reply_to=_str(row["q_id"]),
+        reply_to=str_or_none(row["q_id"]),
         quoted=_quoted(row),
         reactions=[Reaction.model_validate(r) for r in _json_list(row["reactions"])],
         edited_at=row["edited_at"],

@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import httpx
+from clarin_common.clients import ServiceClient
+from clarin_messaging.messages.exceptions import DeviceNotFound
 
-from clarin_common.errors import NotFound, ServiceUnavailable, Unauthorized
 
+class DevicesClient(ServiceClient):
+    """Asks devices (``GET /api/devices/{id}``, with the caller's token)."""
 
-class DevicesClient:
-    def __init__(self, base_url: str, timeout: float) -> None:
-        self._client = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout)
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
+    service = "devices"
 
     async def ensure_owned(self, device_id: str, authorization: str) -> None:
-        """Raise NotFound unless the caller (by their token) sees ``device_id``."""
-        try:
-            resp = await self._client.get(
-                f"/api/devices/{device_id}", headers={"Authorization": authorization}
-            )
-        except httpx.HTTPError as exc:
-            raise ServiceUnavailable("The devices service is unavailable") from exc
-        if resp.status_code == 200:
-            return
+        """Raise :class:`DeviceNotFound` unless the caller sees ``device_id``."""
+        resp = await self.get(f"/api/devices/{device_id}", authorization)
         if resp.status_code in (404, 422):
-            raise NotFound("Device not found", code="device_not_found")
-        if resp.status_code == 401:
-            raise Unauthorized("Invalid access token", code="invalid_token")
-        raise ServiceUnavailable("The devices service is unavailable")
+            raise DeviceNotFound()
+        self.json(resp)  # any other answer than 2xx: the service is unavailable

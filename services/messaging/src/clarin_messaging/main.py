@@ -3,6 +3,8 @@ replies and search; the wa.evt and lead consumers."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import structlog
@@ -10,8 +12,9 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from clarin_common.app import Resources, create_service_app, serve
+from clarin_common.commands import DeviceCommands
 from clarin_common.errors import error_response
-from clarin_common.nats import PullConsumer
+from clarin_common.nats import ensure_object_store
 from clarin_common.outbox import Outbox
 from clarin_common.users import UserDirectory
 from clarin_messaging.chats.endpoints import router as chats_router
@@ -20,7 +23,7 @@ from clarin_messaging.consumers import (
     lead_events_consumer,
     wa_events_consumer,
 )
-from clarin_messaging.context import Messaging
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.devices_client import DevicesClient
 from clarin_messaging.media_store import LocalMediaStore
 from clarin_messaging.messages.endpoints import router as messages_router
@@ -59,49 +62,45 @@ class UploadLimit:
 def create_app(settings: MessagingSettings | None = None) -> FastAPI:
     settings = settings or MessagingSettings()
 
-    async def on_startup(app: FastAPI, res: Resources) -> None:
+    @asynccontextmanager
+    async def context(res: Resources) -> AsyncIterator[MessagingContext]:
         assert res.pool is not None and res.nc is not None and res.js is not None
-        app.state.user_directory = UserDirectory(settings.auth_url, settings.auth_timeout)
-        ctx = Messaging(
-            settings=settings,
-            pool=res.pool,
-            nc=res.nc,
-            js=res.js,
-            store=LocalMediaStore(settings.media_dir),
-            devices=DevicesClient(settings.devices_url, settings.devices_timeout),
-            outbox=Outbox(res.pool, res.js, settings.outbox_relay_interval, "messaging"),
-        )
-        ctx.outbox.start()
-        res.extras["messaging"] = ctx
-        service_sends = ServiceSends(ctx)
-        await service_sends.start()
-        res.extras["service_sends"] = service_sends
-        consumers: list[PullConsumer] = []
-        if settings.consumers_enabled:
-            consumers = [
-                wa_events_consumer(ctx),
-                lead_events_consumer(ctx),
-                history_events_consumer(ctx),
-            ]
-            for consumer in consumers:
-                await consumer.start()
-        res.extras["consumers"] = consumers
-
-    async def on_shutdown(app: FastAPI, res: Resources) -> None:
-        service_sends: ServiceSends | None = res.extras.get("service_sends")
-        if service_sends is not None:
-            await service_sends.stop()
-        consumers: list[PullConsumer] = res.extras.get("consumers", [])
-        for consumer in consumers:
-            # finishes the batch in hand (committed and acked), then stops
-            await consumer.stop()
-        ctx: Messaging | None = res.extras.get("messaging")
-        if ctx is not None:
-            await ctx.outbox.stop()
-            await ctx.devices.aclose()
-        directory: UserDirectory | None = getattr(app.state, "user_directory", None)
-        if directory is not None:
-            await directory.close()
+        async with (
+            UserDirectory(settings.auth_url, settings.auth_timeout) as users,
+            DevicesClient(settings.devices_url, settings.devices_timeout) as devices,
+            Outbox(res.pool, res.js, settings.outbox_relay_interval, "messaging") as outbox,
+        ):
+            ctx = MessagingContext(
+                settings=settings,
+                pool=res.pool,
+                nc=res.nc,
+                js=res.js,
+                store=LocalMediaStore(settings.media_dir),
+                objects=await ensure_object_store(res.js),
+                devices=devices,
+                user_directory=users,
+                commands=DeviceCommands(res.nc, settings.command_timeout),
+                outbox=outbox,
+            )
+            service_sends = ServiceSends(ctx)
+            await service_sends.start()
+            if settings.consumers_enabled:
+                ctx.consumers.extend(
+                    [
+                        wa_events_consumer(ctx),
+                        lead_events_consumer(ctx),
+                        history_events_consumer(ctx),
+                    ]
+                )
+            try:
+                for consumer in ctx.consumers:
+                    await consumer.start()
+                yield ctx
+            finally:
+                await service_sends.stop()
+                for consumer in ctx.consumers:
+                    # finishes the batch in hand (committed and acked), then stops
+                    await consumer.stop()
 
     app = create_service_app(
         settings,
@@ -109,8 +108,7 @@ def create_app(settings: MessagingSettings | None = None) -> FastAPI:
         schema="messaging",
         migrations_dir=MIGRATIONS,
         routers=[chats_router, messages_router, search_router, quick_replies_router],
-        on_startup=on_startup,
-        on_shutdown=on_shutdown,
+        context=context,
     )
     app.add_middleware(UploadLimit, limit=settings.max_upload_bytes)
     return app

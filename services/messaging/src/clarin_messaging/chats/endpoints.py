@@ -20,8 +20,8 @@ from clarin_messaging.chats.schemas import (
     UnreadCounts,
     normalize_label,
 )
-from clarin_messaging.context import MessagingDep
 from clarin_messaging.convert import MessageOut
+from clarin_messaging.deps import MessagingCtx
 from clarin_messaging.messages import service as messages_service
 from clarin_messaging.messages.schemas import TypingRequest
 
@@ -33,7 +33,7 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 @router.get("", response_model=ChatPage)
 async def list_chats(
     user: CurrentUser,
-    ctx: MessagingDep,
+    ctx: MessagingCtx,
     device_id: uuid.UUID | None = None,
     q: Annotated[str | None, Query(max_length=200)] = None,
     unread: bool = False,
@@ -59,7 +59,7 @@ async def list_chats(
 @router.get("/counts", response_model=UnreadCounts)
 async def unread_counts(
     user: CurrentUser,
-    ctx: MessagingDep,
+    ctx: MessagingCtx,
     device_id: uuid.UUID | None = None,
     status: ChatStatus | None = None,
 ) -> UnreadCounts:
@@ -69,12 +69,12 @@ async def unread_counts(
 
 
 @router.get("/labels", response_model=LabelList)
-async def list_labels(user: CurrentUser, ctx: MessagingDep) -> LabelList:
+async def list_labels(user: CurrentUser, ctx: MessagingCtx) -> LabelList:
     return await service.list_labels(ctx, user)
 
 
 @router.get("/{chat_id}", response_model=Chat)
-async def get_chat(chat_id: uuid.UUID, user: CurrentUser, ctx: MessagingDep) -> Chat:
+async def get_chat(chat_id: uuid.UUID, user: CurrentUser, ctx: MessagingCtx) -> Chat:
     return await service.get_chat(ctx, user, str(chat_id))
 
 
@@ -83,7 +83,7 @@ async def update_chat(
     chat_id: uuid.UUID,
     patch: ChatPatch,
     user: CurrentUser,
-    ctx: MessagingDep,
+    ctx: MessagingCtx,
     users: AccountUsersDep,
 ) -> Chat:
     return await service.update_chat(ctx, user, users, str(chat_id), patch)
@@ -93,7 +93,7 @@ async def update_chat(
 async def list_messages(
     chat_id: uuid.UUID,
     user: CurrentUser,
-    ctx: MessagingDep,
+    ctx: MessagingCtx,
     limit: Limit = 50,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
 ) -> MessagePage:
@@ -102,20 +102,20 @@ async def list_messages(
 
 @router.post("/{chat_id}/notes", status_code=201, response_model=MessageOut)
 async def add_note(
-    chat_id: uuid.UUID, note: NoteRequest, user: CurrentUser, ctx: MessagingDep
+    chat_id: uuid.UUID, note: NoteRequest, user: CurrentUser, ctx: MessagingCtx
 ) -> MessageOut:
     return await service.add_note(ctx, user, str(chat_id), note)
 
 
 @router.post("/{chat_id}/read", status_code=204, response_class=Response)
-async def mark_read(chat_id: uuid.UUID, user: CurrentUser, ctx: MessagingDep) -> Response:
+async def mark_read(chat_id: uuid.UUID, user: CurrentUser, ctx: MessagingCtx) -> Response:
     await service.mark_read(ctx, user, str(chat_id))
     return Response(status_code=204)
 
 
 @router.post("/{chat_id}/typing", status_code=204, response_class=Response)
 async def typing(
-    chat_id: uuid.UUID, payload: TypingRequest, user: CurrentUser, ctx: MessagingDep
+    chat_id: uuid.UUID, payload: TypingRequest, user: CurrentUser, ctx: MessagingCtx
 ) -> Response:
     """WhatsApp shows the agent typing (``composing``) or stops (``paused``)."""
     await messages_service.typing(ctx, user, str(chat_id), payload.state)

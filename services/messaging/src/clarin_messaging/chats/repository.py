@@ -8,6 +8,10 @@ from datetime import datetime
 
 import asyncpg
 
+from clarin_common.contract import Chat
+from clarin_common.paging import Key
+from clarin_messaging.convert import chat_from_row
+
 
 @dataclass
 class ChatUpsert:
@@ -167,10 +171,11 @@ async def merge_into(
 
 async def get_by_id_for_account(
     conn: asyncpg.Connection | asyncpg.Pool, chat_id: str, account_id: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+) -> Chat | None:
+    row = await conn.fetchrow(
         "SELECT * FROM chats WHERE id = $1 AND account_id = $2", chat_id, account_id
     )
+    return chat_from_row(row) if row is not None else None
 
 
 @dataclass
@@ -224,15 +229,15 @@ def _filter_sql(account_id: str, filters: ChatFilters) -> tuple[list[str], list[
 
 async def get_many_for_account(
     conn: asyncpg.Connection | asyncpg.Pool, chat_ids: Sequence[str], account_id: str
-) -> list[asyncpg.Record]:
+) -> list[Chat]:
     if not chat_ids:
         return []
-    rows: list[asyncpg.Record] = await conn.fetch(
+    rows = await conn.fetch(
         "SELECT * FROM chats WHERE id = ANY($1::uuid[]) AND account_id = $2",
         list(chat_ids),
         account_id,
     )
-    return rows
+    return [chat_from_row(r) for r in rows]
 
 
 async def list_for_account(
@@ -240,12 +245,12 @@ async def list_for_account(
     account_id: str,
     filters: ChatFilters,
     *,
-    after: tuple[datetime, str] | None,
+    after: Key | None,
     limit: int,
 ) -> list[asyncpg.Record]:
     where, args = _filter_sql(account_id, filters)
     if after is not None:
-        args.extend(after)
+        args.extend((after.at, after.id))
         where.append(f"(activity_at, id) < (${len(args) - 1}::timestamptz, ${len(args)}::uuid)")
     args.append(limit)
     rows: list[asyncpg.Record] = await conn.fetch(
@@ -299,12 +304,11 @@ async def labels_for_account(
     return rows
 
 
-async def lock_for_account(
-    conn: asyncpg.Connection, chat_id: str, account_id: str
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+async def lock_for_account(conn: asyncpg.Connection, chat_id: str, account_id: str) -> Chat | None:
+    row = await conn.fetchrow(
         "SELECT * FROM chats WHERE id = $1 AND account_id = $2 FOR UPDATE", chat_id, account_id
     )
+    return chat_from_row(row) if row is not None else None
 
 
 async def update_conversation(
@@ -315,8 +319,8 @@ async def update_conversation(
     status: str,
     assigned_to: str | None,
     labels: list[str],
-) -> asyncpg.Record:
-    row: asyncpg.Record = await conn.fetchrow(
+) -> Chat:
+    row = await conn.fetchrow(
         """
         UPDATE chats SET status = $3, assigned_to = $4::uuid, labels = $5::text[],
                          updated_at = now()
@@ -329,7 +333,8 @@ async def update_conversation(
         assigned_to,
         labels,
     )
-    return row
+    assert row is not None  # the caller holds the row's lock
+    return chat_from_row(row)
 
 
 async def reopen_resolved(

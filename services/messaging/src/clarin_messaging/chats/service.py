@@ -6,19 +6,18 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 
-import asyncpg
 import structlog
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 
 from clarin_common.auth import Principal
 from clarin_common.contract import Chat
-from clarin_common.errors import NotFound, ValidationFailed
-from clarin_common.events import MarkReadCommand, utcnow, wa_command_subject
-from clarin_common.nats import request_json
+from clarin_common.errors import DeviceNotConnected, ServiceUnavailable, ValidationFailed
+from clarin_common.events import MarkReadCommand, utcnow
+from clarin_common.outbox import stage_events
+from clarin_common.paging import Key, decode_cursor, page
 from clarin_common.users import AccountUsers
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as repo
+from clarin_messaging.chats.exceptions import ChatNotFound
 from clarin_messaging.chats.repository import ChatFilters
 from clarin_messaging.chats.schemas import (
     ChatPage,
@@ -29,11 +28,10 @@ from clarin_messaging.chats.schemas import (
     NoteRequest,
     UnreadCounts,
 )
-from clarin_messaging.context import Messaging
 from clarin_messaging.convert import MessageOut, chat_from_row, message_from_row
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.messages import repository as messages_repo
 from clarin_messaging.messages.repository import NewMessage
-from clarin_messaging.pagination import decode_cursor, encode_cursor
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +53,7 @@ def assignee_filter(principal: Principal, value: str | None) -> str | None:
 
 
 async def list_chats(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     filters: ChatFilters,
     *,
@@ -66,13 +64,12 @@ async def list_chats(
     rows = await repo.list_for_account(
         ctx.pool, principal.account_id, filters, after=after, limit=limit + 1
     )
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_cursor(page[-1]["activity_at"], page[-1]["id"]) if more else None
-    return ChatPage(items=[chat_from_row(r) for r in page], next_cursor=next_cursor)
+    items, next_cursor = page(rows, limit, lambda r: Key(r["activity_at"], str(r["id"])))
+    return ChatPage(items=[chat_from_row(r) for r in items], next_cursor=next_cursor)
 
 
 async def unread_counts(
-    ctx: Messaging, principal: Principal, *, device_id: str | None, status: str | None
+    ctx: MessagingContext, principal: Principal, *, device_id: str | None, status: str | None
 ) -> UnreadCounts:
     row = await repo.unread_counts(
         ctx.pool, principal.account_id, principal.user_id, device_id=device_id, status=status
@@ -80,45 +77,43 @@ async def unread_counts(
     return UnreadCounts(all=row["all"], mine=row["mine"], unassigned=row["unassigned"])
 
 
-async def list_labels(ctx: Messaging, principal: Principal) -> LabelList:
+async def list_labels(ctx: MessagingContext, principal: Principal) -> LabelList:
     rows = await repo.labels_for_account(ctx.pool, principal.account_id)
     return LabelList(items=[LabelCount(label=r["label"], chats=r["chats"]) for r in rows])
 
 
-async def get_chat_row(ctx: Messaging, principal: Principal, chat_id: str) -> asyncpg.Record:
-    row = await repo.get_by_id_for_account(ctx.pool, chat_id, principal.account_id)
-    if row is None:
-        raise NotFound("Chat not found", code="chat_not_found")
-    return row
-
-
-async def get_chat(ctx: Messaging, principal: Principal, chat_id: str) -> Chat:
-    return chat_from_row(await get_chat_row(ctx, principal, chat_id))
+async def get_chat(ctx: MessagingContext, principal: Principal, chat_id: str) -> Chat:
+    chat = await repo.get_by_id_for_account(ctx.pool, chat_id, principal.account_id)
+    if chat is None:
+        raise ChatNotFound()
+    return chat
 
 
 async def list_messages(
-    ctx: Messaging, principal: Principal, chat_id: str, *, limit: int, cursor: str | None
+    ctx: MessagingContext, principal: Principal, chat_id: str, *, limit: int, cursor: str | None
 ) -> MessagePage:
     after = decode_cursor(cursor) if cursor else None
-    await get_chat_row(ctx, principal, chat_id)
+    await get_chat(ctx, principal, chat_id)
     rows = await messages_repo.list_for_chat(
         ctx.pool, chat_id, principal.account_id, after=after, limit=limit + 1
     )
-    page, more = rows[:limit], len(rows) > limit
-    next_cursor = encode_cursor(page[-1]["sent_at"], page[-1]["id"]) if more else None
-    return MessagePage(items=[message_from_row(r) for r in page], next_cursor=next_cursor)
+    items, next_cursor = page(rows, limit, lambda r: Key(r["sent_at"], str(r["id"])))
+    return MessagePage(items=[message_from_row(r) for r in items], next_cursor=next_cursor)
 
 
-async def mark_read(ctx: Messaging, principal: Principal, chat_id: str) -> None:
+async def mark_read(ctx: MessagingContext, principal: Principal, chat_id: str) -> None:
     """Unread goes to 0 whatever the device's state; read receipts go to WhatsApp
     through the owning worker when it is there."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         chat = await repo.get_by_id_for_account(conn, chat_id, principal.account_id)
         if chat is None:
-            raise NotFound("Chat not found", code="chat_not_found")
+            raise ChatNotFound()
         read = await repo.mark_read(conn, chat_id, principal.account_id)
-    device_id = str(chat["device_id"])
-    await ctx.publish([app_events.chat_read(principal.account_id, chat_id, device_id=device_id)])
+        device_id = chat.device_id
+        events = await stage_events(
+            conn, [app_events.chat_read(principal.account_id, chat_id, device_id=device_id)]
+        )
+    await ctx.outbox.publish(events)
 
     by_sender: dict[str | None, list[str]] = defaultdict(list)
     for row in read:
@@ -127,28 +122,26 @@ async def mark_read(ctx: Messaging, principal: Principal, chat_id: str) -> None:
     for sender_jid, wa_ids in by_sender.items():
         for start in range(0, len(wa_ids), _READ_IDS_PER_COMMAND):
             command = MarkReadCommand(
-                chat_jid=chat["jid"],
+                chat_jid=chat.jid,
                 sender_jid=sender_jid,
                 wa_message_ids=wa_ids[start : start + _READ_IDS_PER_COMMAND],
             )
             try:
-                await request_json(
-                    ctx.nc,
-                    wa_command_subject(device_id),
-                    command,
-                    timeout=ctx.settings.mark_read_timeout,
+                # the worker's answer, a refusal included, changes nothing here
+                await ctx.commands.request(
+                    device_id, command, timeout=ctx.settings.mark_read_timeout
                 )
-            except (NoRespondersError, NatsTimeoutError) as exc:
+            except (DeviceNotConnected, ServiceUnavailable) as exc:
                 # the chat is read here anyway; WhatsApp just will not show blue ticks
                 log.info("read_receipts_not_sent", chat_id=chat_id, reason=type(exc).__name__)
                 return
 
 
 async def update_chat(
-    ctx: Messaging, principal: Principal, users: AccountUsers, chat_id: str, patch: ChatPatch
+    ctx: MessagingContext, principal: Principal, users: AccountUsers, chat_id: str, patch: ChatPatch
 ) -> Chat:
     """Status, assignee and labels; ``chat_updated`` goes out when something changed."""
-    current = chat_from_row(await get_chat_row(ctx, principal, chat_id))
+    current = await get_chat(ctx, principal, chat_id)
     assignee = str(patch.assigned_to) if patch.assigned_to is not None else None
     # only a change of assignee asks auth: saving what is there never fails on it
     if (
@@ -159,10 +152,9 @@ async def update_chat(
     ):
         raise ValidationFailed.field(["body", "assigned_to"], "Not a user of this account")
     async with ctx.pool.acquire() as conn, conn.transaction():
-        row = await repo.lock_for_account(conn, chat_id, principal.account_id)
-        if row is None:
-            raise NotFound("Chat not found", code="chat_not_found")
-        before = chat_from_row(row)
+        before = await repo.lock_for_account(conn, chat_id, principal.account_id)
+        if before is None:
+            raise ChatNotFound()
         status = patch.status or before.status
         assigned_to = assignee if patch.given("assigned_to") else before.assigned_to
         labels = patch.labels if patch.labels is not None else before.labels
@@ -176,20 +168,21 @@ async def update_chat(
             assigned_to=assigned_to,
             labels=labels,
         )
-    chat = chat_from_row(updated)
-    await ctx.publish([app_events.chat_updated(principal.account_id, chat)])
+        chat = updated
+        events = await stage_events(conn, [app_events.chat_updated(principal.account_id, chat)])
+    await ctx.outbox.publish(events)
     return chat
 
 
 async def add_note(
-    ctx: Messaging, principal: Principal, chat_id: str, note: NoteRequest
+    ctx: MessagingContext, principal: Principal, chat_id: str, note: NoteRequest
 ) -> MessageOut:
     """A private note in the chat's timeline: stored and announced to the
     account's sockets like a message, never handed to a device worker."""
-    chat_row = await get_chat_row(ctx, principal, chat_id)
+    chat = await get_chat(ctx, principal, chat_id)
     if note.client_id is not None:
         existing = await messages_repo.get_by_client_id(
-            ctx.pool, principal.account_id, note.client_id
+            ctx.pool, note.client_id, principal.account_id
         )
         if existing is not None and str(existing["chat_id"]) == chat_id:
             return message_from_row(existing)
@@ -197,7 +190,7 @@ async def add_note(
         id=str(uuid.uuid4()),
         account_id=principal.account_id,
         chat_id=chat_id,
-        device_id=str(chat_row["device_id"]),
+        device_id=chat.device_id,
         wa_message_id=None,
         direction="note",
         type="text",
@@ -214,14 +207,15 @@ async def add_note(
         row = await (
             messages_repo.get_by_id_for_account(conn, new.id, principal.account_id)
             if inserted
-            else messages_repo.get_by_client_id(conn, principal.account_id, note.client_id or "")
+            else messages_repo.get_by_client_id(conn, note.client_id or "", principal.account_id)
         )
-    if row is None or str(row["chat_id"]) != chat_id:
-        # the client_id belongs to a message of another chat
-        raise ValidationFailed.field(["body", "client_id"], "client_id is already used")
-    message = message_from_row(row)
-    if inserted:
-        await ctx.publish(
-            [app_events.new_message(principal.account_id, message, chat_from_row(chat_row))]
+        if row is None or str(row["chat_id"]) != chat_id:
+            # the client_id belongs to a message of another chat
+            raise ValidationFailed.field(["body", "client_id"], "client_id is already used")
+        message = message_from_row(row)
+        events = await stage_events(
+            conn,
+            [app_events.new_message(principal.account_id, message, chat)] if inserted else [],
         )
+    await ctx.outbox.publish(events)
     return message

@@ -24,9 +24,10 @@ from pydantic import ValidationError
 from clarin_common.events import WaHistory, utcnow
 from clarin_common.ids import normalize_jid
 from clarin_common.nats import Delivery, PoisonMessage
+from clarin_common.outbox import stage_events
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
-from clarin_messaging.context import Messaging
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.ingest import conversation
 from clarin_messaging.ingest.service import (
     STATUS_BROADCAST,
@@ -54,7 +55,7 @@ class _Sync:
     last: bool = False
 
 
-async def handle_history_events(ctx: Messaging, deliveries: list[Delivery]) -> None:
+async def handle_history_events(ctx: MessagingContext, deliveries: list[Delivery]) -> None:
     cutoff = utcnow() - timedelta(days=ctx.settings.history_days)
     parsed = _Parsed(messages=[], media_jobs=[], sents={}, receipts={})
     seen: set[str] = set()
@@ -137,7 +138,8 @@ async def handle_history_events(ctx: Messaging, deliveries: list[Delivery]) -> N
             sync.chats = new_chats.pop(sync.device_id, 0)
             sync.messages = per_device.pop(sync.device_id, 0)
             events += await _record(conn, sync)
-    await ctx.publish_fast(events)
+        staged = await stage_events(conn, events)
+    await ctx.outbox.publish(staged)
     await delete_stored_media(ctx, applied.storage_keys)
     log.info(
         "history_batch_imported",

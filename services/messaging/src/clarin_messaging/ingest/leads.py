@@ -16,7 +16,7 @@ from clarin_common.events import LeadData, LeadDeletedData
 from clarin_common.ids import phone_digits
 from clarin_common.nats import Delivery, PoisonMessage
 from clarin_messaging.chats import repository as chats_repo
-from clarin_messaging.context import Messaging
+from clarin_messaging.deps import MessagingContext
 
 LEAD_EVENT_TYPES = ("lead_created", "lead_updated", "lead_deleted")
 
@@ -68,7 +68,7 @@ async def _lock_chats(
     )
 
 
-async def handle_lead_events(ctx: Messaging, deliveries: list[Delivery]) -> None:
+async def handle_lead_events(ctx: MessagingContext, deliveries: list[Delivery]) -> None:
     parsed: list[tuple[str, LeadData | LeadDeletedData]] = []
     for delivery in deliveries:
         env = delivery.envelope

@@ -32,10 +32,11 @@ from clarin_common.contract import Chat, Media, Message
 from clarin_common.events import WaMedia, WaMessage, WaPresence, WaReceipt, WaSent
 from clarin_common.ids import chat_id_for, normalize_jid, phone_from_jid
 from clarin_common.nats import Delivery, PoisonMessage
+from clarin_common.outbox import stage_events
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
-from clarin_messaging.context import Messaging
 from clarin_messaging.convert import chat_from_row, media_url, message_from_row, preview
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.ingest import conversation
 from clarin_messaging.media_store import media_key
 from clarin_messaging.messages import repository as messages_repo
@@ -273,12 +274,12 @@ def _add_receipt(parsed: _Parsed, account_id: str, device_id: str, receipt: WaRe
             parsed.receipts[key] = ReceiptUpdate(account_id, device_id, wa_id, status)
 
 
-async def _copy_media(ctx: Messaging, jobs: list[_MediaJob]) -> dict[str, NewMedia]:
+async def _copy_media(ctx: MessagingContext, jobs: list[_MediaJob]) -> dict[str, NewMedia]:
     """Copy media bytes from the ``wa_media`` object store into our media store
     (before the transaction, so a committed row never points at missing bytes)."""
     if not jobs:
         return {}
-    objects = await ctx.objects()
+    objects = ctx.objects
     limit = asyncio.Semaphore(_MEDIA_COPY_CONCURRENCY)
 
     async def copy(job: _MediaJob) -> NewMedia:
@@ -471,7 +472,7 @@ def _message_model(msg: NewMessage, media: NewMedia | None) -> Message:
 
 
 async def handle_wa_events(
-    ctx: Messaging, deliveries: list[Delivery], db_turn: asyncio.Lock | None = None
+    ctx: MessagingContext, deliveries: list[Delivery], db_turn: asyncio.Lock | None = None
 ) -> None:
     """The batch handler of the ``wa.evt`` consumer.
 
@@ -534,36 +535,47 @@ async def handle_wa_events(
                     conn, [m.id for m in new_messages if m.id in inserted and m.reply_to_wa_id]
                 )
             }
-
-    chats: dict[str, Chat] = {str(r["id"]): chat_from_row(r) for r in (*chat_rows, *reopened)}
-    events: list[app_events.Event] = [
-        app_events.chat_updated(str(r["account_id"]), chats[str(r["id"])]) for r in reopened
-    ]
-    for msg in new_messages:
-        if msg.id in inserted:
-            message = replies.get(msg.id) or _message_model(msg, media.get(msg.id))
-            events.append(app_events.new_message(msg.account_id, message, chats[msg.chat_id]))
-    for row in sent_rows:
-        events.append(app_events.message_sent(str(row["account_id"]), message_from_row(row)))
-    for row in updated_rows:
-        events.append(app_events.message_updated(str(row["account_id"]), message_from_row(row)))
-    for row in (*settled, *receipts):
-        if row["status"] != "sent":
-            events.append(
-                app_events.message_status(
-                    str(row["account_id"]),
-                    str(row["id"]),
-                    str(row["chat_id"]),
-                    row["status"],
-                    device_id=str(row["device_id"]),
+            chats: dict[str, Chat] = {
+                str(r["id"]): chat_from_row(r) for r in (*chat_rows, *reopened)
+            }
+            events: list[app_events.Event] = [
+                app_events.chat_updated(str(r["account_id"]), chats[str(r["id"])]) for r in reopened
+            ]
+            for msg in new_messages:
+                if msg.id in inserted:
+                    message = replies.get(msg.id) or _message_model(msg, media.get(msg.id))
+                    events.append(
+                        app_events.new_message(msg.account_id, message, chats[msg.chat_id])
+                    )
+            for row in sent_rows:
+                events.append(
+                    app_events.message_sent(str(row["account_id"]), message_from_row(row))
                 )
-            )
-    for row in preview_chats:
-        events.append(app_events.chat_updated(str(row["account_id"]), chat_from_row(row)))
-    for (account_id, _, presence), chat_id in zip(parsed.presences, presence_chats, strict=True):
-        if chat_id is not None:
-            events.append(app_events.presence(account_id, chat_id, presence.state))
-    await ctx.publish_fast(events)
+            for row in updated_rows:
+                events.append(
+                    app_events.message_updated(str(row["account_id"]), message_from_row(row))
+                )
+            for row in (*settled, *receipts):
+                if row["status"] != "sent":
+                    events.append(
+                        app_events.message_status(
+                            str(row["account_id"]),
+                            str(row["id"]),
+                            str(row["chat_id"]),
+                            row["status"],
+                            device_id=str(row["device_id"]),
+                        )
+                    )
+            for row in preview_chats:
+                events.append(app_events.chat_updated(str(row["account_id"]), chat_from_row(row)))
+            for (account_id, _, presence), chat_id in zip(
+                parsed.presences, presence_chats, strict=True
+            ):
+                if chat_id is not None:
+                    events.append(app_events.presence(account_id, chat_id, presence.state))
+            # published after the commit (the outbox); the WA events are acked after that
+            staged = await stage_events(conn, events)
+    await ctx.outbox.publish(staged)
     await _delete_objects(ctx, [job.object_key for job in (*parsed.media_jobs, *outcome_jobs)])
     await delete_stored_media(ctx, applied.storage_keys)
 
@@ -590,7 +602,7 @@ async def _presence_chats(
     return found
 
 
-async def delete_stored_media(ctx: Messaging, keys: list[str]) -> None:
+async def delete_stored_media(ctx: MessagingContext, keys: list[str]) -> None:
     """The files of messages deleted for everyone leave the disk (after commit)."""
     for key in keys:
         try:
@@ -599,11 +611,11 @@ async def delete_stored_media(ctx: Messaging, keys: list[str]) -> None:
             log.warning("media_delete_failed", key=key, error=str(exc))
 
 
-async def _delete_objects(ctx: Messaging, keys: list[str]) -> None:
+async def _delete_objects(ctx: MessagingContext, keys: list[str]) -> None:
     """The bytes are ours now; the object store would drop them at its TTL anyway."""
     if not keys:
         return
-    objects = await ctx.objects()
+    objects = ctx.objects
     results = await asyncio.gather(*(objects.delete(k) for k in keys), return_exceptions=True)
     for key, result in zip(keys, results, strict=True):
         if isinstance(result, Exception) and not isinstance(result, JsNotFoundError):

@@ -8,8 +8,8 @@ from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 
 from clarin_common.auth import CurrentUser
 from clarin_common.errors import PayloadTooLarge, ValidationFailed
-from clarin_messaging.context import MessagingDep
 from clarin_messaging.convert import MessageOut
+from clarin_messaging.deps import MessagingCtx
 from clarin_messaging.messages import service
 from clarin_messaging.messages.schemas import (
     BODY_MAX,
@@ -27,7 +27,7 @@ _INLINE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "video/",
 
 @router.post("/messages/send", status_code=202, response_model=MessageOut)
 async def send_text(
-    payload: SendTextRequest, request: Request, user: CurrentUser, ctx: MessagingDep
+    payload: SendTextRequest, request: Request, user: CurrentUser, ctx: MessagingCtx
 ) -> MessageOut:
     target = await service.resolve_target(
         ctx,
@@ -47,7 +47,7 @@ async def send_text(
 async def send_media(
     request: Request,
     user: CurrentUser,
-    ctx: MessagingDep,
+    ctx: MessagingCtx,
     file: Annotated[UploadFile, File()],
     chat_id: Annotated[uuid.UUID | None, Form()] = None,
     device_id: Annotated[uuid.UUID | None, Form()] = None,
@@ -77,30 +77,30 @@ async def send_media(
 
 @router.post("/messages/{message_id}/react", status_code=202, response_model=MessageOut)
 async def react(
-    message_id: uuid.UUID, payload: ReactRequest, user: CurrentUser, ctx: MessagingDep
+    message_id: uuid.UUID, payload: ReactRequest, user: CurrentUser, ctx: MessagingCtx
 ) -> MessageOut:
     return await service.react(ctx, user, str(message_id), payload.emoji)
 
 
 @router.patch("/messages/{message_id}", response_model=MessageOut)
 async def edit(
-    message_id: uuid.UUID, payload: EditRequest, user: CurrentUser, ctx: MessagingDep
+    message_id: uuid.UUID, payload: EditRequest, user: CurrentUser, ctx: MessagingCtx
 ) -> MessageOut:
     return await service.edit(ctx, user, str(message_id), payload.body)
 
 
 @router.post("/messages/{message_id}/revoke", status_code=202, response_model=MessageOut)
-async def revoke(message_id: uuid.UUID, user: CurrentUser, ctx: MessagingDep) -> MessageOut:
+async def revoke(message_id: uuid.UUID, user: CurrentUser, ctx: MessagingCtx) -> MessageOut:
     return await service.revoke(ctx, user, str(message_id))
 
 
 @router.post("/media/{message_id}/retry", status_code=202, response_model=MessageOut)
-async def retry_media(message_id: uuid.UUID, user: CurrentUser, ctx: MessagingDep) -> MessageOut:
+async def retry_media(message_id: uuid.UUID, user: CurrentUser, ctx: MessagingCtx) -> MessageOut:
     return await service.retry_media(ctx, user, str(message_id))
 
 
 @router.get("/media/{message_id}", response_class=Response)
-async def download_media(message_id: uuid.UUID, user: CurrentUser, ctx: MessagingDep) -> Response:
+async def download_media(message_id: uuid.UUID, user: CurrentUser, ctx: MessagingCtx) -> Response:
     media = await service.get_media(ctx, user, str(message_id))
     disposition = "inline" if media.mime_type.startswith(_INLINE_TYPES) else "attachment"
     name = media.file_name or f"{message_id}"

@@ -8,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 
+from clarin_common.paging import Key
+
 # a reply's quoted message is found by its wa_message_id in the same chat when
 # read, so a quote links up whichever of the two arrived first
 SELECT_MESSAGE = """
@@ -270,10 +272,10 @@ async def get_by_id_for_account(
 
 
 async def get_by_client_id(
-    conn: asyncpg.Connection | asyncpg.Pool, account_id: str, client_id: str
+    conn: asyncpg.Connection | asyncpg.Pool, client_id: str, account_id: str
 ) -> asyncpg.Record | None:
     return await conn.fetchrow(
-        SELECT_MESSAGE + " WHERE m.account_id = $1 AND m.client_id = $2", account_id, client_id
+        SELECT_MESSAGE + " WHERE m.client_id = $1 AND m.account_id = $2", client_id, account_id
     )
 
 
@@ -291,7 +293,7 @@ async def list_for_chat(
     chat_id: str,
     account_id: str,
     *,
-    after: tuple[datetime, str] | None,
+    after: Key | None,
     limit: int,
 ) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch(
@@ -304,8 +306,8 @@ async def list_for_chat(
         """,
         chat_id,
         account_id,
-        after[0] if after else None,
-        after[1] if after else None,
+        after.at if after else None,
+        after.id if after else None,
         limit,
     )
     return rows

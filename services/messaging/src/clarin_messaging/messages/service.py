@@ -22,16 +22,13 @@ from typing import Any
 
 import structlog
 from nats.aio.msg import Msg
-from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
 from pydantic import BaseModel, ValidationError
 
 from clarin_common.auth import Principal
 from clarin_common.contract import MessageType
+from clarin_common.db import transaction
 from clarin_common.errors import (
-    Conflict,
     DeviceNotConnected,
-    NotFound,
     ServiceUnavailable,
     ValidationFailed,
 )
@@ -56,20 +53,36 @@ from clarin_common.events import (
     WaRevoke,
     outbound_envelope,
     utcnow,
-    wa_command_subject,
     wa_outbox_subject,
 )
 from clarin_common.ids import chat_id_for, jid_from_recipient, phone_from_jid
-from clarin_common.nats import request_json
 from clarin_common.outbox import stage_events
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
-from clarin_messaging.context import Messaging
+from clarin_messaging.chats.exceptions import ChatNotFound
 from clarin_messaging.convert import MessageOut, chat_from_row, message_from_row, preview
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.ingest import conversation
 from clarin_messaging.ingest.service import delete_stored_media
 from clarin_messaging.media_store import media_key
 from clarin_messaging.messages import repository as repo
+from clarin_messaging.messages.exceptions import (
+    EditWindowPassed,
+    MediaFailed,
+    MediaNotAvailable,
+    MediaNotFound,
+    MediaNotRetryable,
+    MediaPending,
+    MediaTooLarge,
+    MessageDeleted,
+    MessageNotEditable,
+    MessageNotFound,
+    MessageNotRevocable,
+    MessageNotSent,
+    QuotedDeleted,
+    QuotedNotFound,
+    WhatsAppRefused,
+)
 from clarin_messaging.messages.repository import NewMedia, NewMessage
 
 log = structlog.get_logger(__name__)
@@ -146,7 +159,7 @@ def _check_target_fields(
 
 
 async def resolve_target(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     authorization: str,
     *,
@@ -159,8 +172,8 @@ async def resolve_target(
     if chat_id is not None:
         chat = await chats_repo.get_by_id_for_account(ctx.pool, str(chat_id), principal.account_id)
         if chat is None:
-            raise NotFound("Chat not found", code="chat_not_found")
-        return Target(chat_id=str(chat["id"]), device_id=str(chat["device_id"]), jid=chat["jid"])
+            raise ChatNotFound()
+        return Target(chat_id=chat.id, device_id=chat.device_id, jid=chat.jid)
     assert device_id is not None and to is not None
     try:
         jid = jid_from_recipient(to)
@@ -171,16 +184,16 @@ async def resolve_target(
 
 
 async def _existing(
-    ctx: Messaging, principal: Principal, client_id: str | None
+    ctx: MessagingContext, principal: Principal, client_id: str | None
 ) -> MessageOut | None:
     if client_id is None:
         return None
-    row = await repo.get_by_client_id(ctx.pool, principal.account_id, client_id)
+    row = await repo.get_by_client_id(ctx.pool, client_id, principal.account_id)
     return message_from_row(row) if row is not None else None
 
 
 async def _create_pending(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     target: Target,
     message: NewMessage,
@@ -189,22 +202,13 @@ async def _create_pending(
     priority: SendPriority,
 ) -> MessageOut:
     """Store the pending message (creating its chat if needed) with its send
-    queued in the same transaction; publish both after the commit."""
+    queued in the same transaction; publish both after the commit (the outbox)."""
     group = target.jid.endswith("@g.us")
     async with ctx.pool.acquire() as conn, conn.transaction():
         if not await repo.insert_one(conn, message):
             raise _ClientIdTaken
         if media is not None:
             await repo.insert_media_many(conn, [media])
-        queued = await stage_events(
-            conn,
-            [
-                (
-                    wa_outbox_subject(target.device_id, priority),
-                    outbound_envelope(principal.account_id, target.device_id, command),
-                )
-            ],
-        )
         chat_rows = await chats_repo.upsert_many(
             conn,
             [
@@ -223,12 +227,20 @@ async def _create_pending(
             ],
         )
         row = await repo.get_by_id_for_account(conn, message.id, principal.account_id)
-    assert row is not None
-    stored = message_from_row(row)
-    await ctx.outbox.publish(queued)
-    await ctx.publish(
-        [app_events.new_message(principal.account_id, stored, chat_from_row(chat_rows[0]))]
-    )
+        assert row is not None
+        stored = message_from_row(row)
+        # the send first: one publish keeps the order
+        events = await stage_events(
+            conn,
+            [
+                (
+                    wa_outbox_subject(target.device_id, priority),
+                    outbound_envelope(principal.account_id, target.device_id, command),
+                ),
+                app_events.new_message(principal.account_id, stored, chat_from_row(chat_rows[0])),
+            ],
+        )
+    await ctx.outbox.publish(events)
     return stored
 
 
@@ -259,7 +271,11 @@ def _new_message(
 
 
 async def quote_for(
-    ctx: Messaging, principal: Principal, target: Target, reply_to: uuid.UUID | None, where: str
+    ctx: MessagingContext,
+    principal: Principal,
+    target: Target,
+    reply_to: uuid.UUID | None,
+    where: str,
 ) -> Quote | None:
     """``reply_to`` must be a message of the caller's account (404) in the chat
     the send goes to (422), not deleted (409), that reached WhatsApp (422)."""
@@ -267,11 +283,11 @@ async def quote_for(
         return None
     row = await repo.get_by_id_for_account(ctx.pool, str(reply_to), principal.account_id)
     if row is None:
-        raise NotFound("The message to reply to was not found", code="message_not_found")
+        raise QuotedNotFound()
     if str(row["chat_id"]) != target.chat_id:
         raise ValidationFailed.field([where, "reply_to"], "Reply to a message of the same chat")
     if row["deleted_at"] is not None:
-        raise Conflict("That message was deleted for everyone", code="message_deleted")
+        raise QuotedDeleted()
     if not row["wa_message_id"] or row["direction"] == "note":
         raise ValidationFailed.field(
             [where, "reply_to"], "Only a message that reached WhatsApp can be quoted"
@@ -289,7 +305,7 @@ async def quote_for(
 
 
 async def send_text(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     target: Target,
     body: str,
@@ -342,7 +358,7 @@ def _content_type(upload: Upload) -> str:
 
 
 async def send_media(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     target: Target,
     upload: Upload,
@@ -362,7 +378,7 @@ async def send_media(
     sha256 = hashlib.sha256(upload.data).hexdigest()
     object_key = f"out/{new.id}"
     await ctx.store.put(key, upload.data)
-    objects = await ctx.objects()
+    objects = ctx.objects
     await objects.put(object_key, upload.data)
     media = NewMedia(
         message_id=new.id,
@@ -397,50 +413,48 @@ async def send_media(
         return again
 
 
-async def _discard_bytes(ctx: Messaging, key: str, object_key: str) -> None:
+async def _discard_bytes(ctx: MessagingContext, key: str, object_key: str) -> None:
     await ctx.store.delete(key)
     try:
-        await (await ctx.objects()).delete(object_key)
+        await ctx.objects.delete(object_key)
     except Exception as exc:  # it expires on its own
         log.info("media_object_not_deleted", object_key=object_key, error=str(exc))
 
 
-async def get_media(ctx: Messaging, principal: Principal, message_id: str) -> MediaFile:
+async def get_media(ctx: MessagingContext, principal: Principal, message_id: str) -> MediaFile:
     row = await repo.get_media_for_account(ctx.pool, message_id, principal.account_id)
     if row is None:
-        raise NotFound("Media not found", code="media_not_found")
+        raise MediaNotFound()
     if row["status"] == "pending":
-        raise Conflict("The file is still being downloaded from WhatsApp", code="media_pending")
+        raise MediaPending()
     if row["status"] == "too_large":
-        raise Conflict(row["error"] or "The file is too large to download", code="media_too_large")
+        raise MediaTooLarge(row["error"])
     if row["status"] == "failed":
         hint = " Retry it with POST /api/media/{id}/retry." if row["retryable"] else ""
-        raise Conflict(
+        raise MediaFailed(
             f"The file could not be downloaded: {row['error'] or 'unknown error'}.{hint}",
-            code="media_failed",
             details={"error": row["error"], "retryable": row["retryable"]},
         )
     data = await ctx.store.get(row["storage_key"]) if row["storage_key"] else None
     if data is None:
-        raise NotFound("The media file is not available", code="media_not_available")
+        raise MediaNotAvailable()
     return MediaFile(data=data, mime_type=row["mime_type"], file_name=row["file_name"])
 
 
-async def retry_media(ctx: Messaging, principal: Principal, message_id: str) -> MessageOut:
+async def retry_media(ctx: MessagingContext, principal: Principal, message_id: str) -> MessageOut:
     """Ask the device's worker to fetch a failed file again: the media goes back
     to ``pending`` and a later ``media`` event settles it."""
     async with ctx.pool.acquire() as conn, conn.transaction():
         message = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
         if message is None or message["media_mime_type"] is None:
-            raise NotFound("Media not found", code="media_not_found")
+            raise MediaNotFound()
         started = await repo.start_media_retry(
             conn, message_id, principal.account_id, ctx.settings.media_stale_seconds
         )
     if started is None:
-        raise Conflict(
+        raise MediaNotRetryable(
             "Only a failed or stalled download can be retried (this one is "
             f"{message['media_status'].replace('_', ' ')})",
-            code="media_not_retryable",
             details={"status": message["media_status"]},
         )
     device_id = str(message["device_id"])
@@ -452,17 +466,12 @@ async def retry_media(ctx: Messaging, principal: Principal, message_id: str) -> 
     )
     previous = started["previous_error"]
     try:
-        raw = await request_json(
-            ctx.nc, wa_command_subject(device_id), command, timeout=ctx.settings.command_timeout
-        )
-        reply = CommandReply.model_validate(raw)
-    except NoRespondersError as exc:
+        reply = await ctx.commands.request(device_id, command)
+    except (DeviceNotConnected, ServiceUnavailable):
+        # no worker holds the device, or it did not answer in time (an outcome
+        # that still comes moves failed forward just as well)
         await _undo_retry(ctx, principal, message_id, previous, True)
-        raise DeviceNotConnected(details={"device_id": device_id}) from exc
-    except (NatsTimeoutError, ValidationError) as exc:
-        # an outcome that still comes moves failed forward just as well
-        await _undo_retry(ctx, principal, message_id, previous, True)
-        raise ServiceUnavailable("The device did not answer; try again") from exc
+        raise
     if not reply.ok:
         error = reply.error or {}
         code = error.get("code") or "retry_refused"
@@ -474,55 +483,51 @@ async def retry_media(ctx: Messaging, principal: Principal, message_id: str) -> 
         # refusal (a driver that cannot retry yet, a timeout) leaves it retryable
         final = code == "media_gone"
         await _undo_retry(ctx, principal, message_id, reason if final else previous, not final)
-        raise Conflict(reason, code="media_not_retryable", details={"reason": code})
-    row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
-    assert row is not None
-    current = message_from_row(row)
-    await ctx.publish([app_events.message_updated(principal.account_id, current)])
+        raise MediaNotRetryable(reason, details={"reason": code})
+    async with transaction(ctx.pool) as conn:
+        row = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
+        assert row is not None
+        current = message_from_row(row)
+        events = await stage_events(
+            conn, [app_events.message_updated(principal.account_id, current)]
+        )
+    await ctx.outbox.publish(events)
     return current
 
 
 async def _undo_retry(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     message_id: str,
     error: str | None,
     retryable: bool,
 ) -> None:
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    async with transaction(ctx.pool) as conn:
         await repo.undo_media_retry(conn, message_id, principal.account_id, error, retryable)
-    if not retryable:  # the state the user sees changed: failed for good
-        row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
-        if row is not None:
-            await ctx.publish(
-                [app_events.message_updated(principal.account_id, message_from_row(row))]
-            )
+        row = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
+        # announced when the state the user sees changed: failed for good
+        events = await stage_events(
+            conn,
+            [app_events.message_updated(principal.account_id, message_from_row(row))]
+            if not retryable and row is not None
+            else [],
+        )
+    await ctx.outbox.publish(events)
 
 
 # ---- reactions, edits, deletes for everyone, typing ----------------------------------
 
 
-async def _ask_worker(ctx: Messaging, device_id: str, command: BaseModel) -> dict[str, Any]:
-    """A command the owning worker must answer; its ``result`` or the reason why not."""
-    try:
-        raw = await request_json(
-            ctx.nc, wa_command_subject(device_id), command, timeout=ctx.settings.command_timeout
-        )
-        reply = CommandReply.model_validate(raw)
-    except NoRespondersError as exc:
-        raise DeviceNotConnected(details={"device_id": device_id}) from exc
-    except (NatsTimeoutError, ValidationError) as exc:
-        raise ServiceUnavailable("The device did not answer; try again") from exc
+async def _ask_worker(ctx: MessagingContext, device_id: str, command: BaseModel) -> dict[str, Any]:
+    """A command the owning worker must answer; its ``result`` or the reason why not
+    (a refusal of WhatsApp is 409 ``whatsapp_refused``)."""
+    reply = await ctx.commands.request(device_id, command)
     if not reply.ok:
         error = reply.error or {}
         code = error.get("code") or "refused"
         if code == "device_not_connected":
             raise DeviceNotConnected(details={"device_id": device_id})
-        raise Conflict(
-            error.get("message") or "WhatsApp refused it",
-            code="whatsapp_refused",
-            details={"reason": code},
-        )
+        raise WhatsAppRefused(error.get("message"), details={"reason": code})
     return reply.result or {}
 
 
@@ -536,27 +541,27 @@ def _accepted_at(result: dict[str, Any]) -> tuple[str | None, datetime]:
 
 
 async def _on_whatsapp(
-    ctx: Messaging, principal: Principal, message_id: str
+    ctx: MessagingContext, principal: Principal, message_id: str
 ) -> tuple[MessageOut, str]:
     """A message of the caller's account that reached WhatsApp and is not
     deleted, with its chat's JID."""
     row = await repo.get_by_id_for_account(ctx.pool, message_id, principal.account_id)
     if row is None:
-        raise NotFound("Message not found", code="message_not_found")
+        raise MessageNotFound()
     if row["deleted_at"] is not None:
-        raise Conflict("The message was deleted for everyone", code="message_deleted")
+        raise MessageDeleted()
     if not row["wa_message_id"] or row["direction"] == "note":
-        raise Conflict("The message is not on WhatsApp", code="message_not_sent")
+        raise MessageNotSent()
     chat = await chats_repo.get_by_id_for_account(
         ctx.pool, str(row["chat_id"]), principal.account_id
     )
     if chat is None:  # pragma: no cover - a message always has its chat
-        raise NotFound("Message not found", code="message_not_found")
-    return message_from_row(row), str(chat["jid"])
+        raise MessageNotFound()
+    return message_from_row(row), chat.jid
 
 
 async def _apply_confirmed(
-    ctx: Messaging, principal: Principal, message_id: str, update: conversation.Update
+    ctx: MessagingContext, principal: Principal, message_id: str, update: conversation.Update
 ) -> MessageOut:
     """WhatsApp accepted it: the store reflects it now (the worker's event of
     the same change, later, finds nothing to do)."""
@@ -564,20 +569,25 @@ async def _apply_confirmed(
         applied = await conversation.apply(conn, [update])
         row = await repo.get_by_id_for_account(conn, message_id, principal.account_id)
         chats = await conversation.chat_rows(conn, applied.chats)
-    assert row is not None
-    current = message_from_row(row)
-    if applied.changed:
-        await ctx.publish(
+        assert row is not None
+        current = message_from_row(row)
+        events = await stage_events(
+            conn,
             [
                 app_events.message_updated(principal.account_id, current),
                 *(app_events.chat_updated(principal.account_id, chat_from_row(c)) for c in chats),
             ]
+            if applied.changed
+            else [],
         )
+    await ctx.outbox.publish(events)
     await delete_stored_media(ctx, applied.storage_keys)
     return current
 
 
-async def react(ctx: Messaging, principal: Principal, message_id: str, emoji: str) -> MessageOut:
+async def react(
+    ctx: MessagingContext, principal: Principal, message_id: str, emoji: str
+) -> MessageOut:
     message, chat_jid = await _on_whatsapp(ctx, principal, message_id)
     assert message.wa_message_id is not None
     from_me = message.direction == "out"
@@ -605,16 +615,15 @@ async def react(ctx: Messaging, principal: Principal, message_id: str, emoji: st
     return await _apply_confirmed(ctx, principal, message.id, update)
 
 
-async def edit(ctx: Messaging, principal: Principal, message_id: str, body: str) -> MessageOut:
+async def edit(
+    ctx: MessagingContext, principal: Principal, message_id: str, body: str
+) -> MessageOut:
     message, chat_jid = await _on_whatsapp(ctx, principal, message_id)
     assert message.wa_message_id is not None
     if message.direction != "out" or message.type != "text":
-        raise Conflict("Only your own text messages can be edited", code="message_not_editable")
+        raise MessageNotEditable()
     if utcnow() - message.sent_at > EDIT_WINDOW:
-        raise Conflict(
-            "WhatsApp allows editing a message only in its first 15 minutes",
-            code="edit_window_passed",
-        )
+        raise EditWindowPassed()
     result = await _ask_worker(
         ctx,
         message.device_id,
@@ -639,13 +648,11 @@ async def edit(ctx: Messaging, principal: Principal, message_id: str, body: str)
     return await _apply_confirmed(ctx, principal, message.id, update)
 
 
-async def revoke(ctx: Messaging, principal: Principal, message_id: str) -> MessageOut:
+async def revoke(ctx: MessagingContext, principal: Principal, message_id: str) -> MessageOut:
     message, chat_jid = await _on_whatsapp(ctx, principal, message_id)
     assert message.wa_message_id is not None
     if message.direction != "out":
-        raise Conflict(
-            "Only your own messages can be deleted for everyone", code="message_not_revocable"
-        )
+        raise MessageNotRevocable()
     result = await _ask_worker(
         ctx,
         message.device_id,
@@ -666,16 +673,16 @@ async def revoke(ctx: Messaging, principal: Principal, message_id: str) -> Messa
     return await _apply_confirmed(ctx, principal, message.id, update)
 
 
-async def typing(ctx: Messaging, principal: Principal, chat_id: str, state: TypingState) -> None:
+async def typing(
+    ctx: MessagingContext, principal: Principal, chat_id: str, state: TypingState
+) -> None:
     chat = await chats_repo.get_by_id_for_account(ctx.pool, chat_id, principal.account_id)
     if chat is None:
-        raise NotFound("Chat not found", code="chat_not_found")
-    await _ask_worker(
-        ctx, str(chat["device_id"]), TypingCommand(chat_jid=str(chat["jid"]), state=state)
-    )
+        raise ChatNotFound()
+    await _ask_worker(ctx, chat.device_id, TypingCommand(chat_jid=chat.jid, state=state))
 
 
-async def send_for_service(ctx: Messaging, request: ServiceSendRequest) -> MessageOut:
+async def send_for_service(ctx: MessagingContext, request: ServiceSendRequest) -> MessageOut:
     """A send another service asks for (campaigns): the same path as the API's,
     for an account and device that service already checked."""
     try:
@@ -703,7 +710,7 @@ async def send_for_service(ctx: Messaging, request: ServiceSendRequest) -> Messa
 class ServiceSends:
     """Answers ``svc.messaging.send`` (one queue group across replicas)."""
 
-    def __init__(self, ctx: Messaging) -> None:
+    def __init__(self, ctx: MessagingContext) -> None:
         self.ctx = ctx
         self._sub: Any = None
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncpg
 
+from clarin_common.db import to_model
+from clarin_messaging.quick_replies.schemas import QuickReply
+
 # the unique index on (account_id, lower(shortcut))
 SHORTCUT_UNIQUE = "quick_replies_account_shortcut_key"
 
@@ -12,18 +15,18 @@ _COLUMNS = "id, shortcut, body, created_at"
 
 async def list_for_account(
     conn: asyncpg.Connection | asyncpg.Pool, account_id: str
-) -> list[asyncpg.Record]:
-    rows: list[asyncpg.Record] = await conn.fetch(
+) -> list[QuickReply]:
+    rows = await conn.fetch(
         f"SELECT {_COLUMNS} FROM quick_replies WHERE account_id = $1 ORDER BY lower(shortcut), id",
         account_id,
     )
-    return rows
+    return [to_model(QuickReply, r) for r in rows]
 
 
 async def insert(
     conn: asyncpg.Connection | asyncpg.Pool, id_: str, account_id: str, shortcut: str, body: str
-) -> asyncpg.Record:
-    row: asyncpg.Record = await conn.fetchrow(
+) -> QuickReply:
+    row = await conn.fetchrow(
         f"""
         INSERT INTO quick_replies (id, account_id, shortcut, body) VALUES ($1, $2, $3, $4)
         RETURNING {_COLUMNS}
@@ -33,7 +36,8 @@ async def insert(
         shortcut,
         body,
     )
-    return row
+    assert row is not None
+    return to_model(QuickReply, row)
 
 
 async def update_for_account(
@@ -42,8 +46,8 @@ async def update_for_account(
     account_id: str,
     shortcut: str | None,
     body: str | None,
-) -> asyncpg.Record | None:
-    return await conn.fetchrow(
+) -> QuickReply | None:
+    row = await conn.fetchrow(
         f"""
         UPDATE quick_replies
         SET shortcut = coalesce($3, shortcut), body = coalesce($4, body), updated_at = now()
@@ -55,6 +59,7 @@ async def update_for_account(
         shortcut,
         body,
     )
+    return to_model(QuickReply, row) if row is not None else None
 
 
 async def delete_for_account(

@@ -6,7 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from clarin_common.auth import CurrentUser
-from clarin_messaging.context import MessagingDep
+from clarin_messaging.deps import MessagingCtx
 from clarin_messaging.search import service
 from clarin_messaging.search.schemas import SearchPage
 
@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/search", tags=["search"])
 @router.get("/messages", response_model=SearchPage)
 async def search_messages(
     user: CurrentUser,
-    ctx: MessagingDep,
+    ctx: MessagingCtx,
     q: Annotated[str, Query(min_length=1, max_length=200)],
     device_id: uuid.UUID | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,

@@ -15,10 +15,9 @@ the table).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import asyncpg
 
+from clarin_common.paging import Key
 from clarin_messaging.messages.repository import SELECT_MESSAGE
 
 CANDIDATES = 500
@@ -75,7 +74,7 @@ async def search_for_account(
     query: str,
     *,
     device_id: str | None,
-    after: tuple[float, datetime, str] | None,
+    after: Key | None,
     limit: int,
     candidates: int = CANDIDATES,
 ) -> list[asyncpg.Record]:
@@ -91,9 +90,9 @@ async def search_for_account(
             queries["prefix"],
             queries["whole"],
             device_id,
-            after[0] if after else None,
-            after[1] if after else None,
-            after[2] if after else None,
+            after.rank if after else None,
+            after.at if after else None,
+            after.id if after else None,
             limit,
             candidates,
         )

@@ -6,10 +6,10 @@ import re
 
 from clarin_common.auth import Principal
 from clarin_common.errors import ValidationFailed
+from clarin_common.paging import Key, decode_cursor, page
 from clarin_messaging.chats import repository as chats_repo
-from clarin_messaging.context import Messaging
-from clarin_messaging.convert import chat_from_row, message_from_row
-from clarin_messaging.pagination import decode_ranked_cursor, encode_ranked_cursor
+from clarin_messaging.convert import message_from_row
+from clarin_messaging.deps import MessagingContext
 from clarin_messaging.search import repository as repo
 from clarin_messaging.search.schemas import SearchHit, SearchPage
 
@@ -18,7 +18,7 @@ _WORD = re.compile(r"[^\W_]")
 
 
 async def search_messages(
-    ctx: Messaging,
+    ctx: MessagingContext,
     principal: Principal,
     q: str,
     *,
@@ -28,25 +28,21 @@ async def search_messages(
 ) -> SearchPage:
     if not _WORD.search(q):
         raise ValidationFailed.field(["query", "q"], "Type at least one letter or digit")
-    after = decode_ranked_cursor(cursor) if cursor else None
+    after = decode_cursor(cursor, ranked=True) if cursor else None
     rows = await repo.search_for_account(
         ctx.pool, principal.account_id, q, device_id=device_id, after=after, limit=limit + 1
     )
-    page, more = rows[:limit], len(rows) > limit
+    items, next_cursor = page(
+        rows, limit, lambda r: Key(r["sent_at"], str(r["id"]), rank=float(r["rank"]))
+    )
     chat_rows = await chats_repo.get_many_for_account(
-        ctx.pool, list({str(r["chat_id"]) for r in page}), principal.account_id
+        ctx.pool, list({str(r["chat_id"]) for r in items}), principal.account_id
     )
-    chats = {str(r["id"]): chat_from_row(r) for r in chat_rows}
-    last = page[-1] if page else None
-    next_cursor = (
-        encode_ranked_cursor(last["rank"], last["sent_at"], str(last["id"]))
-        if more and last is not None
-        else None
-    )
+    chats = {c.id: c for c in chat_rows}
     return SearchPage(
         items=[
             SearchHit(message=message_from_row(r), chat=chats[str(r["chat_id"])])
-            for r in page
+            for r in items
             if str(r["chat_id"]) in chats
         ],
         next_cursor=next_cursor,
