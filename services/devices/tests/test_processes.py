@@ -7,20 +7,28 @@ import time
 from typing import Any
 
 from clarin_devices.worker import hrw
+from services.devices.tests.helpers import (
+    Api,
+    EventLog,
+    Ledger,
+    MakePaired,
+    SpawnWorker,
+    StartWorker,
+)
 
 
-def status_events(events: Any, device_id: str) -> list[dict[str, Any]]:
+def status_events(events: EventLog, device_id: str) -> list[dict[str, Any]]:
     return [s.data["data"] for s in events.of(".status", device_id)]
 
 
-def holder(events: Any, device_id: str) -> str | None:
+def holder(events: EventLog, device_id: str) -> str | None:
     statuses = status_events(events, device_id)
     if statuses and statuses[-1]["status"] == "connected":
         return str(statuses[-1]["worker_id"])
     return None
 
 
-def assert_never_two_holders(events: Any, device_id: str) -> None:
+def assert_never_two_holders(events: EventLog, device_id: str) -> None:
     """From the status events in stream order: a worker reports ``connected``
     only after the previous holder let go (handoff) or its lease expired."""
     current: str | None = None
@@ -36,7 +44,12 @@ def assert_never_two_holders(events: Any, device_id: str) -> None:
 
 
 async def test_sigterm_hands_devices_over_at_once(
-    api: Any, events: Any, spawn_worker: Any, start_worker: Any, make_paired: Any, ledger: Any
+    api: Api,
+    events: EventLog,
+    spawn_worker: SpawnWorker,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
+    ledger: Ledger,
 ) -> None:
     # leases far longer than the test may wait: only a release explains a quick move
     slow_leases = {"lease_ttl_seconds": 30, "lease_renew_interval_seconds": 5}
@@ -73,7 +86,12 @@ async def test_sigterm_hands_devices_over_at_once(
 
 
 async def test_sigkill_moves_devices_after_the_lease_expires(
-    api: Any, events: Any, spawn_worker: Any, start_worker: Any, make_paired: Any, ledger: Any
+    api: Api,
+    events: EventLog,
+    spawn_worker: SpawnWorker,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
+    ledger: Ledger,
 ) -> None:
     proc = await spawn_worker("p1", lease_ttl_seconds=2.0, lease_renew_interval_seconds=0.4)
     devices = await make_paired(10)

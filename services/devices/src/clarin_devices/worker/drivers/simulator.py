@@ -398,6 +398,10 @@ class SimulatorDriver(WhatsAppDriver):
         session = self._sessions.get(device_id)
         return session is not None and session.state == "connected"
 
+    def has_session(self, device_id: str) -> bool:
+        """A session of the device is open here, whatever its state."""
+        return device_id in self._sessions
+
     async def send_text(
         self,
         device_id: str,
