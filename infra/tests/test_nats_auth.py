@@ -31,7 +31,8 @@ from clarin_common.events import (
     wa_envelope,
     wa_event_subject,
 )
-from clarin_devkit.devservers import find_binary, tcp_answers
+from clarin_common.net import tcp_answers
+from clarin_devkit.devservers import find_binary
 from clarin_devkit.testing import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +128,7 @@ async def test_each_role_does_its_job_and_no_more(as_role: Any) -> None:
     worker = await as_role("worker")
     kv = await natsmod.ensure_kv(worker.js, "device_leases_test", ttl=30)
     await kv.put("dev1", b"worker-1")
-    qr = wa_envelope(account, device, "qr", WaQr(code="c", expires_at="2026-11-28T18:00:20Z"))  # type: ignore[arg-type]
+    qr = wa_envelope(account, device, "qr", WaQr(code="c", expires_at="2026-11-28T18:00:20Z"))
     await natsmod.publish_event(worker.js, wa_event_subject(account, device, "qr"), qr)
 
     async def reply(msg: Any) -> None:
@@ -182,7 +183,7 @@ async def test_each_role_does_its_job_and_no_more(as_role: Any) -> None:
     revoked: Envelope[SessionRevoked] = Envelope(
         type="session_revoked",
         account_id=account,
-        data=SessionRevoked(user_id="u1", issued_before="2026-11-28T18:00:00Z", reason="logout"),  # type: ignore[arg-type]
+        data=SessionRevoked(user_id="u1", issued_before="2026-11-28T18:00:00Z", reason="logout"),
     )
     await natsmod.publish_event(service.js, session_revoked_subject(account), revoked)
     from clarin_gateway.revocations import RevocationList, follow
