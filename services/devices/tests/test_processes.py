@@ -6,8 +6,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
+from clarin_common.app import service_context
+from clarin_common.errors import ServiceUnavailable
+from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import hrw
+from clarin_devices.worker.main import create_app
+from clarin_devices.worker.worker import Worker
+from clarin_devkit.testing import running_app
 from services.devices.tests.helpers import (
+    FAST_WORKER,
     Api,
     EventLog,
     Ledger,
@@ -113,3 +122,24 @@ async def test_sigkill_moves_devices_after_the_lease_expires(
         # p1 renewed at most 0.4 s before it died; its 2 s lease had to run out first
         assert opened - killed_at > 1.4, opened - killed_at
         assert (await api.get(device_id))["status"] == "connected"
+
+
+async def test_the_worker_app_starts_its_worker_as_its_context_and_hands_over_on_stop(
+    api: Api, make_paired: MakePaired
+) -> None:
+    """``clarin_devices.worker.main``'s app, in-process: its context is the started
+    Worker, which holds devices while the app runs and lets them go when it stops."""
+    app = create_app(WorkerSettings(worker_id="w-app", **FAST_WORKER))
+    [device] = await make_paired(1)
+    async with running_app(app) as client:
+        worker = service_context(app, Worker)
+        assert worker.ready
+        assert (await api.post(device, "connect")).status_code == 202
+        await api.wait_status(device, "connected")
+        assert worker.sessions[device].connected
+        assert (await client.get("/readyz")).status_code == 200
+    assert not worker.ready and worker.sessions == {}
+    # handed over (no other worker here to take it): waiting for one, not disconnected
+    assert (await api.get(device))["status"] == "connecting"
+    with pytest.raises(ServiceUnavailable):
+        service_context(app, Worker)
