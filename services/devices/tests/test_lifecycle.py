@@ -11,9 +11,11 @@ from typing import Any
 import asyncpg
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
+from pydantic import BaseModel
 
 from clarin_common.events import (
     MediaRef,
+    PairPhoneCommand,
     SendMediaCommand,
     SendTextCommand,
     wa_command_subject,
@@ -31,7 +33,7 @@ from services.devices.tests.helpers import (
 )
 
 
-async def command(nc: NatsClient, device_id: str, cmd: Any) -> dict[str, Any]:
+async def command(nc: NatsClient, device_id: str, cmd: BaseModel) -> dict[str, Any]:
     return await request_json(nc, wa_command_subject(device_id), cmd, timeout=5)
 
 
@@ -356,6 +358,11 @@ async def test_bad_commands_and_sim_actions(
         nats_client, device["id"], SendTextCommand(message_id="m", to="5215599998888", body="x")
     )
     assert result["ok"] is False and result["error"]["code"] == "device_not_connected"
+    short = await command(nats_client, device["id"], PairPhoneCommand(phone="+52 12"))
+    assert short["error"] == {
+        "code": "invalid_phone",
+        "message": "a phone number in international format: 7 to 15 digits",
+    }
     refused = await sim_request(device["id"], "inbound", **{"from": "5215599998888", "body": "x"})
     assert refused == {"ok": False, "error": "the device is not connected"}
     assert (await sim_request(device["id"], "scan", phone="12"))["ok"] is False

@@ -47,7 +47,8 @@ from clarin_devices.events import (
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import hrw
 from clarin_devices.worker import repository as repo
-from clarin_devices.worker.drivers import DriverError, InboundMedia, WhatsAppDriver
+from clarin_devices.worker.drivers import InboundMedia, WhatsAppDriver
+from clarin_devices.worker.exceptions import MediaNotFound
 from clarin_devices.worker.outbound import Outbound
 from clarin_devices.worker.session import CloseMode, DeviceSession, SessionContext
 
@@ -455,9 +456,7 @@ class Worker:
         try:
             result = await self.media.get(media.object_key)
         except Exception as exc:
-            raise DriverError(
-                f"media {media.object_key!r} is not in the store", code="media_not_found"
-            ) from exc
+            raise MediaNotFound(f"media {media.object_key!r} is not in the store") from exc
         return bytes(result.data or b"")
 
     # ---- metrics -----------------------------------------------------------------------

@@ -25,6 +25,10 @@ from clarin_common.events import (
     WaRevoke,
 )
 
+# the drivers raise these; they live with the worker's other errors
+from clarin_devices.worker.exceptions import DriverError as DriverError
+from clarin_devices.worker.exceptions import NotConnected as NotConnected
+
 
 @dataclass(frozen=True)
 class SendResult:
@@ -62,19 +66,6 @@ UNLINK_FAILED = (
     "Could not unlink the number from WhatsApp ({cause}); the phone still lists this "
     "device under Linked devices: remove it there"
 )
-
-
-class DriverError(Exception):
-    """A driver call failed; ``code`` is a stable machine-readable reason."""
-
-    def __init__(self, message: str, code: str = "driver_error") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class NotConnected(DriverError):
-    def __init__(self, message: str = "The device is not connected") -> None:
-        super().__init__(message, code="device_not_connected")
 
 
 class DriverEvents(Protocol):
