@@ -19,6 +19,7 @@ from nats.aio.client import Client as NatsClient
 from clarin_common.contract import DeviceStatus
 from clarin_devices.worker.drivers import DriverError, DriverEvents
 from clarin_devices.worker.drivers.simulator import SimulatorConfig, SimulatorDriver
+from clarin_devices.worker.exceptions import SessionNotFound
 from clarin_devices.worker.worker import Worker
 from clarin_devkit.testing import auth_headers, eventually, make_token
 
@@ -181,7 +182,7 @@ class RecordingSimulator(SimulatorDriver):
             self.fail_connects -= 1
             raise DriverError("failed to dial whatsapp web websocket")
         if session_jid and session_jid.startswith("0"):
-            raise DriverError("No stored WhatsApp session", code="session_not_found")
+            raise SessionNotFound("No stored WhatsApp session")
         self.ledger.opened(device_id, self.worker_id)
         await super().connect(device_id, session_jid, _LedgerEvents(events, self, device_id))
 

@@ -28,6 +28,7 @@ from clarin_common.events import (
 # the drivers raise these; they live with the worker's other errors
 from clarin_devices.worker.exceptions import DriverError as DriverError
 from clarin_devices.worker.exceptions import NotConnected as NotConnected
+from clarin_devices.worker.exceptions import RetryUnsupported
 
 
 @dataclass(frozen=True)
@@ -232,9 +233,7 @@ class WhatsAppDriver(abc.ABC):
         """Fetch again a file whose download failed; the outcome arrives through
         ``on_media``. ``download`` is the ``media_info.download`` the driver
         put on the message. Raises :class:`DriverError` when it cannot try."""
-        raise DriverError(
-            f"the {self.name} driver cannot fetch media again", code="retry_unsupported"
-        )
+        raise RetryUnsupported(f"the {self.name} driver cannot fetch media again")
 
     @abc.abstractmethod
     async def pair_phone(self, device_id: str, phone: str) -> str:

@@ -78,6 +78,17 @@ from clarin_devices.worker.drivers.neonize_pool import (
     Role,
 )
 from clarin_devices.worker.drivers.neonize_store import SessionStore, store_dsn
+from clarin_devices.worker.exceptions import (
+    AlreadyPaired,
+    DriverUnavailable,
+    InvalidMedia,
+    InvalidPhone,
+    MediaUnavailable,
+    SessionInUse,
+    SessionNotFound,
+    UnlinkFailed,
+    UnsupportedMedia,
+)
 
 __all__ = ["HostGone", "NeonizeConfig", "NeonizeDriver", "NeonizeSession", "store_dsn"]
 
@@ -158,7 +169,7 @@ class NeonizeDriver(WhatsAppDriver):
 
     async def connect(self, device_id: str, session_jid: str | None, events: DriverEvents) -> None:
         if self._stopping:
-            raise DriverError("The driver is stopping", code="driver_unavailable")
+            raise DriverUnavailable("The driver is stopping")
         await self.start()
         if device_id in self._sessions:
             await self.disconnect(device_id)
@@ -191,9 +202,8 @@ class NeonizeDriver(WhatsAppDriver):
     async def _resumable(self, session_jid: str, device_id: str | None = None) -> str:
         jid = await self.store.stored_jid(session_jid)
         if jid is None:
-            raise DriverError(
-                f"No stored WhatsApp session for {session_jid}: pair the device again",
-                code="session_not_found",
+            raise SessionNotFound(
+                f"No stored WhatsApp session for {session_jid}: pair the device again"
             )
         for other in self._sessions.values():
             if (
@@ -201,9 +211,8 @@ class NeonizeDriver(WhatsAppDriver):
                 and other.jid
                 and normalize_jid(other.jid) == normalize_jid(jid)
             ):
-                raise DriverError(
-                    f"The session of {session_jid} is in use by device {other.device_id}",
-                    code="session_in_use",
+                raise SessionInUse(
+                    f"The session of {session_jid} is in use by device {other.device_id}"
                 )
         return jid
 
@@ -272,7 +281,7 @@ class NeonizeDriver(WhatsAppDriver):
             await self.connect(device_id, stored, events)
             session = self._sessions.get(device_id)
             if session is None:
-                raise DriverError(events.error or "the session ended", code="unlink_failed")
+                raise UnlinkFailed(events.error or "the session ended")
             try:
                 await asyncio.wait_for(
                     _first(session.linked.wait(), events.ended.wait()),
@@ -282,12 +291,12 @@ class NeonizeDriver(WhatsAppDriver):
                 pass
             if session.state != "connected":
                 await self.disconnect(device_id)
-                raise DriverError(events.error or "WhatsApp did not answer", code="unlink_failed")
+                raise UnlinkFailed(events.error or "WhatsApp did not answer")
             await self._logout(session)
         except DriverError as exc:
             await self.store.delete(stored)
             cause = str(exc) if exc.code == "unlink_failed" else f"{exc}"
-            raise DriverError(UNLINK_FAILED.format(cause=cause), code="unlink_failed") from exc
+            raise UnlinkFailed(UNLINK_FAILED.format(cause=cause)) from exc
 
     async def _logout(self, session: NeonizeSession) -> None:
         session.closing = True
@@ -311,7 +320,7 @@ class NeonizeDriver(WhatsAppDriver):
         if jid:
             await self.store.delete(jid)
         if error is not None and jid:
-            raise DriverError(UNLINK_FAILED.format(cause=error), code="unlink_failed")
+            raise UnlinkFailed(UNLINK_FAILED.format(cause=error))
 
     def is_connected(self, device_id: str) -> bool:
         session = self._sessions.get(device_id)
@@ -352,11 +361,9 @@ class NeonizeDriver(WhatsAppDriver):
     ) -> SendResult:
         session = await self._connected(device_id)
         if not data:
-            raise DriverError("The media file is empty", code="invalid_media")
+            raise InvalidMedia("The media file is empty")
         if media_type not in ("image", "video", "audio", "document"):
-            raise DriverError(
-                f"Sending {media_type} messages is not supported", "unsupported_media"
-            )
+            raise UnsupportedMedia(f"Sending {media_type} messages is not supported")
         # the file goes to the child as a path, never through the pipe
         fd, path = tempfile.mkstemp(dir=self.spool, prefix="out-")
         try:
@@ -428,10 +435,10 @@ class NeonizeDriver(WhatsAppDriver):
         if session is None or session.closing or session.state == "ended":
             raise NotConnected()
         if not session.pairing:
-            raise DriverError("The device is already linked to a number", code="already_paired")
+            raise AlreadyPaired("The device is already linked to a number")
         digits = "".join(c for c in phone if c.isdigit())
         if not 7 <= len(digits) <= 15:
-            raise DriverError("phone must have 7 to 15 digits", code="invalid_phone")
+            raise InvalidPhone("phone must have 7 to 15 digits")
         result = await self._command(session, "pair_phone", phone=digits)
         return str(result["code"])
 
@@ -449,7 +456,7 @@ class NeonizeDriver(WhatsAppDriver):
         try:
             request = MediaRequest.parse(download)
         except MediaFetchError as exc:
-            raise DriverError(str(exc), code="media_unavailable") from exc
+            raise MediaUnavailable(str(exc)) from exc
         self._task(self._fetch(session, wa_message_id, chat_jid, mime_type, None, request))
 
     # ---- observability (tests, bench, /metrics) ----------------------------------
