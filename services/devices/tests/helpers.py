@@ -10,6 +10,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 import asyncpg
@@ -17,7 +18,16 @@ import httpx
 from nats.aio.client import Client as NatsClient
 
 from clarin_common.contract import DeviceStatus
-from clarin_devices.worker.drivers import DriverError, DriverEvents
+from clarin_common.events import (
+    WaEdit,
+    WaHistory,
+    WaMessage,
+    WaPresence,
+    WaReaction,
+    WaReceipt,
+    WaRevoke,
+)
+from clarin_devices.worker.drivers import DriverError, DriverEvents, InboundMedia, MediaOutcome
 from clarin_devices.worker.drivers.simulator import SimulatorConfig, SimulatorDriver
 from clarin_devices.worker.exceptions import SessionNotFound
 from clarin_devices.worker.worker import Worker
@@ -192,19 +202,59 @@ class RecordingSimulator(SimulatorDriver):
             self.ledger.closed(device_id, self.worker_id)
 
 
-class _LedgerEvents:
+class _LedgerEvents(DriverEvents):
+    """The worker's events of one attempt, telling the ledger when the driver
+    ended the session itself; everything else passed on as it is."""
+
     def __init__(self, inner: DriverEvents, driver: RecordingSimulator, device_id: str) -> None:
         self.inner = inner
         self.driver = driver
         self.device_id = device_id
 
-    async def on_status(self, device_id: str, status: DeviceStatus, **kwargs: Any) -> None:
+    async def on_status(
+        self,
+        device_id: str,
+        status: DeviceStatus,
+        *,
+        jid: str | None = None,
+        phone: str | None = None,
+        push_name: str | None = None,
+        error: str | None = None,
+    ) -> None:
         if status in ("disconnected", "logged_out"):  # the driver ended the session itself
             self.driver.ledger.closed(device_id, self.driver.worker_id)
-        await self.inner.on_status(device_id, status, **kwargs)
+        await self.inner.on_status(
+            device_id, status, jid=jid, phone=phone, push_name=push_name, error=error
+        )
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
+    async def on_qr(self, device_id: str, code: str, expires_at: datetime) -> None:
+        await self.inner.on_qr(device_id, code, expires_at)
+
+    async def on_message(
+        self, device_id: str, message: WaMessage, media: InboundMedia | None
+    ) -> None:
+        await self.inner.on_message(device_id, message, media)
+
+    async def on_media(self, device_id: str, outcome: MediaOutcome) -> None:
+        await self.inner.on_media(device_id, outcome)
+
+    async def on_receipt(self, device_id: str, receipt: WaReceipt) -> None:
+        await self.inner.on_receipt(device_id, receipt)
+
+    async def on_edit(self, device_id: str, edit: WaEdit) -> None:
+        await self.inner.on_edit(device_id, edit)
+
+    async def on_revoke(self, device_id: str, revoke: WaRevoke) -> None:
+        await self.inner.on_revoke(device_id, revoke)
+
+    async def on_reaction(self, device_id: str, reaction: WaReaction) -> None:
+        await self.inner.on_reaction(device_id, reaction)
+
+    async def on_presence(self, device_id: str, presence: WaPresence) -> None:
+        await self.inner.on_presence(device_id, presence)
+
+    async def on_history(self, device_id: str, history: WaHistory) -> None:
+        await self.inner.on_history(device_id, history)
 
 
 @dataclass
