@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from clarin_common.errors import NotFound
 from clarin_common.events import (
     RawEnvelope,
     WaQr,
@@ -11,7 +12,13 @@ from clarin_common.events import (
     wa_event_subject,
     ws_frame,
 )
-from clarin_common.ids import chat_id_for, jid_from_recipient, normalize_jid, phone_from_jid
+from clarin_common.ids import (
+    chat_id_for,
+    jid_from_recipient,
+    normalize_jid,
+    phone_from_jid,
+    uuid_or,
+)
 
 
 def test_subjects() -> None:
@@ -43,3 +50,11 @@ def test_ids() -> None:
     assert jid_from_recipient("+52 1 55 1234 5678") == "5215512345678@s.whatsapp.net"
     with pytest.raises(ValueError):
         jid_from_recipient("12")
+
+
+def test_uuid_or_canonicalizes_or_raises_the_error_given() -> None:
+    assert uuid_or("6F1C2B5E3F0A4C8E9D512A7B1E0C9A44", NotFound) == (
+        "6f1c2b5e-3f0a-4c8e-9d51-2a7b1e0c9a44"
+    )
+    with pytest.raises(NotFound):
+        uuid_or("not-a-uuid", NotFound)

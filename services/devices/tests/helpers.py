@@ -282,7 +282,7 @@ class RunningWorker:
         self.stopped = True
         for task in self.worker.loops:
             task.cancel()
-        self.worker.outbound.abandon()
+        await self.worker.outbound.abandon()
         for session in self.worker.sessions.values():
             session.closed = True
             ledger.closed(session.device_id, self.id)

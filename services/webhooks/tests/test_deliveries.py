@@ -6,39 +6,38 @@ import json
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 import httpx
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
 from clarin_common.events import LeadDeletedData, RawEnvelope
 from clarin_common.nats import Delivery
 from clarin_devkit.testing import eventually, free_port, running_app
 from clarin_devkit.testing.plugin import TestServers
 from clarin_webhooks.delivery.consumer import EventConsumer
+from clarin_webhooks.delivery.dispatcher import Claimed
 from clarin_webhooks.main import create_app
+from services.webhooks.tests.helpers import (
+    AppEvents,
+    SettingsMaker,
+    Tenant,
+    WebhookMaker,
+    create_webhook,
+    delivery_of,
+    newest_delivery,
+    webhook_of,
+)
+from services.webhooks.tests.helpers import deliveries_of as log_of
 from tests.webhook_receiver import Receiver, serving, verified
-
-
-async def log_of(
-    client: httpx.AsyncClient, tenant: Any, webhook: dict[str, Any]
-) -> list[dict[str, Any]]:
-    resp = await client.get(
-        f"/api/webhooks/{webhook['id']}/deliveries", params={"limit": 200}, headers=tenant.headers
-    )
-    assert resp.status_code == 200, resp.text
-    items: list[dict[str, Any]] = resp.json()["items"]
-    return items
 
 
 async def test_a_signed_post_of_the_envelope(
     client: httpx.AsyncClient,
-    new_tenant: Callable[[], Any],
-    make_webhook: Any,
+    new_tenant: Callable[[], Tenant],
+    make_webhook: WebhookMaker,
     receiver: Receiver,
-    app_events: Any,
+    app_events: AppEvents,
 ) -> None:
     tenant = new_tenant()
     hook = await make_webhook(tenant, receiver.url + "/clarin?x=1")
@@ -63,19 +62,21 @@ async def test_a_signed_post_of_the_envelope(
 
 async def test_only_subscribed_types_of_the_own_account(
     client: httpx.AsyncClient,
-    new_tenant: Callable[[], Any],
-    make_webhook: Any,
+    new_tenant: Callable[[], Tenant],
+    make_webhook: WebhookMaker,
     receiver: Receiver,
-    app_events: Any,
+    app_events: AppEvents,
 ) -> None:
     a, b = new_tenant(), new_tenant()
     only_deletes = await make_webhook(a, receiver.url + "/a1", events=["lead_deleted"])
     everything = await make_webhook(a, receiver.url + "/a2", events=["*"])
     inactive = await make_webhook(a, receiver.url + "/a3", events=["*"])
-    resp = await client.patch(
-        f"/api/webhooks/{inactive['id']}", json={"active": False}, headers=a.headers
+    switched_off = webhook_of(
+        await client.patch(
+            f"/api/webhooks/{inactive['id']}", json={"active": False}, headers=a.headers
+        )
     )
-    assert resp.status_code == 200
+    assert switched_off["active"] is False
     other = await make_webhook(b, receiver.url + "/b", events=["*"])
 
     await app_events.chat_read(a.account_id)
@@ -96,9 +97,12 @@ async def test_only_subscribed_types_of_the_own_account(
     assert b_request.json()["account_id"] == b.account_id
 
     # switched back on, it gets what happens from then on
-    resp = await client.patch(
-        f"/api/webhooks/{inactive['id']}", json={"active": True}, headers=a.headers
+    switched_on = webhook_of(
+        await client.patch(
+            f"/api/webhooks/{inactive['id']}", json={"active": True}, headers=a.headers
+        )
     )
+    assert switched_on["active"] is True
     await app_events.chat_read(a.account_id, "later")
     await receiver.wait_for(lambda r: len(r.accepted(lambda x: x.path == "/a3")) == 1)
     assert receiver.accepted(lambda x: x.path == "/a3")[0].json()["data"] == {"chat_id": "later"}
@@ -106,10 +110,10 @@ async def test_only_subscribed_types_of_the_own_account(
 
 async def test_events_before_the_webhook_existed_are_not_sent(
     client: httpx.AsyncClient,
-    new_tenant: Callable[[], Any],
-    make_webhook: Any,
+    new_tenant: Callable[[], Tenant],
+    make_webhook: WebhookMaker,
     receiver: Receiver,
-    app_events: Any,
+    app_events: AppEvents,
     nats_client: NatsClient,
 ) -> None:
     tenant = new_tenant()
@@ -120,7 +124,7 @@ async def test_events_before_the_webhook_existed_are_not_sent(
 
     async def drained() -> bool:
         info = await nats_client.jetstream().consumer_info("APP_EVENTS", "webhooks")
-        return info.num_pending == 0 and info.num_ack_pending == 0
+        return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
     await eventually(drained)
     assert [r.json()["data"]["chat_id"] for r in receiver.requests] == ["after"]
@@ -129,10 +133,10 @@ async def test_events_before_the_webhook_existed_are_not_sent(
 
 async def test_500_twice_then_the_same_delivery_id_succeeds(
     client: httpx.AsyncClient,
-    new_tenant: Callable[[], Any],
-    make_webhook: Any,
+    new_tenant: Callable[[], Tenant],
+    make_webhook: WebhookMaker,
     receiver: Receiver,
-    app_events: Any,
+    app_events: AppEvents,
 ) -> None:
     tenant = new_tenant()
     hook = await make_webhook(tenant, receiver.url + "/hook")
@@ -145,60 +149,49 @@ async def test_500_twice_then_the_same_delivery_id_succeeds(
     assert len({r.body for r in receiver.requests}) == 1
     assert all(verified(r, hook["secret"]) for r in receiver.requests)
 
-    async def settled() -> dict[str, Any] | None:
-        items = await log_of(client, tenant, hook)
-        return items[0] if items and items[0]["status"] == "delivered" else None
-
-    row = await eventually(settled)
+    row = await newest_delivery(client, tenant, hook, lambda d: d["status"] == "delivered")
     assert row["id"] in ids
     assert row["attempt"] == 3 and row["status_code"] == 200 and row["error"] is None
 
 
 async def test_no_answer_in_time_is_retried(
-    new_tenant: Callable[[], Any],
+    new_tenant: Callable[[], Tenant],
     receiver: Receiver,
-    app_events: Any,
+    app_events: AppEvents,
     clean_state: None,
-    fast_settings: Callable[..., Any],
+    fast_settings: SettingsMaker,
 ) -> None:
     # a long first backoff keeps the failed attempt visible in the log
     settings = fast_settings(delivery_timeout_seconds=0.5, retry_base_seconds=60)
     tenant = new_tenant()
     async with running_app(create_app(settings)) as client:
-        created = await client.post(
-            "/api/webhooks",
-            json={"url": receiver.url + "/slow", "events": ["*"]},
-            headers=tenant.headers,
-        )
-        hook = created.json()
+        hook = await create_webhook(client, tenant, receiver.url + "/slow")
         receiver.delay = 1.0
         await app_events.chat_read(tenant.account_id)
 
-        async def timed_out() -> dict[str, Any] | None:
-            items = await log_of(client, tenant, hook)
-            return items[0] if items and items[0]["error"] else None
-
-        row = await eventually(timed_out, timeout=10)
+        row = await newest_delivery(client, tenant, hook, lambda d: bool(d["error"]), timeout=10)
         assert row["status"] == "pending" and row["attempt"] == 1
         assert row["status_code"] is None
         assert row["error"] == "No answer within 0.5 s"
         assert row["next_attempt_at"] is not None and row["delivered_at"] is None
 
         receiver.delay = 0
-        resp = await client.post(
-            f"/api/webhooks/{hook['id']}/deliveries/{row['id']}/redeliver",
-            headers=tenant.headers,
+        again = delivery_of(
+            await client.post(
+                f"/api/webhooks/{hook['id']}/deliveries/{row['id']}/redeliver",
+                headers=tenant.headers,
+            )
         )
-        assert resp.status_code == 202
+        assert again["id"] == row["id"] and again["status"] == "pending"
         await receiver.wait_for(lambda r: len(r.accepted()) == 1)
         assert receiver.accepted()[0].delivery_id == row["id"]
 
 
 async def test_a_receiver_down_for_a_while_gets_everything_afterwards(
     client: httpx.AsyncClient,
-    new_tenant: Callable[[], Any],
-    make_webhook: Any,
-    app_events: Any,
+    new_tenant: Callable[[], Tenant],
+    make_webhook: WebhookMaker,
+    app_events: AppEvents,
 ) -> None:
     tenant = new_tenant()
     port = free_port()
@@ -222,28 +215,21 @@ async def test_a_receiver_down_for_a_while_gets_everything_afterwards(
 
 
 async def test_gives_up_after_the_retry_window(
-    new_tenant: Callable[[], Any],
+    new_tenant: Callable[[], Tenant],
     receiver: Receiver,
-    app_events: Any,
+    app_events: AppEvents,
     clean_state: None,
-    fast_settings: Callable[..., Any],
+    fast_settings: SettingsMaker,
 ) -> None:
     tenant = new_tenant()
     async with running_app(create_app(fast_settings(retry_window_seconds=1.0))) as client:
-        resp = await client.post(
-            "/api/webhooks",
-            json={"url": receiver.url + "/hook", "events": ["*"]},
-            headers=tenant.headers,
-        )
-        hook = resp.json()
+        hook = await create_webhook(client, tenant, receiver.url + "/hook")
         receiver.plan = [503] * 1000
         await app_events.chat_read(tenant.account_id)
 
-        async def failed() -> dict[str, Any] | None:
-            items = await log_of(client, tenant, hook)
-            return items[0] if items and items[0]["status"] == "failed" else None
-
-        row = await eventually(failed, timeout=10)
+        row = await newest_delivery(
+            client, tenant, hook, lambda d: d["status"] == "failed", timeout=10
+        )
         attempts = len(receiver.requests)
         assert row["attempt"] == attempts >= 2
         assert row["status_code"] == 503 and row["error"] == "HTTP 503"
@@ -251,21 +237,16 @@ async def test_gives_up_after_the_retry_window(
 
 
 async def test_a_restart_loses_nothing(
-    new_tenant: Callable[[], Any],
+    new_tenant: Callable[[], Tenant],
     receiver: Receiver,
-    app_events: Any,
+    app_events: AppEvents,
     clean_state: None,
-    fast_settings: Callable[..., Any],
+    fast_settings: SettingsMaker,
 ) -> None:
     tenant = new_tenant()
     sent: list[str] = []
     async with running_app(create_app(fast_settings())) as client:
-        resp = await client.post(
-            "/api/webhooks",
-            json={"url": receiver.url + "/hook", "events": ["*"]},
-            headers=tenant.headers,
-        )
-        hook = resp.json()
+        hook = await create_webhook(client, tenant, receiver.url + "/hook")
         sent += [await app_events.chat_read(tenant.account_id, f"a{i}") for i in range(10)]
         await receiver.wait_for(lambda r: len(r.accepted()) >= 1)
     # down: events keep coming into the stream
@@ -279,8 +260,8 @@ async def test_a_restart_loses_nothing(
 
 async def test_a_redelivered_event_adds_nothing(
     client: httpx.AsyncClient,
-    new_tenant: Callable[[], Any],
-    make_webhook: Any,
+    new_tenant: Callable[[], Tenant],
+    make_webhook: WebhookMaker,
     receiver: Receiver,
     nats_client: NatsClient,
     test_servers: TestServers,
@@ -299,7 +280,13 @@ async def test_a_redelivered_event_adds_nothing(
             "data": {"chat_id": "x"},
         }
     ).encode()
-    msg = Msg(_client=nats_client, subject=f"app.{tenant.account_id}.chat_read", data=body)
+    # a message as the client hands it over, on a subject outside APP_EVENTS so
+    # that only this consumer sees it (the app's own consumer would take it too)
+    subject = f"test.redelivery.{uuid.uuid4().hex}"
+    sub = await nats_client.subscribe(subject)
+    await nats_client.publish(subject, body)
+    msg = await sub.next_msg(timeout=5)
+    await sub.unsubscribe()
     delivery = Delivery(msg, RawEnvelope.model_validate_json(body))
 
     class Sink:
@@ -309,15 +296,17 @@ async def test_a_redelivered_event_adds_nothing(
             self.offered: list[int] = []
             self.wakes = 0
 
-        async def take_new(self, conn: Any, rows: list[Any]) -> list[Any]:
+        async def take_new(
+            self, conn: asyncpg.Connection, rows: list[asyncpg.Record]
+        ) -> list[Claimed]:
             self.offered.append(len(rows))
             return []
 
-        def launch(self, items: list[Any]) -> None:
+        def launch(self, items: list[Claimed]) -> None:
             assert items == []
 
-        def release(self, items: list[Any]) -> None:
-            pass
+        def release(self, items: list[Claimed]) -> None:
+            assert items == []
 
         def wake(self) -> None:
             self.wakes += 1
@@ -343,10 +332,10 @@ async def test_a_redelivered_event_adds_nothing(
 
 
 async def test_a_slow_receiver_does_not_hold_up_the_others(
-    new_tenant: Callable[[], Any],
-    app_events: Any,
+    new_tenant: Callable[[], Tenant],
+    app_events: AppEvents,
     clean_state: None,
-    fast_settings: Callable[..., Any],
+    fast_settings: SettingsMaker,
 ) -> None:
     """Each webhook has its share of the attempts in flight: a receiver that takes
     its time gets at most that many at once, and the others go on meanwhile."""
@@ -358,10 +347,7 @@ async def test_a_slow_receiver_does_not_hold_up_the_others(
         running_app(create_app(settings)) as client,
     ):
         for url in (slow.url + "/slow", fast.url + "/fast"):
-            resp = await client.post(
-                "/api/webhooks", json={"url": url, "events": ["*"]}, headers=tenant.headers
-            )
-            assert resp.status_code == 201
+            await create_webhook(client, tenant, url)
         for i in range(12):
             await app_events.chat_read(tenant.account_id, f"c{i}")
         await fast.wait_for(lambda r: len(r.accepted()) == 12)

@@ -5,18 +5,30 @@ from __future__ import annotations
 import ipaddress
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
 
 from clarin_common.auth import generate_key_pair, issue_access_token
-from clarin_devkit.testing import auth_headers, eventually, running_app
-from clarin_webhooks.delivery.targets import BlockedTarget, TargetPolicy, forbidden_reason
+from clarin_devkit.testing import running_app
+from clarin_webhooks.delivery.targets import (
+    BlockedTarget,
+    Resolver,
+    TargetPolicy,
+    forbidden_reason,
+)
 from clarin_webhooks.main import create_app
 from clarin_webhooks.settings import DEV_SECRET_KEY, WebhooksSettings
+from services.webhooks.tests.helpers import (
+    AppEvents,
+    SettingsMaker,
+    Tenant,
+    create_webhook,
+    newest_delivery,
+)
 from tests.webhook_receiver import Receiver
 
 FORBIDDEN = [
@@ -68,7 +80,7 @@ def test_public_addresses(address: str) -> None:
     assert forbidden_reason(ipaddress.ip_address(address)) is None
 
 
-def fake_dns(answers: dict[str, list[str]]) -> Callable[[str, int], Any]:
+def fake_dns(answers: dict[str, list[str]]) -> Resolver:
     async def resolve(host: str, port: int) -> list[str]:
         if host in answers:
             return answers[host]
@@ -142,8 +154,17 @@ class Flip:
             raise BlockedTarget(f"{host} does not resolve") from None
 
 
+@dataclass(frozen=True)
+class Prod:
+    """The service under the production rules, an admin of an account, its DNS."""
+
+    client: httpx.AsyncClient
+    admin: Tenant
+    dns: Flip
+
+
 @pytest.fixture
-async def prod(clean_state: None) -> AsyncIterator[tuple[httpx.AsyncClient, Any, Flip]]:
+async def prod(clean_state: None) -> AsyncIterator[Prod]:
     private, public = generate_key_pair()
     settings = WebhooksSettings(
         env="prod",
@@ -152,16 +173,13 @@ async def prod(clean_state: None) -> AsyncIterator[tuple[httpx.AsyncClient, Any,
         retry_base_seconds=30,
         poll_interval_seconds=0.05,
     )
+    account_id, user_id = str(uuid.uuid4()), str(uuid.uuid4())
     token, _ = issue_access_token(
-        private,
-        user_id=str(uuid.uuid4()),
-        account_id=str(uuid.uuid4()),
-        role="admin",
-        ttl=timedelta(minutes=5),
+        private, user_id=user_id, account_id=account_id, role="admin", ttl=timedelta(minutes=5)
     )
     dns = Flip()
     async with running_app(create_app(settings, resolver=dns)) as client:
-        yield client, auth_headers(token), dns
+        yield Prod(client, Tenant(account_id, user_id, token), dns)
 
 
 def test_prod_refuses_the_development_secret_key() -> None:
@@ -172,8 +190,8 @@ def test_prod_refuses_the_development_secret_key() -> None:
         WebhooksSettings(secret_key="not-a-key")
 
 
-async def test_creation_checks_the_target(prod: tuple[httpx.AsyncClient, Any, Flip]) -> None:
-    client, headers, _ = prod
+async def test_creation_checks_the_target(prod: Prod) -> None:
+    client, headers = prod.client, prod.admin.headers
     for url in (
         "http://hooks.example.com/clarin",
         "https://127.0.0.1/hook",
@@ -203,31 +221,16 @@ async def test_creation_checks_the_target(prod: tuple[httpx.AsyncClient, Any, Fl
 
 
 async def test_delivery_checks_the_address_it_connects_to(
-    prod: tuple[httpx.AsyncClient, Any, Flip], receiver: Receiver, app_events: Any
+    prod: Prod, receiver: Receiver, app_events: AppEvents
 ) -> None:
     """Public when created, loopback at delivery time: refused, nothing reaches it."""
-    client, headers, dns = prod
+    client, admin = prod.client, prod.admin
     port = int(receiver.url.rsplit(":", 1)[1])
-    hook = (
-        await client.post(
-            "/api/webhooks",
-            json={"url": f"https://hooks.example.com:{port}/hook", "events": ["*"]},
-            headers=headers,
-        )
-    ).json()
-    me = (await client.get("/api/webhooks", headers=headers)).json()["items"]
-    assert me[0]["id"] == hook["id"]
-    dns.answers["hooks.example.com"] = ["127.0.0.1"]
-    account_id = _account_of(headers)
-    await app_events.chat_read(account_id)
+    hook = await create_webhook(client, admin, f"https://hooks.example.com:{port}/hook")
+    prod.dns.answers["hooks.example.com"] = ["127.0.0.1"]
+    await app_events.chat_read(admin.account_id)
 
-    async def refused() -> dict[str, Any] | None:
-        items = (
-            await client.get(f"/api/webhooks/{hook['id']}/deliveries", headers=headers)
-        ).json()["items"]
-        return items[0] if items and items[0]["error"] else None
-
-    row = await eventually(refused, timeout=10)
+    row = await newest_delivery(client, admin, hook, lambda d: bool(d["error"]), timeout=10)
     assert row["error"] == (
         "Blocked: hooks.example.com is not allowed: it resolves to a loopback address"
     )
@@ -236,11 +239,11 @@ async def test_delivery_checks_the_address_it_connects_to(
 
 
 async def test_connects_to_the_checked_address(
-    new_tenant: Callable[[], Any],
+    new_tenant: Callable[[], Tenant],
     receiver: Receiver,
-    app_events: Any,
+    app_events: AppEvents,
     clean_state: None,
-    fast_settings: Callable[..., Any],
+    fast_settings: SettingsMaker,
 ) -> None:
     """The address the policy resolved is the one connected to: a name only our
     resolver knows reaches the receiver, with the name in the Host header."""
@@ -257,14 +260,6 @@ async def test_connects_to_the_checked_address(
         await app_events.chat_read(tenant.account_id)
         await receiver.wait_for(lambda r: len(r.accepted()) == 1)
     assert receiver.requests[0].headers["host"] == f"receiver.clarin.test:{port}"
-
-
-def _account_of(headers: dict[str, str]) -> str:
-    import jwt
-
-    token = headers["Authorization"].removeprefix("Bearer ")
-    claims: dict[str, Any] = jwt.decode(token, options={"verify_signature": False})
-    return str(claims["account_id"])
 
 
 async def test_the_delivery_client_refuses_forbidden_addresses_itself(

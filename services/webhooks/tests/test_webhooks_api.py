@@ -5,19 +5,31 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import asyncpg
 import httpx
 
-from clarin_devkit.testing import eventually
+from clarin_devkit.testing import eventually, running_app
+from clarin_webhooks.main import create_app
+from services.webhooks.tests.helpers import (
+    AppEvents,
+    DeliveryJson,
+    SettingsMaker,
+    Tenant,
+    WebhookMaker,
+    delivery_of,
+    newest_delivery,
+)
 from tests.webhook_receiver import Receiver, verified
 
 WEBHOOK_FIELDS = {"id", "url", "events", "active", "created_at"}
 URL = "http://127.0.0.1:9/hook"  # dev/test rules: a local receiver is fine
 
 
-def field_errors(resp: httpx.Response) -> list[list[Any]]:
+Loc = list[str | int]
+
+
+def field_errors(resp: httpx.Response) -> list[Loc]:
     assert resp.status_code == 422, resp.text
     body = resp.json()["error"]
     assert body["code"] == "validation_error"
@@ -36,7 +48,7 @@ class TestCreateWebhook:
         assert resp.json()["error"]["code"] == "unauthorized"
 
     async def test_agents_may_not(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         resp = await client.post(
@@ -45,7 +57,7 @@ class TestCreateWebhook:
         assert_forbidden(resp)
 
     async def test_creates_with_a_generated_secret_shown_once(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], db: asyncpg.Connection
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant], db: asyncpg.Connection
     ) -> None:
         tenant = new_tenant()
         resp = await client.post(
@@ -74,7 +86,7 @@ class TestCreateWebhook:
         assert created["secret"] not in stored
 
     async def test_keeps_a_given_secret_and_star_stands_alone(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         resp = await client.post(
@@ -87,7 +99,7 @@ class TestCreateWebhook:
         assert resp.json()["events"] == ["*"]
 
     async def test_accepts_the_second_wave_event_types(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         resp = await client.post(
@@ -98,10 +110,10 @@ class TestCreateWebhook:
         assert resp.status_code == 201, resp.text
 
     async def test_names_the_bad_fields(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
-        cases: list[tuple[dict[str, Any], list[Any]]] = [
+        cases: list[tuple[dict[str, object], Loc]] = [
             ({"events": ["*"]}, ["body", "url"]),
             ({"url": "", "events": ["*"]}, ["body", "url"]),
             ({"url": "ftp://example.com/x", "events": ["*"]}, ["body", "url"]),
@@ -127,7 +139,7 @@ class TestCreateWebhook:
 
 class TestEventTypes:
     async def test_lists_the_websocket_types(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any]
+        self, client: httpx.AsyncClient, new_tenant: Callable[[], Tenant]
     ) -> None:
         tenant = new_tenant()
         assert (await client.get("/api/webhooks/event-types")).status_code == 401
@@ -142,7 +154,10 @@ class TestEventTypes:
 
 class TestListWebhooks:
     async def test_only_the_callers_account(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], make_webhook: Any
+        self,
+        client: httpx.AsyncClient,
+        new_tenant: Callable[[], Tenant],
+        make_webhook: WebhookMaker,
     ) -> None:
         a, b = new_tenant(), new_tenant()
         assert (await client.get("/api/webhooks")).status_code == 401
@@ -156,7 +171,10 @@ class TestListWebhooks:
 
 class TestGetWebhook:
     async def test_other_account_and_garbage_are_404(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], make_webhook: Any
+        self,
+        client: httpx.AsyncClient,
+        new_tenant: Callable[[], Tenant],
+        make_webhook: WebhookMaker,
     ) -> None:
         a, b = new_tenant(), new_tenant()
         hook = await make_webhook(a, URL)
@@ -172,7 +190,10 @@ class TestGetWebhook:
 
 class TestUpdateWebhook:
     async def test_rules(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], make_webhook: Any
+        self,
+        client: httpx.AsyncClient,
+        new_tenant: Callable[[], Tenant],
+        make_webhook: WebhookMaker,
     ) -> None:
         a, b = new_tenant(), new_tenant()
         hook = await make_webhook(a, URL)
@@ -216,7 +237,10 @@ class TestUpdateWebhook:
 
 class TestDeleteWebhook:
     async def test_rules(
-        self, client: httpx.AsyncClient, new_tenant: Callable[[], Any], make_webhook: Any
+        self,
+        client: httpx.AsyncClient,
+        new_tenant: Callable[[], Tenant],
+        make_webhook: WebhookMaker,
     ) -> None:
         a, b = new_tenant(), new_tenant()
         hook = await make_webhook(a, URL)
@@ -234,10 +258,10 @@ class TestDeliveriesLog:
     async def test_rules_and_paging(
         self,
         client: httpx.AsyncClient,
-        new_tenant: Callable[[], Any],
-        make_webhook: Any,
+        new_tenant: Callable[[], Tenant],
+        make_webhook: WebhookMaker,
         receiver: Receiver,
-        app_events: Any,
+        app_events: AppEvents,
     ) -> None:
         a, b = new_tenant(), new_tenant()
         hook = await make_webhook(a, receiver.url + "/hook")
@@ -258,10 +282,10 @@ class TestDeliveriesLog:
             return len(items) == 5 and all(d["status"] == "delivered" for d in items)
 
         await eventually(all_delivered, timeout=10)
-        seen: list[dict[str, Any]] = []
-        cursor = None
+        seen: list[DeliveryJson] = []
+        cursor: str | None = None
         while True:
-            params: dict[str, Any] = {"limit": 2}
+            params: dict[str, str | int] = {"limit": 2}
             if cursor:
                 params["cursor"] = cursor
             page = (await client.get(path, params=params, headers=a.headers)).json()
@@ -269,6 +293,7 @@ class TestDeliveriesLog:
             cursor = page["next_cursor"]
             if cursor is None:
                 break
+        assert len(seen) == 5  # in pages of two: 2, 2, 1
         assert sorted(d["event_id"] for d in seen) == sorted(ids)
         first = seen[0]
         assert {
@@ -291,19 +316,20 @@ class TestDeliveriesLog:
 
         filtered = await client.get(path, params={"status": "failed"}, headers=a.headers)
         assert filtered.json()["items"] == []
-        for params in ({"cursor": "garbage"}, {"limit": 0}, {"status": "lost"}):
-            resp = await client.get(path, params=params, headers=a.headers)
-            assert ["query", next(iter(params))] in field_errors(resp)
+        bad: list[tuple[str, str | int]] = [("cursor", "garbage"), ("limit", 0), ("status", "lost")]
+        for name, value in bad:
+            resp = await client.get(path, params={name: value}, headers=a.headers)
+            assert ["query", name] in field_errors(resp)
 
 
 class TestRedeliver:
     async def test_rules_and_same_delivery_id(
         self,
         client: httpx.AsyncClient,
-        new_tenant: Callable[[], Any],
-        make_webhook: Any,
+        new_tenant: Callable[[], Tenant],
+        make_webhook: WebhookMaker,
         receiver: Receiver,
-        app_events: Any,
+        app_events: AppEvents,
     ) -> None:
         a, b = new_tenant(), new_tenant()
         hook = await make_webhook(a, receiver.url + "/hook")
@@ -311,11 +337,7 @@ class TestRedeliver:
         await receiver.wait_for(lambda r: len(r.accepted()) == 1)
         log = f"/api/webhooks/{hook['id']}/deliveries"
 
-        async def delivered() -> dict[str, Any] | None:
-            items = (await client.get(log, headers=a.headers)).json()["items"]
-            return items[0] if items and items[0]["status"] == "delivered" else None
-
-        delivery = await eventually(delivered)
+        delivery = await newest_delivery(client, a, hook, lambda d: d["status"] == "delivered")
         path = f"{log}/{delivery['id']}/redeliver"
         assert (await client.post(path)).status_code == 401
         assert_forbidden(await client.post(path, headers=a.agent_headers))
@@ -330,33 +352,26 @@ class TestRedeliver:
         ] == "delivery_not_found"
         assert len(receiver.requests) == 1
 
-        resp = await client.post(path, headers=a.headers)
-        assert resp.status_code == 202, resp.text
-        assert resp.json()["id"] == delivery["id"]
+        assert delivery_of(await client.post(path, headers=a.headers))["id"] == delivery["id"]
         await receiver.wait_for(lambda r: len(r.accepted()) == 2)
         first, again = receiver.requests
         assert first.delivery_id == again.delivery_id == delivery["id"]
         assert first.body == again.body
         assert verified(again, hook["secret"])
 
-        async def second_attempt() -> bool:
-            got = await delivered()
-            return got is not None and got["attempt"] == 2
-
-        await eventually(second_attempt)
+        await newest_delivery(
+            client, a, hook, lambda d: d["status"] == "delivered" and d["attempt"] == 2
+        )
 
 
 class TestWebhookLimit:
     async def test_an_account_has_at_most_the_limit(
-        self, new_tenant: Callable[[], Any], clean_state: None, fast_settings: Callable[..., Any]
+        self, new_tenant: Callable[[], Tenant], clean_state: None, fast_settings: SettingsMaker
     ) -> None:
-        from clarin_devkit.testing import running_app
-        from clarin_webhooks.main import create_app
-
         a, b = new_tenant(), new_tenant()
         async with running_app(create_app(fast_settings(max_per_account=2))) as client:
 
-            async def create(tenant: Any) -> httpx.Response:
+            async def create(tenant: Tenant) -> httpx.Response:
                 return await client.post(
                     "/api/webhooks", json={"url": URL, "events": ["*"]}, headers=tenant.headers
                 )

@@ -60,7 +60,7 @@ class Resources:
     redis: Redis | None = None
     # the service's typed context (``create_service_app(context=…)``)
     context: Any = None
-    # where services that predate the context keep things (messaging, webhooks)
+    # where services that predate the context keep things (messaging)
     extras: dict[str, Any] = field(default_factory=dict)
     # reported by /readyz under "services" without deciding readiness (the gateway
     # shows its upstreams there but stays ready while one of them is down)

@@ -45,3 +45,12 @@ def jid_from_recipient(to: str) -> str:
     if not 7 <= len(digits) <= 15:
         raise ValueError("Phone numbers have 7 to 15 digits in international format")
     return f"{digits}@s.whatsapp.net"
+
+
+def uuid_or(value: str, error: type[Exception]) -> str:
+    """``value`` in canonical uuid form; anything else raises ``error()`` (ids are
+    uuids: a malformed one names nothing, so it is simply not found)."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError as exc:
+        raise error() from exc

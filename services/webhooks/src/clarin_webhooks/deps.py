@@ -1,49 +1,34 @@
-"""What the endpoints need from the running app, as ``Annotated`` dependencies."""
+"""What the webhooks endpoints get from the running app: one context, built by the
+lifespan (``clarin_webhooks.main``)."""
 
 from __future__ import annotations
 
-import uuid
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+import asyncpg
+from fastapi import Depends
 
-from clarin_common.auth import Principal
-from clarin_common.errors import Unauthorized
+from clarin_common.app import context_dependency
 from clarin_webhooks.crypto import SecretBox
+from clarin_webhooks.delivery.consumer import EventConsumer
 from clarin_webhooks.delivery.dispatcher import Dispatcher
 from clarin_webhooks.delivery.targets import TargetPolicy
 from clarin_webhooks.settings import WebhooksSettings
 
 
-def account_uuid(principal: Principal) -> str:
-    """The token's account id; every tenant row is keyed by it (a uuid)."""
-    try:
-        return str(uuid.UUID(principal.account_id))
-    except ValueError as exc:
-        raise Unauthorized("Invalid access token", code="invalid_token") from exc
+@dataclass(frozen=True)
+class WebhooksContext:
+    settings: WebhooksSettings
+    pool: asyncpg.Pool
+    # where a webhook may point (checked on create and on a new url)
+    policy: TargetPolicy
+    # encrypts the signing secrets at rest
+    box: SecretBox
+    # sends due deliveries; woken by a redelivery
+    dispatcher: Dispatcher
+    # APP_EVENTS into delivery rows
+    consumer: EventConsumer
 
 
-def _policy(request: Request) -> TargetPolicy:
-    policy: TargetPolicy = request.app.state.target_policy
-    return policy
-
-
-def _box(request: Request) -> SecretBox:
-    box: SecretBox = request.app.state.secret_box
-    return box
-
-
-def _dispatcher(request: Request) -> Dispatcher:
-    dispatcher: Dispatcher = request.app.state.dispatcher
-    return dispatcher
-
-
-def _settings(request: Request) -> WebhooksSettings:
-    settings: WebhooksSettings = request.app.state.settings
-    return settings
-
-
-Policy = Annotated[TargetPolicy, Depends(_policy)]
-Box = Annotated[SecretBox, Depends(_box)]
-DispatcherDep = Annotated[Dispatcher, Depends(_dispatcher)]
-Settings = Annotated[WebhooksSettings, Depends(_settings)]
+WebhooksCtx = Annotated[WebhooksContext, Depends(context_dependency(WebhooksContext))]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
-import aiohttp
 from fastapi import FastAPI
 
 from clarin_common.app import Resources, create_service_app, serve
@@ -12,6 +13,7 @@ from clarin_webhooks.crypto import SecretBox
 from clarin_webhooks.delivery.consumer import EventConsumer
 from clarin_webhooks.delivery.dispatcher import Dispatcher
 from clarin_webhooks.delivery.targets import Resolver, TargetPolicy, guarded_session
+from clarin_webhooks.deps import WebhooksContext
 from clarin_webhooks.settings import WebhooksSettings
 from clarin_webhooks.webhooks.endpoints import router as webhooks_router
 
@@ -23,53 +25,43 @@ def create_app(
 ) -> FastAPI:
     """The app; ``resolver`` replaces the system's DNS lookups (tests)."""
     settings = settings or WebhooksSettings()
-    box = SecretBox(settings.secret_key)
-    policy = (
-        TargetPolicy(settings.private_targets_allowed, resolver)
-        if resolver is not None
-        else TargetPolicy(settings.private_targets_allowed)
-    )
 
-    async def on_startup(app: FastAPI, res: Resources) -> None:
+    @asynccontextmanager
+    async def context(res: Resources) -> AsyncIterator[WebhooksContext]:
         assert res.pool is not None and res.js is not None
-        client = guarded_session(policy, settings.max_in_flight)
-        res.extras["http"] = client
-        dispatcher = Dispatcher(res.pool, client, box, settings)
-        app.state.dispatcher = dispatcher
-        consumer = EventConsumer(
-            res.pool,
-            res.js,
-            retry_window=settings.retry_window_seconds,
-            new_deliveries=dispatcher,
-            batch_size=settings.consumer_batch_size,
+        box = SecretBox(settings.secret_key)
+        policy = (
+            TargetPolicy(settings.private_targets_allowed, resolver)
+            if resolver is not None
+            else TargetPolicy(settings.private_targets_allowed)
         )
-        res.extras["consumer"] = consumer
-        dispatcher.start()
-        await consumer.start()
+        async with guarded_session(policy, settings.max_in_flight) as http:
+            dispatcher = Dispatcher(res.pool, http, box, settings)
+            consumer = EventConsumer(
+                res.pool,
+                res.js,
+                retry_window=settings.retry_window_seconds,
+                new_deliveries=dispatcher,
+                batch_size=settings.consumer_batch_size,
+            )
+            dispatcher.start()
+            try:
+                await consumer.start()
+                try:
+                    yield WebhooksContext(settings, res.pool, policy, box, dispatcher, consumer)
+                finally:
+                    await consumer.stop()
+            finally:
+                await dispatcher.stop()
 
-    async def on_shutdown(app: FastAPI, res: Resources) -> None:
-        consumer: EventConsumer | None = res.extras.get("consumer")
-        if consumer is not None:
-            await consumer.stop()
-        dispatcher: Dispatcher | None = getattr(app.state, "dispatcher", None)
-        if dispatcher is not None:
-            await dispatcher.stop()
-        client: aiohttp.ClientSession | None = res.extras.get("http")
-        if client is not None:
-            await client.close()
-
-    app = create_service_app(
+    return create_service_app(
         settings,
         title="Clarin webhooks",
         schema="webhooks",
         migrations_dir=MIGRATIONS,
         routers=[webhooks_router],
-        on_startup=on_startup,
-        on_shutdown=on_shutdown,
+        context=context,
     )
-    app.state.target_policy = policy
-    app.state.secret_box = box
-    return app
 
 
 def run() -> None:

@@ -150,13 +150,15 @@ class Outbound:
         )
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="outbound:sweeper")
 
-    def abandon(self) -> None:
+    async def abandon(self) -> None:
         """Drop every queue at once, finishing nothing (as a killed process would)."""
-        for queue in self.queues.values():
-            queue.abandon()
+        tasks = [t for t in (q.abandon() for q in self.queues.values()) if t is not None]
         self.queues.clear()
         if self._sweeper is not None:
             self._sweeper.cancel()
+            tasks.append(self._sweeper)
+        if tasks:
+            await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
 
     async def stop(self) -> None:
         await asyncio.gather(*(self.detach(d) for d in list(self.queues)))
@@ -397,9 +399,15 @@ class DeviceQueue:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"outbound:{self.device_id}")
 
-    def abandon(self) -> None:
+    def abandon(self) -> asyncio.Task[None] | None:
+        """Cancel the loop (its task, to wait on). The flag too: a cancellation that
+        lands as a fetch completes can be lost inside nats-py, and the loop must end
+        all the same."""
+        self._stop.set()
+        self._wake.set()
         if self._task is not None:
             self._task.cancel()
+        return self._task
 
     async def stop(self) -> None:
         self._stop.set()
@@ -436,9 +444,27 @@ class DeviceQueue:
                 log.exception("outbound_queue_failed", device_id=self.device_id)
                 await self._pause(1.0)
 
+    async def _until_connected(self) -> None:
+        """Nothing can be sent before the device connects: bind its consumers only
+        then (a worker taking over many devices does not add two consumer
+        creations per device to its reconnect storm), failing what waits for a
+        device that stays unconnected too long meanwhile."""
+        loop = asyncio.get_running_loop()
+        since = loop.time()
+        timeout = self.settings.send_disconnected_timeout_seconds
+        while not self._stop.is_set() and not self._connected():
+            if loop.time() - since >= timeout:
+                await self.out.fail_queued(self.device_id, disconnected_reason(timeout))
+                since = loop.time()
+            self._wake.clear()
+            await self._pause(UNCONNECTED_CHECK_SECONDS)
+
     async def _serve(self) -> None:
         subs: dict[str, Any] = {}
         wake_sub: Subscription | None = None
+        await self._until_connected()
+        if self._stop.is_set():
+            return
         try:
             subs = {p: await self.out.bind(self.device_id, p) for p in SEND_PRIORITIES}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 import structlog
@@ -19,6 +19,7 @@ from prometheus_client import Counter, Histogram
 
 from clarin_common.events import APP_EVENTS_STREAM, APP_EVENTS_SUBJECTS
 from clarin_common.nats import Delivery, PullConsumer
+from clarin_webhooks.delivery.dispatcher import Claimed
 
 log = structlog.get_logger(__name__)
 
@@ -55,11 +56,13 @@ class NewDeliveries(Protocol):
     """Where fresh deliveries go (the dispatcher): claimed in the same transaction
     as far as there is room, launched after the commit, the rest woken for."""
 
-    async def take_new(self, conn: asyncpg.Connection, rows: list[asyncpg.Record]) -> list[Any]: ...
+    async def take_new(
+        self, conn: asyncpg.Connection, rows: list[asyncpg.Record]
+    ) -> list[Claimed]: ...
 
-    def launch(self, items: list[Any]) -> None: ...
+    def launch(self, items: list[Claimed]) -> None: ...
 
-    def release(self, items: list[Any]) -> None: ...
+    def release(self, items: list[Claimed]) -> None: ...
 
     def wake(self) -> None: ...
 
@@ -116,7 +119,7 @@ class EventConsumer:
             return
         EVENTS.inc(len(event_ids))
         sink = self.new_deliveries
-        claimed: list[Any] = []
+        claimed: list[Claimed] = []
         try:
             with FAN_OUT_SECONDS.time():
                 async with self.pool.acquire() as conn, conn.transaction():

@@ -18,10 +18,10 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import aiohttp
 import asyncpg
@@ -29,6 +29,7 @@ import structlog
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Histogram
 
+from clarin_common.db import plain
 from clarin_webhooks.crypto import InvalidToken, SecretBox, signature
 from clarin_webhooks.delivery.targets import blocked_reason
 from clarin_webhooks.settings import WebhooksSettings
@@ -163,16 +164,8 @@ class Outcome:
 
 
 def _claimed(r: asyncpg.Record) -> Claimed:
-    return Claimed(
-        id=str(r["id"]),
-        webhook_id=str(r["webhook_id"]),
-        event_type=r["event_type"],
-        body=r["body"],
-        attempt=r["attempt"],
-        give_up_at=r["give_up_at"],
-        url=r["url"],
-        secret_encrypted=r["secret_encrypted"],
-    )
+    # the claim's RETURNING names exactly the fields of Claimed
+    return Claimed(**plain(r))
 
 
 def backoff_seconds(attempt: int, settings: WebhooksSettings) -> float:
@@ -260,7 +253,7 @@ class Dispatcher:
         cap = self.settings.max_in_flight_per_webhook
         room = self.settings.max_in_flight - self.in_flight
         taken: Counter[str] = Counter()
-        ids: list[Any] = []
+        ids: list[uuid.UUID] = []
         for row in rows:
             webhook_id = str(row["webhook_id"])
             if webhook_id in self._backlogged:

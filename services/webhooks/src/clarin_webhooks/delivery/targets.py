@@ -21,13 +21,13 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
 import certifi
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.connector import AddrInfoType, SocketFactoryType
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -190,11 +190,11 @@ class GuardedResolver(AbstractResolver):
         return None
 
 
-def _guarded_socket(policy: TargetPolicy) -> Callable[[Any], socket.socket]:
+def _guarded_socket(policy: TargetPolicy) -> SocketFactoryType:
     """The socket factory: the last word on the exact address connected to
     (IP-literal URLs never reach a resolver)."""
 
-    def create(addr_info: Any) -> socket.socket:
+    def create(addr_info: AddrInfoType) -> socket.socket:
         family, type_, proto, _canon, sockaddr = addr_info
         if not policy.allow_private:
             ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])

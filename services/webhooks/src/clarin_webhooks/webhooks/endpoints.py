@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
-from clarin_common.app import DbPool
-from clarin_common.auth import AdminUser
-from clarin_webhooks.deps import Box, DispatcherDep, Policy, Settings, account_uuid
+from clarin_common.auth import AdminUser, account_uuid
+from clarin_webhooks.deps import WebhooksCtx
 from clarin_webhooks.webhooks import service
 from clarin_webhooks.webhooks.schemas import (
     EVENT_TYPES,
@@ -33,35 +32,31 @@ async def event_types(user: AdminUser) -> EventTypeList:
 
 
 @router.get("")
-async def list_webhooks(user: AdminUser, pool: DbPool) -> WebhookList:
-    return WebhookList(items=await service.list_webhooks(pool, account_uuid(user)))
+async def list_webhooks(user: AdminUser, ctx: WebhooksCtx) -> WebhookList:
+    return WebhookList(items=await service.list_webhooks(ctx, account_uuid(user)))
 
 
 @router.post("", status_code=201)
-async def create_webhook(
-    body: WebhookCreate, user: AdminUser, pool: DbPool, policy: Policy, box: Box, settings: Settings
-) -> WebhookCreated:
+async def create_webhook(body: WebhookCreate, user: AdminUser, ctx: WebhooksCtx) -> WebhookCreated:
     """A new webhook; the answer carries its signing ``secret``, shown this once."""
-    return await service.create_webhook(
-        pool, policy, box, account_uuid(user), body, settings.max_per_account
-    )
+    return await service.create_webhook(ctx, account_uuid(user), body)
 
 
 @router.get("/{webhook_id}")
-async def get_webhook(webhook_id: str, user: AdminUser, pool: DbPool) -> Webhook:
-    return await service.get_webhook(pool, account_uuid(user), webhook_id)
+async def get_webhook(webhook_id: str, user: AdminUser, ctx: WebhooksCtx) -> Webhook:
+    return await service.get_webhook(ctx, account_uuid(user), webhook_id)
 
 
 @router.patch("/{webhook_id}")
 async def update_webhook(
-    webhook_id: str, body: WebhookUpdate, user: AdminUser, pool: DbPool, policy: Policy
+    webhook_id: str, body: WebhookUpdate, user: AdminUser, ctx: WebhooksCtx
 ) -> Webhook:
-    return await service.update_webhook(pool, policy, account_uuid(user), webhook_id, body)
+    return await service.update_webhook(ctx, account_uuid(user), webhook_id, body)
 
 
 @router.delete("/{webhook_id}", status_code=204)
-async def delete_webhook(webhook_id: str, user: AdminUser, pool: DbPool) -> Response:
-    await service.delete_webhook(pool, account_uuid(user), webhook_id)
+async def delete_webhook(webhook_id: str, user: AdminUser, ctx: WebhooksCtx) -> Response:
+    await service.delete_webhook(ctx, account_uuid(user), webhook_id)
     return Response(status_code=204)
 
 
@@ -69,29 +64,20 @@ async def delete_webhook(webhook_id: str, user: AdminUser, pool: DbPool) -> Resp
 async def list_deliveries(
     webhook_id: str,
     user: AdminUser,
-    pool: DbPool,
+    ctx: WebhooksCtx,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
     status: DeliveryStatus | None = None,
 ) -> DeliveryPage:
     """The webhook's deliveries, newest first."""
     return await service.list_deliveries(
-        pool, account_uuid(user), webhook_id, limit=limit, cursor=cursor, status=status
+        ctx, account_uuid(user), webhook_id, limit=limit, cursor=cursor, status=status
     )
 
 
 @router.post("/{webhook_id}/deliveries/{delivery_id}/redeliver", status_code=202)
 async def redeliver(
-    webhook_id: str,
-    delivery_id: str,
-    user: AdminUser,
-    pool: DbPool,
-    dispatcher: DispatcherDep,
-    settings: Settings,
+    webhook_id: str, delivery_id: str, user: AdminUser, ctx: WebhooksCtx
 ) -> Delivery:
     """Attempt the delivery again now, with the same ``X-Clarin-Delivery`` id."""
-    delivery = await service.redeliver(
-        pool, account_uuid(user), webhook_id, delivery_id, settings.retry_window_seconds
-    )
-    dispatcher.wake()
-    return delivery
+    return await service.redeliver(ctx, account_uuid(user), webhook_id, delivery_id)

@@ -1,52 +1,23 @@
-"""SQL for webhooks and their delivery log. Every function takes the account it filters by."""
+"""SQL for webhooks and their delivery log. Every function takes the account it
+filters by, after the id of the row it names: ``(conn, id, account_id, …)``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import asyncpg
 
+from clarin_common.db import SqlArgs, to_model
+from clarin_common.paging import Key
 from clarin_webhooks.webhooks.schemas import Delivery, Webhook
 
 _WEBHOOK = "id, url, events, active, created_at"
+# the next attempt is shown only while one is coming
 _DELIVERY = """
     id, webhook_id, event_id, event_type, status, status_code, attempt, error,
-    created_at, delivered_at, next_attempt_at
+    created_at, delivered_at,
+    CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at
 """
-
-
-def to_webhook(row: asyncpg.Record) -> Webhook:
-    return Webhook(
-        id=str(row["id"]),
-        url=row["url"],
-        events=list(row["events"]),
-        active=row["active"],
-        created_at=row["created_at"],
-    )
-
-
-def to_delivery(row: asyncpg.Record) -> Delivery:
-    return Delivery(
-        id=str(row["id"]),
-        webhook_id=str(row["webhook_id"]),
-        event_id=row["event_id"],
-        event_type=row["event_type"],
-        status=row["status"],
-        status_code=row["status_code"],
-        attempt=row["attempt"],
-        error=row["error"],
-        created_at=row["created_at"],
-        delivered_at=row["delivered_at"],
-        next_attempt_at=row["next_attempt_at"] if row["status"] == "pending" else None,
-    )
-
-
-@dataclass(frozen=True)
-class PageKey:
-    created_at: datetime
-    id: str
 
 
 async def insert_within_limit(
@@ -75,103 +46,103 @@ async def insert_within_limit(
         secret_encrypted,
         limit,
     )
-    return to_webhook(row) if row is not None else None
+    return to_model(Webhook, row) if row is not None else None
 
 
-async def list_for_account(conn: asyncpg.Connection, account_id: str) -> list[Webhook]:
+async def list_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, account_id: str
+) -> list[Webhook]:
     rows = await conn.fetch(
         f"SELECT {_WEBHOOK} FROM webhooks WHERE account_id = $1 ORDER BY created_at, id",
         account_id,
     )
-    return [to_webhook(r) for r in rows]
+    return [to_model(Webhook, r) for r in rows]
 
 
 async def get_by_id_for_account(
-    conn: asyncpg.Connection, account_id: str, webhook_id: str
+    conn: asyncpg.Connection | asyncpg.Pool, webhook_id: str, account_id: str
 ) -> Webhook | None:
     row = await conn.fetchrow(
-        f"SELECT {_WEBHOOK} FROM webhooks WHERE account_id = $1 AND id = $2",
-        account_id,
+        f"SELECT {_WEBHOOK} FROM webhooks WHERE id = $1 AND account_id = $2",
         webhook_id,
+        account_id,
     )
-    return to_webhook(row) if row is not None else None
+    return to_model(Webhook, row) if row is not None else None
 
 
 async def update_for_account(
-    conn: asyncpg.Connection, account_id: str, webhook_id: str, changes: dict[str, Any]
+    conn: asyncpg.Connection | asyncpg.Pool,
+    webhook_id: str,
+    account_id: str,
+    changes: dict[str, Any],
 ) -> Webhook | None:
     columns = [c for c in ("url", "events", "active") if c in changes]
-    assignments = ", ".join(f"{c} = ${i}" for i, c in enumerate(columns, start=3))
+    args = SqlArgs(webhook_id, account_id)
+    sets = [f"{c} = {args.add(changes[c])}" for c in columns]
+    sets.append("updated_at = now()")
     row = await conn.fetchrow(
-        f"""
-        UPDATE webhooks SET {assignments}{", " if assignments else ""}updated_at = now()
-        WHERE account_id = $1 AND id = $2
-        RETURNING {_WEBHOOK}
-        """,
-        account_id,
+        f"UPDATE webhooks SET {', '.join(sets)} WHERE id = $1 AND account_id = $2 "
+        f"RETURNING {_WEBHOOK}",
+        *args.values,
+    )
+    return to_model(Webhook, row) if row is not None else None
+
+
+async def delete_for_account(
+    conn: asyncpg.Connection | asyncpg.Pool, webhook_id: str, account_id: str
+) -> bool:
+    deleted = await conn.fetchval(
+        "DELETE FROM webhooks WHERE id = $1 AND account_id = $2 RETURNING id",
         webhook_id,
-        *(changes[c] for c in columns),
+        account_id,
     )
-    return to_webhook(row) if row is not None else None
-
-
-async def delete_for_account(conn: asyncpg.Connection, account_id: str, webhook_id: str) -> bool:
-    result: str = await conn.execute(
-        "DELETE FROM webhooks WHERE account_id = $1 AND id = $2", account_id, webhook_id
-    )
-    return result == "DELETE 1"
+    return deleted is not None
 
 
 async def list_deliveries_for_account(
-    conn: asyncpg.Connection,
-    account_id: str,
+    conn: asyncpg.Connection | asyncpg.Pool,
     webhook_id: str,
+    account_id: str,
     *,
     limit: int,
-    after: PageKey | None,
+    after: Key | None,
     status: str | None,
 ) -> list[Delivery]:
-    args: list[Any] = [account_id, webhook_id]
-    where = ["account_id = $1", "webhook_id = $2"]
+    """Newest first, ``(created_at, id)`` breaking ties; ``limit`` rows after ``after``."""
+    args = SqlArgs(webhook_id, account_id)
+    where = ["webhook_id = $1", "account_id = $2"]
     if status is not None:
-        args.append(status)
-        where.append(f"status = ${len(args)}")
+        where.append(f"status = {args.add(status)}")
     if after is not None:
-        args += [after.created_at, after.id]
-        where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)}::uuid)")
-    args.append(limit)
+        where.append(f"(created_at, id) < ({args.add(after.at)}, {args.add(after.id)}::uuid)")
     rows = await conn.fetch(
-        f"""
-        SELECT {_DELIVERY} FROM deliveries
-        WHERE {" AND ".join(where)}
-        ORDER BY created_at DESC, id DESC
-        LIMIT ${len(args)}
-        """,
-        *args,
+        f"SELECT {_DELIVERY} FROM deliveries WHERE {' AND '.join(where)} "
+        f"ORDER BY created_at DESC, id DESC LIMIT {args.add(limit)}",
+        *args.values,
     )
-    return [to_delivery(r) for r in rows]
+    return [to_model(Delivery, r) for r in rows]
 
 
 async def get_delivery_for_account(
-    conn: asyncpg.Connection, account_id: str, webhook_id: str, delivery_id: str
+    conn: asyncpg.Connection, delivery_id: str, webhook_id: str, account_id: str
 ) -> Delivery | None:
     row = await conn.fetchrow(
         f"""
         SELECT {_DELIVERY} FROM deliveries
-        WHERE account_id = $1 AND webhook_id = $2 AND id = $3
+        WHERE id = $1 AND webhook_id = $2 AND account_id = $3
         """,
-        account_id,
-        webhook_id,
         delivery_id,
+        webhook_id,
+        account_id,
     )
-    return to_delivery(row) if row is not None else None
+    return to_model(Delivery, row) if row is not None else None
 
 
 async def schedule_again_for_account(
     conn: asyncpg.Connection,
-    account_id: str,
-    webhook_id: str,
     delivery_id: str,
+    webhook_id: str,
+    account_id: str,
     retry_window: float,
 ) -> Delivery | None:
     """Make a delivery due now with a fresh retry window (a redelivery by hand).
@@ -184,13 +155,13 @@ async def schedule_again_for_account(
             status = 'pending',
             next_attempt_at = now(),
             give_up_at = GREATEST(give_up_at, now() + make_interval(secs => $4))
-        WHERE account_id = $1 AND webhook_id = $2 AND id = $3
+        WHERE id = $1 AND webhook_id = $2 AND account_id = $3
           AND (status <> 'sending' OR next_attempt_at <= now())
         RETURNING {_DELIVERY}
         """,
-        account_id,
-        webhook_id,
         delivery_id,
+        webhook_id,
+        account_id,
         float(retry_window),
     )
-    return to_delivery(row) if row is not None else None
+    return to_model(Delivery, row) if row is not None else None
