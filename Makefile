@@ -76,9 +76,8 @@ test: setup lint-python
 lint-python: install
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
-	# the tests too (pyproject's [tool.mypy] exclude lists those not typed yet);
-	# tests/ and infra/tests/ join once they are
-	$(UV) run --no-sync mypy libs services
+	# every test too, strict like the code
+	$(UV) run --no-sync mypy libs services tests infra/tests
 
 .PHONY: lint
 lint: lint-python frontend/node_modules/.package-lock.json

@@ -326,7 +326,9 @@ async def race(database_url: str) -> dict[str, Any]:
     ids = [str(uuid.uuid4()) for _ in range(10)]
     for device, jid in zip(ids, await store_sessions(database_url, 10), strict=True):
         await driver.connect(device, jid, events)
-    child = driver._sessions[ids[0]].child
+    held = driver.session(ids[0])
+    assert held is not None
+    child = held.child
     started = time.monotonic()
     outcome = "no crash"
     try:

@@ -144,8 +144,8 @@ async def through_host(database_url: str, blob: bytes, messages: int) -> dict[st
     await driver.connect(other, jids[1], events)
     path = Path(tempfile.mkdtemp(prefix="clarin-history-")) / "blob.bin"
     path.write_bytes(blob)
-    session = driver._sessions[importing]
-    other_session = driver._sessions[other]
+    session, other_session = driver.session(importing), driver.session(other)
+    assert session is not None and other_session is not None
     live_event = {
         "Info": {
             "ID": "LIVE",

@@ -418,7 +418,7 @@ def test_env_example_parses_and_holds_a_matching_dev_key_pair() -> None:
     )
     public = serialization.load_pem_public_key((values["CLARIN_JWT_PUBLIC_KEY"] or "").encode())
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    assert private.public_key().public_bytes(*raw) == public.public_bytes(*raw)  # type: ignore[union-attr]
+    assert private.public_key().public_bytes(*raw) == public.public_bytes(*raw)
 
 
 # --------------------------------------------------------------------------- #
@@ -974,9 +974,9 @@ def test_k8s_references_resolve(k8s_tree: Path, target: str) -> None:
     for var, url in cfg.items():
         m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", url) if var.endswith("_URL") else None
         if m:
-            svc = idx.get(("Service", m.group(1)))
-            assert svc, f"{var} -> unknown Service {m.group(1)}"
-            assert int(m.group(2)) in [p["port"] for p in svc["spec"]["ports"]], var
+            upstream = idx.get(("Service", m.group(1)))
+            assert upstream, f"{var} -> unknown Service {m.group(1)}"
+            assert int(m.group(2)) in [p["port"] for p in upstream["spec"]["ports"]], var
     # backends are external, by name
     for backend in ("clarin-postgres", "clarin-redis", "clarin-nats"):
         assert idx[("Service", backend)]["spec"]["type"] == "ExternalName", backend

@@ -12,13 +12,13 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 
 from clarin_common import nats as natsmod
 from clarin_common.auth_events import SessionRevoked, session_revoked_subject
@@ -31,7 +31,8 @@ from clarin_common.events import (
     wa_envelope,
     wa_event_subject,
 )
-from clarin_devkit.devservers import find_binary, tcp_answers
+from clarin_common.net import tcp_answers
+from clarin_devkit.devservers import find_binary
 from clarin_devkit.testing import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,8 +84,12 @@ class Role:
         return False
 
 
+AsRole = Callable[[str], Awaitable[Role]]
+"""The ``as_role`` fixture: a NATS connection as that auth.conf user."""
+
+
 @pytest.fixture
-async def as_role(nats_url: str) -> AsyncIterator[Any]:
+async def as_role(nats_url: str) -> AsyncIterator[AsRole]:
     clients: list[NatsClient] = []
 
     async def connect(role: str) -> Role:
@@ -118,7 +123,7 @@ async def test_no_credentials_no_entry(nats_url: str) -> None:
         )
 
 
-async def test_each_role_does_its_job_and_no_more(as_role: Any) -> None:
+async def test_each_role_does_its_job_and_no_more(as_role: AsRole) -> None:
     account, device = "acc1", "dev1"
     gateway = await as_role("gateway")
     await natsmod.ensure_streams(gateway.js)
@@ -127,10 +132,10 @@ async def test_each_role_does_its_job_and_no_more(as_role: Any) -> None:
     worker = await as_role("worker")
     kv = await natsmod.ensure_kv(worker.js, "device_leases_test", ttl=30)
     await kv.put("dev1", b"worker-1")
-    qr = wa_envelope(account, device, "qr", WaQr(code="c", expires_at="2026-11-28T18:00:20Z"))  # type: ignore[arg-type]
+    qr = wa_envelope(account, device, "qr", WaQr(code="c", expires_at="2026-11-28T18:00:20Z"))
     await natsmod.publish_event(worker.js, wa_event_subject(account, device, "qr"), qr)
 
-    async def reply(msg: Any) -> None:
+    async def reply(msg: Msg) -> None:
         await msg.respond(json.dumps({"ok": True}).encode())
 
     await worker.nc.subscribe("wa.cmd.*", cb=reply)
@@ -173,7 +178,7 @@ async def test_each_role_does_its_job_and_no_more(as_role: Any) -> None:
     # the gateway: reads app events, QR codes and revocations; publishes nothing
     frames: list[str] = []
 
-    async def on_frame(msg: Any) -> None:
+    async def on_frame(msg: Msg) -> None:
         frames.append(msg.subject)
 
     await gateway.nc.subscribe(f"app.{account}.>", cb=on_frame)
@@ -182,7 +187,7 @@ async def test_each_role_does_its_job_and_no_more(as_role: Any) -> None:
     revoked: Envelope[SessionRevoked] = Envelope(
         type="session_revoked",
         account_id=account,
-        data=SessionRevoked(user_id="u1", issued_before="2026-11-28T18:00:00Z", reason="logout"),  # type: ignore[arg-type]
+        data=SessionRevoked(user_id="u1", issued_before="2026-11-28T18:00:00Z", reason="logout"),
     )
     await natsmod.publish_event(service.js, session_revoked_subject(account), revoked)
     from clarin_gateway.revocations import RevocationList, follow
@@ -206,7 +211,7 @@ async def test_each_role_does_its_job_and_no_more(as_role: Any) -> None:
     reader = await as_role("reader")
     read: list[str] = []
 
-    async def on_read(msg: Any) -> None:
+    async def on_read(msg: Msg) -> None:
         read.append(msg.subject)
 
     await reader.nc.subscribe("app.>", cb=on_read)

@@ -9,14 +9,18 @@ import asyncio
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.e2e.helpers import sim
 from tests.e2e.system import ARTIFACTS, System
 from tests.webhook_receiver import Receiver, serving_in_thread, verified
+
+if TYPE_CHECKING:  # playwright is imported where a test runs it
+    from playwright.sync_api import ConsoleMessage, Page
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
@@ -39,7 +43,7 @@ document.addEventListener("securitypolicyviolation", (e) => {
 """
 
 
-def _csp_error(message: Any, errors: list[str]) -> None:
+def _csp_error(message: ConsoleMessage, errors: list[str]) -> None:
     text = message.text
     if message.type == "error" and ("CSP violation" in text or "Content Security Policy" in text):
         errors.append(text)
@@ -533,7 +537,9 @@ def test_agent_journey(system: System) -> None:
     assert not errors, errors
 
 
-def team_inbox_steps(page: Any, system: System, device_id: str, shot: Any) -> None:
+def team_inbox_steps(
+    page: Page, system: System, device_id: str, shot: Callable[[str], None]
+) -> None:
     """Issue 14: quick replies, notes, labels, assignment, tabs with live unread
     counts, resolve and reopen on inbound, label filter, message search."""
     from playwright.sync_api import expect

@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from clarin_common.events import sim_subject
 from clarin_common.nats import connect, request_json
@@ -39,7 +40,7 @@ class Socket:
     def __init__(self, base_url: str, token: str) -> None:
         self.url = base_url.replace("http://", "ws://") + f"/ws?token={token}"
         self.frames: list[dict[str, Any]] = []
-        self._ws: Any = None
+        self._ws: ClientConnection | None = None
         self._task: asyncio.Task[None] | None = None
         self._new = asyncio.Event()
 
@@ -51,9 +52,17 @@ class Socket:
     async def __aexit__(self, *exc: object) -> None:
         if self._task:
             self._task.cancel()
-        await self._ws.close()
+        if self._ws is not None:
+            await self._ws.close()
+
+    @property
+    def connection(self) -> ClientConnection:
+        """The open WebSocket (inside ``async with``): to send on it, or see how it closed."""
+        assert self._ws is not None, "not connected"
+        return self._ws
 
     async def _read(self) -> None:
+        assert self._ws is not None
         async for raw in self._ws:
             self.frames.append(json.loads(raw))
             self._new.set()

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import time
 import uuid
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -22,9 +23,9 @@ PNG = base64.b64decode(
 
 
 @pytest.fixture
-async def client(system: System) -> httpx.AsyncClient:
+async def client(system: System) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=system.base_url, timeout=15) as c:
-        yield c  # type: ignore[misc]
+        yield c
 
 
 async def test_auth_flow_through_gateway(client: httpx.AsyncClient) -> None:

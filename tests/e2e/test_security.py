@@ -171,16 +171,16 @@ async def test_disabling_a_user_closes_their_sockets_within_5_s(
     admin = await register(client)
     agent = await agent_of(client, admin)
     async with Socket(system.base_url, agent["access_token"]) as ws:
-        await ws._ws.send(json.dumps({"type": "ping"}))
+        await ws.connection.send(json.dumps({"type": "ping"}))
         await ws.wait_for(lambda f: f.get("type") == "pong")
         started = time.monotonic()
         resp = await client.patch(
             f"/api/users/{agent['user']['id']}", json={"disabled": True}, headers=bearer(admin)
         )
         assert resp.status_code == 200, resp.text
-        await asyncio.wait_for(ws._ws.wait_closed(), 5)
+        await asyncio.wait_for(ws.connection.wait_closed(), 5)
         assert time.monotonic() - started < 5
-        assert ws._ws.close_code == 4401
+        assert ws.connection.close_code == 4401
     me = await client.get("/api/auth/me", headers=bearer(agent))
     assert me.status_code == 401 and me.json()["error"]["code"] == "token_revoked"
     refreshed = await client.post(
@@ -198,12 +198,12 @@ async def test_logout_closes_that_sessions_socket(
 ) -> None:
     admin = await register(client)
     async with Socket(system.base_url, admin["access_token"]) as ws:
-        await ws._ws.send(json.dumps({"type": "ping"}))
+        await ws.connection.send(json.dumps({"type": "ping"}))
         await ws.wait_for(lambda f: f.get("type") == "pong")
         out = await client.post("/api/auth/logout", json={"refresh_token": admin["refresh_token"]})
         assert out.status_code == 204
-        await asyncio.wait_for(ws._ws.wait_closed(), 5)
-        assert ws._ws.close_code == 4401
+        await asyncio.wait_for(ws.connection.wait_closed(), 5)
+        assert ws.connection.close_code == 4401
 
 
 # ---- every route by {no token, agent, admin of another account} ------------------------

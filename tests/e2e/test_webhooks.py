@@ -111,7 +111,7 @@ async def test_500_twice_then_the_same_delivery_id(client: httpx.AsyncClient) ->
 
         async def logged() -> bool:
             (row,) = await deliveries(client, admin, hook)
-            return row["status"] == "delivered" and row["attempt"] == 3
+            return bool(row["status"] == "delivered" and row["attempt"] == 3)
 
         await eventually(logged, timeout=10)
 

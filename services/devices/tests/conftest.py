@@ -4,13 +4,10 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asyncpg
@@ -23,31 +20,25 @@ from clarin_common import nats as natsmod
 from clarin_common.db import create_pool
 from clarin_devices.main import create_app
 from clarin_devices.settings import DevicesSettings, WorkerSettings
-from clarin_devices.worker.drivers import DriverError
-from clarin_devices.worker.drivers.simulator import SimulatorConfig, SimulatorDriver
+from clarin_devices.worker.drivers.simulator import SimulatorConfig
 from clarin_devices.worker.worker import Worker
 from clarin_devkit.testing import free_port, running_app
 from clarin_devkit.testing.plugin import TestServers
-from services.devices.tests.helpers import Api, EventLog, Refusing, Seen
-
-# fast clocks for tests; production defaults are in WorkerSettings
-FAST_WORKER: dict[str, Any] = {
-    "whatsapp_driver": "simulator",
-    "heartbeat_interval_seconds": 0.3,
-    "heartbeat_ttl_seconds": 1.5,
-    "lease_ttl_seconds": 1.5,
-    "lease_renew_interval_seconds": 0.3,
-    "reconcile_interval_seconds": 0.3,
-    "reconnect_base_seconds": 0.05,
-    "reconnect_max_seconds": 0.5,
-    "reconnect_stagger_seconds": 0.0,
-    "send_rate_per_second": 200.0,
-    "sim_qr_first_delay": 0.05,
-    "sim_qr_interval": 20.0,
-    "sim_receipt_delay": 0.05,
-    "sim_read_delay": 0.05,
-    "driver_call_timeout_seconds": 5.0,
-}
+from services.devices.tests.helpers import (
+    FAST_WORKER,
+    Api,
+    EventLog,
+    Ledger,
+    MakePaired,
+    RecordingSimulator,
+    Refusing,
+    RunningWorker,
+    Seen,
+    SimRequest,
+    SpawnWorker,
+    StartWorker,
+    WorkerProcess,
+)
 
 
 @pytest.fixture(scope="session")
@@ -115,7 +106,7 @@ async def paired_devices(api: Api, db: asyncpg.Pool, count: int) -> list[str]:
 
 
 @pytest.fixture
-def make_paired(api: Api, db: asyncpg.Pool) -> Callable[[int], Any]:
+def make_paired(api: Api, db: asyncpg.Pool) -> MakePaired:
     async def make(count: int) -> list[str]:
         return await paired_devices(api, db, count)
 
@@ -142,119 +133,11 @@ async def sim(
 
 
 @pytest.fixture
-def sim_request(nats_client: NatsClient) -> Callable[..., Any]:
+def sim_request(nats_client: NatsClient) -> SimRequest:
     async def request(device_id: str, action: str, **payload: Any) -> dict[str, Any]:
         return await sim(nats_client, device_id, action, **payload)
 
     return request
-
-
-@dataclass
-class Ledger:
-    """Which in-process driver holds a live session of each device, over time.
-
-    Fails the moment two workers hold the same device at once."""
-
-    holders: dict[str, str] = field(default_factory=dict)
-    # (monotonic time, device, worker, "open" | "close")
-    history: list[tuple[float, str, str, str]] = field(default_factory=list)
-    violations: list[str] = field(default_factory=list)
-
-    def opened(self, device_id: str, worker_id: str) -> None:
-        holder = self.holders.get(device_id)
-        if holder is not None and holder != worker_id:
-            self.violations.append(f"{device_id} opened by {worker_id} while {holder} holds it")
-        self.holders[device_id] = worker_id
-        self.history.append((time.monotonic(), device_id, worker_id, "open"))
-
-    def closed(self, device_id: str, worker_id: str) -> None:
-        if self.holders.get(device_id) == worker_id:
-            del self.holders[device_id]
-        self.history.append((time.monotonic(), device_id, worker_id, "close"))
-
-    def first_open(self, device_id: str, worker_id: str, since: float = 0.0) -> float | None:
-        """When ``worker_id`` first opened ``device_id`` (at or after ``since``)."""
-        return next(
-            (
-                t
-                for t, d, w, e in self.history
-                if d == device_id and w == worker_id and e == "open" and t >= since
-            ),
-            None,
-        )
-
-
-class RecordingSimulator(SimulatorDriver):
-    """The simulator, telling the ledger when a session opens and ends."""
-
-    def __init__(self, nc: NatsClient, config: SimulatorConfig, worker_id: str, ledger: Ledger):
-        super().__init__(nc, config)
-        self.worker_id = worker_id
-        self.ledger = ledger
-        self.fail_connects = 0  # the next connects fail at once (as an offline dial does)
-        self.connect_calls = 0
-
-    async def connect(self, device_id: str, session_jid: str | None, events: Any) -> None:
-        self.connect_calls += 1
-        if self.fail_connects > 0:
-            self.fail_connects -= 1
-            raise DriverError("failed to dial whatsapp web websocket")
-        if session_jid and session_jid.startswith("0"):
-            raise DriverError("No stored WhatsApp session", code="session_not_found")
-        self.ledger.opened(device_id, self.worker_id)
-        await super().connect(device_id, session_jid, _LedgerEvents(events, self, device_id))
-
-    async def disconnect(self, device_id: str) -> None:
-        if device_id in self._sessions:
-            await super().disconnect(device_id)
-            self.ledger.closed(device_id, self.worker_id)
-
-
-class _LedgerEvents:
-    def __init__(self, inner: Any, driver: RecordingSimulator, device_id: str) -> None:
-        self.inner = inner
-        self.driver = driver
-        self.device_id = device_id
-
-    async def on_status(self, device_id: str, status: str, **kwargs: Any) -> None:
-        if status in ("disconnected", "logged_out"):  # the driver ended the session itself
-            self.driver.ledger.closed(device_id, self.driver.worker_id)
-        await self.inner.on_status(device_id, status, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-@dataclass
-class RunningWorker:
-    worker: Worker
-    nc: NatsClient
-    pool: asyncpg.Pool
-    stopped: bool = False
-
-    @property
-    def id(self) -> str:
-        return self.worker.id
-
-    async def stop(self) -> None:
-        if not self.stopped:
-            self.stopped = True
-            await self.worker.stop()
-            await self.nc.close()
-            await self.pool.close()
-
-    async def crash(self, ledger: Ledger) -> None:
-        """Vanish without a goodbye (as kill -9 would): no release, no leave; its
-        WhatsApp sockets die with it."""
-        self.stopped = True
-        for task in self.worker._loops:
-            task.cancel()
-        await self.worker.outbound.abandon()
-        for session in self.worker.sessions.values():
-            session.closed = True
-            ledger.closed(session.device_id, self.id)
-        await self.nc.close()
-        await self.pool.close()
 
 
 @pytest.fixture
@@ -265,7 +148,7 @@ def ledger() -> Ledger:
 @pytest.fixture
 async def start_worker(
     test_servers: TestServers, devices_app: httpx.AsyncClient, ledger: Ledger
-) -> AsyncIterator[Callable[..., Any]]:
+) -> AsyncIterator[StartWorker]:
     """Start in-process workers (each with its own NATS connection and pool)."""
     running: list[RunningWorker] = []
 
@@ -291,7 +174,7 @@ async def start_worker(
         )
         worker = Worker(settings, pool, nc, driver)
         await worker.start()
-        handle = RunningWorker(worker, nc, pool)
+        handle = RunningWorker(worker, driver, nc, pool)
         running.append(handle)
         return handle
 
@@ -302,25 +185,10 @@ async def start_worker(
     assert not ledger.violations, ledger.violations
 
 
-@dataclass
-class WorkerProcess:
-    worker_id: str
-    process: subprocess.Popen[bytes]
-    port: int
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def terminate(self, timeout: float = 20) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
-
-
 @pytest.fixture
 async def spawn_worker(
     test_servers: TestServers, devices_app: httpx.AsyncClient
-) -> AsyncIterator[Callable[..., Any]]:
+) -> AsyncIterator[SpawnWorker]:
     """Start real worker processes (python -m clarin_devices.worker.main)."""
     procs: list[WorkerProcess] = []
 

@@ -19,12 +19,13 @@ from clarin_common.events import (
     wa_command_subject,
 )
 from clarin_common.nats import request_json
+from services.devices.tests.helpers import Api, EventLog, SimRequest, StartWorker
 
 CONTACT = "5215511113333"
 CONTACT_JID = f"{CONTACT}@s.whatsapp.net"
 
 
-async def linked(api: Any, events: Any, sim_request: Any) -> str:
+async def linked(api: Api, events: EventLog, sim_request: SimRequest) -> str:
     device = await api.create()
     await api.post(device["id"], "connect")
     await events.wait(lambda: events.of(".qr", device["id"]))
@@ -33,7 +34,7 @@ async def linked(api: Any, events: Any, sim_request: Any) -> str:
     return str(device["id"])
 
 
-def of(events: Any, kind: str, device_id: str) -> list[dict[str, Any]]:
+def of(events: EventLog, kind: str, device_id: str) -> list[dict[str, Any]]:
     return [m.data["data"] for m in events.of(f".{kind}", device_id)]
 
 
@@ -43,7 +44,7 @@ async def command(nc: NatsClient, device_id: str, cmd: Any) -> dict[str, Any]:
 
 
 async def test_the_contact_replies_reacts_edits_deletes_and_types(
-    api: Any, events: Any, start_worker: Any, sim_request: Any
+    api: Api, events: EventLog, start_worker: StartWorker, sim_request: SimRequest
 ) -> None:
     await start_worker("w1")
     device_id = await linked(api, events, sim_request)
@@ -82,7 +83,11 @@ async def test_the_contact_replies_reacts_edits_deletes_and_types(
 
 
 async def test_our_reply_reaction_edit_delete_and_typing_reach_the_phone(
-    api: Any, events: Any, start_worker: Any, sim_request: Any, nats_client: NatsClient
+    api: Api,
+    events: EventLog,
+    start_worker: StartWorker,
+    sim_request: SimRequest,
+    nats_client: NatsClient,
 ) -> None:
     await start_worker("w1")
     device_id = await linked(api, events, sim_request)
@@ -140,7 +145,7 @@ async def test_our_reply_reaction_edit_delete_and_typing_reach_the_phone(
 
 
 async def test_history_is_published_in_parts_with_last_on_the_final_one(
-    api: Any, events: Any, start_worker: Any, sim_request: Any
+    api: Api, events: EventLog, start_worker: StartWorker, sim_request: SimRequest
 ) -> None:
     await start_worker("w1")
     device_id = await linked(api, events, sim_request)

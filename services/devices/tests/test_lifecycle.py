@@ -11,9 +11,11 @@ from typing import Any
 import asyncpg
 from nats.aio.client import Client as NatsClient
 from nats.errors import NoRespondersError
+from pydantic import BaseModel
 
 from clarin_common.events import (
     MediaRef,
+    PairPhoneCommand,
     SendMediaCommand,
     SendTextCommand,
     wa_command_subject,
@@ -21,14 +23,26 @@ from clarin_common.events import (
 from clarin_common.nats import ensure_object_store, request_json
 from clarin_devices.worker.session import QR_EXPIRED_MESSAGE
 from clarin_devkit.testing import eventually
+from services.devices.tests.helpers import (
+    Api,
+    EventLog,
+    Ledger,
+    MakePaired,
+    SimRequest,
+    StartWorker,
+)
 
 
-async def command(nc: NatsClient, device_id: str, cmd: Any) -> dict[str, Any]:
+async def command(nc: NatsClient, device_id: str, cmd: BaseModel) -> dict[str, Any]:
     return await request_json(nc, wa_command_subject(device_id), cmd, timeout=5)
 
 
 async def test_whole_lifecycle(
-    api: Any, events: Any, start_worker: Any, sim_request: Any, nats_client: NatsClient
+    api: Api,
+    events: EventLog,
+    start_worker: StartWorker,
+    sim_request: SimRequest,
+    nats_client: NatsClient,
 ) -> None:
     worker = await start_worker("w1")
     device = await api.create()
@@ -148,7 +162,7 @@ async def _no_responders(nc: NatsClient, device_id: str) -> bool:
 
 
 async def test_send_to_a_device_without_session_is_409_fast(
-    api: Any, start_worker: Any, nats_client: NatsClient
+    api: Api, start_worker: StartWorker, nats_client: NatsClient
 ) -> None:
     await start_worker("w1")
     device = await api.create()
@@ -159,7 +173,7 @@ async def test_send_to_a_device_without_session_is_409_fast(
 
 
 async def test_qr_rotates_and_gives_up(
-    api: Any, events: Any, start_worker: Any, db: asyncpg.Pool
+    api: Api, events: EventLog, start_worker: StartWorker, db: asyncpg.Pool
 ) -> None:
     await start_worker("w1", sim_qr_interval=0.15, sim_qr_max_codes=3)
     device = await api.create()
@@ -181,7 +195,7 @@ async def test_qr_rotates_and_gives_up(
 
 
 async def test_a_logout_whatsapp_never_heard_of_says_the_phone_still_lists_it(
-    api: Any, events: Any, start_worker: Any, sim_request: Any
+    api: Api, events: EventLog, start_worker: StartWorker, sim_request: SimRequest
 ) -> None:
     worker = await start_worker("w1")
     device = await api.create()
@@ -208,7 +222,7 @@ async def test_a_logout_whatsapp_never_heard_of_says_the_phone_still_lists_it(
 
 
 async def test_logout_and_delete_over_the_api(
-    api: Any, events: Any, start_worker: Any, sim_request: Any
+    api: Api, events: EventLog, start_worker: StartWorker, sim_request: SimRequest
 ) -> None:
     worker = await start_worker("w1")
     device = await api.create()
@@ -241,7 +255,11 @@ async def test_logout_and_delete_over_the_api(
 
 
 async def test_media_both_ways(
-    api: Any, events: Any, start_worker: Any, sim_request: Any, nats_client: NatsClient
+    api: Api,
+    events: EventLog,
+    start_worker: StartWorker,
+    sim_request: SimRequest,
+    nats_client: NatsClient,
 ) -> None:
     await start_worker("w1")
     device = await api.create()
@@ -324,7 +342,11 @@ async def test_media_both_ways(
 
 
 async def test_bad_commands_and_sim_actions(
-    api: Any, events: Any, start_worker: Any, sim_request: Any, nats_client: NatsClient
+    api: Api,
+    events: EventLog,
+    start_worker: StartWorker,
+    sim_request: SimRequest,
+    nats_client: NatsClient,
 ) -> None:
     await start_worker("w1")
     device = await api.create()
@@ -336,6 +358,11 @@ async def test_bad_commands_and_sim_actions(
         nats_client, device["id"], SendTextCommand(message_id="m", to="5215599998888", body="x")
     )
     assert result["ok"] is False and result["error"]["code"] == "device_not_connected"
+    short = await command(nats_client, device["id"], PairPhoneCommand(phone="+52 12"))
+    assert short["error"] == {
+        "code": "invalid_phone",
+        "message": "a phone number in international format: 7 to 15 digits",
+    }
     refused = await sim_request(device["id"], "inbound", **{"from": "5215599998888", "body": "x"})
     assert refused == {"ok": False, "error": "the device is not connected"}
     assert (await sim_request(device["id"], "scan", phone="12"))["ok"] is False
@@ -355,7 +382,11 @@ async def test_bad_commands_and_sim_actions(
 
 
 async def test_sends_are_paced_per_device(
-    api: Any, events: Any, start_worker: Any, sim_request: Any, nats_client: NatsClient
+    api: Api,
+    events: EventLog,
+    start_worker: StartWorker,
+    sim_request: SimRequest,
+    nats_client: NatsClient,
 ) -> None:
     import asyncio
 
@@ -383,16 +414,16 @@ async def test_sends_are_paced_per_device(
 
 
 async def test_failed_connects_are_retried_with_backoff(
-    api: Any, events: Any, start_worker: Any
+    api: Api, events: EventLog, start_worker: StartWorker
 ) -> None:
     worker = await start_worker("w1", reconnect_base_seconds=0.1)
-    worker.worker.driver.fail_connects = 3
+    worker.driver.fail_connects = 3
     device = await api.create()
     started = time.monotonic()
     await api.post(device["id"], "connect")
     await api.wait_status(device["id"], "qr_pending")
     elapsed = time.monotonic() - started
-    assert worker.worker.driver.connect_calls == 4
+    assert worker.driver.connect_calls == 4
     # backoff 0.1·2^n with jitter in [0.5, 1]: at least 0.05 + 0.1 + 0.2
     assert elapsed >= 0.35
     await events.wait(
@@ -404,7 +435,7 @@ async def test_failed_connects_are_retried_with_backoff(
 
 
 async def test_a_lost_stored_session_means_logged_out(
-    api: Any, events: Any, start_worker: Any, db: asyncpg.Pool
+    api: Api, events: EventLog, start_worker: StartWorker, db: asyncpg.Pool
 ) -> None:
     await start_worker("w1")
     device = await api.create()
@@ -418,7 +449,7 @@ async def test_a_lost_stored_session_means_logged_out(
 
 
 async def test_a_restarted_worker_adopts_its_own_leases(
-    api: Any, events: Any, start_worker: Any, make_paired: Any, ledger: Any
+    api: Api, events: EventLog, start_worker: StartWorker, make_paired: MakePaired, ledger: Ledger
 ) -> None:
     long_leases = {"lease_ttl_seconds": 30, "lease_renew_interval_seconds": 5}
     first = await start_worker("w1", **long_leases)

@@ -8,12 +8,14 @@ react, edit, revoke, typing) built by neonize's own builders up to the socket
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
+import asyncpg
 import pytest
 
 from clarin_common.events import (
     MessageRef,
+    TypingState,
     WaEdit,
     WaHistory,
     WaPresence,
@@ -23,13 +25,17 @@ from clarin_common.events import (
 from clarin_devices.worker.drivers import DriverError
 from clarin_devices.worker.drivers.neonize_driver import NeonizeDriver
 from clarin_devkit.testing import eventually
+from clarin_devkit.testing.plugin import TestServers
+from services.devices.tests.helpers import Api, EventLog
 
 from . import test_neonize_driver as base
 from .test_neonize_driver import (
     LID,
     PHONE,
     BlackHole,
+    MakeDriver,
     Recorder,
+    held,
     inject,
     linked_devices,
     message_ev,
@@ -56,14 +62,14 @@ async def linked_device(driver: NeonizeDriver, database_url: str, events: Record
 
 
 async def test_replies_reactions_edits_and_deletes_become_their_own_events(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=3.0
     )
     events = Recorder()
     device = await linked_device(driver, test_servers.database_url, events)
-    us = driver._sessions[device].jid
+    us = held(driver, device).jid
     assert us is not None
     our_number = us.split(":")[0].split("@")[0]
 
@@ -316,7 +322,7 @@ async def test_replies_reactions_edits_and_deletes_become_their_own_events(
 
 
 async def test_typing_and_presence_are_relayed(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=3.0
@@ -467,7 +473,7 @@ def history_blob(now: datetime) -> dict[str, Any]:
 
 
 async def test_history_arrives_in_batches_within_the_window_then_one_last_batch(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}",
@@ -481,7 +487,7 @@ async def test_history_arrives_in_batches_within_the_window_then_one_last_batch(
     device = await linked_device(driver, test_servers.database_url, events)
     now = datetime.now(UTC)
     # a pairing asks the phone for no more history than that
-    session = driver._sessions[device]
+    session = held(driver, device)
     props = await driver.pool.request(
         session.child, "debug_device_props", sid=session.sid, timeout=10
     )
@@ -538,7 +544,7 @@ async def test_history_arrives_in_batches_within_the_window_then_one_last_batch(
 
 
 async def test_a_big_history_import_does_not_hold_back_other_devices(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}",
@@ -559,7 +565,7 @@ async def test_a_big_history_import_does_not_hold_back_other_devices(
 
     events.on_message = on_message  # type: ignore[method-assign]
 
-    session = driver._sessions[importing]
+    session = held(driver, importing)
     await driver.pool.request(
         session.child,
         "debug_history",
@@ -586,17 +592,17 @@ async def test_a_big_history_import_does_not_hold_back_other_devices(
 
 
 async def test_replies_reactions_edits_deletes_and_typing_go_out_through_neonize(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=3.0
     )
     events = Recorder()
     device = await linked_device(driver, test_servers.database_url, events)
-    session = driver._sessions[device]
+    session = held(driver, device)
     await driver.pool.request(session.child, "debug_capture", sid=session.sid, timeout=10)
     await inject(driver, device, "ConnectedEv", fields={"status": True})
-    await eventually(lambda: driver._sessions[device].state == "connected", timeout=10)
+    await eventually(lambda: held(driver, device).state == "connected", timeout=10)
     contact = "5215512345678@s.whatsapp.net"
 
     reply = await driver.send_text(
@@ -659,19 +665,19 @@ async def test_replies_reactions_edits_deletes_and_typing_go_out_through_neonize
 
 
 async def test_a_refused_reaction_or_edit_is_reported_like_a_failed_send(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=3.0
     )
     events = Recorder()
     device = await linked_device(driver, test_servers.database_url, events)
-    session = driver._sessions[device]
+    session = held(driver, device)
     await driver.pool.request(
         session.child, "debug_capture", sid=session.sid, fail="message too old to edit", timeout=10
     )
     await inject(driver, device, "ConnectedEv", fields={"status": True})
-    await eventually(lambda: driver._sessions[device].state == "connected", timeout=10)
+    await eventually(lambda: held(driver, device).state == "connected", timeout=10)
 
     with pytest.raises(DriverError) as raised:
         await driver.edit(device, "5215512345678@s.whatsapp.net", "OURS1", "tarde")
@@ -681,7 +687,10 @@ async def test_a_refused_reaction_or_edit_is_reported_like_a_failed_send(
             device, "5215512345678@s.whatsapp.net", MessageRef(wa_message_id="X"), "👍"
         )
     with pytest.raises(DriverError) as bad:
-        await driver.send_typing(device, "5215512345678@s.whatsapp.net", "recording")
+        # a state the contract does not have, as a caller that skipped validation sends it
+        await driver.send_typing(
+            device, "5215512345678@s.whatsapp.net", cast(TypingState, "recording")
+        )
     assert bad.value.code == "bad_request"
     # the child is fine: no restart, still answering
     assert driver.child_restarts == 0
@@ -702,7 +711,7 @@ async def test_a_refused_reaction_or_edit_is_reported_like_a_failed_send(
 
 
 async def test_each_kind_reaches_nats_as_the_contract_says(
-    test_servers: Any, api: Any, events: Any, db: Any
+    test_servers: TestServers, api: Api, events: EventLog, db: asyncpg.Pool
 ) -> None:
     from .test_neonize_worker import established, linked, neonize_worker
 
@@ -813,7 +822,7 @@ async def test_each_kind_reaches_nats_as_the_contract_says(
 
 
 async def test_long_history_messages_make_smaller_batches_not_a_killed_child(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}",

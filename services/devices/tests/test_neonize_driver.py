@@ -23,7 +23,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import pytest
@@ -45,8 +45,14 @@ from clarin_devices.worker.drivers import (
     MediaOutcome,
     NotConnected,
 )
-from clarin_devices.worker.drivers.neonize_driver import NeonizeConfig, NeonizeDriver, store_dsn
+from clarin_devices.worker.drivers.neonize_driver import (
+    NeonizeConfig,
+    NeonizeDriver,
+    NeonizeSession,
+    store_dsn,
+)
 from clarin_devkit.testing import eventually
+from clarin_devkit.testing.plugin import TestServers
 from services.devices.tests.helpers import Refusing
 
 TEST_HOST = (sys.executable, str(Path(__file__).with_name("neonize_test_host.py")))
@@ -162,8 +168,15 @@ def config(**overrides: Any) -> NeonizeConfig:
     return NeonizeConfig(**base)
 
 
+class MakeDriver(Protocol):
+    """The ``make_driver`` fixture: a started driver (dialling through a refusing
+    proxy unless told otherwise), stopped after the test."""
+
+    async def __call__(self, **overrides: Any) -> NeonizeDriver: ...
+
+
 @pytest.fixture
-async def make_driver(test_servers: Any, refusing: Refusing) -> AsyncIterator[Any]:
+async def make_driver(test_servers: TestServers, refusing: Refusing) -> AsyncIterator[MakeDriver]:
     drivers: list[NeonizeDriver] = []
 
     async def make(**overrides: Any) -> NeonizeDriver:
@@ -176,6 +189,13 @@ async def make_driver(test_servers: Any, refusing: Refusing) -> AsyncIterator[An
     yield make
     for driver in drivers:
         await driver.stop()
+
+
+def held(driver: NeonizeDriver, device: str) -> NeonizeSession:
+    """The driver's session of the device, which must have one."""
+    session = driver.session(device)
+    assert session is not None, f"no session of {device}"
+    return session
 
 
 def new_id() -> str:
@@ -215,7 +235,7 @@ async def store_connections(conn: asyncpg.Connection) -> int:
 
 
 async def test_start_loads_neonize_in_a_child_and_creates_the_store_tables(
-    make_driver: Any, test_servers: Any
+    make_driver: MakeDriver, test_servers: TestServers
 ) -> None:
     driver = await make_driver()
 
@@ -235,7 +255,7 @@ async def test_start_loads_neonize_in_a_child_and_creates_the_store_tables(
 
 
 async def test_workers_starting_at_once_create_the_store_one_at_a_time(
-    test_servers: Any,
+    test_servers: TestServers,
 ) -> None:
     # `make run` starts two workers together on an empty store: whatsmeow's
     # table creation is not safe to run twice at once. An empty database of its
@@ -297,7 +317,7 @@ def test_config_refuses_a_settle_time_above_the_hang_timeout() -> None:
 
 
 async def test_a_connect_that_cannot_dial_reports_disconnected_with_the_cause(
-    make_driver: Any,
+    make_driver: MakeDriver,
 ) -> None:
     driver = await make_driver()
     events = Recorder()
@@ -370,14 +390,14 @@ async def linked_devices(
 
 
 async def inject(driver: NeonizeDriver, device: str, event: str, **fields: Any) -> None:
-    session = driver._sessions[device]
+    session = held(driver, device)
     await driver.pool.request(
         session.child, "debug_inject", sid=session.sid, event=event, timeout=10, **fields
     )
 
 
 async def test_a_storm_of_resumes_leaves_the_worker_alive_and_the_store_bounded(
-    make_driver: Any, test_servers: Any
+    make_driver: MakeDriver, test_servers: TestServers
 ) -> None:
     # what a worker restart does: every linked device resumes at once
     budget = 40  # the PostgreSQL here is shared (max_connections 100)
@@ -435,7 +455,7 @@ async def test_a_storm_of_resumes_leaves_the_worker_alive_and_the_store_bounded(
 
 
 async def test_new_devices_pair_in_children_of_their_own_a_few_at_a_time(
-    make_driver: Any,
+    make_driver: MakeDriver,
 ) -> None:
     driver = await make_driver(pairing_children=2)
     events = Recorder()
@@ -452,7 +472,7 @@ async def test_new_devices_pair_in_children_of_their_own_a_few_at_a_time(
 
 
 async def test_a_jid_missing_from_the_store_is_refused_without_a_crash(
-    make_driver: Any,
+    make_driver: MakeDriver,
 ) -> None:
     driver = await make_driver()
     [pid] = driver.child_pids()
@@ -468,7 +488,9 @@ async def test_a_jid_missing_from_the_store_is_refused_without_a_crash(
     await eventually(lambda: events.terminal(device), timeout=15)
 
 
-async def test_a_stored_jid_resumes_that_session(make_driver: Any, test_servers: Any) -> None:
+async def test_a_stored_jid_resumes_that_session(
+    make_driver: MakeDriver, test_servers: TestServers
+) -> None:
     driver = await make_driver()
     number = f"52155{uuid.uuid4().int % 10**8:08d}"
     await store_fake_session(test_servers.database_url, f"{number}:4@s.whatsapp.net")
@@ -488,7 +510,7 @@ async def test_a_stored_jid_resumes_that_session(make_driver: Any, test_servers:
 
 
 async def test_commands_to_a_device_that_never_connected_raise_not_connected(
-    make_driver: Any,
+    make_driver: MakeDriver,
 ) -> None:
     driver = await make_driver()
     device = new_id()
@@ -514,7 +536,7 @@ async def test_commands_to_a_device_that_never_connected_raise_not_connected(
 
 
 async def test_a_killed_child_reports_its_sessions_and_a_new_child_serves_later_connects(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
     events = Recorder()
@@ -537,7 +559,7 @@ async def test_a_killed_child_reports_its_sessions_and_a_new_child_serves_later_
 
 
 async def test_stopping_a_session_whose_dial_hangs_leaves_the_others_alone(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     # neonize's stop() waits for a hanging dial's lock (measured: for good): the
     # host leaves that client be and stops it once its dial is over
@@ -561,14 +583,14 @@ async def test_stopping_a_session_whose_dial_hangs_leaves_the_others_alone(
 
 
 async def test_a_child_busy_past_the_call_timeout_is_replaced(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=1.0
     )
     events = Recorder()
     [device] = await linked_devices(driver, test_servers.database_url, events, 1)
-    session = driver._sessions[device]
+    session = held(driver, device)
     pid = session.child.pid
 
     # a test-only operation: the child's lane sleeps as a hung Go call would
@@ -583,14 +605,14 @@ async def test_a_child_busy_past_the_call_timeout_is_replaced(
 
 
 async def test_a_long_transfer_is_busy_not_hung(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=1.0
     )
     events = Recorder()
     [device] = await linked_devices(driver, test_servers.database_url, events, 1)
-    session = driver._sessions[device]
+    session = held(driver, device)
     pid = session.child.pid
 
     # an upload three times as long as the hang timeout, its bytes moving
@@ -601,12 +623,12 @@ async def test_a_long_transfer_is_busy_not_hung(
 
 
 async def test_a_go_crash_costs_one_child_and_its_sessions_are_reported(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
     events = Recorder()
     [bystander] = await linked_devices(driver, test_servers.database_url, events, 1)
-    session = driver._sessions[bystander]
+    session = held(driver, bystander)
     pid = session.child.pid
     assert pid is not None
 
@@ -642,7 +664,7 @@ async def pairing_device(driver: NeonizeDriver, events: Recorder) -> str:
 
 
 async def test_stopping_a_pairing_device_never_touches_another_session(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=1.5
@@ -650,6 +672,7 @@ async def test_stopping_a_pairing_device_never_touches_another_session(
     events = Recorder()
     bystanders = await linked_devices(driver, test_servers.database_url, events, 3)
     [shared_pid] = {driver.session_pid(d) for d in bystanders}
+    assert shared_pid is not None
     showing_qr = await pairing_device(driver, events)
     dialing = new_id()  # stopped before WhatsApp said anything
     await driver.connect(dialing, None, events)
@@ -673,7 +696,7 @@ async def test_stopping_a_pairing_device_never_touches_another_session(
 
 
 async def test_qr_codes_that_run_out_end_the_pairing_and_a_new_connect_pairs_afresh(
-    make_driver: Any, black_hole: BlackHole
+    make_driver: MakeDriver, black_hole: BlackHole
 ) -> None:
     driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
     events = Recorder()
@@ -698,7 +721,7 @@ async def test_qr_codes_that_run_out_end_the_pairing_and_a_new_connect_pairs_afr
 
 
 async def test_a_pairing_past_its_last_code_ends_on_the_drivers_own_deadline(
-    make_driver: Any, black_hole: BlackHole
+    make_driver: MakeDriver, black_hole: BlackHole
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, qr_grace=0.5
@@ -706,7 +729,7 @@ async def test_a_pairing_past_its_last_code_ends_on_the_drivers_own_deadline(
     events = Recorder()
     device = new_id()
     await driver.connect(device, None, events)
-    session = driver._sessions[device]
+    session = held(driver, device)
     await driver.pool.request(session.child, "debug_qr_validity", first=0.5, next=0.5, timeout=5)
     pid = session.child.pid
 
@@ -720,7 +743,7 @@ async def test_a_pairing_past_its_last_code_ends_on_the_drivers_own_deadline(
 
 
 async def test_a_scanned_pairing_hands_the_session_to_a_shared_child(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
     events = Recorder()
@@ -748,7 +771,7 @@ async def test_a_scanned_pairing_hands_the_session_to_a_shared_child(
     await eventually(lambda: driver.session_pid(device) == shared_pid, timeout=10)
     assert driver.is_connected(device)  # commands wait for the resumed session
     await inject(driver, device, "ConnectedEv", fields={"status": True})
-    await eventually(lambda: driver._sessions[device].state == "connected", timeout=10)
+    await eventually(lambda: held(driver, device).state == "connected", timeout=10)
     assert events.terminal(device) == [] and events.terminal(bystander) == []
     assert driver.child_restarts == 0
 
@@ -773,7 +796,7 @@ LID = {"User": "123456789012345", "Server": "lid"}
 
 
 async def test_messages_and_receipts_are_mapped_to_driver_events(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=2.0
@@ -824,7 +847,7 @@ async def test_messages_and_receipts_are_mapped_to_driver_events(
 
 
 async def test_a_contact_writing_from_a_lid_is_published_with_its_phone(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3, call_timeout=3.0
@@ -912,7 +935,7 @@ async def test_a_contact_writing_from_a_lid_is_published_with_its_phone(
 
 
 async def test_status_broadcasts_are_published_nowhere(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
     events = Recorder()
@@ -952,9 +975,9 @@ async def test_status_broadcasts_are_published_nowhere(
     ],
 )
 async def test_the_end_of_a_session_is_reported_with_its_cause(
-    make_driver: Any,
+    make_driver: MakeDriver,
     black_hole: BlackHole,
-    test_servers: Any,
+    test_servers: TestServers,
     kind: str,
     fields: dict[str, Any],
     status: str,
@@ -974,7 +997,7 @@ async def test_the_end_of_a_session_is_reported_with_its_cause(
 
 
 async def test_unlinked_from_the_phone_forgets_the_session(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     jid = f"52155{uuid.uuid4().int % 10**8:08d}:2@s.whatsapp.net"
     await store_fake_session(test_servers.database_url, jid)
@@ -1004,16 +1027,16 @@ async def _gone(database_url: str, jid: str) -> bool:
 
 
 async def test_every_client_has_its_own_go_identity_and_no_finalizer(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any
+    make_driver: MakeDriver, black_hole: BlackHole, test_servers: TestServers
 ) -> None:
     driver = await make_driver(proxy=f"http://127.0.0.1:{black_hole.port}", settle_timeout=0.3)
     events = Recorder()
     [device] = await linked_devices(driver, test_servers.database_url, events, 1)
-    jid = driver._sessions[device].jid
-    first_sid = driver._sessions[device].sid
+    jid = held(driver, device).jid
+    first_sid = held(driver, device).sid
     await driver.disconnect(device)
     await driver.connect(device, jid, events)  # the same number again, same child
-    session = driver._sessions[device]
+    session = held(driver, device)
 
     clients = await driver.pool.request(session.child, "debug_clients", timeout=10)
 
@@ -1026,7 +1049,7 @@ async def test_every_client_has_its_own_go_identity_and_no_finalizer(
 
 
 async def test_a_connected_event_after_the_stop_never_reaches_go(
-    make_driver: Any, test_servers: Any
+    make_driver: MakeDriver, test_servers: TestServers
 ) -> None:
     refusing = socket.socket()
     refusing.bind(("127.0.0.1", 0))
@@ -1149,7 +1172,10 @@ def media_message(path: str, data: bytes, blob: bytes, key: bytes, **extra: Any)
 
 
 async def test_media_is_announced_with_its_message_then_fetched_failed_or_refused(
-    make_driver: Any, black_hole: BlackHole, test_servers: Any, media_server: MediaServer
+    make_driver: MakeDriver,
+    black_hole: BlackHole,
+    test_servers: TestServers,
+    media_server: MediaServer,
 ) -> None:
     driver = await make_driver(
         proxy=f"http://127.0.0.1:{black_hole.port}",

@@ -8,21 +8,24 @@ import contextlib
 import itertools
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
+
+import asyncpg
 
 from clarin_common import nats as natsmod
 from clarin_common.db import create_pool
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker.driver_factory import build_driver
+from clarin_devices.worker.drivers.neonize_driver import NeonizeConfig, NeonizeDriver
 from clarin_devices.worker.worker import Worker
 from clarin_devkit.testing import eventually
 from clarin_devkit.testing.plugin import TestServers
-
-from .conftest import FAST_WORKER
+from services.devices.tests.helpers import FAST_WORKER, Api, EventLog, Refusing
 
 
 async def test_offline_neonize_connect_errors_clearly_and_is_retried(
-    test_servers: TestServers, api: Any, events: Any, refusing: Any
+    test_servers: TestServers, api: Api, events: EventLog, refusing: Refusing
 ) -> None:
     settings = WorkerSettings(
         worker_id=f"neo-{uuid.uuid4().hex[:6]}",
@@ -79,8 +82,9 @@ async def test_offline_neonize_connect_errors_clearly_and_is_retried(
 
 
 @contextlib.asynccontextmanager
-async def neonize_worker(test_servers: TestServers, proxy_port: int, **config: Any) -> Any:
-    from clarin_devices.worker.drivers.neonize_driver import NeonizeConfig, NeonizeDriver
+async def neonize_worker(
+    test_servers: TestServers, proxy_port: int, **config: Any
+) -> AsyncIterator[tuple[Worker, NeonizeDriver]]:
 
     from .test_neonize_driver import TEST_HOST
 
@@ -118,13 +122,13 @@ async def neonize_worker(test_servers: TestServers, proxy_port: int, **config: A
         await nc.close()
 
 
-def established(driver: Any, device: str) -> bool:
+def established(driver: NeonizeDriver, device: str) -> bool:
     """The device's session is in its child (events can be fed to it)."""
-    session = driver._sessions.get(device)
+    session = driver.session(device)
     return session is not None and session.established
 
 
-async def linked(api: Any, db: Any, test_servers: TestServers) -> tuple[str, str]:
+async def linked(api: Api, db: asyncpg.Pool, test_servers: TestServers) -> tuple[str, str]:
     """A device linked earlier: its session in the store, its JID on the row."""
     from .test_neonize_driver import store_fake_session
 
@@ -142,7 +146,7 @@ async def linked(api: Any, db: Any, test_servers: TestServers) -> tuple[str, str
 
 
 async def test_lid_messages_status_posts_and_media_reach_nats_as_the_contract_says(
-    test_servers: TestServers, api: Any, events: Any, db: Any
+    test_servers: TestServers, api: Api, events: EventLog, db: asyncpg.Pool
 ) -> None:
     from .test_neonize_driver import BlackHole, inject, message_ev
 
@@ -201,7 +205,7 @@ async def test_lid_messages_status_posts_and_media_reach_nats_as_the_contract_sa
 
 
 async def test_a_qr_that_is_never_scanned_ends_disconnected_and_connect_pairs_again(
-    test_servers: TestServers, api: Any, events: Any
+    test_servers: TestServers, api: Api, events: EventLog
 ) -> None:
     from .test_neonize_driver import BlackHole, inject
 
@@ -214,11 +218,12 @@ async def test_a_qr_that_is_never_scanned_ends_disconnected_and_connect_pairs_ag
             await inject(driver, device, "qr", code="2@first,code")
             await api.wait_status(device, "qr_pending", timeout=10)
 
-            async def shown() -> Any:
+            async def shown() -> dict[str, Any] | None:
                 qr = await api.client.get(f"/api/devices/{device}/qr", headers=api.headers)
                 return qr.json() if qr.status_code == 200 else None
 
-            assert (await eventually(shown, timeout=10))["code"] == "2@first,code"
+            shown_qr: dict[str, Any] | None = await eventually(shown, timeout=10)
+            assert shown_qr is not None and shown_qr["code"] == "2@first,code"
 
             await inject(driver, device, "login_status", status="timeout")
 
@@ -237,7 +242,7 @@ async def test_a_qr_that_is_never_scanned_ends_disconnected_and_connect_pairs_ag
 
 
 async def test_logout_of_a_device_that_is_not_connected_says_the_phone_still_lists_it(
-    test_servers: TestServers, api: Any, events: Any, db: Any
+    test_servers: TestServers, api: Api, events: EventLog, db: asyncpg.Pool
 ) -> None:
     from .test_neonize_driver import BlackHole, stored_jids
 
@@ -250,12 +255,12 @@ async def test_logout_of_a_device_that_is_not_connected_says_the_phone_still_lis
 
             assert (await api.post(device, "logout")).status_code == 202
 
-            async def explained() -> Any:
+            async def explained() -> dict[str, Any] | None:
                 found = await api.get(device)
                 return found if found["last_error"] else None
 
-            device_row = await eventually(explained, timeout=30)
-            assert device_row["status"] == "logged_out"
+            device_row: dict[str, Any] | None = await eventually(explained, timeout=30)
+            assert device_row is not None and device_row["status"] == "logged_out"
             assert "still lists this device" in device_row["last_error"]
             assert jid not in await stored_jids(test_servers.database_url)  # forgotten
     finally:

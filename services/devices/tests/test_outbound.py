@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,7 +27,7 @@ from clarin_common.nats import encode, ensure_kv
 from clarin_devices.worker.drivers.simulator import wa_message_id_for
 from clarin_devices.worker.outbound import SendRecord, disconnected_reason
 from clarin_devkit.testing import eventually
-from services.devices.tests.helpers import Api, EventLog
+from services.devices.tests.helpers import Api, EventLog, Ledger, MakePaired, StartWorker
 
 TO = "5215599990000"
 
@@ -42,8 +42,12 @@ class Phone:
         return [m["body"] for m in self.seen]
 
 
+WatchPhone = Callable[[str], Awaitable[Phone]]
+"""The ``phone`` fixture: what the simulated phone of a device receives."""
+
+
 @pytest.fixture
-async def phone(nats_client: NatsClient) -> AsyncIterator[Callable[[str], Any]]:
+async def phone(nats_client: NatsClient) -> AsyncIterator[WatchPhone]:
     subs = []
 
     async def watch(device_id: str) -> Phone:
@@ -93,9 +97,9 @@ async def _empty(nc: NatsClient) -> bool:
 async def test_sends_leave_in_queue_order_interactive_first(
     api: Api,
     events: EventLog,
-    start_worker: Any,
-    make_paired: Any,
-    phone: Any,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
+    phone: WatchPhone,
     nats_client: NatsClient,
 ) -> None:
     [device_id] = await make_paired(1)
@@ -127,9 +131,9 @@ async def test_sends_leave_in_queue_order_interactive_first(
 async def test_a_send_already_done_is_reported_not_sent_again(
     api: Api,
     events: EventLog,
-    start_worker: Any,
-    make_paired: Any,
-    phone: Any,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
+    phone: WatchPhone,
     nats_client: NatsClient,
 ) -> None:
     [device_id] = await make_paired(1)
@@ -164,11 +168,11 @@ async def test_a_send_already_done_is_reported_not_sent_again(
 async def test_a_crashed_worker_s_queue_goes_out_once_in_order_from_the_next(
     api: Api,
     events: EventLog,
-    start_worker: Any,
-    make_paired: Any,
-    phone: Any,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
+    phone: WatchPhone,
     nats_client: NatsClient,
-    ledger: Any,
+    ledger: Ledger,
 ) -> None:
     [device_id] = await make_paired(1)
     seen: Phone = await phone(device_id)
@@ -196,8 +200,8 @@ async def test_a_crashed_worker_s_queue_goes_out_once_in_order_from_the_next(
 async def test_sends_to_a_device_that_stays_disconnected_fail_with_the_reason(
     api: Api,
     events: EventLog,
-    start_worker: Any,
-    make_paired: Any,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
     nats_client: NatsClient,
 ) -> None:
     quick = {"send_disconnected_timeout_seconds": 0.5, "outbox_sweep_interval_seconds": 0.2}

@@ -6,21 +6,38 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
+from clarin_common.app import service_context
+from clarin_common.errors import ServiceUnavailable
+from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import hrw
+from clarin_devices.worker.main import create_app
+from clarin_devices.worker.worker import Worker
+from clarin_devkit.testing import running_app
+from services.devices.tests.helpers import (
+    FAST_WORKER,
+    Api,
+    EventLog,
+    Ledger,
+    MakePaired,
+    SpawnWorker,
+    StartWorker,
+)
 
 
-def status_events(events: Any, device_id: str) -> list[dict[str, Any]]:
+def status_events(events: EventLog, device_id: str) -> list[dict[str, Any]]:
     return [s.data["data"] for s in events.of(".status", device_id)]
 
 
-def holder(events: Any, device_id: str) -> str | None:
+def holder(events: EventLog, device_id: str) -> str | None:
     statuses = status_events(events, device_id)
     if statuses and statuses[-1]["status"] == "connected":
         return str(statuses[-1]["worker_id"])
     return None
 
 
-def assert_never_two_holders(events: Any, device_id: str) -> None:
+def assert_never_two_holders(events: EventLog, device_id: str) -> None:
     """From the status events in stream order: a worker reports ``connected``
     only after the previous holder let go (handoff) or its lease expired."""
     current: str | None = None
@@ -36,7 +53,12 @@ def assert_never_two_holders(events: Any, device_id: str) -> None:
 
 
 async def test_sigterm_hands_devices_over_at_once(
-    api: Any, events: Any, spawn_worker: Any, start_worker: Any, make_paired: Any, ledger: Any
+    api: Api,
+    events: EventLog,
+    spawn_worker: SpawnWorker,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
+    ledger: Ledger,
 ) -> None:
     # leases far longer than the test may wait: only a release explains a quick move
     slow_leases = {"lease_ttl_seconds": 30, "lease_renew_interval_seconds": 5}
@@ -73,7 +95,12 @@ async def test_sigterm_hands_devices_over_at_once(
 
 
 async def test_sigkill_moves_devices_after_the_lease_expires(
-    api: Any, events: Any, spawn_worker: Any, start_worker: Any, make_paired: Any, ledger: Any
+    api: Api,
+    events: EventLog,
+    spawn_worker: SpawnWorker,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
+    ledger: Ledger,
 ) -> None:
     proc = await spawn_worker("p1", lease_ttl_seconds=2.0, lease_renew_interval_seconds=0.4)
     devices = await make_paired(10)
@@ -95,3 +122,24 @@ async def test_sigkill_moves_devices_after_the_lease_expires(
         # p1 renewed at most 0.4 s before it died; its 2 s lease had to run out first
         assert opened - killed_at > 1.4, opened - killed_at
         assert (await api.get(device_id))["status"] == "connected"
+
+
+async def test_the_worker_app_starts_its_worker_as_its_context_and_hands_over_on_stop(
+    api: Api, make_paired: MakePaired
+) -> None:
+    """``clarin_devices.worker.main``'s app, in-process: its context is the started
+    Worker, which holds devices while the app runs and lets them go when it stops."""
+    app = create_app(WorkerSettings(worker_id="w-app", **FAST_WORKER))
+    [device] = await make_paired(1)
+    async with running_app(app) as client:
+        worker = service_context(app, Worker)
+        assert worker.ready
+        assert (await api.post(device, "connect")).status_code == 202
+        await api.wait_status(device, "connected")
+        assert worker.sessions[device].connected
+        assert (await client.get("/readyz")).status_code == 200
+    assert not worker.ready and worker.sessions == {}
+    # handed over (no other worker here to take it): waiting for one, not disconnected
+    assert (await api.get(device))["status"] == "connecting"
+    with pytest.raises(ServiceUnavailable):
+        service_context(app, Worker)

@@ -5,20 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+
+import pytest
+from nats.aio.client import Client as NatsClient
 
 from clarin_common.events import SendTextCommand, wa_command_subject
 from clarin_common.nats import request_json
 from clarin_devices.worker import hrw
+from services.devices.tests.helpers import (
+    Api,
+    EventLog,
+    Ledger,
+    MakePaired,
+    RunningWorker,
+    StartWorker,
+)
 
 
-async def connect_all(api: Any, device_ids: list[str]) -> None:
+async def connect_all(api: Api, device_ids: list[str]) -> None:
     for device_id in device_ids:
         resp = await api.post(device_id, "connect")
         assert resp.status_code == 202
 
 
-def holders(*workers: Any) -> dict[str, str]:
+def holders(*workers: RunningWorker) -> dict[str, str]:
     return {
         device_id: w.id
         for w in workers
@@ -33,7 +43,7 @@ def hrw_split(device_ids: list[str], worker_ids: list[str]) -> dict[str, str]:
 
 
 async def test_hrw_distributes_devices_over_two_workers(
-    api: Any, events: Any, start_worker: Any, make_paired: Any
+    api: Api, events: EventLog, start_worker: StartWorker, make_paired: MakePaired
 ) -> None:
     w1 = await start_worker("w1")
     w2 = await start_worker("w2")
@@ -49,7 +59,7 @@ async def test_hrw_distributes_devices_over_two_workers(
 
 
 async def test_adding_a_worker_moves_its_share_to_it(
-    api: Any, events: Any, start_worker: Any, make_paired: Any, ledger: Any
+    api: Api, events: EventLog, start_worker: StartWorker, make_paired: MakePaired, ledger: Ledger
 ) -> None:
     w1 = await start_worker("w1")
     devices = await make_paired(16)
@@ -68,7 +78,7 @@ async def test_adding_a_worker_moves_its_share_to_it(
 
 
 async def test_graceful_stop_hands_devices_over_at_once(
-    api: Any, events: Any, start_worker: Any, make_paired: Any, ledger: Any
+    api: Api, events: EventLog, start_worker: StartWorker, make_paired: MakePaired, ledger: Ledger
 ) -> None:
     # long leases: only a real release lets the other worker in quickly
     w1 = await start_worker("w1", lease_ttl_seconds=30, lease_renew_interval_seconds=5)
@@ -87,7 +97,7 @@ async def test_graceful_stop_hands_devices_over_at_once(
 
 
 async def test_a_crashed_workers_devices_come_back_after_lease_expiry(
-    api: Any, events: Any, start_worker: Any, make_paired: Any, ledger: Any
+    api: Api, events: EventLog, start_worker: StartWorker, make_paired: MakePaired, ledger: Ledger
 ) -> None:
     w1 = await start_worker("w1")
     w2 = await start_worker("w2")
@@ -114,7 +124,11 @@ async def test_a_crashed_workers_devices_come_back_after_lease_expiry(
 
 
 async def test_a_moved_device_answers_commands_from_its_new_owner(
-    api: Any, events: Any, start_worker: Any, make_paired: Any, nats_client: Any
+    api: Api,
+    events: EventLog,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
+    nats_client: NatsClient,
 ) -> None:
     """After a move the new owner answers commands; the old one writes nothing more."""
     w1 = await start_worker("w1")
@@ -152,7 +166,9 @@ async def test_a_moved_device_answers_commands_from_its_new_owner(
     assert moved and not set(moved) & set(w1.worker.sessions)
 
 
-async def test_stop_ends_a_loop_that_lost_its_cancellation(start_worker: Any) -> None:
+async def test_stop_ends_a_loop_that_lost_its_cancellation(
+    start_worker: StartWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Python 3.11's wait_for drops a cancellation that arrives just as what it
     waits for completes (a heartbeat's KV put answered at that moment): the loop
     runs on, and a stop that cancelled it once waited for it for good."""
@@ -168,10 +184,10 @@ async def test_stop_ends_a_loop_that_lost_its_cancellation(start_worker: Any) ->
                 raise
             dropped.set()  # what wait_for does when the answer came with the cancel
 
-    w1.worker._heartbeat = heartbeat
+    monkeypatch.setattr(w1.worker, "heartbeat", heartbeat)
     await asyncio.wait_for(inside.wait(), 10)
 
     await asyncio.wait_for(w1.stop(), 30)
 
     assert dropped.is_set()
-    assert all(task.done() for task in w1.worker._loops)
+    assert w1.worker.loops and all(task.done() for task in w1.worker.loops)

@@ -13,11 +13,12 @@ from nats.aio.client import Client as NatsClient
 from clarin_common.events import RetryMediaCommand, wa_command_subject
 from clarin_common.nats import ensure_object_store, request_json
 from clarin_devices.worker.session import QR_EXPIRED_MESSAGE
+from services.devices.tests.helpers import Api, EventLog, SimRequest, StartWorker
 
 PICTURE = b"\x89PNG\r\n\x1a\n" + b"\x01" * 48
 
 
-async def linked(api: Any, events: Any, sim_request: Any) -> str:
+async def linked(api: Api, events: EventLog, sim_request: SimRequest) -> str:
     device = await api.create()
     await api.post(device["id"], "connect")
     await events.wait(lambda: events.of(".qr", device["id"]))
@@ -26,16 +27,16 @@ async def linked(api: Any, events: Any, sim_request: Any) -> str:
     return str(device["id"])
 
 
-def messages(events: Any, device_id: str) -> list[dict[str, Any]]:
+def messages(events: EventLog, device_id: str) -> list[dict[str, Any]]:
     return [m.data["data"] for m in events.of(".message", device_id)]
 
 
-def media_events(events: Any, device_id: str) -> list[dict[str, Any]]:
+def media_events(events: EventLog, device_id: str) -> list[dict[str, Any]]:
     return [m.data["data"] for m in events.of(".media", device_id)]
 
 
 async def test_qr_timeout_ends_the_pairing_and_connect_starts_a_new_one(
-    api: Any, events: Any, start_worker: Any, sim_request: Any, db: asyncpg.Pool
+    api: Api, events: EventLog, start_worker: StartWorker, sim_request: SimRequest, db: asyncpg.Pool
 ) -> None:
     worker = await start_worker("w1")
     device = await api.create()
@@ -66,7 +67,7 @@ async def test_qr_timeout_ends_the_pairing_and_connect_starts_a_new_one(
 
 
 async def test_lid_contacts_carry_the_phone_when_whatsapp_knows_it(
-    api: Any, events: Any, start_worker: Any, sim_request: Any
+    api: Api, events: EventLog, start_worker: StartWorker, sim_request: SimRequest
 ) -> None:
     await start_worker("w1")
     device_id = await linked(api, events, sim_request)
@@ -107,7 +108,7 @@ async def test_lid_contacts_carry_the_phone_when_whatsapp_knows_it(
 
 
 async def test_status_posts_never_leave_the_worker(
-    api: Any, events: Any, start_worker: Any, sim_request: Any
+    api: Api, events: EventLog, start_worker: StartWorker, sim_request: SimRequest
 ) -> None:
     await start_worker("w1")
     device_id = await linked(api, events, sim_request)
@@ -126,7 +127,11 @@ async def test_status_posts_never_leave_the_worker(
 
 
 async def test_a_failed_download_is_retried_to_ready(
-    api: Any, events: Any, start_worker: Any, sim_request: Any, nats_client: NatsClient
+    api: Api,
+    events: EventLog,
+    start_worker: StartWorker,
+    sim_request: SimRequest,
+    nats_client: NatsClient,
 ) -> None:
     await start_worker("w1")
     device_id = await linked(api, events, sim_request)
@@ -176,7 +181,7 @@ async def test_a_failed_download_is_retried_to_ready(
 
 
 async def test_too_large_and_too_slow_downloads(
-    api: Any, events: Any, start_worker: Any, sim_request: Any
+    api: Api, events: EventLog, start_worker: StartWorker, sim_request: SimRequest
 ) -> None:
     await start_worker("w1", media_max_bytes=1000, media_download_timeout_seconds=0.2)
     device_id = await linked(api, events, sim_request)

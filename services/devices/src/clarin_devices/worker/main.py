@@ -6,6 +6,9 @@ device over to the other workers before exiting.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from clarin_common.app import Resources, create_service_app, serve
@@ -16,18 +19,20 @@ from clarin_devices.worker.worker import Worker
 
 
 def create_app(settings: WorkerSettings | None = None) -> FastAPI:
+    """The worker's app. Its context is the :class:`Worker` itself (it has no
+    endpoints to hand it to): started once the pool and NATS are open, stopped
+    (every device handed over) before they close; tests reach it with
+    ``service_context(app, Worker)``."""
     settings = settings or WorkerSettings()
 
-    async def on_startup(app: FastAPI, res: Resources) -> None:
+    @asynccontextmanager
+    async def context(res: Resources) -> AsyncIterator[Worker]:
         assert res.pool is not None and res.nc is not None
         worker = Worker(settings, res.pool, res.nc, build_driver(settings, res.nc))
         await worker.start()
-        app.state.worker = worker
-        res.extras["worker"] = worker
-
-    async def on_shutdown(app: FastAPI, res: Resources) -> None:
-        worker: Worker | None = res.extras.get("worker")
-        if worker is not None:
+        try:
+            yield worker
+        finally:
             await worker.stop()
 
     return create_service_app(
@@ -35,8 +40,7 @@ def create_app(settings: WorkerSettings | None = None) -> FastAPI:
         title="Clarin device worker",
         schema="devices",
         migrations_dir=MIGRATIONS_DIR,
-        on_startup=on_startup,
-        on_shutdown=on_shutdown,
+        context=context,
     )
 
 

@@ -69,7 +69,8 @@ from clarin_common.ids import jid_from_recipient, normalize_jid
 from clarin_common.nats import ensure_kv
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import hrw
-from clarin_devices.worker.drivers import DriverError, NotConnected, SendResult, WhatsAppDriver
+from clarin_devices.worker.drivers import SendResult, WhatsAppDriver
+from clarin_devices.worker.exceptions import DriverError, DriverTimeout, NotConnected
 from clarin_devices.worker.session import DeviceSession
 
 log = structlog.get_logger(__name__)
@@ -616,4 +617,4 @@ class DeviceQueue:
                 timeout,
             )
         except TimeoutError as exc:
-            raise DriverError("WhatsApp did not answer in time", code="driver_timeout") from exc
+            raise DriverTimeout("WhatsApp did not answer in time") from exc

@@ -55,12 +55,18 @@ from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import repository as repo
 from clarin_devices.worker.drivers import (
     QR_EXPIRED,
-    DriverError,
     InboundMedia,
     MediaOutcome,
-    NotConnected,
     SendResult,
     WhatsAppDriver,
+)
+from clarin_devices.worker.exceptions import (
+    DriverError,
+    DriverTimeout,
+    InvalidCommand,
+    InvalidPhone,
+    InvalidRecipient,
+    NotConnected,
 )
 
 log = structlog.get_logger(__name__)
@@ -651,9 +657,7 @@ class DeviceSession:
         if isinstance(command, PairPhoneCommand):
             digits = phone_digits(command.phone)
             if not 7 <= len(digits) <= 15:
-                raise DriverError(
-                    "a phone number in international format: 7 to 15 digits", code="invalid_phone"
-                )
+                raise InvalidPhone("a phone number in international format: 7 to 15 digits")
             code = await self._driver_call(self.driver.pair_phone(self.device_id, digits))
             return {"pairing_code": code}
         if isinstance(command, DisconnectCommand):
@@ -662,7 +666,7 @@ class DeviceSession:
         if isinstance(command, LogoutCommand):
             await self.worker.release(self, "cmd_logout")
             return {}
-        raise DriverError("unknown command", code="invalid_command")  # pragma: no cover
+        raise InvalidCommand("unknown command")  # pragma: no cover
 
     async def _driver_call(self, call: Awaitable[Any]) -> Any:
         if self.closed:
@@ -670,7 +674,7 @@ class DeviceSession:
         try:
             return await asyncio.wait_for(call, self.settings.driver_call_timeout_seconds)
         except TimeoutError as exc:
-            raise DriverError("WhatsApp did not answer in time", code="driver_timeout") from exc
+            raise DriverTimeout("WhatsApp did not answer in time") from exc
 
     async def _pace(self) -> None:
         """Space the sends of this device at ``send_rate_per_second`` (± jitter)."""
@@ -693,7 +697,7 @@ class DeviceSession:
         try:
             return jid_from_recipient(to)
         except ValueError as exc:
-            raise DriverError(str(exc), code="invalid_recipient") from exc
+            raise InvalidRecipient(str(exc)) from exc
 
     async def _protocol_message(
         self, command: ReactCommand | EditCommand | RevokeCommand

@@ -47,7 +47,8 @@ from clarin_devices.events import (
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import hrw
 from clarin_devices.worker import repository as repo
-from clarin_devices.worker.drivers import DriverError, InboundMedia, WhatsAppDriver
+from clarin_devices.worker.drivers import InboundMedia, WhatsAppDriver
+from clarin_devices.worker.exceptions import MediaNotFound
 from clarin_devices.worker.outbound import Outbound
 from clarin_devices.worker.session import CloseMode, DeviceSession, SessionContext
 
@@ -107,7 +108,7 @@ class Worker:
         self.media = await ensure_object_store(self.js)
         await self.outbound.start()
         await self.driver.start()
-        await self._heartbeat()
+        await self.heartbeat()
         self._changed_sub = await self.nc.subscribe(DEVICES_CHANGED_SUBJECT, cb=self._on_changed)
         SESSIONS.labels(self.id).set_function(lambda: len(self.sessions))
         CONNECTED.labels(self.id).set_function(
@@ -170,6 +171,11 @@ class Worker:
                 log.error("worker_loop_failed", loop=task.get_name(), error=repr(task.exception()))
 
     @property
+    def loops(self) -> tuple[asyncio.Task[None], ...]:
+        """The background loops (heartbeat, renew, reconcile) while started."""
+        return tuple(self._loops)
+
+    @property
     def ready(self) -> bool:
         return self._started and not self._stopping
 
@@ -191,7 +197,8 @@ class Worker:
 
     # ---- membership ----------------------------------------------------------------------
 
-    async def _heartbeat(self) -> None:
+    async def heartbeat(self) -> None:
+        """Put this worker (and how many devices it holds) into the members bucket."""
         value = json.dumps({"worker_id": self.id, "sessions": len(self.sessions)}).encode()
         await self.members_kv.put(self.id, value)
 
@@ -199,7 +206,7 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval_seconds)
             try:
-                await self._heartbeat()
+                await self.heartbeat()
             except Exception as exc:
                 log.warning("heartbeat_failed", error=str(exc))
 
@@ -449,9 +456,7 @@ class Worker:
         try:
             result = await self.media.get(media.object_key)
         except Exception as exc:
-            raise DriverError(
-                f"media {media.object_key!r} is not in the store", code="media_not_found"
-            ) from exc
+            raise MediaNotFound(f"media {media.object_key!r} is not in the store") from exc
         return bytes(result.data or b"")
 
     # ---- metrics -----------------------------------------------------------------------

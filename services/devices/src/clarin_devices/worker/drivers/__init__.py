@@ -25,6 +25,11 @@ from clarin_common.events import (
     WaRevoke,
 )
 
+# the drivers raise these; they live with the worker's other errors
+from clarin_devices.worker.exceptions import DriverError as DriverError
+from clarin_devices.worker.exceptions import NotConnected as NotConnected
+from clarin_devices.worker.exceptions import RetryUnsupported
+
 
 @dataclass(frozen=True)
 class SendResult:
@@ -62,19 +67,6 @@ UNLINK_FAILED = (
     "Could not unlink the number from WhatsApp ({cause}); the phone still lists this "
     "device under Linked devices: remove it there"
 )
-
-
-class DriverError(Exception):
-    """A driver call failed; ``code`` is a stable machine-readable reason."""
-
-    def __init__(self, message: str, code: str = "driver_error") -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class NotConnected(DriverError):
-    def __init__(self, message: str = "The device is not connected") -> None:
-        super().__init__(message, code="device_not_connected")
 
 
 class DriverEvents(Protocol):
@@ -241,9 +233,7 @@ class WhatsAppDriver(abc.ABC):
         """Fetch again a file whose download failed; the outcome arrives through
         ``on_media``. ``download`` is the ``media_info.download`` the driver
         put on the message. Raises :class:`DriverError` when it cannot try."""
-        raise DriverError(
-            f"the {self.name} driver cannot fetch media again", code="retry_unsupported"
-        )
+        raise RetryUnsupported(f"the {self.name} driver cannot fetch media again")
 
     @abc.abstractmethod
     async def pair_phone(self, device_id: str, phone: str) -> str:

@@ -78,8 +78,19 @@ from clarin_devices.worker.drivers.neonize_pool import (
     Role,
 )
 from clarin_devices.worker.drivers.neonize_store import SessionStore, store_dsn
+from clarin_devices.worker.exceptions import (
+    AlreadyPaired,
+    DriverUnavailable,
+    InvalidMedia,
+    InvalidPhone,
+    MediaUnavailable,
+    SessionInUse,
+    SessionNotFound,
+    UnlinkFailed,
+    UnsupportedMedia,
+)
 
-__all__ = ["HostGone", "NeonizeConfig", "NeonizeDriver", "store_dsn"]
+__all__ = ["HostGone", "NeonizeConfig", "NeonizeDriver", "NeonizeSession", "store_dsn"]
 
 log = structlog.get_logger(__name__)
 
@@ -87,7 +98,7 @@ _TERMINAL: set[str] = {"disconnected", "logged_out", "error"}
 
 
 @dataclass(eq=False)
-class _Session:
+class NeonizeSession:
     sid: str
     device_id: str
     events: DriverEvents
@@ -118,8 +129,8 @@ class NeonizeDriver(WhatsAppDriver):
             host=self.config.media_host,
             proxy=self.config.proxy if self.config.media_via_proxy else None,
         )
-        self._sessions: dict[str, _Session] = {}  # by device id
-        self._by_sid: dict[str, _Session] = {}
+        self._sessions: dict[str, NeonizeSession] = {}  # by device id
+        self._by_sid: dict[str, NeonizeSession] = {}
         self._queues: dict[str, deque[Callable[[], Awaitable[None]]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._start_lock = asyncio.Lock()
@@ -158,14 +169,14 @@ class NeonizeDriver(WhatsAppDriver):
 
     async def connect(self, device_id: str, session_jid: str | None, events: DriverEvents) -> None:
         if self._stopping:
-            raise DriverError("The driver is stopping", code="driver_unavailable")
+            raise DriverUnavailable("The driver is stopping")
         await self.start()
         if device_id in self._sessions:
             await self.disconnect(device_id)
         jid = await self._resumable(session_jid) if session_jid else None
         role: Role = "shared" if jid else "pairing"
         child = await self.pool.allocate(role)
-        session = _Session(
+        session = NeonizeSession(
             sid=uuid.uuid4().hex,
             device_id=device_id,
             events=events,
@@ -191,9 +202,8 @@ class NeonizeDriver(WhatsAppDriver):
     async def _resumable(self, session_jid: str, device_id: str | None = None) -> str:
         jid = await self.store.stored_jid(session_jid)
         if jid is None:
-            raise DriverError(
-                f"No stored WhatsApp session for {session_jid}: pair the device again",
-                code="session_not_found",
+            raise SessionNotFound(
+                f"No stored WhatsApp session for {session_jid}: pair the device again"
             )
         for other in self._sessions.values():
             if (
@@ -201,13 +211,12 @@ class NeonizeDriver(WhatsAppDriver):
                 and other.jid
                 and normalize_jid(other.jid) == normalize_jid(jid)
             ):
-                raise DriverError(
-                    f"The session of {session_jid} is in use by device {other.device_id}",
-                    code="session_in_use",
+                raise SessionInUse(
+                    f"The session of {session_jid} is in use by device {other.device_id}"
                 )
         return jid
 
-    async def _start_in(self, session: _Session, child: Child) -> None:
+    async def _start_in(self, session: NeonizeSession, child: Child) -> None:
         await self.pool.wait_ready(child)
         await self.pool.request(
             child,
@@ -220,13 +229,13 @@ class NeonizeDriver(WhatsAppDriver):
         session.established = True
         self.pool.maybe_retire(child)
 
-    async def _abandon(self, session: _Session) -> None:
+    async def _abandon(self, session: NeonizeSession) -> None:
         try:
             await self._end(session)
         finally:
             self._forget(session)
 
-    async def _end(self, session: _Session) -> None:
+    async def _end(self, session: NeonizeSession) -> None:
         """Stop a session's client: a pairing one by ending its child (whatsmeow's
         QR loop cannot be stopped), a shared one through its child's lane."""
         child = session.child
@@ -272,7 +281,7 @@ class NeonizeDriver(WhatsAppDriver):
             await self.connect(device_id, stored, events)
             session = self._sessions.get(device_id)
             if session is None:
-                raise DriverError(events.error or "the session ended", code="unlink_failed")
+                raise UnlinkFailed(events.error or "the session ended")
             try:
                 await asyncio.wait_for(
                     _first(session.linked.wait(), events.ended.wait()),
@@ -282,14 +291,14 @@ class NeonizeDriver(WhatsAppDriver):
                 pass
             if session.state != "connected":
                 await self.disconnect(device_id)
-                raise DriverError(events.error or "WhatsApp did not answer", code="unlink_failed")
+                raise UnlinkFailed(events.error or "WhatsApp did not answer")
             await self._logout(session)
         except DriverError as exc:
             await self.store.delete(stored)
             cause = str(exc) if exc.code == "unlink_failed" else f"{exc}"
-            raise DriverError(UNLINK_FAILED.format(cause=cause), code="unlink_failed") from exc
+            raise UnlinkFailed(UNLINK_FAILED.format(cause=cause)) from exc
 
-    async def _logout(self, session: _Session) -> None:
+    async def _logout(self, session: NeonizeSession) -> None:
         session.closing = True
         jid = session.jid
         error: str | None = None
@@ -311,7 +320,7 @@ class NeonizeDriver(WhatsAppDriver):
         if jid:
             await self.store.delete(jid)
         if error is not None and jid:
-            raise DriverError(UNLINK_FAILED.format(cause=error), code="unlink_failed")
+            raise UnlinkFailed(UNLINK_FAILED.format(cause=error))
 
     def is_connected(self, device_id: str) -> bool:
         session = self._sessions.get(device_id)
@@ -352,11 +361,9 @@ class NeonizeDriver(WhatsAppDriver):
     ) -> SendResult:
         session = await self._connected(device_id)
         if not data:
-            raise DriverError("The media file is empty", code="invalid_media")
+            raise InvalidMedia("The media file is empty")
         if media_type not in ("image", "video", "audio", "document"):
-            raise DriverError(
-                f"Sending {media_type} messages is not supported", "unsupported_media"
-            )
+            raise UnsupportedMedia(f"Sending {media_type} messages is not supported")
         # the file goes to the child as a path, never through the pipe
         fd, path = tempfile.mkstemp(dir=self.spool, prefix="out-")
         try:
@@ -428,10 +435,10 @@ class NeonizeDriver(WhatsAppDriver):
         if session is None or session.closing or session.state == "ended":
             raise NotConnected()
         if not session.pairing:
-            raise DriverError("The device is already linked to a number", code="already_paired")
+            raise AlreadyPaired("The device is already linked to a number")
         digits = "".join(c for c in phone if c.isdigit())
         if not 7 <= len(digits) <= 15:
-            raise DriverError("phone must have 7 to 15 digits", code="invalid_phone")
+            raise InvalidPhone("phone must have 7 to 15 digits")
         result = await self._command(session, "pair_phone", phone=digits)
         return str(result["code"])
 
@@ -449,7 +456,7 @@ class NeonizeDriver(WhatsAppDriver):
         try:
             request = MediaRequest.parse(download)
         except MediaFetchError as exc:
-            raise DriverError(str(exc), code="media_unavailable") from exc
+            raise MediaUnavailable(str(exc)) from exc
         self._task(self._fetch(session, wa_message_id, chat_jid, mime_type, None, request))
 
     # ---- observability (tests, bench, /metrics) ----------------------------------
@@ -460,6 +467,11 @@ class NeonizeDriver(WhatsAppDriver):
     def session_pid(self, device_id: str) -> int | None:
         session = self._sessions.get(device_id)
         return session.child.pid if session is not None else None
+
+    def session(self, device_id: str) -> NeonizeSession | None:
+        """The session held for a device, if any: its state, its child, its sid
+        (what operators and tests look at; not to be changed from outside)."""
+        return self._sessions.get(device_id)
 
     def store_connections_reserved(self) -> int:
         return self.pool.store_connections_reserved()
@@ -472,12 +484,12 @@ class NeonizeDriver(WhatsAppDriver):
 
     # ---- sessions ----------------------------------------------------------------
 
-    def _attach(self, session: _Session, child: Child) -> None:
+    def _attach(self, session: NeonizeSession, child: Child) -> None:
         session.child = child
         child.sessions[session.sid] = session
         self._by_sid[session.sid] = session
 
-    def _forget(self, session: _Session) -> None:
+    def _forget(self, session: NeonizeSession) -> None:
         if self._sessions.get(session.device_id) is session:
             del self._sessions[session.device_id]
         self._by_sid.pop(session.sid, None)
@@ -486,7 +498,7 @@ class NeonizeDriver(WhatsAppDriver):
         session.linked.set()  # nobody waits for a handoff that will not come
         self._task(self.pool.notify())
 
-    async def _connected(self, device_id: str) -> _Session:
+    async def _connected(self, device_id: str) -> NeonizeSession:
         session = self._sessions.get(device_id)
         if session is not None and session.state == "handoff" and not session.closing:
             await _wait(session.linked.wait(), self.config.call_timeout)
@@ -495,7 +507,7 @@ class NeonizeDriver(WhatsAppDriver):
         return session
 
     async def _command(
-        self, session: _Session, op: str, *, timeout: float | None = None, **args: Any
+        self, session: NeonizeSession, op: str, *, timeout: float | None = None, **args: Any
     ) -> dict[str, Any]:
         try:
             return await self.pool.request(
@@ -510,7 +522,7 @@ class NeonizeDriver(WhatsAppDriver):
                 raise NotConnected() from exc
             raise
 
-    async def _handoff(self, session: _Session) -> None:
+    async def _handoff(self, session: NeonizeSession) -> None:
         """The phone scanned: end the pairing child, resume the session from the
         store in a shared child."""
         pairing_child = session.child
@@ -588,7 +600,7 @@ class NeonizeDriver(WhatsAppDriver):
         except Exception:
             log.exception("neonize_event_unreadable", ev=ev, device_id=session.device_id)
 
-    def _on_qr(self, session: _Session, message: dict[str, Any]) -> None:
+    def _on_qr(self, session: NeonizeSession, message: dict[str, Any]) -> None:
         if session.closing or session.state == "ended":
             return
         code = str(message["code"])
@@ -597,7 +609,7 @@ class NeonizeDriver(WhatsAppDriver):
         session.qr_deadline = time.monotonic() + max(0.0, left) + self.config.qr_grace
         self._deliver(session, lambda: session.events.on_qr(session.device_id, code, expires_at))
 
-    def _on_message(self, session: _Session, message: dict[str, Any]) -> None:
+    def _on_message(self, session: NeonizeSession, message: dict[str, Any]) -> None:
         wa_message = WaMessage.model_validate(message["message"])
         self._deliver(
             session, lambda: session.events.on_message(session.device_id, wa_message, None)
@@ -630,7 +642,7 @@ class NeonizeDriver(WhatsAppDriver):
 
     async def _fetch(
         self,
-        session: _Session,
+        session: NeonizeSession,
         wa_message_id: str,
         chat_jid: str,
         mime_type: str,
@@ -668,7 +680,7 @@ class NeonizeDriver(WhatsAppDriver):
             )
         self._deliver(session, lambda: session.events.on_media(session.device_id, outcome))
 
-    def _on_status(self, session: _Session, message: dict[str, Any]) -> None:
+    def _on_status(self, session: NeonizeSession, message: dict[str, Any]) -> None:
         status: str = message["status"]
         if session.closing or session.state == "ended":
             return
@@ -712,7 +724,7 @@ class NeonizeDriver(WhatsAppDriver):
                 self._forget(session)
         return lost
 
-    def _deliver_status(self, session: _Session, status: str, data: dict[str, Any]) -> None:
+    def _deliver_status(self, session: NeonizeSession, status: str, data: dict[str, Any]) -> None:
         if self._stopping:
             return
         kwargs = {k: v for k, v in data.items() if v is not None}
@@ -757,7 +769,7 @@ class NeonizeDriver(WhatsAppDriver):
 
     # ---- delivery: in order per device, never blocking the pipe readers -----------
 
-    def _deliver(self, session: _Session, call: Callable[[], Awaitable[None]]) -> None:
+    def _deliver(self, session: NeonizeSession, call: Callable[[], Awaitable[None]]) -> None:
         queue = self._queues.get(session.device_id)
         if queue is None:
             queue = self._queues[session.device_id] = deque()

@@ -37,6 +37,7 @@ from prometheus_client import Counter
 
 from clarin_devices.worker.drivers import DriverError
 from clarin_devices.worker.drivers.neonize_store import SCHEMA_RE
+from clarin_devices.worker.exceptions import AtCapacity, DriverUnavailable, HostTimeout
 
 log = structlog.get_logger(__name__)
 
@@ -215,7 +216,7 @@ class ChildPool:
         async with self.capacity:
             while True:
                 if self.stopping:
-                    raise DriverError("The driver is stopping", code="driver_unavailable")
+                    raise DriverUnavailable("The driver is stopping")
                 held = self.store_connections_reserved()
                 if held < cfg.max_store_connections:
                     child = self._room(role, held)
@@ -226,10 +227,7 @@ class ChildPool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     what = "pairing" if role == "pairing" else "starting"
-                    raise DriverError(
-                        f"Too many WhatsApp sessions are {what} at once; try again",
-                        code="capacity",
-                    )
+                    raise AtCapacity(f"Too many WhatsApp sessions are {what} at once; try again")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.capacity.wait(), timeout=min(remaining, 1.0))
 
@@ -522,9 +520,7 @@ class ChildPool:
         try:
             await asyncio.wait_for(asyncio.shield(child.ready), timeout=self.config.start_timeout)
         except TimeoutError as exc:
-            raise DriverError(
-                "The WhatsApp session host did not start", "driver_unavailable"
-            ) from exc
+            raise DriverUnavailable("The WhatsApp session host did not start") from exc
 
     # ---- protocol ------------------------------------------------------------------
 
@@ -555,9 +551,7 @@ class ChildPool:
             else:
                 result = await asyncio.wait_for(asyncio.shield(future), timeout=timeout)
         except TimeoutError as exc:
-            raise DriverError(
-                f"The WhatsApp session host did not answer ({op})", "timeout"
-            ) from exc
+            raise HostTimeout(f"The WhatsApp session host did not answer ({op})") from exc
         finally:
             child.pending.pop(rid, None)
         return result if isinstance(result, dict) else {}

@@ -115,6 +115,13 @@ from clarin_devices.worker.drivers import (
     SendResult,
     WhatsAppDriver,
 )
+from clarin_devices.worker.exceptions import (
+    AlreadyPaired,
+    InvalidMedia,
+    MediaGone,
+    NotOwnMessage,
+    UnlinkFailed,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -390,13 +397,15 @@ class SimulatorDriver(WhatsAppDriver):
         self._unlink_fails.discard(device_id)
         await self.logout(device_id)
         if fails:
-            raise DriverError(
-                UNLINK_FAILED.format(cause="WhatsApp did not answer"), code="unlink_failed"
-            )
+            raise UnlinkFailed(UNLINK_FAILED.format(cause="WhatsApp did not answer"))
 
     def is_connected(self, device_id: str) -> bool:
         session = self._sessions.get(device_id)
         return session is not None and session.state == "connected"
+
+    def has_session(self, device_id: str) -> bool:
+        """A session of the device is open here, whatever its state."""
+        return device_id in self._sessions
 
     async def send_text(
         self,
@@ -441,7 +450,7 @@ class SimulatorDriver(WhatsAppDriver):
     ) -> SendResult:
         session = self._connected(device_id)
         if not data:
-            raise DriverError("The media file is empty", code="invalid_media")
+            raise InvalidMedia("The media file is empty")
         result = self._accept(session, to_jid, send_id)
         self._remember(session, result.wa_message_id, normalize_jid(to_jid), session.jid, caption)
         await self._to_phone(device_id, result, to_jid, media_type, caption)
@@ -514,9 +523,7 @@ class SimulatorDriver(WhatsAppDriver):
     def _own(session: _Session, wa_message_id: str, what: str) -> None:
         """WhatsApp lets a number edit or delete only what it sent itself."""
         if wa_message_id not in session.sent:
-            raise DriverError(
-                f"WhatsApp lets you {what} only your own messages", code="not_own_message"
-            )
+            raise NotOwnMessage(f"WhatsApp lets you {what} only your own messages")
 
     async def mark_read(
         self, device_id: str, chat_jid: str, sender_jid: str | None, wa_message_ids: list[str]
@@ -534,7 +541,7 @@ class SimulatorDriver(WhatsAppDriver):
         session = self._connected(device_id)
         item = self._downloads.get(download or "")
         if item is None or item.device_id != device_id or item.wa_message_id != wa_message_id:
-            raise DriverError("The file is no longer available on WhatsApp", code="media_gone")
+            raise MediaGone("The file is no longer available on WhatsApp")
         self._downloads.move_to_end(download or "")
         self._spawn(self._download(session.events, item))
 
@@ -543,7 +550,7 @@ class SimulatorDriver(WhatsAppDriver):
         if session is None or session.state == "ended":
             raise NotConnected()
         if session.state == "connected":
-            raise DriverError("The device is already linked to a number", code="already_paired")
+            raise AlreadyPaired("The device is already linked to a number")
         _digits(phone, "phone")
         session.pairing_code = "".join(secrets.choice(PAIRING_ALPHABET) for _ in range(8))
         return session.pairing_code
