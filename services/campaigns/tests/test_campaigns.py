@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from clarin_campaigns.campaigns.repository import furthest_outcomes
 from clarin_campaigns.main import create_app
 
 from clarin_devkit.testing import eventually, running_app
@@ -273,3 +274,23 @@ async def _status_is(
 ) -> dict[str, Any] | None:
     campaign = await _campaign(client, tenant, campaign_id)
     return campaign if campaign["status"] == status else None
+
+
+def test_a_batch_of_receipts_keeps_each_messages_furthest() -> None:
+    # messaging's events arrive in batches: one batch may hold every receipt of a
+    # message, a late one included; the UPDATE must see only the furthest
+    sent, late, failed = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    batch: list[tuple[str, str, str | None]] = [
+        (sent, "sent", None),
+        (sent, "delivered", None),
+        (sent, "read", None),
+        (sent, "delivered", None),
+        (late, "failed", "WhatsApp did not take the message"),
+        (late, "sent", None),
+        (failed, "failed", "WhatsApp did not take the message"),
+    ]
+    assert furthest_outcomes(batch) == {
+        sent: (sent, "read", None),
+        late: (late, "sent", None),
+        failed: (failed, "failed", "WhatsApp did not take the message"),
+    }

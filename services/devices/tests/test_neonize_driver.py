@@ -576,7 +576,10 @@ async def test_stopping_a_session_whose_dial_hangs_leaves_the_others_alone(
     # a later call through the same lane is answered: the lane is free
     [later] = await linked_devices(driver, test_servers.database_url, events, 1, "5215555")
     assert driver.session_pid(later) == pid
-    await asyncio.sleep(2 * 1.5)  # past the hang timeout the watchdog would act on
+    # the watchdog looked at the child past the hang timeout and found it well
+    past_the_hang_timeout = time.monotonic() + 2 * 1.5
+    shared = held(driver, bystander).child
+    await eventually(lambda: shared.healthy_at > past_the_hang_timeout, timeout=15)
     assert alive(pid) and driver.session_pid(bystander) == pid
     assert events.terminal(bystander) == [] and events.terminal(leaving) == []
     assert driver.child_restarts == 0
@@ -688,7 +691,10 @@ async def test_stopping_a_pairing_device_never_touches_another_session(
     await eventually(lambda: not any(alive(pid) for pid in stopped), timeout=5)
     [later] = await linked_devices(driver, test_servers.database_url, events, 1, "5215556")
     assert driver.session_pid(later) == shared_pid  # its lane still answers
-    await asyncio.sleep(2 * 1.5)  # past the hang timeout the watchdog would act on
+    # the watchdog looked at the shared child past the hang timeout and found it well
+    past_the_hang_timeout = time.monotonic() + 2 * 1.5
+    shared = held(driver, later).child
+    await eventually(lambda: shared.healthy_at > past_the_hang_timeout, timeout=15)
     assert alive(shared_pid)
     assert all(driver.session_pid(d) == shared_pid for d in bystanders)
     assert all(events.terminal(d) == [] for d in [*bystanders, showing_qr, dialing])

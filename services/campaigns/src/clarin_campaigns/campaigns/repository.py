@@ -308,10 +308,35 @@ async def finish_if_done(
 # ---- outcomes (message_sent, message_status) -------------------------------------------
 
 
+def furthest_outcomes(
+    outcomes: Sequence[tuple[str, str, str | None]],
+) -> dict[str, tuple[str, str, str | None]]:
+    """Each message's furthest outcome: the highest rank; ``failed`` only when
+    nothing else came for it."""
+    best: dict[str, tuple[str, str, str | None]] = {}
+    for outcome in outcomes:
+        held = best.get(outcome[0])
+        if held is None or _ahead(outcome[1], held[1]):
+            best[outcome[0]] = outcome
+    return best
+
+
+def _ahead(status: str, than: str) -> bool:
+    if than == "failed":
+        return status != "failed"
+    if status == "failed":
+        return False
+    return RANK.get(status, -1) > RANK.get(than, -1)
+
+
 async def apply_outcomes(
     conn: asyncpg.Connection, outcomes: Sequence[tuple[str, str, str | None]]
 ) -> list[str]:
     """``(message_id, status, error)``s applied forward-only; the campaigns touched."""
+    # one row per message: an UPDATE … FROM joined to several rows of the same
+    # recipient takes one of them at random, so a batch holding sent, delivered and
+    # read of one message could land on sent
+    outcomes = list(furthest_outcomes(outcomes).values())
     if not outcomes:
         return []
     rows = await conn.fetch(

@@ -145,6 +145,7 @@ class Child:
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     io_seen: int = 0  # bytes read + written by the process at the last look
     io_moved_at: float = field(default_factory=time.monotonic)
+    healthy_at: float = 0.0  # when the watchdog last found it answering and not hung
 
     @property
     def pid(self) -> int | None:
@@ -450,6 +451,7 @@ class ChildPool:
             if busy is not None and self._hung(child, job, float(busy)):
                 self.kill(child, f"was killed: {job} hung for more than {cfg.call_timeout:g} s")
                 return
+            child.healthy_at = time.monotonic()
 
     def _hung(self, child: Child, job: str, busy_for: float) -> bool:
         """A call into Go past ``call_timeout`` is hung, unless it is a transfer
