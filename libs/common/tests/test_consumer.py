@@ -7,8 +7,21 @@ from datetime import UTC, datetime
 
 from nats.aio.client import Client as NatsClient
 
-from clarin_common.events import WA_EVENTS_STREAM, Envelope, WaQr, wa_envelope, wa_event_subject
-from clarin_common.nats import Delivery, PoisonMessage, PullConsumer, publish_event
+from clarin_common.events import (
+    WA_EVENTS_STREAM,
+    Envelope,
+    WaQr,
+    WaStatus,
+    wa_envelope,
+    wa_event_subject,
+)
+from clarin_common.nats import (
+    Delivery,
+    PoisonMessage,
+    PullConsumer,
+    publish_event,
+    subject_matches,
+)
 from clarin_devkit.testing import eventually
 
 
@@ -101,3 +114,44 @@ async def test_failed_handler_is_retried_then_acked(
 
 async def _zero(nc: NatsClient, durable: str) -> bool:
     return await _pending(nc, durable) == 0
+
+
+def test_subject_matching_follows_nats() -> None:
+    assert subject_matches("wa.evt.*.*.history", "wa.evt.a.d.history")
+    assert not subject_matches("wa.evt.*.*.history", "wa.evt.a.d.status")
+    assert not subject_matches("wa.evt.*.*.history", "wa.evt.a.history")
+    assert subject_matches("app.>", "app.a.new_message")
+    assert not subject_matches("app.>", "app")
+    assert not subject_matches("wa.evt.*", "wa.evt.a.b")
+
+
+async def test_what_a_server_delivers_outside_the_filters_is_acked_not_handled(
+    clean_state: None, nats_client: NatsClient
+) -> None:
+    # a NATS server before 2.10 ignores filter_subjects and delivers the whole stream
+    js = nats_client.jetstream()
+    await publish_event(js, wa_event_subject("acc", "dev", "qr"), _qr("ours"))
+    other = wa_envelope("acc", "dev", "status", WaStatus(status="connecting"))
+    await publish_event(js, wa_event_subject("acc", "dev", "status"), other)
+    unfiltered = await js.pull_subscribe(">", durable="everything", stream=WA_EVENTS_STREAM)
+    msgs = await unfiltered.fetch(2, timeout=5)
+    assert len(msgs) == 2
+    handled: list[str] = []
+
+    async def handler(batch: list[Delivery]) -> None:
+        handled.extend(d.msg.subject for d in batch)
+
+    consumer = PullConsumer(
+        js,
+        stream=WA_EVENTS_STREAM,
+        durable="qr-only",
+        filter_subjects=["wa.evt.*.*.qr", "wa.evt.*.*.media"],
+        handler=handler,
+    )
+    await consumer.process(msgs)
+    assert handled == [wa_event_subject("acc", "dev", "qr")]
+
+    async def all_acked() -> bool:
+        return await _pending(nats_client, "everything") == 0
+
+    await eventually(all_acked)

@@ -272,6 +272,17 @@ class Delivery:
 BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` one or more."""
+    want, have = pattern.split("."), subject.split(".")
+    for i, token in enumerate(want):
+        if token == ">":
+            return len(have) > i
+        if i >= len(have) or (token != "*" and token != have[i]):
+            return False
+    return len(have) == len(want)
+
+
 class PullConsumer:
     """A durable JetStream pull consumer that hands batches to ``handler``.
 
@@ -313,6 +324,10 @@ class PullConsumer:
         self._idle.set()
 
     async def _subscription(self) -> Any:
+        # one filter goes as filter_subject, which every server knows; several as
+        # filter_subjects, which servers before 2.10 ignore: process() then skips
+        # what is not ours, so the consumer behaves the same on either
+        one = self.filter_subjects[0] if len(self.filter_subjects) == 1 else None
         config = ConsumerConfig(
             durable_name=self.durable,
             deliver_policy=DeliverPolicy.ALL,
@@ -320,7 +335,8 @@ class PullConsumer:
             ack_wait=self.ack_wait,
             max_deliver=-1,
             max_ack_pending=20_000,
-            filter_subjects=self.filter_subjects,
+            filter_subject=one,
+            filter_subjects=None if one is not None else self.filter_subjects,
         )
         try:
             await self.js.add_consumer(self.stream, config)
@@ -412,6 +428,13 @@ class PullConsumer:
     async def process(self, msgs: list[Msg]) -> None:
         deliveries: list[Delivery] = []
         for msg in msgs:
+            if self.filter_subjects and not any(
+                subject_matches(f, msg.subject) for f in self.filter_subjects
+            ):
+                # a server that ignored our filters (before 2.10), or a durable made
+                # with none: not ours, and nothing to retry
+                await msg.ack()
+                continue
             try:
                 envelope = RawEnvelope.model_validate(json.loads(msg.data))
             except (ValueError, ValidationError) as exc:
