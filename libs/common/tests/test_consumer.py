@@ -6,6 +6,7 @@ import asyncio
 from datetime import UTC, datetime
 
 from nats.aio.client import Client as NatsClient
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from clarin_common.events import (
     WA_EVENTS_STREAM,
@@ -155,3 +156,39 @@ async def test_what_a_server_delivers_outside_the_filters_is_acked_not_handled(
         return await _pending(nats_client, "everything") == 0
 
     await eventually(all_acked)
+
+
+async def test_an_existing_durable_is_bound_as_it_is_and_its_extra_subjects_skipped(
+    clean_state: None, nats_client: NatsClient
+) -> None:
+    # a durable an older version made without a filter: changing its filter is what
+    # NATS 2.9 accepts and then delivers nothing, so it is kept and filtered here
+    js = nats_client.jetstream()
+    await js.add_consumer(
+        WA_EVENTS_STREAM,
+        ConsumerConfig(durable_name="kept", ack_policy=AckPolicy.EXPLICIT, max_deliver=-1),
+    )
+    await publish_event(js, wa_event_subject("acc", "dev", "qr"), _qr("ours"))
+    other = wa_envelope("acc", "dev", "status", WaStatus(status="connecting"))
+    await publish_event(js, wa_event_subject("acc", "dev", "status"), other)
+    handled: list[str] = []
+
+    async def handler(batch: list[Delivery]) -> None:
+        handled.extend(d.envelope.type for d in batch)
+
+    consumer = PullConsumer(
+        js, stream=WA_EVENTS_STREAM, durable="kept", filter_subjects=["wa.evt.*.*.qr"],
+        handler=handler, fetch_timeout=0.2,
+    )  # fmt: skip
+    await consumer.start()
+    try:
+
+        async def all_acked() -> bool:
+            return await _pending(nats_client, "kept") == 0
+
+        await eventually(all_acked)
+    finally:
+        await consumer.stop()
+    assert handled == ["qr"]
+    info = await js.consumer_info(WA_EVENTS_STREAM, "kept")
+    assert info.config.filter_subject is None and not info.config.filter_subjects

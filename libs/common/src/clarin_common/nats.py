@@ -339,9 +339,21 @@ class PullConsumer:
             filter_subjects=None if one is not None else self.filter_subjects,
         )
         try:
-            await self.js.add_consumer(self.stream, config)
-        except Exception as exc:  # exists with another config: update it
-            log.info("consumer_exists", durable=self.durable, detail=str(exc))
+            existing = await self.js.consumer_info(self.stream, self.durable)
+        except NotFoundError:
+            existing = None
+        if existing is None:
+            try:
+                await self.js.add_consumer(self.stream, config)
+            except Exception as exc:  # another replica made it first
+                log.info("consumer_exists", durable=self.durable, detail=str(exc))
+        elif (existing.config.filter_subject, existing.config.filter_subjects) != (
+            config.filter_subject,
+            config.filter_subjects,
+        ):
+            # an existing durable is bound as it is: NATS 2.9 accepts a changed filter
+            # and then delivers nothing; process() skips what is not ours
+            log.info("consumer_kept", durable=self.durable, filter=existing.config.filter_subject)
         return await self.js.pull_subscribe_bind(self.durable, self.stream)
 
     async def start(self) -> None:
