@@ -31,6 +31,8 @@ _SETTING_PREFIXES = (
     "WORKER_",
     "MESSAGING_",
     "LEADS_",
+    "WEBHOOKS_",
+    "CAMPAIGNS_",
     "WHATSAPP_",
 )
 

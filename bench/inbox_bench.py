@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import random
 import signal
 import subprocess
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import benchenv
 import httpx
 
 from clarin_common.db import migrate_sync
@@ -304,8 +304,11 @@ async def timed(fn: Callable[[], Awaitable[Any]], times: int) -> list[float]:
 @contextlib.asynccontextmanager
 async def messaging_process(db_url: str, nats_url: str, log: Path) -> AsyncIterator[str]:
     port = free_port()
+    # explicit settings only: no Clarin variable of the caller, no `.env` (make run's
+    # fresh key pair would refuse the bench's tokens)
+    workdir = benchenv.isolate()
     env = {
-        **os.environ,
+        **benchenv.clean_environ(),
         "CLARIN_ENV": "test",
         "CLARIN_DATABASE_URL": db_url,
         "CLARIN_NATS_URL": nats_url,
@@ -319,6 +322,7 @@ async def messaging_process(db_url: str, nats_url: str, log: Path) -> AsyncItera
         proc = subprocess.Popen(  # noqa: ASYNC220 - before anything is timed
             [sys.executable, "-c", "from clarin_messaging.main import run; run()"],
             env=env,
+            cwd=workdir,
             stdout=out,
             stderr=subprocess.STDOUT,
         )
