@@ -11,12 +11,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import signal
+import subprocess
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from clarin_common.settings import ENV_FILE_VARIABLE
 from clarin_devkit.devservers import ephemeral_servers
@@ -76,3 +82,30 @@ def servers(nats_url: str | None, redis_url: str | None = "") -> Iterator[Server
         ephemeral_servers(Path(tmp), kinds=kinds) as started,
     ):
         yield Servers(nats_url or started.nats_url, redis_url or started.redis_url)
+
+
+async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """Until the process started for the run answers ``/readyz`` on ``port``."""
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {proc.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+    raise RuntimeError("worker did not become ready")
+
+
+def stop_processes(procs: Iterable[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every process started for the run, then wait (kill after 30 s)."""
+    started = list(procs)
+    for proc in started:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in started:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,7 +30,6 @@ from typing import Any
 
 import asyncpg
 import benchenv
-import httpx
 from nats.aio.msg import Msg
 
 from clarin_common import nats as natsmod
@@ -45,19 +43,6 @@ def vm_rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError("no VmRSS")
-
-
-async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError("worker did not become ready")
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -112,7 +97,7 @@ async def run(args: argparse.Namespace, nats_url: str, workdir: Path) -> dict[st
                 )
                 procs.append((worker_id, proc, port))
             for _, proc, port in procs:
-                await wait_ready(port, proc)
+                await benchenv.wait_ready(port, proc)
             await asyncio.sleep(1.0)  # let the heap settle after start-up
             rss_before = {w: vm_rss_kib(p.pid) for w, p, _ in procs}
 
@@ -234,14 +219,7 @@ async def run(args: argparse.Namespace, nats_url: str, workdir: Path) -> dict[st
                 "scan_retries": len(scan_failures),
             }
     finally:
-        for _, proc, _ in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc, _ in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        benchenv.stop_processes(proc for _, proc, _ in procs)
         js = nc.jetstream()
         for bucket in (env["WORKER_MEMBERS_BUCKET"], env["WORKER_LEASES_BUCKET"]):
             with contextlib.suppress(Exception):

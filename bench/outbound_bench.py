@@ -24,7 +24,6 @@ import contextlib
 import itertools
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,7 +34,6 @@ from typing import Any
 
 import asyncpg
 import benchenv
-import httpx
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StreamConfig
 
@@ -51,19 +49,6 @@ TICKS = os.sysconf("SC_CLK_TCK")
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-async def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {proc.returncode}")
-            with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
-                    return
-            await asyncio.sleep(0.1)
-    raise RuntimeError("worker did not become ready")
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,7 +162,7 @@ async def run(args: argparse.Namespace, nats_url: str, workdir: Path) -> dict[st
                 )
                 procs.append((worker_id, proc, port))
             for _, proc, port in procs:
-                await wait_ready(port, proc)
+                await benchenv.wait_ready(port, proc)
 
             connected: set[str] = set()
             all_connected = asyncio.Event()
@@ -290,14 +275,7 @@ async def run(args: argparse.Namespace, nats_url: str, workdir: Path) -> dict[st
                 "raw": raw,
             }
     finally:
-        for _, proc, _ in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc, _ in procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        benchenv.stop_processes(proc for _, proc, _ in procs)
         js = nc.jetstream()
         for bucket in (env["WORKER_MEMBERS_BUCKET"], env["WORKER_LEASES_BUCKET"]):
             with contextlib.suppress(Exception):
