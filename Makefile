@@ -13,6 +13,7 @@ help:
 	@echo "make test           lint (ruff, mypy --strict) and the whole test suite (Python, web app, browser)"
 	@echo "make dev-backend    like run, without building the web app (use with dev-frontend)"
 	@echo "make dev-frontend   Vite dev server on :3000 proxying /api and /ws to :8080"
+	@echo "make bench          every benchmark, small (a few minutes): bench/results/latest.md, ratios to same-run ceilings"
 	@echo "make migrate        apply every service's migrations to CLARIN_DATABASE_URL"
 	@echo "make lint / fmt     check / format the code"
 	@echo "make asyncapi       regenerate docs/asyncapi.yaml from the event models"
@@ -93,6 +94,14 @@ asyncapi: install
 	$(UV) run --no-sync python -m clarin_devkit.asyncapi --write docs/asyncapi.yaml
 docs: asyncapi
 	$(UV) run --no-sync python -m clarin_devkit.settings_doc --write docs/LAYOUT.md
+
+# ---- benchmarks ---------------------------------------------------------------
+
+# e.g. make bench BENCH_ARGS="--only ceilings,api" or BENCH_ARGS=--readme
+BENCH_ARGS ?=
+.PHONY: bench
+bench: install
+	$(UV) run --no-sync python bench/run_all.py $(BENCH_ARGS)
 
 # ---- Docker Compose -------------------------------------------------------------
 
