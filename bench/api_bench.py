@@ -126,7 +126,7 @@ async def services(
                     )
                 )
         for name, proc in zip(SERVICES, procs, strict=True):
-            await benchenv.wait_ready(ports[name], proc)
+            await benchenv.wait_ready(ports[name], proc, timeout=180)  # a busy host is slow
         yield System(ports)
     finally:
         await asyncio.to_thread(benchenv.stop_processes, procs)
