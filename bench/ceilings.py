@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -196,6 +197,11 @@ async def nats_ceilings(nats_url: str, core_msgs: int, js_msgs: int, size: int) 
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
+    # `make bench` ends a benchmark past its timeout with SIGTERM: unwind, so that
+    # the throw-away database is dropped and the private servers stop
+    task = asyncio.current_task()
+    if task is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     report: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "loadavg_before": round(os.getloadavg()[0], 2),
