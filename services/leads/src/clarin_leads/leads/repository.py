@@ -151,11 +151,12 @@ class InboundContact:
 
 
 class ContactUpsert(BaseModel):
+    """A lead a batch of WhatsApp contacts changed in a way worth an event."""
+
     lead: Lead
+    # else an update to announce: the chat newly linked, or a contact at least
+    # ``announce_every`` after the last one announced
     created: bool
-    # created, chat newly linked, or a contact at least ``announce_every`` after the
-    # last one announced: worth a lead_updated
-    announce: bool
 
 
 async def upsert_many_from_whatsapp(
@@ -167,8 +168,10 @@ async def upsert_many_from_whatsapp(
     One statement for the batch: ``contacts`` hold one entry per (account, phone),
     written in (account, phone) order so that concurrent batches lock rows in the
     same order; two messages of a new number at once still make one lead (the
-    second waits on the unique index, then takes the update branch). Returns the
-    leads that changed; an older or redelivered message changes nothing.
+    second waits on the unique index, then takes the update branch). Returns only
+    the leads worth an event (created, or an update to announce): a busy chat's
+    every other message moves ``last_contact_at`` without a row coming back to be
+    decoded. An older or redelivered message changes nothing.
     """
     if not contacts:
         return []
@@ -205,12 +208,11 @@ async def upsert_many_from_whatsapp(
                OR leads.chat_id IS NULL
             RETURNING {_COLUMNS}, contact_announced_at, (xmax = 0) AS created
         )
-        SELECT up.*,
-               (up.created
-                OR (prev.chat_id IS NULL AND up.chat_id IS NOT NULL)
-                OR up.contact_announced_at IS DISTINCT FROM prev.contact_announced_at
-               ) AS announce
+        SELECT up.*
         FROM up LEFT JOIN prev ON prev.account_id = up.account_id AND prev.phone = up.phone
+        WHERE up.created
+           OR (prev.chat_id IS NULL AND up.chat_id IS NOT NULL)
+           OR up.contact_announced_at IS DISTINCT FROM prev.contact_announced_at
         """,
         [c.account_id for c in contacts],
         [c.name for c in contacts],
@@ -219,9 +221,4 @@ async def upsert_many_from_whatsapp(
         [c.contact_at for c in contacts],
         float(announce_every),
     )
-    return [
-        ContactUpsert(
-            lead=to_lead(row), created=bool(row["created"]), announce=bool(row["announce"])
-        )
-        for row in rows
-    ]
+    return [ContactUpsert(lead=to_lead(row), created=bool(row["created"])) for row in rows]
