@@ -343,7 +343,7 @@ class LeadsConsumer:
         contacts = _latest_per_number(messages)
         async with self.pool.acquire() as conn, conn.transaction():
             await stages.ensure_defaults_for_accounts(conn, [c.account_id for c in contacts])
-            changed = await repository.upsert_many_from_whatsapp(
+            changed = await repository.touch_many_from_whatsapp(
                 conn, contacts, self.contact_event_interval
             )
             items: list[Event] = [
