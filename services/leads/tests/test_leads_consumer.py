@@ -231,11 +231,11 @@ async def test_redelivered_and_republished_events_make_one_lead(
     assert len(events.of_type("lead_created")) == 1
 
 
-def _event(account_id: str, phone: str, sent_at: datetime) -> RawEnvelope:
+def _event(account_id: str, phone: str, sent_at: datetime, name: str = "Ana") -> RawEnvelope:
     data = WaMessage(
         wa_message_id=uuid.uuid4().hex,
         chat_jid=f"{phone}@s.whatsapp.net",
-        push_name="Ana",
+        push_name=name,
         direction="in",
         sent_at=sent_at,
     )
@@ -370,3 +370,120 @@ async def test_an_event_whose_account_is_not_its_subjects_makes_no_lead(
     victim_leads = await leads_of(client, victim)
     assert [lead["name"] for lead in victim_leads] == ["Genuine"]
     assert await leads_of(client, attacker) == []
+
+
+async def test_a_burst_from_a_new_number_makes_one_lead(
+    client: httpx.AsyncClient,
+    new_tenant: Callable[[], Tenant],
+    wa: WaPublisher,
+    app_events: AppEventsFeed,
+) -> None:
+    """Thirty messages of a new number, however the consumer's batches cut them:
+    one lead, named after the first message, last contact at the latest one, one
+    lead_created and nothing else (all within the announce interval)."""
+    tenant = new_tenant()
+    events = await app_events(tenant.account_id)
+    t0 = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+    await asyncio.gather(
+        *(
+            wa.message(
+                tenant.account_id,
+                phone=PHONE,
+                push_name=f"Ana {k}",
+                sent_at=t0 + timedelta(seconds=k),
+            )
+            for k in range(30)
+        )
+    )
+    await wa.drained()
+    [lead] = await leads_of(client, tenant)
+    assert lead["name"].startswith("Ana ")
+    assert when(lead["last_contact_at"]) == t0 + timedelta(seconds=29)
+    # a later event shows everything before it was published
+    await wa.message(tenant.account_id, phone="5215500000009", push_name="Later")
+    await eventually(lambda: events.of_type("lead_created")[1:])
+    assert [e["data"]["lead"]["name"] for e in events.of_type("lead_created")] == [
+        lead["name"],
+        "Later",
+    ]
+    assert events.of_type("lead_updated") == []
+
+
+async def test_one_batch_out_of_order_takes_the_first_message_s_name(
+    settings_for: Callable[..., LeadsSettings],
+    clean_state: None,
+    new_tenant: Callable[[], Tenant],
+) -> None:
+    """Within one batch, the lead of a new number is named after its earliest
+    message, whatever the order the batch holds them in."""
+    tenant = new_tenant()
+    app = create_app(settings_for())
+    async with running_app(app) as client:
+        consumer = service_context(app, LeadsContext).consumer
+        t0 = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+        batch = [
+            _event(tenant.account_id, PHONE, t0 + timedelta(seconds=k), name=f"Ana {k}")
+            for k in (5, 2, 0, 9, 1)
+        ]
+        await consumer.handle_events(batch)
+        [lead] = await leads_of(client, tenant)
+        assert lead["name"] == "Ana 0"
+        assert when(lead["last_contact_at"]) == t0 + timedelta(seconds=9)
+
+
+async def test_one_batch_of_many_numbers_and_accounts(
+    settings_for: Callable[..., LeadsSettings],
+    clean_state: None,
+    new_tenant: Callable[[], Tenant],
+) -> None:
+    """One handled batch: each (account, phone) gets its lead (the same number in
+    two accounts is two leads), each account its stages, known leads move forward."""
+    first, second = new_tenant(), new_tenant()
+    app = create_app(settings_for())
+    async with running_app(app) as client:
+        consumer = service_context(app, LeadsContext).consumer
+        t0 = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
+        phones = [f"5215500002{i:03d}" for i in range(40)]
+        batch = [
+            _event(tenant.account_id, p, t0 + timedelta(seconds=k))
+            for tenant in (first, second)
+            for p in phones
+            for k in range(3)
+        ]
+        await consumer.handle_events(batch)
+        for tenant in (first, second):
+            leads = await leads_of(client, tenant, "?limit=200")
+            assert sorted(x["phone"] for x in leads) == phones
+            assert {when(x["last_contact_at"]) for x in leads} == {t0 + timedelta(seconds=2)}
+            stages = await client.get("/api/pipeline/stages", headers=tenant.headers)
+            assert "new" in {s["key"] for s in stages.json()["items"]}
+        # the next batch only moves the known leads forward
+        later = [_event(first.account_id, p, t0 + timedelta(minutes=5)) for p in phones[:5]]
+        await consumer.handle_events(later)
+        leads = await leads_of(client, first, "?limit=200")
+        moved = {
+            x["phone"] for x in leads if when(x["last_contact_at"]) > t0 + timedelta(seconds=2)
+        }
+        assert moved == set(phones[:5])
+        assert len(leads) == len(phones)
+
+
+async def test_a_lead_whose_number_changed_gives_way_to_a_new_lead(
+    client: httpx.AsyncClient, new_tenant: Callable[[], Tenant], wa: WaPublisher
+) -> None:
+    """The team moves a WhatsApp lead to another number: the next message from the
+    old number makes a new lead, the moved one keeps its number."""
+    tenant = new_tenant()
+    await wa.message(tenant.account_id, phone=PHONE, push_name="Ana")
+    await wa.drained()
+    [lead] = await leads_of(client, tenant)
+    resp = await client.put(
+        f"/api/leads/{lead['id']}", json={"phone": "5491122334455"}, headers=tenant.headers
+    )
+    assert resp.status_code == 200
+    await wa.message(tenant.account_id, phone=PHONE, push_name="Otra")
+    await wa.drained()
+    leads = {x["phone"]: x for x in await leads_of(client, tenant)}
+    assert set(leads) == {PHONE, "5491122334455"}
+    assert leads["5491122334455"]["id"] == lead["id"]
+    assert leads[PHONE]["name"] == "Otra"

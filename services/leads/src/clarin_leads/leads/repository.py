@@ -151,11 +151,98 @@ class InboundContact:
 
 
 class ContactUpsert(BaseModel):
+    """A lead a batch of WhatsApp contacts changed in a way worth an event."""
+
     lead: Lead
+    # else an update to announce: the chat newly linked, or a contact at least
+    # ``announce_every`` after the last one announced
     created: bool
-    # created, chat newly linked, or a contact at least ``announce_every`` after the
-    # last one announced: worth a lead_updated
-    announce: bool
+
+
+# The announce rule, shared by both statements: created, chat newly linked, or a
+# contact at least $6 seconds after the last one announced.
+_ANNOUNCED_AT = """
+    CASE
+        WHEN leads.contact_announced_at IS NULL
+          OR {at} >= leads.contact_announced_at + make_interval(secs => $6)
+        THEN {at}
+        ELSE leads.contact_announced_at
+    END
+"""
+
+# Known numbers: a plain UPDATE (an INSERT … ON CONFLICT costs PostgreSQL several
+# times more per row, and a busy chat's every batch takes this path). Answers the
+# leads worth an event and, as bare keys (``missing``), the contacts that found
+# no lead to move: new numbers, or a lead deleted meanwhile.
+_TOUCH_KNOWN = f"""
+WITH c AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::text[], $3::text[], $4::uuid[], $5::timestamptz[]
+    ) AS c(account_id, name, phone, chat_id, contact_at)
+),
+prev AS (
+    SELECT l.account_id, l.phone, l.chat_id, l.contact_announced_at,
+           -- nothing to write: an older or redelivered message of a linked lead
+           (l.last_contact_at >= c.contact_at AND l.chat_id IS NOT NULL) AS current
+    FROM leads l JOIN c ON l.account_id = c.account_id AND l.phone = c.phone
+),
+up AS (
+    UPDATE leads SET
+        last_contact_at = GREATEST(leads.last_contact_at, c.contact_at),
+        chat_id = COALESCE(leads.chat_id, c.chat_id),
+        contact_announced_at = {_ANNOUNCED_AT.format(at="c.contact_at")},
+        updated_at = now()
+    FROM c
+    WHERE leads.account_id = c.account_id AND leads.phone = c.phone
+      AND (leads.last_contact_at IS NULL
+           OR leads.last_contact_at < c.contact_at
+           OR leads.chat_id IS NULL)
+    RETURNING {", ".join(f"leads.{c.strip()}" for c in _COLUMNS.split(","))},
+              leads.contact_announced_at
+)
+SELECT false AS missing, up.*
+FROM up JOIN prev ON prev.account_id = up.account_id AND prev.phone = up.phone
+WHERE (prev.chat_id IS NULL AND up.chat_id IS NOT NULL)
+   OR up.contact_announced_at IS DISTINCT FROM prev.contact_announced_at
+UNION ALL
+SELECT true, NULL, c.account_id, NULL, c.phone, NULL, NULL, NULL, NULL, NULL, NULL,
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM c
+WHERE NOT EXISTS (SELECT 1 FROM up WHERE up.account_id = c.account_id AND up.phone = c.phone)
+  AND NOT EXISTS (
+      SELECT 1 FROM prev
+      WHERE prev.account_id = c.account_id AND prev.phone = c.phone AND prev.current
+  )
+"""
+
+
+def _contact_arrays(contacts: list[InboundContact]) -> list[list[Any]]:
+    return [
+        [c.account_id for c in contacts],
+        [c.name for c in contacts],
+        [c.phone for c in contacts],
+        [c.chat_id for c in contacts],
+        [c.contact_at for c in contacts],
+    ]
+
+
+async def touch_many_from_whatsapp(
+    conn: asyncpg.Connection, contacts: list[InboundContact], announce_every: float = 60.0
+) -> list[ContactUpsert]:
+    """:func:`upsert_many_from_whatsapp` in two steps: an UPDATE of the leads the
+    numbers have, then the upsert for those that found none (new numbers, a lead
+    deleted meanwhile; skipped when there are none, the usual case of a busy
+    account). Same answers; the upsert's unique index still settles a race
+    between two batches creating the same lead."""
+    if not contacts:
+        return []
+    rows = await conn.fetch(_TOUCH_KNOWN, *_contact_arrays(contacts), float(announce_every))
+    missing = {(str(r["account_id"]), r["phone"]) for r in rows if r["missing"]}
+    changed = [ContactUpsert(lead=to_lead(r), created=False) for r in rows if not r["missing"]]
+    if missing:
+        new = [c for c in contacts if (c.account_id, c.phone) in missing]
+        changed += await upsert_many_from_whatsapp(conn, new, announce_every)
+    return changed
 
 
 async def upsert_many_from_whatsapp(
@@ -167,8 +254,10 @@ async def upsert_many_from_whatsapp(
     One statement for the batch: ``contacts`` hold one entry per (account, phone),
     written in (account, phone) order so that concurrent batches lock rows in the
     same order; two messages of a new number at once still make one lead (the
-    second waits on the unique index, then takes the update branch). Returns the
-    leads that changed; an older or redelivered message changes nothing.
+    second waits on the unique index, then takes the update branch). Returns only
+    the leads worth an event (created, or an update to announce): a busy chat's
+    every other message moves ``last_contact_at`` without a row coming back to be
+    decoded. An older or redelivered message changes nothing.
     """
     if not contacts:
         return []
@@ -205,12 +294,11 @@ async def upsert_many_from_whatsapp(
                OR leads.chat_id IS NULL
             RETURNING {_COLUMNS}, contact_announced_at, (xmax = 0) AS created
         )
-        SELECT up.*,
-               (up.created
-                OR (prev.chat_id IS NULL AND up.chat_id IS NOT NULL)
-                OR up.contact_announced_at IS DISTINCT FROM prev.contact_announced_at
-               ) AS announce
+        SELECT up.*
         FROM up LEFT JOIN prev ON prev.account_id = up.account_id AND prev.phone = up.phone
+        WHERE up.created
+           OR (prev.chat_id IS NULL AND up.chat_id IS NOT NULL)
+           OR up.contact_announced_at IS DISTINCT FROM prev.contact_announced_at
         """,
         [c.account_id for c in contacts],
         [c.name for c in contacts],
@@ -219,9 +307,4 @@ async def upsert_many_from_whatsapp(
         [c.contact_at for c in contacts],
         float(announce_every),
     )
-    return [
-        ContactUpsert(
-            lead=to_lead(row), created=bool(row["created"]), announce=bool(row["announce"])
-        )
-        for row in rows
-    ]
+    return [ContactUpsert(lead=to_lead(row), created=bool(row["created"])) for row in rows]

@@ -40,6 +40,32 @@ async def ensure_defaults_for_account(conn: asyncpg.Connection, account_id: str)
     )
 
 
+_SEED_MANY = """
+INSERT INTO stages (account_id, key, name, position)
+SELECT a.account_id, s.key, s.name, s.position
+FROM unnest($1::uuid[]) AS a(account_id)
+CROSS JOIN unnest($2::text[], $3::text[], $4::int[]) AS s(key, name, position)
+WHERE NOT EXISTS (SELECT 1 FROM stages WHERE stages.account_id = a.account_id)
+ORDER BY a.account_id, s.key
+ON CONFLICT (account_id, key) DO NOTHING
+"""
+
+
+async def ensure_defaults_for_accounts(conn: asyncpg.Connection, account_ids: list[str]) -> None:
+    """:func:`ensure_defaults_for_account` for many accounts in one statement (a
+    batch of WhatsApp messages touches many); accounts seeded already cost one
+    index probe each."""
+    if not account_ids:
+        return
+    await conn.execute(
+        _SEED_MANY,
+        sorted(set(account_ids)),
+        [s[0] for s in DEFAULT_STAGES],
+        [s[1] for s in DEFAULT_STAGES],
+        [s[2] for s in DEFAULT_STAGES],
+    )
+
+
 async def list_for_account(conn: asyncpg.Connection, account_id: str) -> list[Stage]:
     rows = await conn.fetch(
         "SELECT key, name, position FROM stages WHERE account_id = $1 ORDER BY position, key",
