@@ -92,6 +92,7 @@ class Worker:
         self._stopping = False
         self._started = False
         self._members: list[str] = [self.id]
+        self._heartbeat_revision: int | None = None
         # a lease value names this process; a restart under the same id adopts them
         self._lease_value = f"{self.id}/{secrets.token_hex(4)}".encode()
         self._changed_sub: Subscription | None = None
@@ -198,9 +199,26 @@ class Worker:
     # ---- membership ----------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
-        """Put this worker (and how many devices it holds) into the members bucket."""
+        """Put this worker (and how many devices it holds) into the members bucket.
+
+        Each beat updates the revision the last one wrote: when that fails, the key
+        expired or was deleted meanwhile (a stall, NATS away), so the devices API
+        has shown this worker's devices ``connecting`` (devices/holders.py) and the
+        sessions still connected say ``connected`` again."""
         value = json.dumps({"worker_id": self.id, "sessions": len(self.sessions)}).encode()
-        await self.members_kv.put(self.id, value)
+        if self._heartbeat_revision is not None:
+            try:
+                self._heartbeat_revision = await self.members_kv.update(
+                    self.id, value, last=self._heartbeat_revision
+                )
+                return
+            except KeyWrongLastSequenceError:
+                log.warning("heartbeat_lapsed", worker_id=self.id)
+                self._heartbeat_revision = await self.members_kv.put(self.id, value)
+                for session in list(self.sessions.values()):
+                    self.spawn(session.report_connected())
+                return
+        self._heartbeat_revision = await self.members_kv.put(self.id, value)
 
     async def _heartbeat_loop(self) -> None:
         while True:
