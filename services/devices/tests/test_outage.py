@@ -13,15 +13,23 @@ from typing import Any
 
 import asyncpg
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from clarin_common import nats as natsmod
+from clarin_common.events import WA_EVENTS_STREAM
 from clarin_common.logging import configure_logging
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker.drivers.simulator import SimulatorConfig, SimulatorDriver
 from clarin_devices.worker.worker import Worker
 from clarin_devkit.devservers import free_ports, start_nats, stop_all
 from clarin_devkit.testing import eventually
-from services.devices.tests.helpers import FAST_WORKER, MakePaired
+from services.devices.tests.helpers import (
+    FAST_WORKER,
+    Api,
+    MakePaired,
+    SimRequest,
+    StartWorker,
+)
 
 
 class Records(logging.Handler):
@@ -105,3 +113,33 @@ async def test_a_worker_says_a_nats_outage_once_and_keeps_its_device(
     for event in ("heartbeat_failed", "membership_read_failed", "lease_renew_failed", "lease_lost"):
         assert not records.named(event), event
     assert not [e for level, e in records.events if level >= logging.ERROR]
+
+
+async def test_simulator_actions_failing_on_nats_say_it_once(
+    api: Api,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
+    sim_request: SimRequest,
+    nats_client: NatsClient,
+    records: Records,
+) -> None:
+    """JetStream without the stream the worker publishes to (as while NATS is away):
+    every inbound message fails, the simulator says so once, then that it ended."""
+    await start_worker("w1")
+    [device_id] = await make_paired(1)
+    await api.post(device_id, "connect")
+    await api.wait_status(device_id, "connected")
+    js = nats_client.jetstream()
+    await js.delete_stream(WA_EVENTS_STREAM)
+    for i in range(3):
+        reply = await sim_request(device_id, "inbound", **{"from": "5215599998888", "body": f"{i}"})
+        assert reply["ok"] is False, reply
+    await natsmod.ensure_streams(js)
+    reply = await sim_request(device_id, "inbound", **{"from": "5215599998888", "body": "back"})
+    assert reply == {"ok": True}
+
+    [(level, said)] = records.named("nats_unavailable", "simulator")
+    assert level == logging.WARNING and "no response" in said["reason"], said
+    [(level, _)] = records.named("nats_restored", "simulator")
+    assert level == logging.INFO
+    assert not records.named("sim_action_failed")
