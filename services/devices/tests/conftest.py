@@ -50,7 +50,9 @@ def refusing() -> Iterator[Refusing]:
 
 @pytest.fixture(scope="session")
 async def devices_app(test_servers: TestServers) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(DevicesSettings(command_timeout_seconds=3, db_pool_max=4))
+    app = create_app(
+        DevicesSettings(command_timeout_seconds=3, db_pool_max=4, holder_check_interval_seconds=0.2)
+    )
     async with running_app(app) as client:
         yield client
 

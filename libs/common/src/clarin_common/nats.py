@@ -51,6 +51,7 @@ from clarin_common.events import (
     RawEnvelope,
 )
 from clarin_common.net import url_answers
+from clarin_common.outage import NatsOutage, is_outage
 
 log = structlog.get_logger(__name__)
 
@@ -86,8 +87,14 @@ async def connect(
     if not any(probes):
         raise ConnectionError(f"NATS does not answer at {redact_url(url)}")
 
+    # a lost server is said once (nats_unavailable), not at every reconnect attempt
+    outage = NatsOutage(f"nats:{name}")
+
     async def _quiet(exc: Exception) -> None:
-        log.warning("nats_error", error=str(exc))
+        if is_outage(exc) or outage.down:
+            outage.failed(exc)
+        else:
+            log.warning("nats_error", error=str(exc))
 
     client: list[NatsClient] = []
 
@@ -95,10 +102,10 @@ async def connect(
         # a deliberate close/drain also fires this callback: only warn on a real loss
         if client and (client[0].is_closed or client[0].is_draining):
             return
-        log.warning("nats_disconnected")
+        outage.failed("disconnected")
 
     async def _reconnected() -> None:
-        log.info("nats_reconnected")
+        outage.ok()
 
     try:
         nc = await asyncio.wait_for(
@@ -322,6 +329,7 @@ class PullConsumer:
         self._stopping = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.outage = NatsOutage(f"consumer:{durable}")
 
     async def _subscription(self) -> Any:
         # one filter goes as filter_subject, which every server knows; several as
@@ -382,15 +390,22 @@ class PullConsumer:
     async def _fetch(self, sub: Any) -> list[Msg]:
         try:
             msgs: list[Msg] = await sub.fetch(self.batch_size, timeout=self.fetch_timeout)
-            return msgs
         except (NatsTimeoutError, TimeoutError):
+            # an idle stream, or a server away (the request waits in the buffer)
+            if self.js._nc.is_connected:
+                self.outage.ok()
             return []
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.warning("consumer_fetch_failed", durable=self.durable, error=str(exc))
+            if is_outage(exc):
+                self.outage.failed(exc)
+            else:
+                log.warning("consumer_fetch_failed", durable=self.durable, error=str(exc))
             await asyncio.sleep(1)
             return []
+        self.outage.ok()
+        return msgs
 
     async def _run(self, sub: Any) -> None:
         """Fetch the next batch while the current one is handled, so the NATS round

@@ -32,6 +32,7 @@ from nats.js import JetStreamContext
 from pydantic import BaseModel
 
 from clarin_common.events import AppType, Envelope, app_envelope, app_event_subject
+from clarin_common.outage import NatsOutage, is_outage
 
 log = structlog.get_logger(__name__)
 
@@ -106,6 +107,7 @@ class Outbox:
         self.js = js
         self.relay_interval = relay_interval
         self.name = name
+        self.outage = NatsOutage(f"outbox:{name}")
         self._task: asyncio.Task[None] | None = None
 
     async def publish(self, events: Sequence[PendingEvent]) -> None:
@@ -121,7 +123,12 @@ class Outbox:
                 "DELETE FROM outbox WHERE id = ANY($1::uuid[])", [e.id for e in events]
             )
         except Exception as exc:
-            log.warning("app_events_deferred", count=len(events), error=str(exc)[:300])
+            if is_outage(exc):  # said once per outage; the relay sends them later
+                self.outage.failed(exc, deferred=len(events))
+            else:
+                log.warning("app_events_deferred", count=len(events), error=str(exc)[:300])
+            return
+        self.outage.ok()
 
     async def relay_once(self, grace: float = RELAY_GRACE_S) -> int:
         """Publish the events older than ``grace`` seconds that are still in the
@@ -152,11 +159,15 @@ class Outbox:
         while True:
             await asyncio.sleep(self.relay_interval)
             try:
-                await self.relay_once()
+                if await self.relay_once():
+                    self.outage.ok()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("outbox_relay_failed", error=str(exc)[:300])
+                if is_outage(exc):
+                    self.outage.failed(exc)
+                else:
+                    log.warning("outbox_relay_failed", error=str(exc)[:300])
 
     def start(self) -> None:
         if self._task is None:

@@ -40,6 +40,7 @@ from clarin_common.events import (
     CommandReply,
     ServiceSendRequest,
 )
+from clarin_common.outage import NatsOutage, is_outage
 from clarin_common.outbox import Outbox, app_event, stage_events
 
 log = structlog.get_logger(__name__)
@@ -58,6 +59,8 @@ class Scheduler:
         self.settings = settings
         self._tasks: list[asyncio.Task[None]] = []
         self._next_at: dict[str, float] = {}  # device id → wall time of its next slot
+        # messaging (or NATS) away: said once, not per send
+        self.outage = NatsOutage("campaigns:send")
 
     async def start(self) -> None:
         self._tasks = [
@@ -160,8 +163,12 @@ class Scheduler:
             reply = CommandReply.model_validate_json(raw.data)
         except (NoRespondersError, NatsTimeoutError, ValidationError) as exc:
             # left ``sending``: asked again with the same ids at the next slot
-            log.warning("campaign_send_not_answered", campaign_id=campaign.id, error=repr(exc))
+            if is_outage(exc):
+                self.outage.failed(exc, campaign_id=campaign.id)
+            else:
+                log.warning("campaign_send_not_answered", campaign_id=campaign.id, error=repr(exc))
             return
+        self.outage.ok()
         if reply.ok:
             await repo.mark_handed(self.pool, campaign.id, claimed.lead_id, "queued")
             return

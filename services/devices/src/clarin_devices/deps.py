@@ -13,6 +13,7 @@ from nats.aio.client import Client as NatsClient
 from clarin_common.app import context_dependency
 from clarin_common.commands import DeviceCommands
 from clarin_common.outbox import Outbox
+from clarin_devices.devices.holders import HolderCheck
 from clarin_devices.settings import DevicesSettings
 
 
@@ -25,6 +26,8 @@ class DevicesContext:
     outbox: Outbox
     # wa.cmd.{device} to the worker that holds the device
     commands: DeviceCommands
+    # shows `connecting` for the devices of workers whose heartbeat is gone
+    holders: HolderCheck
 
 
 DevicesCtx = Annotated[DevicesContext, Depends(context_dependency(DevicesContext))]

@@ -25,6 +25,7 @@ from clarin_common.events import (
     wa_event_subject,
 )
 from clarin_common.nats import publish_event
+from clarin_common.outage import NatsOutage, is_outage
 from clarin_common.outbox import Event
 
 log = structlog.get_logger(__name__)
@@ -68,15 +69,23 @@ async def publish_device_status(
     *,
     worker_id: str | None = None,
     push_name: str | None = None,
+    outage: NatsOutage | None = None,
 ) -> None:
-    """Publish :func:`device_status_events` (after the change is committed)."""
+    """Publish :func:`device_status_events` (after the change is committed); a
+    NATS outage is reported to ``outage`` (said once) rather than per event."""
     try:
         for subject, envelope in device_status_events(
             device, worker_id=worker_id, push_name=push_name
         ):
             await publish_event(js, subject, envelope)
     except Exception as exc:  # the row is committed; a lost notice is logged, not fatal
-        log.error("device_status_publish_failed", device_id=device.id, error=str(exc))
+        if outage is not None and is_outage(exc):
+            outage.failed(exc, lost="device_status", device_id=device.id)
+        else:
+            log.error("device_status_publish_failed", device_id=device.id, error=str(exc))
+        return
+    if outage is not None:
+        outage.ok()
 
 
 async def notify_devices_changed(nc: NatsClient, reason: str, device_id: str | None = None) -> None:

@@ -14,6 +14,7 @@ from clarin_common.commands import DeviceCommands
 from clarin_common.outbox import Outbox
 from clarin_devices.deps import DevicesContext
 from clarin_devices.devices.endpoints import router as devices_router
+from clarin_devices.devices.holders import HolderCheck
 from clarin_devices.settings import DevicesSettings
 
 MIGRATIONS_DIR = Path(__file__).parents[2] / "migrations"
@@ -27,7 +28,18 @@ def create_app(settings: DevicesSettings | None = None) -> FastAPI:
         assert res.pool is not None and res.nc is not None and res.js is not None
         async with Outbox(res.pool, res.js, settings.outbox_relay_interval, "devices") as outbox:
             commands = DeviceCommands(res.nc, settings.command_timeout_seconds)
-            yield DevicesContext(settings, res.pool, res.nc, outbox, commands)
+            holders = HolderCheck(
+                res.pool,
+                res.js,
+                outbox,
+                settings.members_bucket,
+                settings.holder_check_interval_seconds,
+            )
+            holders.start()
+            try:
+                yield DevicesContext(settings, res.pool, res.nc, outbox, commands, holders)
+            finally:
+                await holders.stop()
 
     return create_service_app(
         settings,

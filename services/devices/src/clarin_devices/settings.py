@@ -27,6 +27,11 @@ class DevicesSettings(CommonSettings):
     port: int = 8002
     # how long the API waits for the owning worker to answer a command
     command_timeout_seconds: float = Field(10.0, gt=0)
+    # the workers' members bucket (WORKER_MEMBERS_BUCKET): a device whose holder's
+    # heartbeat key is gone shows `connecting` (devices/holders.py)
+    members_bucket: str = "device_workers"
+    # how often the API compares the devices' holders with the live workers
+    holder_check_interval_seconds: float = Field(1.0, gt=0)
 
 
 def default_worker_id() -> str:

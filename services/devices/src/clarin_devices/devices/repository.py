@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -122,6 +123,38 @@ WHERE id = $1 AND account_id = $2 AND status = 'qr_pending'
 
 DELETE = "DELETE FROM devices WHERE id = $1 AND account_id = $2"
 
+# The workers holding a device users see as live (every account: the holder check
+# of devices/holders.py, not a tenant's query).
+LIVE_HOLDERS = """
+SELECT DISTINCT worker_id FROM devices
+WHERE worker_id IS NOT NULL AND desired_state = 'connected'
+  AND status IN ('connected', 'qr_pending')
+"""
+
+# The devices of workers whose heartbeat is gone: `connecting` until the next
+# owner reports. Conditional on the holder, so a device another worker has
+# claimed meanwhile is left to it.
+MARK_UNHELD = (
+    """
+WITH old AS (
+    SELECT id, status AS old_status, jid AS old_jid, phone AS old_phone,
+           last_error AS old_error
+    FROM devices
+    WHERE worker_id = ANY($1::text[]) AND desired_state = 'connected'
+      AND status IN ('connected', 'qr_pending')
+    FOR UPDATE
+)
+UPDATE devices d SET
+    status = 'connecting',
+    last_seen_at = CASE WHEN d.status = 'connected' THEN now() ELSE d.last_seen_at END,
+    qr_code = NULL,
+    qr_expires_at = NULL,
+    updated_at = now()
+FROM old WHERE d.id = old.id
+"""
+    + _RETURNING
+)
+
 
 async def insert(conn: asyncpg.Connection | asyncpg.Pool, account_id: str, name: str) -> Device:
     row = await conn.fetchrow(INSERT, uuid.uuid4(), account_id, name)
@@ -168,3 +201,15 @@ async def delete_for_account(
 ) -> bool:
     result: str = await conn.execute(DELETE, device_id, account_id)
     return result.endswith(" 1")
+
+
+async def live_holders(conn: asyncpg.Connection | asyncpg.Pool) -> set[str]:
+    """The workers recorded as holding a device shown ``connected`` or ``qr_pending``."""
+    return {r["worker_id"] for r in await conn.fetch(LIVE_HOLDERS)}
+
+
+async def mark_unheld(conn: asyncpg.Connection, worker_ids: Sequence[str]) -> list[Transition]:
+    """Show ``connecting`` for the live devices held by ``worker_ids`` (workers
+    whose heartbeat is gone); the devices whose status changed."""
+    rows = await conn.fetch(MARK_UNHELD, list(worker_ids))
+    return [t for t in map(transition_from_row, rows) if t.changed]

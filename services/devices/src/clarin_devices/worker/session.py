@@ -502,6 +502,13 @@ class DeviceSession:
         if transition.changed:
             await self.worker.publish_status(transition.device, push_name)
 
+    async def report_connected(self) -> None:
+        """Say ``connected`` again if this session is (its worker's heartbeat lapsed
+        and the devices API showed the device ``connecting`` meanwhile)."""
+        async with self._lock:
+            if not self.closed and self.connected:
+                await self._write("connected", require_desired="connected")
+
     # ---- closing -----------------------------------------------------------------------
 
     async def close(self, mode: CloseMode) -> None:

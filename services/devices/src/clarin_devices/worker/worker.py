@@ -39,6 +39,7 @@ from pydantic import BaseModel
 from clarin_common.contract import Device
 from clarin_common.events import MediaRef, WaKind, WaQr, wa_envelope, wa_event_subject
 from clarin_common.nats import ensure_kv, ensure_object_store, publish_event, publish_events
+from clarin_common.outage import NatsOutage, is_outage
 from clarin_devices.events import (
     DEVICES_CHANGED_SUBJECT,
     notify_devices_changed,
@@ -92,8 +93,12 @@ class Worker:
         self._stopping = False
         self._started = False
         self._members: list[str] = [self.id]
+        self._heartbeat_revision: int | None = None
+        # NATS away: said once for the worker (nats_unavailable), not per beat or device
+        self.outage = NatsOutage(f"worker:{self.id}")
         # a lease value names this process; a restart under the same id adopts them
-        self._lease_value = f"{self.id}/{secrets.token_hex(4)}".encode()
+        self._process = secrets.token_hex(4)
+        self._lease_value = f"{self.id}/{self._process}".encode()
         self._changed_sub: Subscription | None = None
         self.members_kv: KeyValue
         self.leases_kv: KeyValue
@@ -198,9 +203,41 @@ class Worker:
     # ---- membership ----------------------------------------------------------------------
 
     async def heartbeat(self) -> None:
-        """Put this worker (and how many devices it holds) into the members bucket."""
-        value = json.dumps({"worker_id": self.id, "sessions": len(self.sessions)}).encode()
-        await self.members_kv.put(self.id, value)
+        """Put this worker (and how many devices it holds) into the members bucket.
+
+        Each beat updates the revision the last one wrote: when that fails, the key
+        expired or was deleted meanwhile (a stall, NATS away), so the devices API
+        has shown this worker's devices ``connecting`` (devices/holders.py) and the
+        sessions still connected say ``connected`` again."""
+        value = json.dumps(
+            {"worker_id": self.id, "sessions": len(self.sessions), "process": self._process}
+        ).encode()
+        if self._heartbeat_revision is not None:
+            try:
+                self._heartbeat_revision = await self.members_kv.update(
+                    self.id, value, last=self._heartbeat_revision
+                )
+                return
+            except KeyWrongLastSequenceError:
+                own = await self._own_heartbeat_revision()
+                if own is not None:  # a beat of ours that went through late (NATS was back)
+                    self._heartbeat_revision = own
+                    return
+                log.warning("heartbeat_lapsed", worker_id=self.id)
+                self._heartbeat_revision = await self.members_kv.put(self.id, value)
+                for session in list(self.sessions.values()):
+                    self.spawn(session.report_connected())
+                return
+        self._heartbeat_revision = await self.members_kv.put(self.id, value)
+
+    async def _own_heartbeat_revision(self) -> int | None:
+        """The members key's revision if this process wrote it, else None."""
+        try:
+            entry = await self.members_kv.get(self.id)
+            written_by = json.loads(entry.value or b"{}").get("process")
+        except Exception:
+            return None
+        return entry.revision if written_by == self._process else None
 
     async def _heartbeat_loop(self) -> None:
         while True:
@@ -208,7 +245,12 @@ class Worker:
             try:
                 await self.heartbeat()
             except Exception as exc:
-                log.warning("heartbeat_failed", error=str(exc))
+                if is_outage(exc):
+                    self.outage.failed(exc)
+                else:
+                    log.warning("heartbeat_failed", error=str(exc))
+            else:
+                self.outage.ok()
 
     async def live_members(self) -> list[str]:
         try:
@@ -216,7 +258,10 @@ class Worker:
         except NoKeysError:
             keys = []
         except Exception as exc:  # NATS trouble: keep the last view
-            log.warning("membership_read_failed", error=str(exc))
+            if is_outage(exc):
+                self.outage.failed(exc)
+            else:
+                log.warning("membership_read_failed", error=str(exc))
             return self._members
         members = sorted({*keys, self.id})
         if members != self._members:
@@ -344,7 +389,10 @@ class Worker:
         except KeyWrongLastSequenceError:
             return await self._adopt_lease(device_id)
         except Exception as exc:
-            log.warning("lease_take_failed", device_id=device_id, error=str(exc))
+            if is_outage(exc):
+                self.outage.failed(exc)
+            else:
+                log.warning("lease_take_failed", device_id=device_id, error=str(exc))
             return None
 
     async def _adopt_lease(self, device_id: str) -> int | None:
@@ -364,6 +412,14 @@ class Worker:
             return None
         log.info("lease_adopted", device_id=device_id)
         return revision
+
+    async def _own_lease_revision(self, device_id: str) -> int | None:
+        """The lease's revision if it holds this process's value, else None."""
+        try:
+            entry = await self.leases_kv.get(device_id)
+        except Exception:
+            return None
+        return entry.revision if entry.value == self._lease_value else None
 
     async def _release_lease(self, device_id: str, revision: int) -> None:
         try:
@@ -394,11 +450,20 @@ class Worker:
             session.lease_ok_at = loop.time()
             return
         except (KeyWrongLastSequenceError, KeyNotFoundError) as exc:
+            revision = await self._own_lease_revision(session.device_id)
+            if revision is not None:
+                # our own renewal, applied after we gave up waiting for it (NATS came
+                # back and the buffered update went through): the lease is still ours
+                session.lease_revision = revision
+                return
             reason = f"lease taken or expired: {exc}"
         except Exception as exc:
             # cannot tell: keep the session only while the lease surely still stands
             if loop.time() - session.lease_ok_at < self.settings.lease_ttl_seconds * 0.6:
-                log.warning("lease_renew_failed", device_id=session.device_id, error=str(exc))
+                if is_outage(exc):
+                    self.outage.failed(exc)
+                else:
+                    log.warning("lease_renew_failed", device_id=session.device_id, error=str(exc))
                 return
             reason = f"lease not renewed in time: {exc}"
         if self.sessions.get(session.device_id) is not session:
@@ -411,7 +476,9 @@ class Worker:
     # ---- publishing ----------------------------------------------------------------------
 
     async def publish_status(self, device: Device, push_name: str | None = None) -> None:
-        await publish_device_status(self.js, device, worker_id=self.id, push_name=push_name)
+        await publish_device_status(
+            self.js, device, worker_id=self.id, push_name=push_name, outage=self.outage
+        )
 
     async def publish_wa(
         self, account_id: str, device_id: str, kind: WaKind, payload: BaseModel

@@ -10,6 +10,7 @@ from fastapi import APIRouter, WebSocket
 
 from clarin_common.auth import Principal, TokenVerifier
 from clarin_common.errors import Unauthorized
+from clarin_common.outage import is_outage
 from clarin_gateway.deps import GatewayCtx
 from clarin_gateway.revocations import RevocationList
 from clarin_gateway.ws.hub import CLOSE_INTERNAL, CLOSE_UNAUTHORIZED, Connection
@@ -58,10 +59,14 @@ async def websocket_endpoint(websocket: WebSocket, ctx: GatewayCtx) -> None:
     try:
         await hub.join(conn)
     except Exception as exc:
-        log.warning("ws_subscribe_failed", error=repr(exc))
+        if is_outage(exc):
+            hub.outage.failed(exc)
+        else:
+            log.warning("ws_subscribe_failed", error=repr(exc))
         await websocket.accept()
         await websocket.close(code=CLOSE_INTERNAL, reason="Event bus unavailable")
         return
+    hub.outage.ok()
     close_code: int | None = None
     try:
         await websocket.accept()

@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from clarin_common.auth_events import SessionRevoked
 from clarin_common.events import RawEnvelope, WaQr, ws_frame
 from clarin_common.nats import confirm_subscriptions
+from clarin_common.outage import NatsOutage
 from clarin_gateway.revocations import issued_before_cutoff
 
 log = structlog.get_logger(__name__)
@@ -168,6 +169,8 @@ class Connection:
 class Hub:
     def __init__(self, nc: NatsClient) -> None:
         self.nc = nc
+        # sockets refused while NATS is away: said once (nats_unavailable), not per socket
+        self.outage = NatsOutage("gateway:hub")
         self._sockets: dict[str, set[Connection]] = {}
         self._subs: dict[str, list[Subscription]] = {}
         self._lock = asyncio.Lock()

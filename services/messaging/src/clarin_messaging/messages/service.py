@@ -56,6 +56,7 @@ from clarin_common.events import (
     wa_outbox_subject,
 )
 from clarin_common.ids import chat_id_for, jid_from_recipient, phone_from_jid
+from clarin_common.outage import NatsOutage, is_outage
 from clarin_common.outbox import stage_events
 from clarin_messaging import app_events
 from clarin_messaging.chats import repository as chats_repo
@@ -713,6 +714,8 @@ class ServiceSends:
     def __init__(self, ctx: MessagingContext) -> None:
         self.ctx = ctx
         self._sub: Any = None
+        # a send that fails because NATS is away: said once, not a traceback per send
+        self.outage = NatsOutage("messaging:service_sends")
 
     async def start(self) -> None:
         self._sub = await self.ctx.nc.subscribe(
@@ -732,12 +735,16 @@ class ServiceSends:
             reply = CommandReply(
                 ok=True, result={"message_id": message.id, "status": message.status}
             )
+            self.outage.ok()
         except (ValidationError, ValidationFailed, ValueError) as exc:
             reply = CommandReply(
                 ok=False, error={"code": "invalid_send", "message": str(exc)[:300]}
             )
         except Exception as exc:
-            log.exception("service_send_failed")
+            if is_outage(exc):
+                self.outage.failed(exc)
+            else:
+                log.exception("service_send_failed")
             reply = CommandReply(
                 ok=False, error={"code": "internal_error", "message": type(exc).__name__}
             )

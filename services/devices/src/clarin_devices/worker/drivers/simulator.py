@@ -104,6 +104,7 @@ from clarin_common.events import (
 )
 from clarin_common.ids import normalize_jid, phone_digits, phone_from_jid
 from clarin_common.nats import confirm_subscriptions
+from clarin_common.outage import NatsOutage, is_outage
 from clarin_devices.worker.drivers import (
     QR_EXPIRED,
     UNLINK_FAILED,
@@ -346,6 +347,8 @@ class SimulatorDriver(WhatsAppDriver):
         self._unlink_fails: set[str] = set()  # devices whose next unlink fails
         # download token (``media_info.download``) → the file, for retry_media
         self._downloads: OrderedDict[str, _Download] = OrderedDict()
+        # what an action publishes fails while NATS is away: said once, not per action
+        self.outage = NatsOutage("simulator")
 
     # ---- the WhatsAppDriver interface ------------------------------------------
 
@@ -582,8 +585,11 @@ class SimulatorDriver(WhatsAppDriver):
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("sim_task_failed", error=repr(task.exception()))
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and is_outage(exc):
+            self.outage.failed(exc)
+        elif exc is not None:
+            log.error("sim_task_failed", error=repr(exc))
 
     def _arm(
         self, session: _Session, delay: float, action: Callable[[_Session], Awaitable[None]]
@@ -731,8 +737,13 @@ class SimulatorDriver(WhatsAppDriver):
             except (ValueError, DriverError) as exc:
                 reply = {"ok": False, "error": str(exc)}
             except Exception as exc:
-                log.exception("sim_action_failed", action=action, device_id=session.device_id)
+                if is_outage(exc):
+                    self.outage.failed(exc, action=action, device_id=session.device_id)
+                else:
+                    log.exception("sim_action_failed", action=action, device_id=session.device_id)
                 reply = {"ok": False, "error": f"internal error: {type(exc).__name__}"}
+            else:
+                self.outage.ok()
         if msg.reply:
             await msg.respond(json.dumps(reply).encode())
 
