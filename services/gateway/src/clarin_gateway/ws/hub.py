@@ -6,10 +6,11 @@ socket leaves. Each socket has a bounded queue; one that cannot keep up is close
 with 1013 rather than slowing the others.
 
 The hot path is one event to many sockets: an app event is turned into its frame
-once (orjson, no model) and the same string is queued to every socket of the
-account; each socket's sender drains whatever is queued when it wakes, so a
-burst costs one wake-up per socket, not one per frame. Metrics are counted once
-per event, not per socket.
+once (orjson, no model) and the same string goes to every socket of the
+account. A socket that is idle sends it at once, on the hub's stack (no task
+switch per socket); one that is busy (its previous send waits for a slow
+client) queues it for its sender task, which sends everything queued when it
+wakes. Metrics are counted once per event, not per socket.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import structlog
@@ -126,6 +128,30 @@ def qr_frame(envelope: RawEnvelope) -> dict[str, object]:
     }
 
 
+async def _finish(coro: Coroutine[Any, Any, None], blocker: object) -> None:
+    """Drive to its end a coroutine that was started by hand (``coro.send(None)``)
+    and yielded ``blocker``: wait for what it waits on, then resume it, as a task
+    would have."""
+    try:
+        while True:
+            if isinstance(blocker, asyncio.Future):
+                # what a task does with a future its coroutine yields (the flag
+                # says "yielded by an await"): take it over and wait for it
+                blocker._asyncio_future_blocking = False
+                # its outcome is the coroutine's to see when it resumes
+                with contextlib.suppress(Exception):
+                    await blocker
+            else:  # a bare yield (asyncio.sleep(0))
+                await asyncio.sleep(0)
+            try:
+                blocker = coro.send(None)
+            except StopIteration:
+                return
+    except BaseException:
+        coro.close()
+        raise
+
+
 class Connection:
     """One browser socket: a bounded queue of frames and the tasks that serve it.
 
@@ -157,29 +183,57 @@ class Connection:
         self.close_code: int | None = None
         self._killed = asyncio.Event()
         self._dead = False
-        # set while the sender waits for frames: the next offer wakes it
+        # True while the sender task owns the socket (before the socket is
+        # accepted, and while it sends): frames queue. False while it is idle:
+        # offer sends at once, on the caller's stack.
+        self._busy = True
+        # a send started by offer that had to wait, for the sender to finish
+        self._inflight: tuple[Coroutine[Any, Any, None], object] | None = None
+        # set while the sender waits for work: offer wakes it
         self._wakeup: asyncio.Future[None] | None = None
 
     def offer(self, frame: str) -> bool:
-        """Queue a frame; a full queue closes the socket (it is not keeping up)."""
+        """Send or queue a frame; a full queue closes the socket (it is not keeping
+        up). Never waits."""
         if self._dead:
             return False
-        if len(self.pending) >= self.queue_size:
-            DROPPED.inc()
-            log.warning("ws_slow_consumer_closed", account_id=self.account_id)
-            self.kill(CLOSE_TRY_AGAIN_LATER)
+        if self._busy:
+            if len(self.pending) >= self.queue_size:
+                DROPPED.inc()
+                log.warning("ws_slow_consumer_closed", account_id=self.account_id)
+                self.kill(CLOSE_TRY_AGAIN_LATER)
+                return False
+            self.pending.append(frame)
+            return True
+        # Idle: run the send right here until it would wait, as an eager task
+        # would (Python 3.12's eager_task_factory; this is 3.11). A send to a
+        # client that reads normally never waits: its bytes go to the transport
+        # at once, with no task switch per socket. One that has to wait (the
+        # client's TCP buffer is full) is handed to the sender task, and the
+        # frames after it queue behind it.
+        sending = self.websocket.send_text(frame)
+        try:
+            blocker = sending.send(None)
+        except StopIteration:
+            return True
+        except Exception as exc:
+            # the client is gone: end the socket as a failed send always did
+            log.debug("ws_send_failed", account_id=self.account_id, error=repr(exc))
+            self._gone()
             return False
-        self.pending.append(frame)
-        waiter = self._wakeup
-        if waiter is not None:
-            self._wakeup = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._busy = True
+        self._inflight = (sending, blocker)
+        waiter, self._wakeup = self._wakeup, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
         return True
 
     def kill(self, code: int) -> None:
         if self.close_code is None:
             self.close_code = code
+        self._gone()
+
+    def _gone(self) -> None:
         self._dead = True
         self.pending.clear()
         self._killed.set()
@@ -197,6 +251,8 @@ class Connection:
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            # no more sends from offer while the caller leaves the hub and closes
+            self._dead = True
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -211,14 +267,19 @@ class Connection:
             await asyncio.wait_for(self.websocket.close(code=code), timeout)
 
     async def _send_loop(self) -> None:
-        # one wake-up sends everything queued meanwhile, one frame (one JSON
-        # object) per WebSocket message as API.md says
+        # Owns the socket while it is busy: the send offer started and could not
+        # finish, then everything queued meanwhile, one frame (one JSON object)
+        # per WebSocket message as API.md says; then idle until offer needs it.
         pending = self.pending
         send_text = self.websocket.send_text
         loop = asyncio.get_running_loop()
         while True:
+            inflight, self._inflight = self._inflight, None
+            if inflight is not None:
+                await _finish(*inflight)
             while pending:
                 await send_text(pending.popleft())
+            self._busy = False
             self._wakeup = loop.create_future()
             await self._wakeup
 
