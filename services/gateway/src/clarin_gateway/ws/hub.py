@@ -256,6 +256,10 @@ class Connection:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            # a send offer started that the cancelled sender never took over
+            inflight, self._inflight = self._inflight, None
+            if inflight is not None:
+                inflight[0].close()
         return self.close_code
 
     async def close(self, code: int, timeout: float = 10.0) -> None:
