@@ -157,7 +157,8 @@ class Connection:
 
     A socket that has ``queue_size`` frames waiting when another comes (its client
     reads too slowly, or not at all) is closed with 1013; the frames it had not
-    sent are dropped. Nothing waits on it: the hub only appends to queues."""
+    sent are dropped. The hub never waits for a socket: it writes to an idle one
+    as far as that goes without waiting, and queues for a busy one."""
 
     def __init__(
         self,
