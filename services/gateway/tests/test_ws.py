@@ -199,3 +199,57 @@ async def test_events_flow_as_soon_as_the_socket_is_open(
             event = app_envelope(account, "chat_read", ChatReadData(chat_id="now"))
             await publish_event(js, app_event_subject(account, "chat_read"), event)
             assert (await recv_json(ws))["data"] == {"chat_id": "now"}
+
+
+async def test_slow_socket_does_not_hold_back_its_own_accounts_other_sockets(
+    gateway_factory: GatewayFactory, nats_client: NatsClient
+) -> None:
+    # the same frames fan out to both sockets of one account: the one that never
+    # reads is closed, the other gets every frame, in order, before the slow one
+    # has read anything
+    async with gateway_factory(ws_send_queue_size=8) as gw:
+        account = new_account()
+        async with (
+            ws_connect(gw, make_token(account_id=account), max_queue=1, compression=None) as slow,
+            ws_connect(gw, make_token(account_id=account)) as fast,
+        ):
+            subject = app_event_subject(account, "chat_read")
+            for i in range(300):
+                data = ChatReadData(chat_id=f"{i:04d}" + "x" * 100_000)
+                await nats_client.publish(subject, encode(app_envelope(account, "chat_read", data)))
+            await nats_client.flush()
+            got = [(await recv_json(fast, timeout=10))["data"]["chat_id"][:4] for _ in range(300)]
+            assert got == [f"{i:04d}" for i in range(300)]
+            hub = gw.context.hub
+            await eventually(lambda: hub.socket_count(account) == 1, timeout=10)
+            assert await close_code(slow, timeout=10) == 1013
+
+
+async def test_a_burst_reaches_every_socket_whole_and_in_order(
+    gateway: Gateway, nats_client: NatsClient
+) -> None:
+    account = new_account()
+    async with (
+        ws_connect(gateway, make_token(account_id=account)) as ws1,
+        ws_connect(gateway, make_token(account_id=account)) as ws2,
+    ):
+        subject = app_event_subject(account, "chat_read")
+        events = [
+            app_envelope(account, "chat_read", ChatReadData(chat_id=f"chat-{i}"))
+            for i in range(200)
+        ]
+        for event in events:
+            await nats_client.publish(subject, encode(event))
+        await nats_client.flush()
+        for ws in (ws1, ws2):
+            frames = [await recv_json(ws) for _ in events]
+            # one JSON object per WebSocket message, each the frame of API.md
+            assert frames == [
+                {
+                    "type": "chat_read",
+                    "account_id": account,
+                    "data": {"chat_id": f"chat-{i}"},
+                    "ts": event.occurred_at.isoformat().replace("+00:00", "Z"),
+                }
+                for i, event in enumerate(events)
+            ]
