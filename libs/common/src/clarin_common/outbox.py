@@ -15,12 +15,16 @@ drops a republish inside the stream's duplicate window (two minutes) and
 consumers, which are idempotent, absorb a later one. Order holds within one
 :meth:`Outbox.publish`; the relay may deliver a left-behind event after newer
 ones.
+
+Each envelope is serialized once, when it is staged: the same JSON bytes go into
+the outbox row and onto NATS. :meth:`Outbox.publish` sends a batch without
+waiting for each ack in turn (JetStream async publish: one reply subscription,
+one future per event), then waits for all the acks at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -38,6 +42,8 @@ log = structlog.get_logger(__name__)
 # rows younger than this are still being published by the request that wrote them
 RELAY_GRACE_S = 10.0
 RELAY_BATCH = 500
+# how long a publish waits for JetStream's acks before leaving the rows to the relay
+PUBLISH_ACK_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,7 @@ class PendingEvent:
 
     id: str
     subject: str
-    payload: dict[str, Any]
+    payload: bytes  # the envelope as JSON, serialized once
 
 
 Event = tuple[str, Envelope[Any]]
@@ -57,7 +63,7 @@ async def stage_events(conn: asyncpg.Connection, events: Sequence[Event]) -> lis
     transaction (one statement); hand the result to :meth:`Outbox.publish` after
     the commit."""
     pending = [
-        PendingEvent(id=env.id, subject=subject, payload=env.model_dump(mode="json"))
+        PendingEvent(id=env.id, subject=subject, payload=env.model_dump_json().encode())
         for subject, env in events
     ]
     if pending:
@@ -69,7 +75,7 @@ async def stage_events(conn: asyncpg.Connection, events: Sequence[Event]) -> lis
             """,
             [e.id for e in pending],
             [e.subject for e in pending],
-            [json.dumps(e.payload) for e in pending],
+            [e.payload.decode() for e in pending],
         )
     return pending
 
@@ -84,13 +90,20 @@ def app_event(
     )
 
 
-async def _publish(js: JetStreamContext, events: Sequence[PendingEvent]) -> None:
-    await asyncio.gather(
-        *(
-            js.publish(e.subject, json.dumps(e.payload).encode(), headers={"Nats-Msg-Id": e.id})
-            for e in events
-        )
-    )
+async def _publish(
+    js: JetStreamContext, events: Sequence[PendingEvent], timeout: float = PUBLISH_ACK_TIMEOUT_S
+) -> None:
+    """Publish in order, then wait for every stream ack; raises when one is
+    refused or missing (the rows then stay for the relay)."""
+    acks: list[asyncio.Future[Any]] = []
+    try:
+        for e in events:
+            acks.append(await js.publish_async(e.subject, e.payload, headers={"Nats-Msg-Id": e.id}))
+        await asyncio.wait_for(asyncio.gather(*acks), timeout)
+    finally:
+        for ack in acks:  # a refused or timed-out batch leaves no waiting futures behind
+            if not ack.done():
+                ack.cancel()
 
 
 class Outbox:
@@ -107,6 +120,7 @@ class Outbox:
         self.relay_interval = relay_interval
         self.name = name
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def publish(self, events: Sequence[PendingEvent]) -> None:
         """Publish committed events now; on failure the relay sends them later.
@@ -129,7 +143,7 @@ class Outbox:
         async with self.pool.acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 """
-                SELECT id, subject, payload FROM outbox
+                SELECT id, subject, payload::text AS payload FROM outbox
                 WHERE created_at < now() - make_interval(secs => $1)
                 ORDER BY created_at
                 LIMIT $2
@@ -140,7 +154,7 @@ class Outbox:
             )
             if not rows:
                 return 0
-            events = [PendingEvent(str(r["id"]), r["subject"], r["payload"]) for r in rows]
+            events = [PendingEvent(str(r["id"]), r["subject"], r["payload"].encode()) for r in rows]
             await _publish(self.js, events)
             await conn.execute(
                 "DELETE FROM outbox WHERE id = ANY($1::uuid[])", [e.id for e in events]
@@ -150,7 +164,11 @@ class Outbox:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self.relay_interval)
+            try:
+                await asyncio.wait_for(self._stopping.wait(), self.relay_interval)
+                return  # stopped while waiting
+            except TimeoutError:
+                pass
             try:
                 await self.relay_once()
             except asyncio.CancelledError:
@@ -160,13 +178,20 @@ class Outbox:
 
     def start(self) -> None:
         if self._task is None:
+            self._stopping.clear()
             self._task = asyncio.create_task(self._run(), name=f"{self.name}:relay")
 
     async def stop(self) -> None:
+        """A relay pass under way finishes (published rows are deleted, not left
+        to be sent twice); a pass that hangs is cancelled."""
         if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), PUBLISH_ACK_TIMEOUT_S + 5)
+            except TimeoutError:
+                self._task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await self._task
             self._task = None
 
     async def __aenter__(self) -> Self:
