@@ -28,12 +28,13 @@ import asyncio
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Self
 
 import asyncpg
 import structlog
 from nats.js import JetStreamContext
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from clarin_common.events import AppType, Envelope, app_envelope, app_event_subject
 
@@ -58,12 +59,43 @@ class PendingEvent:
 Event = tuple[str, Envelope[Any]]
 
 
+_STR = TypeAdapter(str)
+_OPTIONAL_STR = TypeAdapter(str | None)
+_DATETIME = TypeAdapter(datetime)
+
+
+def envelope_json(env: Envelope[Any]) -> bytes:
+    """``env.model_dump_json()``, byte for byte, faster: ``data`` is typed ``Any``
+    on the envelope, so pydantic would infer its serializer value by value; the
+    payload's own model serializes it at full speed instead."""
+    data = env.data
+    if not isinstance(data, BaseModel):
+        return env.model_dump_json().encode()
+    return b"".join(
+        (
+            b'{"id":',
+            _STR.dump_json(env.id),
+            b',"type":',
+            _STR.dump_json(env.type),
+            b',"account_id":',
+            _STR.dump_json(env.account_id),
+            b',"device_id":',
+            _OPTIONAL_STR.dump_json(env.device_id),
+            b',"occurred_at":',
+            _DATETIME.dump_json(env.occurred_at),
+            b',"data":',
+            data.model_dump_json().encode(),
+            b"}",
+        )
+    )
+
+
 async def stage_events(conn: asyncpg.Connection, events: Sequence[Event]) -> list[PendingEvent]:
     """Write ``(subject, envelope)`` pairs to the outbox inside the caller's
     transaction (one statement); hand the result to :meth:`Outbox.publish` after
     the commit."""
     pending = [
-        PendingEvent(id=env.id, subject=subject, payload=env.model_dump_json().encode())
+        PendingEvent(id=env.id, subject=subject, payload=envelope_json(env))
         for subject, env in events
     ]
     if pending:
