@@ -300,6 +300,7 @@ SERVICES = ("auth", "messaging", "leads", "gateway")
 class Services:
     ports: dict[str, int]
     log_dir: Path
+    pids: dict[str, int] = field(default_factory=dict)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -360,6 +361,7 @@ async def services(
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
+                system.pids[name] = procs[name].pid
         async with httpx.AsyncClient() as client:
             for name in names:
                 for _ in range(600):
@@ -632,12 +634,13 @@ async def run(args: argparse.Namespace, db_url: str) -> dict[str, Any]:
             await sink.start()
             procs = pids_of(
                 {
-                    **{n: f"clarin_{n}.main" for n in names},
                     "nats-server": f"nats-server -a 127.0.0.1 -p {urlsplit(args.nats_url).port}",
                     # the backends of the bench database (the server is shared)
                     "postgres": f" postgres {urlsplit(db_url).path.lstrip('/')} ",
                 }
             )
+            # the services this run started (other runs on the machine have their own)
+            procs.update({n: [system.pids[n]] for n in names})
             procs["bench"] = [os.getpid()]
             profiler = None
             try:
