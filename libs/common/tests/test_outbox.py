@@ -19,7 +19,7 @@ from clarin_common import nats as natsmod
 from clarin_common.contract import Chat, Media, Message
 from clarin_common.db import create_pool, migrate, transaction
 from clarin_common.events import ChatReadData, Envelope, NewMessageData, PresenceData
-from clarin_common.outbox import Outbox, app_event, envelope_json, stage_events
+from clarin_common.outbox import Outbox, PendingEvent, app_event, envelope_json, stage_events
 from clarin_devkit.testing import eventually
 from clarin_devkit.testing.plugin import TestServers
 
@@ -173,3 +173,27 @@ def test_envelope_json_is_the_envelope_as_pydantic_writes_it() -> None:
         assert envelope_json(env) == env.model_dump_json().encode()
     raw = Envelope[Any](type="chat_read", account_id=account, data={"chat_id": "x"})
     assert envelope_json(raw) == raw.model_dump_json().encode()
+
+
+async def test_an_event_no_stream_takes_stays_in_the_outbox(
+    pool: asyncpg.Pool, nats_client: NatsClient, seen: Seen
+) -> None:
+    """One ack of a batch is missing (no stream listens on the subject): the
+    batch is not confirmed, so its rows stay for the relay."""
+    account = str(uuid.uuid4())
+    outbox = Outbox(pool, nats_client.jetstream(), relay_interval=3600)
+    async with transaction(pool) as conn:
+        staged = await stage_events(
+            conn,
+            [
+                app_event(account, "chat_read", ChatReadData(chat_id="fine")),
+                app_event(account, "chat_read", ChatReadData(chat_id="lost")),
+            ],
+        )
+    lost = PendingEvent(staged[1].id, f"nowhere.{account}", staged[1].payload)
+    await outbox.publish([staged[0], lost])  # never raises
+    assert sorted(await rows(pool)) == sorted(e.id for e in staged)
+    await outbox.publish(staged)
+    assert await rows(pool) == []
+    await eventually(lambda: len(seen.msgs) == 3)
+    assert seen.chat_ids() == ["fine", "fine", "lost"]

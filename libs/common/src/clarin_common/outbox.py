@@ -18,13 +18,14 @@ ones.
 
 Each envelope is serialized once, when it is staged: the same JSON bytes go into
 the outbox row and onto NATS. :meth:`Outbox.publish` sends a batch without
-waiting for each ack in turn (JetStream async publish: one reply subscription,
-one future per event), then waits for all the acks at once.
+waiting for each ack in turn (the acks come back on one reply subscription),
+then waits for all of them at once: a refused or missing ack fails the batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -33,7 +34,10 @@ from typing import Any, Self
 
 import asyncpg
 import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.js.errors import APIError, NoStreamResponseError
 from pydantic import BaseModel, TypeAdapter
 
 from clarin_common.events import AppType, Envelope, app_envelope, app_event_subject
@@ -122,20 +126,72 @@ def app_event(
     )
 
 
-async def _publish(
-    js: JetStreamContext, events: Sequence[PendingEvent], timeout: float = PUBLISH_ACK_TIMEOUT_S
-) -> None:
-    """Publish in order, then wait for every stream ack; raises when one is
-    refused or missing (the rows then stay for the relay)."""
-    acks: list[asyncio.Future[Any]] = []
-    try:
-        for e in events:
-            acks.append(await js.publish_async(e.subject, e.payload, headers={"Nats-Msg-Id": e.id}))
-        await asyncio.wait_for(asyncio.gather(*acks), timeout)
-    finally:
-        for ack in acks:  # a refused or timed-out batch leaves no waiting futures behind
-            if not ack.done():
-                ack.cancel()
+class _Batch:
+    """The acks one publish still waits for."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self.left = len(tokens)
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def settle(self, error: Exception | None) -> None:
+        if self.done.done():
+            return
+        if error is not None:
+            self.done.set_exception(error)
+            return
+        self.left -= 1
+        if self.left == 0:
+            self.done.set_result(None)
+
+
+class _AckInbox:
+    """JetStream publish acks on one reply subscription (``{inbox}.{n}``): a
+    batch publishes back to back and waits once, for all its acks.
+
+    Leaner than ``js.publish`` (a request each) and ``js.publish_async`` (a
+    future, a semaphore wait and a decoded ``PubAck`` each): an ack is matched
+    to its batch by token and only read for an error."""
+
+    def __init__(self, nc: NatsClient) -> None:
+        self.nc = nc
+        self.prefix = f"{nc.new_inbox()}."
+        self.sub: Any = None
+        self.waiting: dict[str, _Batch] = {}
+        self.seq = 0
+
+    async def publish(self, events: Sequence[PendingEvent], timeout: float) -> None:
+        if self.sub is None or self.sub._closed:  # first use, or unsubscribed by a drain
+            self.sub = await self.nc.subscribe(f"{self.prefix}*", cb=self._on_ack)
+        tokens = [str(self.seq + i) for i in range(len(events))]
+        self.seq += len(events)
+        batch = _Batch(tokens)
+        for token in tokens:
+            self.waiting[token] = batch
+        try:
+            for token, e in zip(tokens, events, strict=True):
+                await self.nc.publish(
+                    e.subject, e.payload, reply=self.prefix + token, headers={"Nats-Msg-Id": e.id}
+                )
+            await asyncio.wait_for(asyncio.shield(batch.done), timeout)
+        finally:
+            for token in tokens:
+                self.waiting.pop(token, None)
+            if not batch.done.done():
+                batch.done.cancel()
+            elif not batch.done.cancelled():
+                batch.done.exception()  # retrieved, also when publishing itself failed
+
+    async def _on_ack(self, msg: Msg) -> None:
+        batch = self.waiting.pop(msg.subject[len(self.prefix) :], None)
+        if batch is None:
+            return  # late, for a batch that gave up
+        if msg.headers and msg.headers.get("Status") == "503":
+            batch.settle(NoStreamResponseError())
+        elif b'"error"' in msg.data:
+            batch.settle(APIError.from_error(json.loads(msg.data)["error"]))
+        else:
+            batch.settle(None)
 
 
 class Outbox:
@@ -153,6 +209,8 @@ class Outbox:
         self.name = name
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
+        # the connection under the JetStream context: acks come back on it
+        self._acks = _AckInbox(js._nc)
 
     async def publish(self, events: Sequence[PendingEvent]) -> None:
         """Publish committed events now; on failure the relay sends them later.
@@ -162,7 +220,7 @@ class Outbox:
         if not events:
             return
         try:
-            await _publish(self.js, events)
+            await self._acks.publish(events, PUBLISH_ACK_TIMEOUT_S)
             await self.pool.execute(
                 "DELETE FROM outbox WHERE id = ANY($1::uuid[])", [e.id for e in events]
             )
@@ -187,7 +245,7 @@ class Outbox:
             if not rows:
                 return 0
             events = [PendingEvent(str(r["id"]), r["subject"], r["payload"].encode()) for r in rows]
-            await _publish(self.js, events)
+            await self._acks.publish(events, PUBLISH_ACK_TIMEOUT_S)
             await conn.execute(
                 "DELETE FROM outbox WHERE id = ANY($1::uuid[])", [e.id for e in events]
             )
