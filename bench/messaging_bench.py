@@ -45,7 +45,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -429,11 +429,18 @@ async def raw_insert_rates(database_url: str, batch_size: int) -> dict[str, floa
         result: dict[str, float] = {"rows": float(len(rows))}
 
         await conn.execute("TRUNCATE messages CASCADE")
+        # CPU of both ends (this process and its backend): the ceiling's cost per row,
+        # which a busy machine disturbs less than its rate
+        ends = [os.getpid(), int(await conn.fetchval("SELECT pg_backend_pid()"))]
+        cpu_before = cpu_seconds(ends)
         started = time.perf_counter()
         for start in range(0, len(messages), batch_size):
             async with conn.transaction():
                 await insert_many(conn, messages[start : start + batch_size])
         result["insert_unnest_per_s"] = len(messages) / (time.perf_counter() - started)
+        result["insert_cpu_us_per_row"] = (
+            1e6 * (cpu_seconds(ends) - cpu_before) / max(1, len(messages))
+        )
 
         await conn.execute("TRUNCATE messages CASCADE")
         columns = [
@@ -507,7 +514,7 @@ async def phase(
     args: argparse.Namespace,
     nc: NatsClient,
     tracker: Tracker,
-    procs: dict[str, list[int]],
+    procs: Callable[[], dict[str, list[int]]],
     events: list[tuple[str, str, bytes, str]],
     rate: float,
 ) -> dict[str, Any]:
@@ -518,7 +525,7 @@ async def phase(
     tracker.done.clear()
     tracker.expected = len(events)
     out: dict[str, Any] = {"target_rate": rate, "messages": len(events)}
-    cpu_before = {n: cpu_seconds(p) for n, p in procs.items()}
+    cpu_before = {pid: cpu_seconds([pid]) for pids in procs().values() for pid in pids}
     wall_before = time.perf_counter()
     pub_seconds = await publish(nc, events, tracker, rate, args.js_acks)
     try:
@@ -527,7 +534,11 @@ async def phase(
         out["lost_or_late"] = len(tracker.sent_at)
         tracker.sent_at.clear()
     wall = time.perf_counter() - wall_before
-    cpu = {n: cpu_seconds(p) - cpu_before[n] for n, p in procs.items()}
+    # a process that appeared during the phase counts whole
+    cpu = {
+        n: sum(cpu_seconds([pid]) - cpu_before.get(pid, 0.0) for pid in pids)
+        for n, pids in procs().items()
+    }
     lat = tracker.latencies
     delivered = max(1, len(lat))
     out["cpu_percent_of_one_core"] = {n: round(100 * v / wall) for n, v in cpu.items()}
@@ -632,23 +643,30 @@ async def run(args: argparse.Namespace, db_url: str) -> dict[str, Any]:
                 report["measured_to"] = "app.{account}.new_message NATS event"
             warmup = fleet.events(args.warmup, "WARM")
             await sink.start()
-            procs = pids_of(
-                {
-                    "nats-server": f"nats-server -a 127.0.0.1 -p {urlsplit(args.nats_url).port}",
-                    # the backends of the bench database (the server is shared)
-                    "postgres": f" postgres {urlsplit(db_url).path.lstrip('/')} ",
-                }
-            )
-            # the services this run started (other runs on the machine have their own)
-            procs.update({n: [system.pids[n]] for n in names})
-            procs["bench"] = [os.getpid()]
+
+            def procs() -> dict[str, list[int]]:
+                """Processes to account CPU to, looked up again at the end of a phase:
+                a pool opens backends while the run goes."""
+                nats_port = urlsplit(args.nats_url).port
+                found = pids_of(
+                    {
+                        "nats-server": f"nats-server -a 127.0.0.1 -p {nats_port}",
+                        # the backends of the bench database (the server is shared)
+                        "postgres": f" postgres {urlsplit(db_url).path.lstrip('/')} ",
+                    }
+                )
+                # the services this run started (other runs on the machine have their own)
+                found.update({n: [system.pids[n]] for n in names})
+                found["bench"] = [os.getpid()]
+                return found
+
             profiler = None
             try:
                 tracker.expected = len(warmup)
                 await publish(nc, warmup, tracker, 0)
                 await asyncio.wait_for(tracker.done.wait(), 60)
                 if args.profile:
-                    profiler = start_profiler(procs["messaging"], args.profile)
+                    profiler = start_profiler(procs()["messaging"], args.profile)
                 if args.find_max:
                     # phase 1: as fast as it goes gives the maximum rate ...
                     top = await phase(
@@ -780,6 +798,10 @@ async def main(args: argparse.Namespace) -> None:
     top = report.get("max_msg_s", report["sustained_per_s"])
     report["ratio_to_insert"] = round(top / report["insert_rows_s"], 3)
     report["ratio_to_copy"] = round(top / report["copy_rows_s"], 3)
+    report["insert_cpu_ms_per_row"] = round(report["raw_insert"]["insert_cpu_us_per_row"] / 1000, 3)
+    report["cpu_ratio_to_insert"] = round(
+        report["insert_cpu_ms_per_row"] / max(report["cpu_ms_per_msg"]["all"], 1e-9), 3
+    )
 
     if args.json:
         print(json.dumps(report))
@@ -813,7 +835,8 @@ async def main(args: argparse.Namespace) -> None:
         )
     print(
         f"  ratio:      {report['ratio_to_insert']} of the multi-row INSERT, "
-        f"{report['ratio_to_copy']} of COPY\n"
+        f"{report['ratio_to_copy']} of COPY; CPU per message {report['cpu_ratio_to_insert']}"
+        f" of the INSERT's per row ({report['insert_cpu_ms_per_row']} ms)\n"
         "  CPU ms/msg: " + ", ".join(f"{k} {v}" for k, v in report["cpu_ms_per_msg"].items())
     )
     if "split_ms" in report:
