@@ -38,13 +38,14 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,6 +300,7 @@ SERVICES = ("auth", "messaging", "leads", "gateway")
 class Services:
     ports: dict[str, int]
     log_dir: Path
+    pids: dict[str, int] = field(default_factory=dict)
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
@@ -359,6 +361,7 @@ async def services(
                     stdout=out,
                     stderr=subprocess.STDOUT,
                 )
+                system.pids[name] = procs[name].pid
         async with httpx.AsyncClient() as client:
             for name in names:
                 for _ in range(600):
@@ -426,11 +429,18 @@ async def raw_insert_rates(database_url: str, batch_size: int) -> dict[str, floa
         result: dict[str, float] = {"rows": float(len(rows))}
 
         await conn.execute("TRUNCATE messages CASCADE")
+        # CPU of both ends (this process and its backend): the ceiling's cost per row,
+        # which a busy machine disturbs less than its rate
+        ends = [os.getpid(), int(await conn.fetchval("SELECT pg_backend_pid()"))]
+        cpu_before = cpu_seconds(ends)
         started = time.perf_counter()
         for start in range(0, len(messages), batch_size):
             async with conn.transaction():
                 await insert_many(conn, messages[start : start + batch_size])
         result["insert_unnest_per_s"] = len(messages) / (time.perf_counter() - started)
+        result["insert_cpu_us_per_row"] = (
+            1e6 * (cpu_seconds(ends) - cpu_before) / max(1, len(messages))
+        )
 
         await conn.execute("TRUNCATE messages CASCADE")
         columns = [
@@ -490,6 +500,97 @@ def pids_of(needles: dict[str, str]) -> dict[str, list[int]]:
     return out
 
 
+def latency_summary(values: list[float]) -> dict[str, float | None]:
+    return {
+        "p50": round(pct(values, 0.50) * 1000, 1),
+        "p90": round(pct(values, 0.90) * 1000, 1),
+        "p99": round(pct(values, 0.99) * 1000, 1),
+        "max": round(max(values) * 1000, 1) if values else None,
+        "mean": round(statistics.fmean(values) * 1000, 1) if values else None,
+    }
+
+
+async def phase(
+    args: argparse.Namespace,
+    nc: NatsClient,
+    tracker: Tracker,
+    procs: Callable[[], dict[str, list[int]]],
+    events: list[tuple[str, str, bytes, str]],
+    rate: float,
+) -> dict[str, Any]:
+    """Publish ``events`` at ``rate`` (0: as fast as possible) and wait for all of
+    them at the sink: rate, latency and CPU of each process over the phase."""
+    tracker.latencies.clear()
+    tracker.hops.clear()
+    tracker.done.clear()
+    tracker.expected = len(events)
+    out: dict[str, Any] = {"target_rate": rate, "messages": len(events)}
+    cpu_before = {pid: cpu_seconds([pid]) for pids in procs().values() for pid in pids}
+    wall_before = time.perf_counter()
+    pub_seconds = await publish(nc, events, tracker, rate, args.js_acks)
+    try:
+        await asyncio.wait_for(tracker.done.wait(), args.timeout)
+    except TimeoutError:
+        out["lost_or_late"] = len(tracker.sent_at)
+        tracker.sent_at.clear()
+    wall = time.perf_counter() - wall_before
+    # a process that appeared during the phase counts whole
+    cpu = {
+        n: sum(cpu_seconds([pid]) - cpu_before.get(pid, 0.0) for pid in pids)
+        for n, pids in procs().items()
+    }
+    lat = tracker.latencies
+    delivered = max(1, len(lat))
+    out["cpu_percent_of_one_core"] = {n: round(100 * v / wall) for n, v in cpu.items()}
+    out["cpu_ms_per_msg"] = {n: round(1000 * v / delivered, 3) for n, v in cpu.items()}
+    out["cpu_ms_per_msg"]["all"] = round(1000 * sum(cpu.values()) / delivered, 3)
+    if tracker.hops:
+        to_nats = [h[0] for h in tracker.hops]
+        to_ws = [h[1] for h in tracker.hops]
+        out["split_ms"] = {
+            "publish_to_app_event": {
+                q: round(pct(to_nats, v) * 1000, 1)
+                for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
+            },
+            "app_event_to_ws_frame": {
+                q: round(pct(to_ws, v) * 1000, 1)
+                for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
+            },
+        }
+    total = tracker.last_recv - tracker.first_pub
+    out.update(
+        {
+            "published_per_s": round(len(events) / pub_seconds),
+            "delivered": len(lat),
+            "sustained_per_s": round(len(lat) / total) if total > 0 else 0,
+            "latency_ms": latency_summary(lat),
+        }
+    )
+    return out
+
+
+def start_profiler(pids: list[int], path: str) -> subprocess.Popen[bytes]:
+    """py-spy (``pip install py-spy``) on the messaging process for the measured phases."""
+    exe = shutil.which("py-spy")
+    if exe is None:
+        raise RuntimeError("--profile needs py-spy on PATH (pip install py-spy)")
+    fmt = "speedscope" if path.endswith((".json", ".ss")) else "flamegraph"
+    return subprocess.Popen(
+        [exe, "record", "-p", str(pids[0]), "-o", path, "--format", fmt, "-r", "100"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def stop_profiler(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 async def run(args: argparse.Namespace, db_url: str) -> dict[str, Any]:
     ws = args.sink == "ws"
     names = ["messaging"]
@@ -541,72 +642,77 @@ async def run(args: argparse.Namespace, db_url: str) -> dict[str, Any]:
                 sink = NatsAppEventSink(nc, tracker.on_message)
                 report["measured_to"] = "app.{account}.new_message NATS event"
             warmup = fleet.events(args.warmup, "WARM")
-            events = fleet.events(args.messages, "BENCH")
             await sink.start()
-            procs = pids_of(
-                {
-                    **{n: f"clarin_{n}.main" for n in names},
-                    "nats-server": f"nats-server -a 127.0.0.1 -p {urlsplit(args.nats_url).port}",
-                    # the backends of the bench database (the server is shared)
-                    "postgres": f" postgres {urlsplit(db_url).path.lstrip('/')} ",
-                }
-            )
-            procs["bench"] = [os.getpid()]
+
+            def procs() -> dict[str, list[int]]:
+                """Processes to account CPU to, looked up again at the end of a phase:
+                a pool opens backends while the run goes."""
+                nats_port = urlsplit(args.nats_url).port
+                found = pids_of(
+                    {
+                        "nats-server": f"nats-server -a 127.0.0.1 -p {nats_port}",
+                        # the backends of the bench database (the server is shared)
+                        "postgres": f" postgres {urlsplit(db_url).path.lstrip('/')} ",
+                    }
+                )
+                # the services this run started (other runs on the machine have their own)
+                found.update({n: [system.pids[n]] for n in names})
+                found["bench"] = [os.getpid()]
+                return found
+
+            profiler = None
             try:
                 tracker.expected = len(warmup)
                 await publish(nc, warmup, tracker, 0)
                 await asyncio.wait_for(tracker.done.wait(), 60)
-
-                tracker.latencies.clear()
-                tracker.hops.clear()
-                tracker.done.clear()
-                tracker.expected = len(events)
-                cpu_before = {n: cpu_seconds(p) for n, p in procs.items()}
-                wall_before = time.perf_counter()
-                pub_seconds = await publish(nc, events, tracker, args.rate, args.js_acks)
-                try:
-                    await asyncio.wait_for(tracker.done.wait(), args.timeout)
-                except TimeoutError:
-                    report["lost_or_late"] = len(tracker.sent_at)
-                wall = time.perf_counter() - wall_before
-                report["cpu_percent_of_one_core"] = {
-                    n: round(100 * (cpu_seconds(p) - cpu_before[n]) / wall)
-                    for n, p in procs.items()
-                }
+                if args.profile:
+                    profiler = start_profiler(procs()["messaging"], args.profile)
+                if args.find_max:
+                    # phase 1: as fast as it goes gives the maximum rate ...
+                    top = await phase(
+                        args, nc, tracker, procs, fleet.events(args.messages, "MAX"), 0
+                    )
+                    report["max_phase"] = top
+                    report["max_msg_s"] = top["sustained_per_s"]
+                    # ... phase 2: the latency at 80 % of it
+                    rate = round(0.8 * top["sustained_per_s"])
+                    at80 = await phase(
+                        args, nc, tracker, procs, fleet.events(args.messages, "AT80"), rate
+                    )
+                    report["at80_phase"] = at80
+                    report["at80_target_msg_s"] = rate
+                    report["at80_msg_s"] = at80["sustained_per_s"]
+                    report["p50_ms"] = at80["latency_ms"]["p50"]
+                    report["p99_ms"] = at80["latency_ms"]["p99"]
+                    report["cpu_ms_per_msg"] = top["cpu_ms_per_msg"]
+                    result = at80
+                else:
+                    result = await phase(
+                        args, nc, tracker, procs, fleet.events(args.messages, "BENCH"), args.rate
+                    )
+                    report["cpu_ms_per_msg"] = result["cpu_ms_per_msg"]
+                report.update(
+                    {
+                        k: result[k]
+                        for k in (
+                            "published_per_s",
+                            "delivered",
+                            "sustained_per_s",
+                            "latency_ms",
+                            "cpu_percent_of_one_core",
+                        )
+                    }
+                )
+                for key in ("lost_or_late", "split_ms"):
+                    if key in result:
+                        report[key] = result[key]
                 report["loadavg_after"] = round(os.getloadavg()[0], 2)
             finally:
+                if profiler is not None:
+                    stop_profiler(profiler)
                 await sink.stop()
             if isinstance(sink, WebSocketSink) and sink.closed:
                 report["sockets_closed"] = sink.closed
-            if tracker.hops:
-                to_nats = [h[0] for h in tracker.hops]
-                to_ws = [h[1] for h in tracker.hops]
-                report["split_ms"] = {
-                    "publish_to_app_event": {
-                        q: round(pct(to_nats, v) * 1000, 1)
-                        for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
-                    },
-                    "app_event_to_ws_frame": {
-                        q: round(pct(to_ws, v) * 1000, 1)
-                        for q, v in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
-                    },
-                }
-            lat = tracker.latencies
-            total = tracker.last_recv - tracker.first_pub
-            report.update(
-                {
-                    "published_per_s": round(len(events) / pub_seconds),
-                    "delivered": len(lat),
-                    "sustained_per_s": round(len(lat) / total) if total > 0 else 0,
-                    "latency_ms": {
-                        "p50": round(pct(lat, 0.50) * 1000, 1),
-                        "p90": round(pct(lat, 0.90) * 1000, 1),
-                        "p99": round(pct(lat, 0.99) * 1000, 1),
-                        "max": round(max(lat) * 1000, 1) if lat else None,
-                        "mean": round(statistics.fmean(lat) * 1000, 1) if lat else None,
-                    },
-                }
-            )
     finally:
         await nc.close()
     return report
@@ -658,6 +764,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--js-acks", action="store_true", help="publish waiting for every stream ack, as a worker"
     )
+    parser.add_argument(
+        "--find-max",
+        action="store_true",
+        help="two phases of --messages each: as fast as possible (max_msg_s), then at 80 %%\n"
+        "of that rate (p50_ms, p99_ms); --rate is ignored",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="py-spy record of the messaging service over the measured phases\n"
+        "(FILE.json: speedscope, else an SVG flame graph); needs py-spy on PATH",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON only")
     args = parser.parse_args()
     args.media_dir = os.path.abspath(args.media_dir)
@@ -675,6 +793,15 @@ async def main(args: argparse.Namespace) -> None:
             # the services have stopped: the same rows again, into the same table, alone
             raw = await raw_insert_rates(db_url, args.batch_size)
             report["raw_insert"] = {k: round(v) for k, v in raw.items()}
+    report["insert_rows_s"] = report["raw_insert"]["insert_unnest_per_s"]
+    report["copy_rows_s"] = report["raw_insert"]["copy_per_s"]
+    top = report.get("max_msg_s", report["sustained_per_s"])
+    report["ratio_to_insert"] = round(top / report["insert_rows_s"], 3)
+    report["ratio_to_copy"] = round(top / report["copy_rows_s"], 3)
+    report["insert_cpu_ms_per_row"] = round(report["raw_insert"]["insert_cpu_us_per_row"] / 1000, 3)
+    report["cpu_ratio_to_insert"] = round(
+        report["insert_cpu_ms_per_row"] / max(report["cpu_ms_per_msg"]["all"], 1e-9), 3
+    )
 
     if args.json:
         print(json.dumps(report))
@@ -699,6 +826,18 @@ async def main(args: argparse.Namespace) -> None:
         f"  raw insert of the same {raw['rows']} rows into messaging.messages: "
         f"{raw['insert_unnest_per_s']} rows/s (multi-row INSERT, one txn per batch), "
         f"{raw['copy_per_s']} rows/s (COPY)"
+    )
+    if "max_msg_s" in report:
+        print(
+            f"  find-max:   max {report['max_msg_s']} msg/s; at 80 % "
+            f"({report['at80_target_msg_s']} msg/s): {report['at80_msg_s']} msg/s, "
+            f"p50 {report['p50_ms']} ms, p99 {report['p99_ms']} ms"
+        )
+    print(
+        f"  ratio:      {report['ratio_to_insert']} of the multi-row INSERT, "
+        f"{report['ratio_to_copy']} of COPY; CPU per message {report['cpu_ratio_to_insert']}"
+        f" of the INSERT's per row ({report['insert_cpu_ms_per_row']} ms)\n"
+        "  CPU ms/msg: " + ", ".join(f"{k} {v}" for k, v in report["cpu_ms_per_msg"].items())
     )
     if "split_ms" in report:
         print(f"  split:      {json.dumps(report['split_ms'])}")

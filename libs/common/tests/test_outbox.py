@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -14,9 +16,10 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from clarin_common import nats as natsmod
+from clarin_common.contract import Chat, Media, Message
 from clarin_common.db import create_pool, migrate, transaction
-from clarin_common.events import ChatReadData
-from clarin_common.outbox import Outbox, app_event, stage_events
+from clarin_common.events import ChatReadData, Envelope, NewMessageData, PresenceData
+from clarin_common.outbox import Outbox, PendingEvent, app_event, envelope_json, stage_events
 from clarin_devkit.testing import eventually
 from clarin_devkit.testing.plugin import TestServers
 
@@ -128,3 +131,69 @@ async def test_the_relay_runs_while_the_outbox_is_entered(
         await eventually(lambda: seen.msgs)
     assert seen.chat_ids() == ["left"]
     assert await rows(pool) == []
+
+
+def test_envelope_json_is_the_envelope_as_pydantic_writes_it() -> None:
+    """The outbox writes envelopes with its own fast path: the bytes must be
+    exactly what ``model_dump_json`` gives, for every kind of payload."""
+    account = str(uuid.uuid4())
+    device = str(uuid.uuid4())
+    now = datetime.now(UTC)
+    chat = Chat(
+        id=str(uuid.uuid4()),
+        device_id=device,
+        jid="5215512345678@s.whatsapp.net",
+        name='Ana "la" Pérez 😀',
+        phone="5215512345678",
+        last_message_preview="¿Hola?\n",
+        last_message_at=now,
+        unread_count=3,
+        labels=["vip", "ñ"],
+    )
+    message = Message(
+        id=str(uuid.uuid4()),
+        chat_id=chat.id,
+        device_id=device,
+        wa_message_id="3EB0ABC",
+        direction="in",
+        type="image",
+        body="caption \\ with \u2028 odd characters",
+        media=Media(url="/api/media/x", mime_type="image/jpeg", size=10, status="pending"),
+        status="received",
+        sent_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone(timedelta(hours=-6))),
+    )
+    envelopes = [
+        app_event(
+            account, "new_message", NewMessageData(message=message, chat=chat), device_id=device
+        ),
+        app_event(account, "chat_read", ChatReadData(chat_id=chat.id)),
+        app_event(account, "presence", PresenceData(chat_id=chat.id, state="composing")),
+    ]
+    for _, env in envelopes:
+        assert envelope_json(env) == env.model_dump_json().encode()
+    raw = Envelope[Any](type="chat_read", account_id=account, data={"chat_id": "x"})
+    assert envelope_json(raw) == raw.model_dump_json().encode()
+
+
+async def test_an_event_no_stream_takes_stays_in_the_outbox(
+    pool: asyncpg.Pool, nats_client: NatsClient, seen: Seen
+) -> None:
+    """One ack of a batch is missing (no stream listens on the subject): the
+    batch is not confirmed, so its rows stay for the relay."""
+    account = str(uuid.uuid4())
+    outbox = Outbox(pool, nats_client.jetstream(), relay_interval=3600)
+    async with transaction(pool) as conn:
+        staged = await stage_events(
+            conn,
+            [
+                app_event(account, "chat_read", ChatReadData(chat_id="fine")),
+                app_event(account, "chat_read", ChatReadData(chat_id="lost")),
+            ],
+        )
+    lost = PendingEvent(staged[1].id, f"nowhere.{account}", staged[1].payload)
+    await outbox.publish([staged[0], lost])  # never raises
+    assert sorted(await rows(pool)) == sorted(e.id for e in staged)
+    await outbox.publish(staged)
+    assert await rows(pool) == []
+    await eventually(lambda: len(seen.msgs) == 3)
+    assert seen.chat_ids() == ["fine", "fine", "lost"]

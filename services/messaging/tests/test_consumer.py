@@ -417,3 +417,14 @@ async def test_history_order_keeps_latest_preview(svc: Service) -> None:
 
 async def _ge(value: Awaitable[int], n: int) -> bool:
     return int(await value) >= n
+
+
+def test_message_id_for_is_the_uuid5_of_device_and_wa_message_id() -> None:
+    """Rows stored before the fast path keep their ids: the same event maps to
+    the same message as ``uuid.uuid5`` always gave."""
+    from clarin_messaging.ingest.service import _MESSAGE_NAMESPACE, message_id_for
+
+    device = str(uuid.uuid4())
+    for wa_id in ["3EB0C767D26A1B2F9F3A", "", "ñandú 😀|:@", "x" * 300]:
+        expected = str(uuid.uuid5(_MESSAGE_NAMESPACE, f"{device}|{wa_id}"))
+        assert message_id_for(device, wa_id) == expected

@@ -276,6 +276,9 @@ class Delivery:
             return 1
 
 
+# subjects whose filter match a consumer remembers
+_MATCH_CACHE = 100_000
+
 BatchHandler = Callable[[list[Delivery]], Awaitable[None]]
 
 
@@ -330,6 +333,7 @@ class PullConsumer:
         self._idle = asyncio.Event()
         self._idle.set()
         self.outage = NatsOutage(f"consumer:{durable}")
+        self._matched: dict[str, bool] = {}
 
     async def _subscription(self) -> Any:
         # one filter goes as filter_subject, which every server knows; several as
@@ -455,15 +459,13 @@ class PullConsumer:
     async def process(self, msgs: list[Msg]) -> None:
         deliveries: list[Delivery] = []
         for msg in msgs:
-            if self.filter_subjects and not any(
-                subject_matches(f, msg.subject) for f in self.filter_subjects
-            ):
+            if not self._ours(msg.subject):
                 # a server that ignored our filters (before 2.10), or a durable made
                 # with none: not ours, and nothing to retry
                 await msg.ack()
                 continue
             try:
-                envelope = RawEnvelope.model_validate(json.loads(msg.data))
+                envelope = RawEnvelope.model_validate_json(msg.data)
             except (ValueError, ValidationError) as exc:
                 log.error(
                     "poison_message_terminated",
@@ -504,7 +506,22 @@ class PullConsumer:
                 else:
                     await delivery.msg.ack()
             return
-        await asyncio.gather(*(d.msg.ack() for d in deliveries))
+        # one after the other: each ack is a buffered publish, no task per message
+        for delivery in deliveries:
+            await delivery.msg.ack()
+
+    def _ours(self, subject: str) -> bool:
+        """Whether a subject matches the filters (cached: a stream has few subjects
+        per account and device, and they come back batch after batch)."""
+        ours = self._matched.get(subject)
+        if ours is None:
+            ours = not self.filter_subjects or any(
+                subject_matches(f, subject) for f in self.filter_subjects
+            )
+            if len(self._matched) >= _MATCH_CACHE:
+                self._matched.clear()
+            self._matched[subject] = ours
+        return ours
 
     async def _handle_batch(self, deliveries: list[Delivery]) -> None:
         """The handler on the whole batch; a deadlock or serialization failure is
