@@ -41,8 +41,8 @@ from clarin_common.events import MediaRef, WaKind, WaQr, wa_envelope, wa_event_s
 from clarin_common.nats import ensure_kv, ensure_object_store, publish_event, publish_events
 from clarin_devices.events import (
     DEVICES_CHANGED_SUBJECT,
+    device_status_events,
     notify_devices_changed,
-    publish_device_status,
 )
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import hrw
@@ -92,6 +92,8 @@ class Worker:
         self._stopping = False
         self._started = False
         self._members: list[str] = [self.id]
+        self._owners: dict[str, str | None] = {}  # device → owner among _owners_of
+        self._owners_of: list[str] = []
         # a lease value names this process; a restart under the same id adopts them
         self._lease_value = f"{self.id}/{secrets.token_hex(4)}".encode()
         self._changed_sub: Subscription | None = None
@@ -226,6 +228,20 @@ class Worker:
 
     # ---- reconcile ----------------------------------------------------------------------
 
+    def _owners_among(self, members: list[str], device_ids: list[str]) -> dict[str, str | None]:
+        """``hrw.owner`` of each device, remembered while the members stay the same
+        (a reconcile runs on every change of any device: thousands of hashes each
+        time else); only the devices asked for now are kept."""
+        known = self._owners if members == self._owners_of else {}
+        owners: dict[str, str | None] = {}
+        for device_id in device_ids:
+            if device_id in known:
+                owners[device_id] = known[device_id]
+            else:
+                owners[device_id] = hrw.owner(device_id, members)
+        self._owners, self._owners_of = owners, list(members)
+        return owners
+
     async def _reconcile_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
@@ -247,7 +263,8 @@ class Worker:
                 return
             members = await self.live_members()
             rows = await repo.wanted(self.pool)
-            wanted = {str(r["id"]): r for r in rows if hrw.owner(str(r["id"]), members) == self.id}
+            owners = self._owners_among(members, [str(r["id"]) for r in rows])
+            wanted = {str(r["id"]): r for r in rows if owners[str(r["id"])] == self.id}
             handed_off = await self._release_unwanted(wanted)
             await self._acquire(
                 [r for d, r in wanted.items() if d not in self.sessions and d not in self._closing]
@@ -411,7 +428,14 @@ class Worker:
     # ---- publishing ----------------------------------------------------------------------
 
     async def publish_status(self, device: Device, push_name: str | None = None) -> None:
-        await publish_device_status(self.js, device, worker_id=self.id, push_name=push_name)
+        """Both status events (after the change is committed), sent together: one
+        round trip for the two acks, not two."""
+        try:
+            await publish_events(
+                self.js, device_status_events(device, worker_id=self.id, push_name=push_name)
+            )
+        except Exception as exc:  # the row is committed; a lost notice is logged, not fatal
+            log.error("device_status_publish_failed", device_id=device.id, error=str(exc))
 
     async def publish_wa(
         self, account_id: str, device_id: str, kind: WaKind, payload: BaseModel
