@@ -60,8 +60,14 @@ LEASES_LOST = Counter("clarin_worker_leases_lost_total", "Leases lost", ["worker
 RECONNECTS = Counter("clarin_worker_reconnects_total", "Reconnects scheduled", ["worker_id"])
 COMMANDS = Counter("clarin_worker_commands_total", "wa.cmd handled", ["worker_id", "type", "ok"])
 
+# devices.changed reasons that say nothing about the workers (the API's changes)
+DEVICE_REASONS = frozenset({"connect", "disconnect", "logout", "delete"})
+MEMBERS_MAX_AGE = 1.0  # seconds a members read serves reconciles woken by device changes
 STAGGER_PER_DEVICE = 0.05  # seconds of spread per device taken over in one pass
 LEASE_CONCURRENCY = 64
+# lease renewals in flight at once: a pass over 2,500 leases at 64 a time took
+# longer than the TTL on a busy machine, and every lease was lost
+RENEW_CONCURRENCY = 512
 
 
 class Worker:
@@ -92,6 +98,8 @@ class Worker:
         self._stopping = False
         self._started = False
         self._members: list[str] = [self.id]
+        self._members_read_at = float("-inf")
+        self._members_news = True  # read the members bucket at the next reconcile
         self._owners: dict[str, str | None] = {}  # device → owner among _owners_of
         self._owners_of: list[str] = []
         # a lease value names this process; a restart under the same id adopts them
@@ -195,6 +203,12 @@ class Worker:
         self._wakeup.set()
 
     async def _on_changed(self, msg: Msg) -> None:
+        try:
+            reason = json.loads(msg.data).get("reason")
+        except (ValueError, AttributeError):
+            reason = None
+        if reason not in DEVICE_REASONS:  # a worker came, left or handed devices over
+            self._members_news = True
         self._wakeup.set()
 
     # ---- membership ----------------------------------------------------------------------
@@ -212,7 +226,11 @@ class Worker:
             except Exception as exc:
                 log.warning("heartbeat_failed", error=str(exc))
 
-    async def live_members(self) -> list[str]:
+    async def live_members(self, max_age: float = 0.0) -> list[str]:
+        """The live workers; the last view if read less than ``max_age`` ago."""
+        now = asyncio.get_running_loop().time()
+        if now - self._members_read_at < max_age:
+            return self._members
         try:
             keys = await self.members_kv.keys()
         except NoKeysError:
@@ -220,6 +238,7 @@ class Worker:
         except Exception as exc:  # NATS trouble: keep the last view
             log.warning("membership_read_failed", error=str(exc))
             return self._members
+        self._members_read_at = now
         members = sorted({*keys, self.id})
         if members != self._members:
             log.info("membership_changed", workers=members)
@@ -244,10 +263,12 @@ class Worker:
 
     async def _reconcile_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(
                     self._wakeup.wait(), self.settings.reconcile_interval_seconds
                 )
+            except TimeoutError:
+                self._members_news = True  # the periodic pass reads the members afresh
             self._wakeup.clear()
             try:
                 await self.reconcile()
@@ -261,7 +282,11 @@ class Worker:
         async with self._reconcile_lock:
             if self._stopping:
                 return
-            members = await self.live_members()
+            # woken by a device change (thousands while devices connect): the members
+            # read just before still stand; a worker joining, leaving or handing over,
+            # and every periodic pass, read them afresh (a KV read is a consumer each)
+            fresh, self._members_news = self._members_news, False
+            members = await self.live_members(0.0 if fresh else MEMBERS_MAX_AGE)
             rows = await repo.wanted(self.pool)
             owners = self._owners_among(members, [str(r["id"]) for r in rows])
             wanted = {str(r["id"]): r for r in rows if owners[str(r["id"])] == self.id}
@@ -389,14 +414,21 @@ class Worker:
             log.debug("lease_release_failed", device_id=device_id, error=str(exc))
 
     async def _renew_loop(self) -> None:
-        gate = asyncio.Semaphore(LEASE_CONCURRENCY)
+        """Every lease renewed once per ``renew_interval``, counted from the start
+        of one pass to the next (a pass over thousands of leases takes a while:
+        added to the interval it would let them expire), many KV updates in
+        flight at once."""
+        gate = asyncio.Semaphore(RENEW_CONCURRENCY)
+        loop = asyncio.get_running_loop()
 
         async def renew(session: DeviceSession) -> None:
             async with gate:
                 await self._renew(session)
 
+        next_at = loop.time() + self.settings.renew_interval
         while True:
-            await asyncio.sleep(self.settings.renew_interval)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = loop.time() + self.settings.renew_interval
             await asyncio.gather(*map(renew, list(self.sessions.values())))
 
     async def _renew(self, session: DeviceSession) -> None:
