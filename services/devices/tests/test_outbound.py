@@ -225,3 +225,34 @@ async def test_sends_to_a_device_that_stays_disconnected_fail_with_the_reason(
         assert sent[message_id]["error"] == disconnected_reason(0.5)
         assert sent[message_id]["wa_message_id"] is None
     await eventually(lambda: _empty(nats_client))
+
+
+async def _consumers_of(nc: NatsClient, device_id: str) -> set[str]:
+    infos = await nc.jetstream().consumers_info(WA_OUTBOX_STREAM)
+    return {i.name for i in infos if i.name.startswith(f"out-{device_id}-")}
+
+
+async def test_a_device_binds_its_queue_only_once_something_is_queued(
+    api: Api,
+    events: EventLog,
+    start_worker: StartWorker,
+    make_paired: MakePaired,
+    phone: WatchPhone,
+    nats_client: NatsClient,
+) -> None:
+    # thousands of connected devices with nothing to send cost no consumer each
+    idle, busy = await make_paired(2)
+    seen: Phone = await phone(busy)
+    await start_worker("w1")
+    early = await queue(nats_client, api.account_id, busy, "queued before")
+    for device_id in (idle, busy):
+        await api.post(device_id, "connect")
+    await api.wait_status(idle, "connected")
+    await events.wait(lambda: seen.bodies() == ["queued before"])
+    assert await _consumers_of(nats_client, idle) == set()
+    # a send queued once connected is heard (one subscription per worker) and goes
+    later = await queue(nats_client, api.account_id, idle, "queued after", "bulk")
+    await events.wait(lambda: len(sent_events(events, idle)) == 1)
+    assert sent_events(events, idle)[later]["status"] == "sent"
+    assert sent_events(events, busy)[early]["status"] == "sent"
+    assert await _consumers_of(nats_client, idle) == {f"out-{idle}-interactive", f"out-{idle}-bulk"}

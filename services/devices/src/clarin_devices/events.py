@@ -24,7 +24,7 @@ from clarin_common.events import (
     wa_envelope,
     wa_event_subject,
 )
-from clarin_common.nats import publish_event
+from clarin_common.nats import publish_events
 from clarin_common.outage import NatsOutage, is_outage
 from clarin_common.outbox import Event
 
@@ -74,10 +74,10 @@ async def publish_device_status(
     """Publish :func:`device_status_events` (after the change is committed); a
     NATS outage is reported to ``outage`` (said once) rather than per event."""
     try:
-        for subject, envelope in device_status_events(
-            device, worker_id=worker_id, push_name=push_name
-        ):
-            await publish_event(js, subject, envelope)
+        # both together: one round trip for the two acks, not two
+        await publish_events(
+            js, device_status_events(device, worker_id=worker_id, push_name=push_name)
+        )
     except Exception as exc:  # the row is committed; a lost notice is logged, not fatal
         if outage is not None and is_outage(exc):
             outage.failed(exc, lost="device_status", device_id=device.id)

@@ -8,8 +8,14 @@ stream: a message is taken by one consumer and removed once acked. Here:
   consumers (``out-{device_id}-interactive`` and ``-bulk``, at most one
   unacknowledged message each, so sends leave in the order they were queued),
   taken interactive first, one send at a time at the device's pace
-  (``WORKER_SEND_RATE_PER_SECOND`` ± jitter). A core subscription on the
-  device's subjects wakes the loop when something is queued; nothing polls.
+  (``WORKER_SEND_RATE_PER_SECOND`` ± jitter). The consumers are bound only
+  once something is queued for the device: one core subscription per worker
+  (``wa.out.*.*``) hears every send queued, and what waited before a device
+  came is read from the stream's subject counts (one stream read answers every
+  device that asks meanwhile, and the sweeper's read every
+  ``WORKER_OUTBOX_SWEEP_INTERVAL_SECONDS`` wakes a queue that missed a notice).
+  A worker connecting thousands of devices creates no consumer for those with
+  nothing to send, and nothing polls.
 - A send is acked only after its outcome is recorded in the KV bucket
   ``wa_outbox_done`` (key: the message id, the send's idempotency key) and
   published on ``WA_EVENTS``. A worker killed mid-way leaves the message
@@ -66,9 +72,10 @@ from clarin_common.events import (
     wa_outbox_subject,
 )
 from clarin_common.ids import jid_from_recipient, normalize_jid
-from clarin_common.nats import ensure_kv
+from clarin_common.nats import confirm_subscriptions, ensure_kv
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import hrw
+from clarin_devices.worker.coalesce import Coalesced
 from clarin_devices.worker.drivers import SendResult, WhatsAppDriver
 from clarin_devices.worker.exceptions import DriverError, DriverTimeout, NotConnected
 from clarin_devices.worker.session import DeviceSession
@@ -86,8 +93,10 @@ SEND_ADAPTER: TypeAdapter[SendCommand] = TypeAdapter(
 )
 
 PROBE_SECONDS = 0.2  # one fetch that finds nothing costs this long
-IDLE_SECONDS = 30.0  # a queue that heard nothing looks again after this long
-UNCONNECTED_CHECK_SECONDS = 0.5
+IDLE_SECONDS = 30.0  # a queue with nothing to send sleeps this long between looks at its flags
+# an unconnected device's queue waits for its session to say it connected (and
+# for the disconnected timeout); this is only the longest nap between looks
+UNCONNECTED_CHECK_SECONDS = 30.0
 STOP_GRACE_SECONDS = 5.0
 
 
@@ -143,25 +152,56 @@ class Outbound:
         self.done: KeyValue
         self._sweeper: asyncio.Task[None] | None = None
         self._unheld_since: dict[str, float] = {}
+        self._queued_sub: Subscription | None = None
+        self._read_queued = Coalesced(self._queued_subjects, "outbound:queued-subjects")
 
     async def start(self) -> None:
         self.done = await ensure_kv(
             self.js, OUTBOX_DONE_BUCKET, ttl=self.settings.outbox_done_ttl_seconds
         )
+        # every send queued from now on is heard here (before any device is held)
+        self._queued_sub = await self.nc.subscribe(WA_OUTBOX_SUBJECTS, cb=self._on_queued)
+        await confirm_subscriptions(self.nc)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="outbound:sweeper")
+
+    async def _on_queued(self, msg: Msg) -> None:
+        parts = msg.subject.split(".")
+        if len(parts) == 4:
+            queue = self.queues.get(parts[2])
+            if queue is not None:
+                queue.hint(parts[3])
+
+    async def queued_subjects(self) -> set[str]:
+        """The ``WA_OUTBOX`` subjects holding sends, read after this call began.
+        Whoever asks while a read is under way waits for the next one, which then
+        answers them all: a worker taking over thousands of devices reads the
+        stream a few times, not once per device."""
+        return await self._read_queued()
+
+    async def _queued_subjects(self) -> set[str]:
+        info = await self.js.stream_info(WA_OUTBOX_STREAM, subjects_filter=WA_OUTBOX_SUBJECTS)
+        return set(info.state.subjects or {})
 
     async def abandon(self) -> None:
         """Drop every queue at once, finishing nothing (as a killed process would)."""
         tasks = [t for t in (q.abandon() for q in self.queues.values()) if t is not None]
         self.queues.clear()
+        await self._unsubscribe_queued()
         if self._sweeper is not None:
             self._sweeper.cancel()
             tasks.append(self._sweeper)
         if tasks:
             await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
 
+    async def _unsubscribe_queued(self) -> None:
+        sub, self._queued_sub = self._queued_sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
     async def stop(self) -> None:
         await asyncio.gather(*(self.detach(d) for d in list(self.queues)))
+        await self._unsubscribe_queued()
         if self._sweeper is not None:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -297,9 +337,15 @@ class Outbound:
 
     async def sweep(self) -> int:
         """Fail the sends of devices that no session held for the timeout, among
-        those this worker would own; how many."""
-        info = await self.js.stream_info(WA_OUTBOX_STREAM, subjects_filter=WA_OUTBOX_SUBJECTS)
-        queued = {s.split(".")[2] for s in (info.state.subjects or {})}
+        those this worker would own; how many. Queues held here with sends waiting
+        are woken (in case the notice of a send was lost, say in a reconnect)."""
+        subjects = await self.queued_subjects()
+        for subject in subjects:
+            parts = subject.split(".")
+            queue = self.queues.get(parts[2]) if len(parts) == 4 else None
+            if queue is not None:
+                queue.hint(parts[3])
+        queued = {s.split(".")[2] for s in subjects}
         members = await self.host.live_members()
         now = asyncio.get_running_loop().time()
         timeout = self.settings.send_disconnected_timeout_seconds
@@ -391,13 +437,21 @@ class DeviceQueue:
         self._wake = asyncio.Event()
         self._next_send_at = 0.0
         self._unconnected_since: float | None = None
-        # which priorities may hold sends: unknown (True) at first; False once a
-        # fetch found none, True again when the core subscription sees one queued
-        # (so an empty interactive queue costs bulk sends no probe each time)
-        self._maybe: dict[str, bool] = dict.fromkeys(SEND_PRIORITIES, True)
+        # which priorities may hold sends: what the stream held when the device
+        # connected, True again whenever a send is heard queued, False once a fetch
+        # found none (so an empty interactive queue costs bulk sends no probe, and
+        # a device with nothing queued has no consumer bound)
+        self._maybe: dict[str, bool] = dict.fromkeys(SEND_PRIORITIES, False)
 
     def start(self) -> None:
+        self.session.watch(self._wake.set)  # (dis)connected: look again, no polling
         self._task = asyncio.create_task(self._run(), name=f"outbound:{self.device_id}")
+
+    def hint(self, priority: str) -> None:
+        """A send of this priority may be waiting: look."""
+        if priority in self._maybe:
+            self._maybe[priority] = True
+            self._wake.set()
 
     def abandon(self) -> asyncio.Task[None] | None:
         """Cancel the loop (its task, to wait on). The flag too: a cancellation that
@@ -453,30 +507,27 @@ class DeviceQueue:
         since = loop.time()
         timeout = self.settings.send_disconnected_timeout_seconds
         while not self._stop.is_set() and not self._connected():
-            if loop.time() - since >= timeout:
+            remaining = timeout - (loop.time() - since)
+            if remaining <= 0:
                 await self.out.fail_queued(self.device_id, disconnected_reason(timeout))
                 since = loop.time()
+                continue
             self._wake.clear()
-            await self._pause(UNCONNECTED_CHECK_SECONDS)
+            if self._connected():  # changed before the clear: its wake-up is gone
+                break
+            await self._pause(min(UNCONNECTED_CHECK_SECONDS, remaining))
 
     async def _serve(self) -> None:
         subs: dict[str, Any] = {}
-        wake_sub: Subscription | None = None
         await self._until_connected()
         if self._stop.is_set():
             return
         try:
-            subs = {p: await self.out.bind(self.device_id, p) for p in SEND_PRIORITIES}
-
-            async def on_queued(msg: Msg) -> None:
-                self._maybe[msg.subject.rsplit(".", 1)[1]] = True
-                self._wake.set()
-
-            wake_sub = await self.out.nc.subscribe(
-                wa_outbox_subject(self.device_id, "interactive").rsplit(".", 1)[0] + ".*",
-                cb=on_queued,
-            )
-            self._maybe = dict.fromkeys(SEND_PRIORITIES, True)
+            # what waited before now (sends queued from now on are heard)
+            queued = await self.out.queued_subjects()
+            for priority in SEND_PRIORITIES:
+                if wa_outbox_subject(self.device_id, priority) in queued:
+                    self.hint(priority)
             while not self._stop.is_set():
                 try:
                     await self._step(subs)
@@ -486,9 +537,6 @@ class DeviceQueue:
                     log.exception("outbound_step_failed", device_id=self.device_id)
                     await self._pause(1.0)
         finally:
-            if wake_sub is not None:
-                with contextlib.suppress(Exception):
-                    await wake_sub.unsubscribe()
             for sub in subs.values():
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
@@ -501,10 +549,14 @@ class DeviceQueue:
                 self._unconnected_since = now
             timeout = self.settings.send_disconnected_timeout_seconds
             if now - self._unconnected_since >= timeout:
-                await self.out.fail_queued(self.device_id, disconnected_reason(timeout), subs)
+                await self.out.fail_queued(
+                    self.device_id, disconnected_reason(timeout), subs or None
+                )
                 self._unconnected_since = now
             self._wake.clear()
-            await self._pause(UNCONNECTED_CHECK_SECONDS)
+            if not self._connected():  # else it changed before the clear: go on at once
+                remaining = timeout - (loop.time() - self._unconnected_since)
+                await self._pause(min(UNCONNECTED_CHECK_SECONDS, max(remaining, 0.0)))
             return
         self._unconnected_since = None
         wait = self._next_send_at - loop.time()
@@ -513,6 +565,8 @@ class DeviceQueue:
                 await asyncio.wait_for(self._stop.wait(), wait)
             return
         self._wake.clear()
+        if not subs and any(self._maybe.values()):  # the first send: bind now
+            subs.update({p: await self.out.bind(self.device_id, p) for p in SEND_PRIORITIES})
         slot = loop.time()
         msg: Msg | None = None
         for priority in SEND_PRIORITIES:  # interactive first
@@ -525,8 +579,6 @@ class DeviceQueue:
                 break
         if msg is None:
             await self._pause(IDLE_SECONDS)
-            if not self._wake.is_set():  # heard nothing for long: look again anyway
-                self._maybe = dict.fromkeys(SEND_PRIORITIES, True)
             return
         await self._handle(msg, slot)
 

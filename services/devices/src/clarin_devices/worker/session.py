@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Protocol
@@ -50,9 +50,9 @@ from clarin_common.events import (
     wa_command_subject,
 )
 from clarin_common.ids import jid_from_recipient, normalize_jid, phone_digits, phone_from_jid
-from clarin_common.nats import confirm_subscriptions
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker import repository as repo
+from clarin_devices.worker.coalesce import confirm_subscriptions_together
 from clarin_devices.worker.drivers import (
     QR_EXPIRED,
     InboundMedia,
@@ -224,7 +224,9 @@ class DeviceSession:
         self.lease_ok_at = asyncio.get_running_loop().time()
         self.epoch = 0
         self.closed = False
-        self.connected = False
+        self._connected = False
+        # called whenever ``connected`` changes (the send queue waits on it, no timer)
+        self._watchers: list[Callable[[], None]] = []
         self.attempts = 0  # connection attempts made
         self.failures = 0  # consecutive failures (backoff exponent)
         self.pairing = False  # the current attempt is showing QR codes
@@ -237,6 +239,21 @@ class DeviceSession:
 
     def current(self, epoch: int) -> bool:
         return not self.closed and epoch == self.epoch
+
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    @connected.setter
+    def connected(self, value: bool) -> None:
+        if value != self._connected:
+            self._connected = value
+            for watcher in list(self._watchers):
+                watcher()
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever ``connected`` changes."""
+        self._watchers.append(callback)
 
     # ---- connecting ------------------------------------------------------------------
 
@@ -583,7 +600,7 @@ class DeviceSession:
             self._cmd_sub = sub
             # commands sent as soon as the device shows connected must find us
             try:
-                await confirm_subscriptions(self.nc)
+                await confirm_subscriptions_together(self.nc)
             except Exception as exc:  # a NATS blip: the subscription still comes up
                 log.debug("command_subscription_unconfirmed", error=str(exc))
 

@@ -61,8 +61,14 @@ LEASES_LOST = Counter("clarin_worker_leases_lost_total", "Leases lost", ["worker
 RECONNECTS = Counter("clarin_worker_reconnects_total", "Reconnects scheduled", ["worker_id"])
 COMMANDS = Counter("clarin_worker_commands_total", "wa.cmd handled", ["worker_id", "type", "ok"])
 
+# devices.changed reasons that say nothing about the workers (the API's changes)
+DEVICE_REASONS = frozenset({"connect", "disconnect", "logout", "delete"})
+MEMBERS_MAX_AGE = 1.0  # seconds a members read serves reconciles woken by device changes
 STAGGER_PER_DEVICE = 0.05  # seconds of spread per device taken over in one pass
 LEASE_CONCURRENCY = 64
+# lease renewals in flight at once: a pass over 2,500 leases at 64 a time took
+# longer than the TTL on a busy machine, and every lease was lost
+RENEW_CONCURRENCY = 512
 
 
 class Worker:
@@ -96,6 +102,10 @@ class Worker:
         self._heartbeat_revision: int | None = None
         # NATS away: said once for the worker (nats_unavailable), not per beat or device
         self.outage = NatsOutage(f"worker:{self.id}")
+        self._members_read_at = float("-inf")
+        self._members_news = True  # read the members bucket at the next reconcile
+        self._owners: dict[str, str | None] = {}  # device → owner among _owners_of
+        self._owners_of: list[str] = []
         # a lease value names this process; a restart under the same id adopts them
         self._process = secrets.token_hex(4)
         self._lease_value = f"{self.id}/{self._process}".encode()
@@ -198,6 +208,12 @@ class Worker:
         self._wakeup.set()
 
     async def _on_changed(self, msg: Msg) -> None:
+        try:
+            reason = json.loads(msg.data).get("reason")
+        except (ValueError, AttributeError):
+            reason = None
+        if reason not in DEVICE_REASONS:  # a worker came, left or handed devices over
+            self._members_news = True
         self._wakeup.set()
 
     # ---- membership ----------------------------------------------------------------------
@@ -252,7 +268,11 @@ class Worker:
             else:
                 self.outage.ok()
 
-    async def live_members(self) -> list[str]:
+    async def live_members(self, max_age: float = 0.0) -> list[str]:
+        """The live workers; the last view if read less than ``max_age`` ago."""
+        now = asyncio.get_running_loop().time()
+        if now - self._members_read_at < max_age:
+            return self._members
         try:
             keys = await self.members_kv.keys()
         except NoKeysError:
@@ -263,6 +283,7 @@ class Worker:
             else:
                 log.warning("membership_read_failed", error=str(exc))
             return self._members
+        self._members_read_at = now
         members = sorted({*keys, self.id})
         if members != self._members:
             log.info("membership_changed", workers=members)
@@ -271,12 +292,28 @@ class Worker:
 
     # ---- reconcile ----------------------------------------------------------------------
 
+    def _owners_among(self, members: list[str], device_ids: list[str]) -> dict[str, str | None]:
+        """``hrw.owner`` of each device, remembered while the members stay the same
+        (a reconcile runs on every change of any device: thousands of hashes each
+        time else); only the devices asked for now are kept."""
+        known = self._owners if members == self._owners_of else {}
+        owners: dict[str, str | None] = {}
+        for device_id in device_ids:
+            if device_id in known:
+                owners[device_id] = known[device_id]
+            else:
+                owners[device_id] = hrw.owner(device_id, members)
+        self._owners, self._owners_of = owners, list(members)
+        return owners
+
     async def _reconcile_loop(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(
                     self._wakeup.wait(), self.settings.reconcile_interval_seconds
                 )
+            except TimeoutError:
+                self._members_news = True  # the periodic pass reads the members afresh
             self._wakeup.clear()
             try:
                 await self.reconcile()
@@ -290,9 +327,14 @@ class Worker:
         async with self._reconcile_lock:
             if self._stopping:
                 return
-            members = await self.live_members()
+            # woken by a device change (thousands while devices connect): the members
+            # read just before still stand; a worker joining, leaving or handing over,
+            # and every periodic pass, read them afresh (a KV read is a consumer each)
+            fresh, self._members_news = self._members_news, False
+            members = await self.live_members(0.0 if fresh else MEMBERS_MAX_AGE)
             rows = await repo.wanted(self.pool)
-            wanted = {str(r["id"]): r for r in rows if hrw.owner(str(r["id"]), members) == self.id}
+            owners = self._owners_among(members, [str(r["id"]) for r in rows])
+            wanted = {str(r["id"]): r for r in rows if owners[str(r["id"])] == self.id}
             handed_off = await self._release_unwanted(wanted)
             await self._acquire(
                 [r for d, r in wanted.items() if d not in self.sessions and d not in self._closing]
@@ -428,14 +470,21 @@ class Worker:
             log.debug("lease_release_failed", device_id=device_id, error=str(exc))
 
     async def _renew_loop(self) -> None:
-        gate = asyncio.Semaphore(LEASE_CONCURRENCY)
+        """Every lease renewed once per ``renew_interval``, counted from the start
+        of one pass to the next (a pass over thousands of leases takes a while:
+        added to the interval it would let them expire), many KV updates in
+        flight at once."""
+        gate = asyncio.Semaphore(RENEW_CONCURRENCY)
+        loop = asyncio.get_running_loop()
 
         async def renew(session: DeviceSession) -> None:
             async with gate:
                 await self._renew(session)
 
+        next_at = loop.time() + self.settings.renew_interval
         while True:
-            await asyncio.sleep(self.settings.renew_interval)
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at = loop.time() + self.settings.renew_interval
             await asyncio.gather(*map(renew, list(self.sessions.values())))
 
     async def _renew(self, session: DeviceSession) -> None:

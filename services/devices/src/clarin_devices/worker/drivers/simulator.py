@@ -103,8 +103,8 @@ from clarin_common.events import (
     sim_subject,
 )
 from clarin_common.ids import normalize_jid, phone_digits, phone_from_jid
-from clarin_common.nats import confirm_subscriptions
 from clarin_common.outage import NatsOutage, is_outage
+from clarin_devices.worker.coalesce import confirm_subscriptions_together
 from clarin_devices.worker.drivers import (
     QR_EXPIRED,
     UNLINK_FAILED,
@@ -374,7 +374,7 @@ class SimulatorDriver(WhatsAppDriver):
 
         session.sub = await self.nc.subscribe(_control_subjects(device_id), cb=on_control)
         try:
-            await confirm_subscriptions(self.nc)
+            await confirm_subscriptions_together(self.nc)
         except Exception as exc:  # a NATS blip: the subscription still comes up
             log.debug("sim_subscription_unconfirmed", error=str(exc))
         if session_jid:
