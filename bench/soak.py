@@ -121,6 +121,7 @@ class System:
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
     series: list[Series] = field(default_factory=list)
+    stopped: set[int] = field(default_factory=set)  # pids the soak itself stopped
 
     def now(self) -> float:
         return time.monotonic() - self.clock0
@@ -146,6 +147,15 @@ class System:
         self.procs[name] = proc
         self.track(name, proc.pid)
 
+    def dead(self) -> dict[str, int]:
+        """Processes that exited without being stopped by the soak: name → exit code
+        (negative: the signal that ended it)."""
+        return {
+            name: proc.returncode
+            for name, proc in self.procs.items()
+            if proc.poll() is not None and proc.pid not in self.stopped
+        }
+
     def end_series(self, pid: int) -> None:
         for s in self.series:
             if s.pid == pid and s.ended_s is None:
@@ -170,6 +180,7 @@ class System:
         """Signal one process and wait for it to exit; the seconds it took."""
         proc = self.procs[name]
         started = time.monotonic()
+        self.stopped.add(proc.pid)
         proc.send_signal(sig)
         try:
             await asyncio.to_thread(proc.wait, 60)
@@ -337,23 +348,49 @@ async def set_up_accounts(http: httpx.AsyncClient, accounts: int) -> tuple[list[
     return admins, agents
 
 
+async def post_retrying(
+    http: httpx.AsyncClient,
+    path: str,
+    token: str,
+    retries: dict[str, int],
+    body: dict[str, Any] | None = None,
+) -> httpx.Response:
+    """A set-up request, repeated on a 503 (nothing changed) or a transport error
+    while the busy machine makes a service slow to answer."""
+    for attempt in range(10):
+        try:
+            resp = await http.post(path, json=body, headers={"Authorization": f"Bearer {token}"})
+            if resp.status_code != 503:
+                resp.raise_for_status()
+                return resp
+            what = "HTTP 503"
+        except httpx.TransportError as exc:
+            what = type(exc).__name__
+        retries[what] = retries.get(what, 0) + 1
+        await asyncio.sleep(1.0 + attempt)
+    raise RuntimeError(f"POST {path} failed 10 times ({retries})")
+
+
 async def link_devices(
-    http: httpx.AsyncClient, nc: NatsClient, admins: list[str], count: int, timeout: float
+    http: httpx.AsyncClient,
+    nc: NatsClient,
+    admins: list[str],
+    count: int,
+    timeout: float,
+    retries: dict[str, int],
 ) -> list[tuple[int, str]]:
     """``count`` devices over the accounts, each connected and its QR scanned by
-    the simulated phone: (account index, device id)."""
-    gate = asyncio.Semaphore(16)
+    the simulated phone: (account index, device id). Set-up requests repeated
+    after a 503 or a transport error are counted in ``retries``."""
+    gate = asyncio.Semaphore(8)
     devices: list[tuple[int, str]] = []
 
     async def create(i: int) -> None:
         account = i % len(admins)
         async with gate:
-            resp = await http.post(
-                "/api/devices",
-                json={"name": f"soak {i}"},
-                headers={"Authorization": f"Bearer {admins[account]}"},
+            resp = await post_retrying(
+                http, "/api/devices", admins[account], retries, {"name": f"soak {i}"}
             )
-            resp.raise_for_status()
             devices.append((account, resp.json()["id"]))
 
     await asyncio.gather(*(create(i) for i in range(count)))
@@ -399,11 +436,7 @@ async def link_devices(
 
     async def connect(account: int, device_id: str) -> None:
         async with gate:
-            resp = await http.post(
-                f"/api/devices/{device_id}/connect",
-                headers={"Authorization": f"Bearer {admins[account]}"},
-            )
-            resp.raise_for_status()
+            await post_retrying(http, f"/api/devices/{device_id}/connect", admins[account], retries)
 
     await asyncio.gather(*(connect(a, d) for a, d in devices))
     try:
@@ -543,8 +576,31 @@ def least_squares(points: list[tuple[float, float]]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / var
 
 
-def judge(s: Series, warmup_s: float, args: argparse.Namespace) -> dict[str, Any]:
-    """The series' RSS line after its own warm-up: MB/min, % of its mean per 10 min."""
+def line(points: list[tuple[float, float]], args: argparse.Namespace) -> dict[str, Any] | None:
+    """The least-squares line through (t s, MB): MB/min, % of the mean per 10 min and
+    whether it is over the threshold (over both bounds); None under 3 points."""
+    if len(points) < 3:
+        return None
+    slope = least_squares([(t / 60, y) for t, y in points])  # MB per minute
+    mean = sum(y for _, y in points) / len(points)
+    pct = slope * 10 / mean * 100
+    return {
+        "from_s": round(points[0][0], 1),
+        "to_s": round(points[-1][0], 1),
+        "mean_mb": round(mean, 1),
+        "slope_mb_per_min": round(slope, 3),
+        "slope_pct_per_10min": round(pct, 2),
+        "over": slope > args.max_mb_per_min and pct > args.max_pct_per_10min,
+    }
+
+
+def judge(
+    s: Series, warmup_s: float, restart: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    """The series' RSS line after its own warm-up. A process that lived through the
+    restart also gets a line before it and one after it settled: when only the
+    whole line is over the threshold, the rise is the step the restart caused
+    (the survivor took over the stopped worker's devices), and it passes."""
     start = max(s.ready_s or s.started_s, 0.0) + warmup_s
     steady = [(t, kib / 1024) for t, kib in s.samples if t >= start]
     mb = [kib / 1024 for _, kib in s.samples]
@@ -564,21 +620,32 @@ def judge(s: Series, warmup_s: float, args: argparse.Namespace) -> dict[str, Any
             else None
         ),
     }
-    if len(steady) < 3:
-        out.update(slope_mb_per_min=None, slope_pct_per_10min=None, mean_mb=None)
+    whole = line(steady, args)
+    if whole is None:
+        out.update(slope_mb_per_min=None, slope_pct_per_10min=None, mean_mb=None, windows=None)
         out["pass"] = True
         out["note"] = "fewer than 3 samples after warm-up: not judged"
         return out
-    slope = least_squares([(t / 60, y) for t, y in steady])  # MB per minute
-    mean = sum(y for _, y in steady) / len(steady)
-    pct = slope * 10 / mean * 100
     out.update(
-        steady_rss_start_mb=round(steady[0][1], 1),
-        mean_mb=round(mean, 1),
-        slope_mb_per_min=round(slope, 3),
-        slope_pct_per_10min=round(pct, 2),
+        mean_mb=whole["mean_mb"],
+        slope_mb_per_min=whole["slope_mb_per_min"],
+        slope_pct_per_10min=whole["slope_pct_per_10min"],
+        windows=None,
     )
-    out["pass"] = not (slope > args.max_mb_per_min and pct > args.max_pct_per_10min)
+    out["pass"] = not whole["over"]
+    at, ready = restart.get("at_s"), restart.get("ready_s")
+    if at is not None and ready is not None and s.started_s < at and s.ended_s is None:
+        before = line([(t, y) for t, y in steady if t < at], args)
+        after = line([(t, y) for t, y in steady if t >= ready + args.settle], args)
+        if before is not None and after is not None:
+            out["windows"] = {
+                "before_restart": before,
+                "after_restart": after,
+                "step_mb": round(after["mean_mb"] - before["mean_mb"], 1),
+            }
+            if not out["pass"] and not before["over"] and not after["over"]:
+                out["pass"] = True
+                out["note"] = "the whole line is over: a step at the restart, flat either side"
     return out
 
 
@@ -608,21 +675,47 @@ async def soak(
     traffic = Traffic()
     timings: dict[str, float] = {}
     restart: dict[str, Any] = {}
+    setup_retries: dict[str, int] = {}
     stop_sampling = asyncio.Event()
     load: list[float] = []
+
+    streams: list[tuple[float, dict[str, list[int]]]] = []
+    js = nc.jetstream()
 
     async def sampler() -> None:
         while not stop_sampling.is_set():
             system.sample()
             load.append(load_average())
+            with contextlib.suppress(Exception):  # what nats-server holds, beside its RSS
+                infos = await js.streams_info()
+                streams.append(
+                    (
+                        system.now(),
+                        {
+                            i.config.name or "?": [
+                                i.state.messages,
+                                i.state.bytes,
+                                getattr(i.state, "num_deleted", None) or 0,
+                            ]
+                            for i in infos
+                        },
+                    )
+                )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop_sampling.wait(), args.interval)
 
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
     async with httpx.AsyncClient(base_url=system.url("gateway"), timeout=30, limits=limits) as http:
         t0 = time.monotonic()
-        admins, agents = await set_up_accounts(http, args.accounts)
-        devices = await link_devices(http, nc, admins, args.devices, args.link_timeout)
+        try:
+            admins, agents = await set_up_accounts(http, args.accounts)
+            devices = await link_devices(
+                http, nc, admins, args.devices, args.link_timeout, setup_retries
+            )
+        except Exception as exc:
+            raise RuntimeError(
+                f"set-up failed ({exc!r}); processes that exited: {system.dead() or 'none'}"
+            ) from exc
         timings["link_s"] = round(time.monotonic() - t0, 1)
         contacts = [f"521{rnd.randrange(10**9, 10**10)}" for _ in range(args.contacts)]
 
@@ -688,6 +781,7 @@ async def soak(
             await system.wait_ready("worker1")
             restart["ready_after_s"] = round(time.monotonic() - t, 2)
             system.series[-1].ready_s = system.now()
+            restart["ready_s"] = round(system.now(), 1)
 
         restarting = asyncio.create_task(restart_worker())
         await asyncio.gather(
@@ -760,7 +854,7 @@ async def soak(
     lost_in = len(in_ids) - inbound_stored
     lost_out = len(out_ids) - min(outbound_delivered, outbound_done)
     warmup_s = args.duration * args.warmup
-    processes = {s.name: judge(s, warmup_s, args) for s in system.series}
+    processes = {s.name: judge(s, warmup_s, restart, args) for s in system.series}
     result: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": os.uname().nodename,
@@ -792,6 +886,8 @@ async def soak(
         "duplicates": inbound_dupes + outbound_phone_dupes,
         "errors": traffic.errors,
         "restart": restart,
+        "exited": system.dead(),
+        "setup_retries": setup_retries,
         "timings": timings,
         "load_average": {
             "min": min(load, default=0.0),
@@ -806,6 +902,8 @@ async def soak(
             "rule": "a process fails when its slope is above both",
         },
         "processes": processes,
+        "streams_end": streams[-1][1] if streams else {},
+        "streams": [[round(t, 1), state] for t, state in streams],
         "series": {
             s.name: [[round(t, 1), round(kib / 1024, 2)] for t, kib in s.samples]
             for s in system.series
@@ -815,6 +913,7 @@ async def soak(
         result["lost"] == 0
         and result["duplicates"] == 0
         and result["inbound_unexpected"] == 0
+        and not result["exited"]
         and all(p["pass"] for p in processes.values())
     )
     return result
@@ -865,17 +964,40 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['threshold']['max_pct_per_10min']} % per 10 min.",
         "",
         "| process | samples | RSS start MB | RSS end MB | max MB | CPU s "
-        "| slope MB/min | % per 10 min | pass |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| slope MB/min | % per 10 min | before / after restart MB/min (step MB) | pass |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for name, p in r["processes"].items():
         slope = "n/a" if p["slope_mb_per_min"] is None else f"{p['slope_mb_per_min']:+.3f}"
         pct = "n/a" if p["slope_pct_per_10min"] is None else f"{p['slope_pct_per_10min']:+.2f}"
+        w = p.get("windows")
+        windows = (
+            f"{w['before_restart']['slope_mb_per_min']:+.3f} / "
+            f"{w['after_restart']['slope_mb_per_min']:+.3f} ({w['step_mb']:+.1f})"
+            if w
+            else ""
+        )
         lines.append(
             f"| {name} | {p['samples']} | {p['rss_start_mb']} | {p['rss_end_mb']} "
-            f"| {p['rss_max_mb']} | {p['cpu_s']} | {slope} | {pct} "
+            f"| {p['rss_max_mb']} | {p['cpu_s']} | {slope} | {pct} | {windows} "
             f"| {'yes' if p['pass'] else '**no**'} |"
         )
+    if r["streams_end"]:
+        lines += [
+            "",
+            "JetStream at the end (what nats-server holds): "
+            + ", ".join(
+                f"{name} {m:,} msgs {b / 2**20:.1f} MB" + (f" ({d:,} deleted)" if d else "")
+                for name, (m, b, d) in sorted(r["streams_end"].items())
+            ),
+        ]
+    if r["exited"]:
+        lines += [
+            "",
+            "**Processes that exited on their own** (exit code): " + json.dumps(r["exited"]),
+        ]
+    if r["setup_retries"]:
+        lines += ["", "Set-up requests repeated: " + json.dumps(r["setup_retries"])]
     if r["errors"]:
         lines += ["", "Errors met on the way (retried): " + json.dumps(r["errors"])]
     lines += ["", f"**{'PASS' if r['pass'] else 'FAIL'}**"]
@@ -896,6 +1018,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
     parser.add_argument(
         "--warmup", type=float, default=0.2, help="fraction of the run left out of the slopes"
+    )
+    parser.add_argument(
+        "--settle",
+        type=float,
+        default=60.0,
+        help="seconds after the restarted worker is ready before the after-restart line",
     )
     parser.add_argument("--max-mb-per-min", type=float, default=1.0)
     parser.add_argument("--max-pct-per-10min", type=float, default=5.0)
