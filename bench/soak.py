@@ -25,8 +25,12 @@ accepted send has reached the simulated phone (``simphone.{device}``) and is
 process, a least-squares line over the RSS samples after the warm-up (the first
 ``--warmup`` fraction of the run, at least of each series): MB/min and % of the
 mean per 10 min. A process fails when its slope is above ``--max-mb-per-min`` (1)
-**and** above ``--max-pct-per-10min`` (5 %) of its mean; the script exits 1 when
-anything is lost or duplicated or a process fails.
+**and** above ``--max-pct-per-10min`` (5 %) of its mean. A process that lives
+through the restart also gets a line before it and one after it settled
+(``--settle``): a rise that is only the step at the restart (the surviving worker
+takes over the stopped one's devices) passes when both lines are flat. The script
+exits 1 when anything is lost or duplicated, a process exited on its own or a
+process fails.
 
     uv run python bench/soak.py                       # 600 s, 500 devices (make soak)
     uv run python bench/soak.py --duration 90 --devices 50 --json-out var/soak.json
