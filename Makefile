@@ -14,6 +14,7 @@ help:
 	@echo "make dev-backend    like run, without building the web app (use with dev-frontend)"
 	@echo "make dev-frontend   Vite dev server on :3000 proxying /api and /ws to :8080"
 	@echo "make bench          every benchmark, small (a few minutes): bench/results/latest.md, ratios to same-run ceilings"
+	@echo "make soak           10-minute soak: 500 simulated devices, traffic, a worker restarted (SOAK_ARGS=...)"
 	@echo "make migrate        apply every service's migrations to CLARIN_DATABASE_URL"
 	@echo "make lint / fmt     check / format the code"
 	@echo "make asyncapi       regenerate docs/asyncapi.yaml from the event models"
@@ -102,6 +103,15 @@ BENCH_ARGS ?=
 .PHONY: bench
 bench: install
 	$(UV) run --no-sync python bench/run_all.py $(BENCH_ARGS)
+
+# ---- soak (not part of `make test`) -------------------------------------------------
+
+# the whole system for 10 minutes: 500 simulated devices, steady inbound and outbound
+# traffic, worker 1 restarted halfway, RSS of every process every 10 s (bench/README.md)
+SOAK_ARGS ?=
+.PHONY: soak
+soak: install
+	$(UV) run --no-sync python bench/soak.py --json-out $(VAR)/soak.json $(SOAK_ARGS)
 
 # ---- Docker Compose -------------------------------------------------------------
 
