@@ -311,3 +311,40 @@ async def test_nul_in_text_is_a_422_not_a_500(test_servers: TestServers) -> None
         bad = await client.post("/echo", json={"text": "a\u0000b"})
         assert bad.status_code == 422
         assert bad.json()["error"]["code"] == "validation_error"
+
+
+async def test_a_database_out_of_connections_is_a_503_not_a_500(test_servers: TestServers) -> None:
+    """Found by the soak: POST /api/messages/send answered 500 when PostgreSQL had no
+    connection left; docs/API.md promises 503 for a dependency that is unavailable."""
+    import asyncpg
+    from fastapi import FastAPI
+
+    from clarin_common.errors import install_error_handlers
+    from clarin_devkit.testing import running_app
+
+    role = f"no_conn_{os.getpid()}"
+    admin = await asyncpg.connect(test_servers.database_url)
+    await admin.execute(f"DROP ROLE IF EXISTS {role}")
+    await admin.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+    refused_url = re.sub(r"//[^@/]*@", f"//{role}@", test_servers.database_url, count=1)
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/count")
+    async def count(url: str) -> dict[str, int]:
+        conn = await asyncpg.connect(url)
+        try:
+            return {"n": await conn.fetchval("SELECT 1")}
+        finally:
+            await conn.close()
+
+    try:
+        async with running_app(app) as client:
+            ok = await client.get("/count", params={"url": test_servers.database_url})
+            assert ok.json() == {"n": 1}
+            refused = await client.get("/count", params={"url": refused_url})
+            assert refused.status_code == 503
+            assert refused.json()["error"]["code"] == "service_unavailable"
+    finally:
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()

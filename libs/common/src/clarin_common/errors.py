@@ -164,6 +164,13 @@ async def _text_not_storable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # PostgreSQL refused a connection (out of connections, starting or shutting
+    # down): nothing was changed and a retry may pass, which is what 503 says
+    log.warning("database_unavailable", path=request.url.path, error=str(exc)[:300])
+    return error_response(503, ServiceUnavailable.code, ServiceUnavailable.message)
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled_error", path=request.url.path, exc_info=exc)
     return error_response(500, "internal_error", "Internal server error")
@@ -175,4 +182,10 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(asyncpg.exceptions.CharacterNotInRepertoireError, _text_not_storable)
     app.add_exception_handler(asyncpg.exceptions.UntranslatableCharacterError, _text_not_storable)
+    for refused in (
+        asyncpg.exceptions.TooManyConnectionsError,
+        asyncpg.exceptions.CannotConnectNowError,
+        asyncpg.exceptions.ConnectionFailureError,
+    ):
+        app.add_exception_handler(refused, _database_unavailable)
     app.add_exception_handler(Exception, _unhandled)
