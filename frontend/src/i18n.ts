@@ -95,6 +95,7 @@ const es = {
   "devices.qrExpired.title": "El código QR expiró: conecta de nuevo",
   "devices.qrExpired.text": "Nadie lo escaneó a tiempo. Conecta de nuevo para obtener un código nuevo.",
   "devices.qrExpired.retry": "Conectar de nuevo",
+  "devices.reconnecting": "Reconectando con WhatsApp. No hace falta escanear de nuevo.",
   "devices.unlinkFailed.title": "El teléfono aún muestra este dispositivo",
   "devices.unlinkFailed.text": "No se pudo avisar a WhatsApp. Quítalo en tu teléfono: WhatsApp › Dispositivos vinculados.",
 
@@ -491,6 +492,7 @@ const en: Record<TKey, string> = {
   "devices.qrExpired.title": "QR expired — connect again",
   "devices.qrExpired.text": "Nobody scanned it in time. Connect again for a new code.",
   "devices.qrExpired.retry": "Connect again",
+  "devices.reconnecting": "Reconnecting to WhatsApp. No need to scan again.",
   "devices.unlinkFailed.title": "The phone still lists this device",
   "devices.unlinkFailed.text": "WhatsApp could not be told. Remove it under Linked devices on the phone (WhatsApp › Linked devices).",
 

@@ -9,10 +9,12 @@ import asyncio
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import pytest
 
 from tests.e2e.helpers import sim
@@ -69,6 +71,28 @@ def sim_sync(
     thread.join(30)
     assert result.get("ok"), result
     return result
+
+
+def holding_worker(system: System, device_id: str) -> str:
+    """The System's name of the worker process that holds ``device_id`` (from the
+    devices table), read in a thread of its own as :func:`sim_sync` does."""
+    result: dict[str, str | None] = {}
+
+    async def read() -> None:
+        conn = await asyncpg.connect(system.env["CLARIN_DATABASE_URL"])
+        try:
+            result["worker"] = await conn.fetchval(
+                "SELECT worker_id FROM devices.devices WHERE id = $1", uuid.UUID(device_id)
+            )
+        finally:
+            await conn.close()
+
+    thread = threading.Thread(target=lambda: asyncio.run(read()))
+    thread.start()
+    thread.join(30)
+    worker = result.get("worker") or ""
+    assert worker.startswith("e2e-worker-"), result
+    return "worker" + worker.removeprefix("e2e-worker-")
 
 
 def test_agent_journey(system: System) -> None:
@@ -509,6 +533,30 @@ def test_agent_journey(system: System) -> None:
         expect(page.get_by_test_id("nav-inbox")).to_have_text("Inbox")
         shot("12-english")
         page.get_by_test_id("lang-switch").click()
+
+        # the worker holding the first device dies (kill -9): the card says
+        # "Conectando" once that worker's heartbeat is gone, before its lease could
+        # expire and the other worker take the device over; then "Conectado" again
+        page.get_by_test_id("nav-devices").click()
+        ventas = page.locator(f'[data-testid="device-card"][data-device-id="{device_id}"]')
+        ventas_status = ventas.get_by_test_id("device-status")
+        expect(ventas_status).to_have_attribute("data-status", "connected")
+        holder = holding_worker(system, device_id)
+        system.kill(holder)
+        expect(ventas_status).to_have_attribute("data-status", "connecting", timeout=20_000)
+        expect(ventas_status).to_contain_text("Conectando")
+        # still linked: nothing to scan, the card says so and offers no QR
+        expect(ventas.get_by_test_id("device-reconnecting")).to_contain_text(
+            "No hace falta escanear"
+        )
+        expect(ventas.get_by_test_id("device-pairing")).to_have_count(0)
+        shot("05e-device-worker-died")
+        expect(ventas_status).to_have_attribute("data-status", "connected", timeout=40_000)
+        assert holding_worker(system, device_id) != holder
+        expect(ventas.get_by_test_id("device-reconnecting")).to_have_count(0)
+        shot("05f-device-taken-over")
+        system.start(holder)
+        system.wait_ready(holder)
 
         # phone width
         page.set_viewport_size({"width": 390, "height": 844})

@@ -1,4 +1,4 @@
-import { AlertTriangle, LoaderCircle, Phone, Plus, QrCode, Smartphone } from "lucide-react";
+import { AlertTriangle, LoaderCircle, Phone, Plus, QrCode, RefreshCw, Smartphone } from "lucide-react";
 import { QRCodeSVG } from "qrcode.react";
 import { useEffect, useState, type FormEvent } from "react";
 import { ApiError, fieldErrors } from "../api/client";
@@ -8,7 +8,7 @@ import { Banner, Button, ConfirmDialog, EmptyState, ErrorState, Field, Input, Mo
 import { useLang, useT, type TKey } from "../i18n";
 import { cx, dateTime, errorText } from "../lib/util";
 import { useAuth } from "../stores/auth";
-import { PAIRING_STATUSES, useDevices } from "../stores/devices";
+import { isPairing, isReconnecting, useDevices } from "../stores/devices";
 import { useToasts } from "../stores/toasts";
 
 const STATUS_STYLE: Record<DeviceStatus, string> = {
@@ -182,7 +182,8 @@ function DeviceCard({ device }: { device: Device }) {
   const [busy, setBusy] = useState<string | null>(null);
   const [mode, setMode] = useState<"qr" | "phone">("qr");
   const [confirm, setConfirm] = useState<"logout" | "delete" | null>(null);
-  const pairing = PAIRING_STATUSES.includes(device.status);
+  const pairing = isPairing(device);
+  const reconnecting = isReconnecting(device);
 
   const act = async (name: string, fn: () => Promise<Device | void>) => {
     setBusy(name);
@@ -261,6 +262,13 @@ function DeviceCard({ device }: { device: Device }) {
         </div>
       )}
 
+      {reconnecting && (
+        <p className="mt-3 flex items-center gap-2 text-sm text-slate-600" data-testid="device-reconnecting">
+          <RefreshCw className="h-4 w-4 shrink-0 animate-spin text-amber-600" />
+          {t("devices.reconnecting")}
+        </p>
+      )}
+
       {pairing && (
         <div className="mt-4 rounded-xl bg-slate-50 p-3" data-testid="device-pairing">
           {mode === "qr" || !isAdmin ? <QrPanel device={device} /> : <PhonePairPanel device={device} />}
@@ -286,7 +294,7 @@ function DeviceCard({ device }: { device: Device }) {
               {t("devices.connect")}
             </Button>
           )}
-          {(device.status === "connected" || pairing) && (
+          {(device.status === "connected" || pairing || reconnecting) && (
             <Button size="sm" busy={busy === "disconnect"} onClick={() => act("disconnect", () => devicesApi.disconnect(device.id))} data-testid="device-disconnect">
               {t("devices.disconnect")}
             </Button>

@@ -5,6 +5,15 @@ import { onSessionEnd } from "../lib/bus";
 
 export const PAIRING_STATUSES: Device["status"][] = ["connecting", "qr_pending"];
 
+/** A linked device on its way back (its worker died or the connection dropped):
+ *  WhatsApp still knows it, so there is nothing to scan. */
+export const isReconnecting = (d: Pick<Device, "status" | "jid">): boolean =>
+  d.status === "connecting" && !!d.jid;
+
+/** A device being linked: the QR code (or pairing code) is what it waits for. */
+export const isPairing = (d: Pick<Device, "status" | "jid">): boolean =>
+  PAIRING_STATUSES.includes(d.status) && !isReconnecting(d);
+
 interface DevicesState {
   items: Device[];
   loading: boolean;
