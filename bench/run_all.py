@@ -3,7 +3,7 @@ results table with each figure beside a raw ceiling measured in the same run.
 
 In order: the raw ceilings of the host (``ceilings.py``), the inbound pipeline
 without and with leads (``messaging_bench.py``), the REST API (``api_bench.py``),
-one event fanned out to many sockets (``fanout_bench.py``, when present), device
+one event fanned out to many sockets (``fanout_bench.py``), device
 workers (``devices_bench.py``) and the send queue (``outbound_bench.py``); with
 ``--extras`` also the history import (``history_bench.py``). Each runs as a
 subprocess with a timeout, with no Clarin setting of the caller's environment
@@ -46,12 +46,12 @@ README_END = "<!-- bench-results:end -->"
 # Where each figure is read in a benchmark's JSON: the first path present wins
 # (a benchmark's newer keys first, what it prints today after them).
 KEYS: dict[str, list[tuple[str, ...]]] = {
-    # messaging_bench: --find-max reports (when it has it), else one run's own keys
-    "pipeline_max": [("max_per_s",), ("find_max", "max_per_s"), ("sustained_per_s",)],
-    "pipeline_p50": [("at_80_percent", "latency_ms", "p50"), ("latency_ms", "p50")],
-    "pipeline_p99": [("at_80_percent", "latency_ms", "p99"), ("latency_ms", "p99")],
-    "pipeline_rate": [("at_80_percent", "target_rate"), ("target_rate",)],
-    "pipeline_raw_insert": [("raw_insert", "insert_unnest_per_s")],
+    # messaging_bench --find-max (keys in bench/README.md)
+    "pipeline_max": [("max_msg_s",)],
+    "pipeline_p50": [("p50_ms",)],
+    "pipeline_p99": [("p99_ms",)],
+    "pipeline_rate": [("at80_target_msg_s",)],
+    "pipeline_raw_insert": [("insert_rows_s",)],
     # fanout_bench
     "fanout_sockets": [("sockets",)],
     "fanout_p50": [("p50_ms",)],
@@ -63,6 +63,8 @@ KEYS: dict[str, list[tuple[str, ...]]] = {
     "devices_reconnect": [("reconnect_all_s",), ("reconnect_all_after_drop_s",)],
     "devices_rss": [("rss_per_device_kb",), ("rss_per_device_kib",)],
     "devices_connected": [("connected",)],
+    "devices_ceiling_nats": [("ceiling_nats_s",)],
+    "devices_ceiling_ops": [("ceiling_nats_ops",)],
     # outbound_bench
     "outbound_drain": [("drain_s",)],
     "outbound_drain_pace": [("drain_s_the_pace_allows",)],
@@ -168,19 +170,6 @@ def run_step(step: Step, log_dir: Path) -> Step:
     return step
 
 
-def has_flag(script: str, flag: str) -> bool:
-    """Whether a benchmark takes ``flag`` (its ``--help`` names it)."""
-    out = subprocess.run(
-        [sys.executable, str(BENCH / script), "--help"],
-        cwd=benchenv.ROOT,
-        env=benchenv.clean_environ(),
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    return flag in out.stdout.decode(errors="replace")
-
-
 # ---- the table -----------------------------------------------------------------------
 
 
@@ -233,7 +222,7 @@ def build_table(steps: dict[str, Step], args: argparse.Namespace) -> Table:
     for leads, target in ((False, 0.5), (True, 0.35)):
         label = "with leads" if leads else "no leads"
         max_step = steps.get(f"pipeline_{'leads' if leads else 'noleads'}_max")
-        at80_step = steps.get(f"pipeline_{'leads' if leads else 'noleads'}_80") or max_step
+        at80_step = max_step
         if max_step is None:
             continue
 
@@ -262,7 +251,7 @@ def build_table(steps: dict[str, Step], args: argparse.Namespace) -> Table:
             report = step.report or {}
             p50, p99 = float(read(report, "pipeline_p50")), float(read(report, "pipeline_p99"))
             rate = float(read(report, "pipeline_rate"))
-            lost = report.get("lost_or_late", 0)
+            lost = report.get("at80_phase", {}).get("lost_or_late", 0)
             late = f", **{lost} not delivered in time**" if lost else ""
             return Row(
                 f"Inbound pipeline ({label}): p50 / p99 at 80 % of max ({num(rate)} msg/s)",
@@ -322,7 +311,9 @@ def build_table(steps: dict[str, Step], args: argparse.Namespace) -> Table:
             "after every connection dropped",
             f"{read(r, 'devices_connect')} s / {read(r, 'devices_reconnect')} s "
             f"({read(r, 'devices_connected')} connected)",
-            "none (simulator driver)",
+            f"{read(r, 'devices_ceiling_nats')} s: the workers' NATS operations per device"
+            f" ({read(r, 'devices_ceiling_ops')}) done alone",
+            ratio(float(read(r, "devices_connect")), float(read(r, "devices_ceiling_nats"))),
         )
 
     def rss_row() -> Row:
@@ -456,33 +447,11 @@ def pipeline_common(args: argparse.Namespace, leads: bool) -> list[str]:
     return common if leads else [*common, "--no-leads"]
 
 
-def pipeline_steps(args: argparse.Namespace, leads: bool, find_max: bool) -> list[Step]:
-    name = f"pipeline_{'leads' if leads else 'noleads'}"
-    common = pipeline_common(args, leads)
-    if find_max:
-        argv = ["--find-max", "--messages", str(args.pipeline_messages), *common]
-        return [Step(f"{name}_max", "messaging_bench.py", argv, 900)]
-    # until messaging_bench has --find-max: as fast as it goes, then at 80 % of that
-    return [
-        Step(
-            f"{name}_max",
-            "messaging_bench.py",
-            ["--rate", "0", "--messages", str(args.pipeline_messages), *common],
-            600,
-        )
-    ]
-
-
-def at_80_percent(args: argparse.Namespace, leads: bool, max_step: Step) -> Step | None:
-    if max_step.report is None:
-        return None
-    try:
-        rate = 0.8 * float(read(max_step.report, "pipeline_max"))
-    except MissingKey:
-        return None
-    messages = max(2000, int(rate * args.pipeline_seconds))
-    argv = ["--rate", f"{rate:.0f}", "--messages", str(messages), *pipeline_common(args, leads)]
-    return Step(max_step.name.replace("_max", "_80"), "messaging_bench.py", argv, 600)
+def pipeline_step(args: argparse.Namespace, leads: bool) -> Step:
+    """As fast as it goes, then at 80 % of that, in one run (`--find-max`)."""
+    name = f"pipeline_{'leads' if leads else 'noleads'}_max"
+    argv = ["--find-max", "--messages", str(args.pipeline_messages), *pipeline_common(args, leads)]
+    return Step(name, "messaging_bench.py", argv, 900)
 
 
 def main() -> int:
@@ -495,7 +464,6 @@ def main() -> int:
     )
     parser.add_argument("--extras", action="store_true", help="also history_bench, small")
     parser.add_argument("--pipeline-messages", type=int, default=20_000)
-    parser.add_argument("--pipeline-seconds", type=float, default=8, help="length of the 80 %% run")
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sends", type=int, default=2000)
@@ -529,30 +497,15 @@ def main() -> int:
     # the ceilings always: every ratio needs them
     run(Step("ceilings", "ceilings.py", ["--json", *db], 300))
     if wanted("pipeline"):
-        find_max = has_flag("messaging_bench.py", "--find-max")
         for leads in (False, True):
-            for step in pipeline_steps(args, leads, find_max):
-                done = run(step)
-                if not find_max and (at80 := at_80_percent(args, leads, done)) is not None:
-                    run(at80)
+            run(pipeline_step(args, leads))
     if wanted("api"):
         run(Step("api", "api_bench.py", ["--json", *db], 600))
-    skipped: list[str] = []
     if wanted("fanout"):
-        if (BENCH / "fanout_bench.py").exists():
-            argv = ["--json"]
-            if has_flag("fanout_bench.py", "--sockets"):
-                argv += ["--sockets", "2000"]
-            run(Step("fanout", "fanout_bench.py", argv, 600))
-        else:
-            skipped.append(
-                "One event fanned out to 2,000 sockets: skipped, bench/fanout_bench.py is not in"
-                " this checkout (yet)."
-            )
+        run(Step("fanout", "fanout_bench.py", ["--json", "--sockets", "2000"], 600))
     if wanted("devices"):
         argv = ["--devices", str(args.devices), "--workers", str(args.workers), "--drop-all", *pg]
-        if has_flag("devices_bench.py", "--json"):
-            argv.append("--json")
+        argv.append("--json")
         run(Step("devices", "devices_bench.py", argv, 600))
     if wanted("outbound"):
         argv = ["--sends", str(args.sends), "--devices", str(args.send_devices), "--json", *pg]
@@ -564,7 +517,6 @@ def main() -> int:
     meta["seconds"] = round(time.monotonic() - started)
     meta["host"]["loadavg_end"] = round(os.getloadavg()[0], 2)
     table = build_table(steps, args)
-    table.notes += skipped
     text = markdown(table, meta, steps)
     failed = [s.name for s in steps.values() if s.error]
     result = {
