@@ -199,6 +199,8 @@ class Table:
             self.rows.append(build())
         except MissingKey as exc:
             self.rows.append(Row(figure, f"**no figure** ({exc})", passed=False))
+        except (TypeError, ValueError) as exc:  # e.g. null: not all devices connected
+            self.rows.append(Row(figure, f"**no figure** ({exc})", passed=False))
 
 
 def report_of(step: Step | None) -> dict[str, Any]:
