@@ -24,7 +24,7 @@ import contextlib
 import asyncpg
 import structlog
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
 
 from clarin_common.db import transaction
 from clarin_common.outage import NatsOutage, is_outage
@@ -55,15 +55,26 @@ class HolderCheck:
         self.outage = NatsOutage("devices:holder_check")
         self._task: asyncio.Task[None] | None = None
 
-    async def live_workers(self) -> set[str] | None:
-        """The workers with a heartbeat key; None when there is no bucket yet (no
-        worker ever started) or NATS does not answer: nothing can be said."""
+    async def gone_workers(self, holders: set[str]) -> list[str] | None:
+        """Those of ``holders`` without a heartbeat key; None when there is no bucket
+        yet (no worker ever started) or NATS does not answer: nothing can be said.
+
+        A holder missing from the key listing is confirmed by reading its key: the
+        listing (an ordered consumer over the bucket) was seen to leave out a live
+        worker under load, and a live worker whose devices were marked
+        ``connecting`` would not notice (its own beats kept succeeding)."""
         try:
             kv = await self.js.key_value(self.members_bucket)
             try:
                 keys = set(await kv.keys())
             except NoKeysError:
                 keys = set()
+            gone = []
+            for worker in sorted(holders - keys):
+                try:
+                    await kv.get(worker)
+                except KeyNotFoundError:  # expired or deleted: gone
+                    gone.append(worker)
         except BucketNotFoundError:
             return None
         except Exception as exc:
@@ -72,7 +83,7 @@ class HolderCheck:
             self.outage.failed(exc)
             return None
         self.outage.ok()
-        return keys
+        return gone
 
     async def check(self) -> list[Transition]:
         """Mark the devices of workers without a heartbeat ``connecting``; those
@@ -80,10 +91,7 @@ class HolderCheck:
         holders = await repo.live_holders(self.pool)  # before the keys: see the module doc
         if not holders:
             return []
-        live = await self.live_workers()
-        if live is None:
-            return []
-        gone = sorted(holders - live)
+        gone = await self.gone_workers(holders)
         if not gone:
             return []
         async with transaction(self.pool) as conn:
