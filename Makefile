@@ -78,8 +78,8 @@ test: setup lint-python
 lint-python: install
 	$(UV) run --no-sync ruff check .
 	$(UV) run --no-sync ruff format --check .
-	# every test too, strict like the code
-	$(UV) run --no-sync mypy libs services tests infra/tests
+	# every test and benchmark too, strict like the code
+	$(UV) run --no-sync mypy libs services tests infra/tests bench
 
 .PHONY: lint
 lint: lint-python frontend/node_modules/.package-lock.json

@@ -98,7 +98,7 @@ async def run(args: argparse.Namespace, nats_url: str) -> dict[str, Any]:
 
         async with live_server(upstreams(leads, account_id)) as url:
             settings = CampaignsSettings(
-                _env_file=None,  # type: ignore[call-arg]
+                _env_file=None,
                 env="dev",
                 database_url=database_url,
                 nats_url=nats_url,

@@ -136,8 +136,8 @@ async def through_host(database_url: str, blob: bytes, messages: int) -> dict[st
         live_seen[message.wa_message_id] = time.monotonic()
         live_seen[f"{message.wa_message_id}:batches"] = len(batches)
 
-    events.on_history = on_history  # type: ignore[attr-defined]
-    events.on_message = on_message  # type: ignore[method-assign]
+    events.on_history = on_history
+    events.on_message = on_message
     importing, other = str(uuid.uuid4()), str(uuid.uuid4())
     jids = await store_sessions(database_url, 2)
     await driver.connect(importing, jids[0], events)

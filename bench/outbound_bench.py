@@ -128,7 +128,7 @@ async def run(args: argparse.Namespace, nats_url: str, workdir: Path) -> dict[st
         from clarin_devices.settings import DevicesSettings
 
         settings = DevicesSettings(
-            _env_file=None,  # type: ignore[call-arg]
+            _env_file=None,
             env="dev",
             database_url=database_url,
             nats_url=nats_url,
