@@ -9,7 +9,6 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -17,44 +16,20 @@ import pytest
 from clarin_common import nats as natsmod
 from clarin_common.db import create_pool, migrate, transaction
 from clarin_common.events import APP_EVENTS_STREAM, ChatReadData
-from clarin_common.logging import configure_logging
 from clarin_common.nats import Delivery, PullConsumer
 from clarin_common.outage import NatsOutage, is_outage
 from clarin_common.outbox import Outbox, PendingEvent, app_event, stage_events
 from clarin_devkit.devservers import free_ports, start_nats, stop_all
-from clarin_devkit.testing import eventually
+from clarin_devkit.testing import LogRecords, capture_log_events, eventually
 from clarin_devkit.testing.plugin import TestServers
 
 MIGRATIONS = Path(__file__).parent / "migrations_sample"
 
 
-class Records(logging.Handler):
-    """Every structlog event logged through the standard library, as its dict."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.events: list[tuple[int, dict[str, Any]]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, dict):
-            self.events.append((record.levelno, dict(record.msg)))
-
-    def named(self, event: str, component: str | None = None) -> list[tuple[int, dict[str, Any]]]:
-        return [
-            (level, e)
-            for level, e in self.events
-            if e.get("event") == event and (component is None or e.get("component") == component)
-        ]
-
-
 @pytest.fixture
-def records() -> Iterator[Records]:
-    configure_logging("INFO", json=False, service="test")
-    handler = Records()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    yield handler
-    root.removeHandler(handler)
+def records() -> Iterator[LogRecords]:
+    with capture_log_events() as handler:
+        yield handler
 
 
 @pytest.fixture
@@ -65,7 +40,7 @@ async def pool(test_servers: TestServers, clean_state: None) -> AsyncIterator[as
     await pool.close()
 
 
-def test_the_component_says_it_once_and_its_end_once(records: Records) -> None:
+def test_the_component_says_it_once_and_its_end_once(records: LogRecords) -> None:
     outage = NatsOutage("part")
     outage.ok()  # nothing had failed: nothing to say
     outage.failed(TimeoutError("nats: timeout"))
@@ -83,7 +58,7 @@ def test_the_component_says_it_once_and_its_end_once(records: Records) -> None:
 
 
 async def test_an_outage_is_said_once_per_component_and_nothing_committed_is_lost(
-    tmp_path: Path, pool: asyncpg.Pool, records: Records
+    tmp_path: Path, pool: asyncpg.Pool, records: LogRecords
 ) -> None:
     root = tmp_path / "servers"
     port = free_ports(1)[0]

@@ -9,7 +9,6 @@ import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -17,12 +16,11 @@ from nats.aio.client import Client as NatsClient
 
 from clarin_common import nats as natsmod
 from clarin_common.events import WA_EVENTS_STREAM
-from clarin_common.logging import configure_logging
 from clarin_devices.settings import WorkerSettings
 from clarin_devices.worker.drivers.simulator import SimulatorConfig, SimulatorDriver
 from clarin_devices.worker.worker import Worker
 from clarin_devkit.devservers import free_ports, start_nats, stop_all
-from clarin_devkit.testing import eventually
+from clarin_devkit.testing import LogRecords, capture_log_events, eventually
 from services.devices.tests.helpers import (
     FAST_WORKER,
     Api,
@@ -32,37 +30,14 @@ from services.devices.tests.helpers import (
 )
 
 
-class Records(logging.Handler):
-    """Every structlog event logged through the standard library, as its dict."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.events: list[tuple[int, dict[str, Any]]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if isinstance(record.msg, dict):
-            self.events.append((record.levelno, dict(record.msg)))
-
-    def named(self, event: str, component: str | None = None) -> list[tuple[int, dict[str, Any]]]:
-        return [
-            (level, e)
-            for level, e in self.events
-            if e.get("event") == event and (component is None or e.get("component") == component)
-        ]
-
-
 @pytest.fixture
-def records() -> Iterator[Records]:
-    configure_logging("INFO", json=False, service="test")
-    handler = Records()
-    root = logging.getLogger()
-    root.addHandler(handler)
-    yield handler
-    root.removeHandler(handler)
+def records() -> Iterator[LogRecords]:
+    with capture_log_events() as handler:
+        yield handler
 
 
 async def test_a_worker_says_a_nats_outage_once_and_keeps_its_device(
-    tmp_path: Path, make_paired: MakePaired, db: asyncpg.Pool, records: Records
+    tmp_path: Path, make_paired: MakePaired, db: asyncpg.Pool, records: LogRecords
 ) -> None:
     [device_id] = await make_paired(1)
     await db.execute(
@@ -121,7 +96,7 @@ async def test_simulator_actions_failing_on_nats_say_it_once(
     make_paired: MakePaired,
     sim_request: SimRequest,
     nats_client: NatsClient,
-    records: Records,
+    records: LogRecords,
 ) -> None:
     """JetStream without the stream the worker publishes to (as while NATS is away):
     every inbound message fails, the simulator says so once, then that it ended."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from typing import Any, TypeVar, overload
 
@@ -15,6 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from clarin_common.auth import issue_access_token
+from clarin_common.logging import configure_logging
 from clarin_common.settings import DEV_JWT_PRIVATE_KEY
 from clarin_devkit.devservers import free_ports
 
@@ -119,3 +121,35 @@ async def eventually(
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(interval)
+
+
+class LogRecords(logging.Handler):
+    """Every structlog event logged through the standard library, as its dict."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.events: list[tuple[int, dict[str, Any]]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if isinstance(record.msg, dict):
+            self.events.append((record.levelno, dict(record.msg)))
+
+    def named(self, event: str, component: str | None = None) -> list[tuple[int, dict[str, Any]]]:
+        return [
+            (level, e)
+            for level, e in self.events
+            if e.get("event") == event and (component is None or e.get("component") == component)
+        ]
+
+
+@contextlib.contextmanager
+def capture_log_events() -> Iterator[LogRecords]:
+    """The structlog events logged (INFO and above) while inside."""
+    configure_logging("INFO", json=False, service="test")
+    handler = LogRecords()
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
