@@ -44,7 +44,6 @@ import asyncpg
 import benchenv
 import nats
 
-from clarin_common.db import with_database
 from clarin_common.events import WaMessage, wa_envelope, wa_event_subject
 from clarin_common.nats import encode, ensure_streams
 from clarin_devkit.testing import free_port
@@ -64,20 +63,6 @@ class System:
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.ports[name]}"
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(admin_url: str) -> AsyncIterator[str]:
-    name = f"clarin_bench_api_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        conn = await asyncpg.connect(admin_url)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
 
 
 @contextlib.asynccontextmanager
@@ -285,7 +270,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     report: dict[str, Any] = {"cpus": cpus, "loadavg_before": round(os.getloadavg()[0], 2)}
     with benchenv.servers(args.nats_url, args.redis_url) as srv:
         async with (
-            fresh_database(args.database_url) as db_url,
+            benchenv.fresh_database(args.database_url, prefix="clarin_bench_api") as db_url,
             services(args, db_url, srv.nats_url, srv.redis_url, workdir) as system,
         ):
             account_id, email, token = await register(system.url("gateway"))

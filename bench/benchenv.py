@@ -18,12 +18,15 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import asyncpg
 import httpx
 
+from clarin_common.db import with_database
 from clarin_common.settings import ENV_FILE_VARIABLE
 from clarin_devkit.devservers import ephemeral_servers
 
@@ -109,3 +112,22 @@ def stop_processes(procs: Iterable[subprocess.Popen[bytes]]) -> None:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@contextlib.asynccontextmanager
+async def fresh_database(
+    admin_url: str, keep: bool = False, prefix: str = "clarin_bench"
+) -> AsyncIterator[str]:
+    """A throw-away database on the server of ``admin_url`` (its URL), dropped at
+    the end unless ``keep``."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    conn = await asyncpg.connect(admin_url)
+    await conn.execute(f'CREATE DATABASE "{name}"')
+    await conn.close()
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        if not keep:
+            conn = await asyncpg.connect(admin_url)
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.close()

@@ -44,12 +44,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import benchenv
 import httpx
 import nats
 
-from clarin_common.db import with_database
 from clarin_devkit.testing import free_port
 
 CEILING_SUBJECT = "bench.fanout.ceiling"
@@ -218,20 +216,6 @@ async def serve_ceiling(port: int, nats_url: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def fresh_database(admin_url: str) -> AsyncIterator[str]:
-    name = f"clarin_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        conn = await asyncpg.connect(admin_url)
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.close()
-
-
-@contextlib.asynccontextmanager
 async def processes(
     args: argparse.Namespace, db_url: str, redis_url: str
 ) -> AsyncIterator[dict[str, int]]:
@@ -381,7 +365,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     with servers as started:
         args.nats_url = started.nats_url
         async with (
-            fresh_database(args.database_url) as db_url,
+            benchenv.fresh_database(args.database_url) as db_url,
             processes(args, db_url, started.redis_url) as ports,
         ):
             account_id, token = await register(f"http://127.0.0.1:{ports['gateway']}")

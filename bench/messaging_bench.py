@@ -58,7 +58,6 @@ import httpx
 import nats
 from nats.aio.client import Client as NatsClient
 
-from clarin_common.db import with_database
 from clarin_common.events import (
     APP_EVENTS_STREAM,
     WA_EVENTS_STREAM,
@@ -276,21 +275,6 @@ async def publish(
 
 
 # ---- the service under test --------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(admin_url: str, keep: bool) -> AsyncIterator[str]:
-    name = f"clarin_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        if not keep:
-            conn = await asyncpg.connect(admin_url)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.close()
 
 
 SERVICES = ("auth", "messaging", "leads", "gateway")
@@ -788,7 +772,7 @@ async def main(args: argparse.Namespace) -> None:
     redis = args.redis_url if args.sink == "ws" else ""
     with benchenv.servers(args.nats_url, redis) as servers:
         args.nats_url, args.redis_url = servers.nats_url, servers.redis_url
-        async with fresh_database(args.database_url, args.keep_db) as db_url:
+        async with benchenv.fresh_database(args.database_url, args.keep_db) as db_url:
             report = await run(args, db_url)
             # the services have stopped: the same rows again, into the same table, alone
             raw = await raw_insert_rates(db_url, args.batch_size)

@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -211,21 +211,6 @@ def server_pid(root: Path, kind: str) -> int:
     """The pid of a private server that ephemeral_servers started under ``root``."""
     [pidfile] = root.glob(f"devservers-*/{kind}/{kind}.pid")
     return int(pidfile.read_text().split()[0])
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(admin_url: str, keep: bool) -> AsyncIterator[str]:
-    name = f"clarin_soak_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    try:
-        yield with_database(admin_url, name)
-    finally:
-        if not keep:
-            conn = await asyncpg.connect(admin_url)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.close()
 
 
 @contextlib.contextmanager
@@ -930,7 +915,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     for old in await asyncio.to_thread(lambda: list(log_dir.glob("*.log"))):
         old.unlink()
     with private_servers() as (nats_url, redis_url, server_pids):
-        async with fresh_database(with_database(args.pg, "postgres"), args.keep_db) as db_url:
+        async with benchenv.fresh_database(
+            with_database(args.pg, "postgres"), args.keep_db
+        ) as db_url:
             system = system_for(args, db_url, nats_url, redis_url, workdir)
             try:
                 return await soak(args, system, nats_url, db_url, server_pids)
