@@ -24,9 +24,10 @@ import contextlib
 import asyncpg
 import structlog
 from nats.js import JetStreamContext
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 
 from clarin_common.db import transaction
+from clarin_common.nats import kv_keys
 from clarin_common.outage import NatsOutage, is_outage
 from clarin_common.outbox import Outbox, stage_events
 from clarin_devices.devices import repository as repo
@@ -65,10 +66,7 @@ class HolderCheck:
         ``connecting`` would not notice (its own beats kept succeeding)."""
         try:
             kv = await self.js.key_value(self.members_bucket)
-            try:
-                keys = set(await kv.keys())
-            except NoKeysError:
-                keys = set()
+            keys = set(await kv_keys(kv))
             gone = []
             for worker in sorted(holders - keys):
                 try:

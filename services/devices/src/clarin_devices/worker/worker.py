@@ -30,7 +30,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 from prometheus_client import Counter, Gauge
@@ -38,7 +38,13 @@ from pydantic import BaseModel
 
 from clarin_common.contract import Device
 from clarin_common.events import MediaRef, WaKind, WaQr, wa_envelope, wa_event_subject
-from clarin_common.nats import ensure_kv, ensure_object_store, publish_event, publish_events
+from clarin_common.nats import (
+    ensure_kv,
+    ensure_object_store,
+    kv_keys,
+    publish_event,
+    publish_events,
+)
 from clarin_common.outage import NatsOutage, is_outage
 from clarin_devices.events import (
     DEVICES_CHANGED_SUBJECT,
@@ -274,9 +280,7 @@ class Worker:
         if now - self._members_read_at < max_age:
             return self._members
         try:
-            keys = await self.members_kv.keys()
-        except NoKeysError:
-            keys = []
+            keys = await kv_keys(self.members_kv)
         except Exception as exc:  # NATS trouble: keep the last view
             if is_outage(exc):
                 self.outage.failed(exc)
