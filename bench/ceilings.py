@@ -15,6 +15,20 @@ to day (and more while other work shares its two cores):
   end; JetStream publish into a file-backed stream with every ack awaited one by
   one (sync), and with acks pipelined (``publish_async``, up to 4,000 in flight);
   msgs/s.
+* **The pipeline's NATS path alone** (``--path-msgs``): what the inbound pipeline
+  does on NATS and nothing else, in three processes like the worker, messaging
+  and the gateway: publish pipelined with a ``Nats-Msg-Id`` into a file-backed
+  stream; a durable pull consumer fetching batches of ``--path-batch`` that
+  republishes each message (pipelined) into a second stream and then acks each
+  one (explicit acks, as messaging does); a core-NATS subscriber on the second
+  stream's subjects (as the gateway's hub). msgs/s from the first publish to the
+  last message at the subscriber.
+* **CPU per message**: the whole machine's busy CPU time (``/proc/stat``) while
+  the multi-row INSERT and while the NATS path ran, per row and per message.
+  Their sum is what the pipeline's plumbing alone costs per message; the number of
+  CPUs divided by it is the **bare bound**: what any pipeline that moves a
+  message over that NATS path and inserts its row could reach on this host with
+  no work of its own at all (an upper bound: the machine's other work counts too).
 
     uv run python bench/ceilings.py --json       # --rows 20000 --nats-msgs 100000 --js-msgs 5000
 """
@@ -23,7 +37,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import multiprocessing
 import os
 import signal
 import time
@@ -34,7 +50,8 @@ from typing import Any
 import asyncpg
 import benchenv
 import nats
-from nats.js.api import StorageType, StreamConfig
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from clarin_common.db import migrate_sync, with_database
 from clarin_common.ids import chat_id_for
@@ -84,6 +101,14 @@ def message_rows(n: int, chats: int = 100) -> tuple[list[tuple[Any, ...]], list[
     return chat_rows, rows
 
 
+def machine_busy_s() -> float:
+    """CPU-seconds every CPU of the machine has spent busy since boot (``/proc/stat``)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 async def postgres_ceilings(admin_url: str, n: int, batch: int) -> dict[str, float]:
     """Rows/s of the consumer's multi-row INSERT (a transaction per batch) and of
     COPY, into ``messaging.messages`` of a fresh database (dropped afterwards)."""
@@ -122,11 +147,13 @@ async def postgres_ceilings(admin_url: str, n: int, batch: int) -> dict[str, flo
                 )
                 for r in rows
             ]
+            busy = machine_busy_s()
             started = time.perf_counter()
             for start in range(0, len(messages), batch):
                 async with conn.transaction():
                     await insert_many(conn, messages[start : start + batch])
             insert_s = time.perf_counter() - started
+            insert_cpu_s = machine_busy_s() - busy
             stored = await conn.fetchval("SELECT count(*) FROM messages")
             if stored != n:
                 raise RuntimeError(f"multi-row INSERT stored {stored} of {n} rows")
@@ -141,7 +168,12 @@ async def postgres_ceilings(admin_url: str, n: int, batch: int) -> dict[str, flo
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
-    return {"rows": n, "insert_unnest_per_s": n / insert_s, "copy_per_s": n / copy_s}
+    return {
+        "rows": n,
+        "insert_unnest_per_s": n / insert_s,
+        "insert_cpu_us_per_row": insert_cpu_s / n * 1e6,
+        "copy_per_s": n / copy_s,
+    }
 
 
 async def nats_ceilings(nats_url: str, core_msgs: int, js_msgs: int, size: int) -> dict[str, float]:
@@ -196,6 +228,129 @@ async def nats_ceilings(nats_url: str, core_msgs: int, js_msgs: int, size: int) 
     }
 
 
+def _path_publisher(url: str, subject: str, n: int, payload: bytes) -> None:
+    async def publish() -> None:
+        nc = await nats.connect(url, pending_size=256 * 1024 * 1024)
+        js = nc.jetstream(publish_async_max_pending=4000)
+        for i in range(n):
+            await js.publish_async(
+                f"{subject}.d{i % 100}.message", payload, headers={"Nats-Msg-Id": f"m{i}"}
+            )
+        await asyncio.wait_for(js.publish_async_completed(), 120)
+        await nc.close()
+
+    asyncio.run(publish())
+
+
+def _path_relay(url: str, stream: str, durable: str, out: str, n: int, batch: int) -> None:
+    async def relay() -> None:
+        nc = await nats.connect(url, pending_size=256 * 1024 * 1024)
+        js = nc.jetstream(publish_async_max_pending=4000)
+        sub = await js.pull_subscribe_bind(durable, stream)
+        done = 0
+        while done < n:
+            try:
+                msgs = await sub.fetch(batch, timeout=1)
+            except NatsTimeout:
+                continue
+            for msg in msgs:
+                msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+                await js.publish_async(
+                    f"{out}.account.new_message", msg.data, headers={"Nats-Msg-Id": f"r{msg_id}"}
+                )
+            await asyncio.wait_for(js.publish_async_completed(), 60)
+            for msg in msgs:
+                await msg.ack()
+            done += len(msgs)
+        await nc.flush()
+        await nc.close()
+
+    asyncio.run(relay())
+
+
+def _path_sink(url: str, subject: str, n: int, ready: Any, finished: Any) -> None:
+    async def sink() -> None:
+        nc = await nats.connect(url, pending_size=256 * 1024 * 1024)
+        got = 0
+        done = asyncio.Event()
+
+        async def on_message(_msg: Any) -> None:
+            nonlocal got
+            got += 1
+            if got >= n:
+                done.set()
+
+        await nc.subscribe(f"{subject}.>", cb=on_message)
+        await nc.flush()
+        ready.put(True)
+        await asyncio.wait_for(done.wait(), 300)
+        finished.put(time.perf_counter())
+        await nc.close()
+
+    asyncio.run(sink())
+
+
+async def nats_path_ceiling(nats_url: str, n: int, size: int, batch: int) -> dict[str, float]:
+    """Msgs/s and machine CPU per message of the pipeline's NATS path alone."""
+    payload = os.urandom(size // 2).hex().encode()[:size]
+    tag = uuid.uuid4().hex[:8]
+    inbound, outbound = f"PATHIN_{tag.upper()}", f"PATHOUT_{tag.upper()}"
+    in_subject, out_subject = f"pathin.{tag}", f"pathout.{tag}"
+    nc = await nats.connect(nats_url)
+    js = nc.jetstream()
+    window = 120.0  # the streams' duplicate window (clarin_common.nats)
+    for name, subject in ((inbound, in_subject), (outbound, out_subject)):
+        await js.add_stream(
+            StreamConfig(
+                name=name,
+                subjects=[f"{subject}.>"],
+                storage=StorageType.FILE,
+                duplicate_window=window,
+            )
+        )
+    await js.add_consumer(
+        inbound,
+        ConsumerConfig(durable_name="relay", ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000),
+    )
+    spawn = multiprocessing.get_context("spawn")
+    ready, finished = spawn.Queue(), spawn.Queue()
+    procs = [
+        spawn.Process(target=_path_sink, args=(nats_url, out_subject, n, ready, finished)),
+        spawn.Process(target=_path_relay, args=(nats_url, inbound, "relay", out_subject, n, batch)),
+    ]
+    try:
+        for proc in procs:
+            proc.start()
+        await asyncio.to_thread(ready.get, True, 60)
+        await asyncio.sleep(1.0)  # the relay is fetching
+        busy = machine_busy_s()
+        started = time.perf_counter()
+        publisher = spawn.Process(target=_path_publisher, args=(nats_url, in_subject, n, payload))
+        procs.append(publisher)
+        publisher.start()
+        ended: float = await asyncio.to_thread(finished.get, True, 300)
+        cpu_s = machine_busy_s() - busy
+        for proc in procs:
+            await asyncio.to_thread(proc.join, 30)
+        failed = [p.exitcode for p in procs if p.exitcode != 0]
+        if failed:
+            raise RuntimeError(f"NATS path process exited with {failed}")
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+        for name in (inbound, outbound):
+            with contextlib.suppress(Exception):
+                await js.delete_stream(name)
+        await nc.close()
+    return {
+        "msgs": n,
+        "batch": batch,
+        "per_s": n / (ended - started),
+        "cpu_us_per_msg": cpu_s / n * 1e6,
+    }
+
+
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     # `make bench` ends a benchmark past its timeout with SIGTERM: unwind, so that
     # the throw-away database is dropped and the private servers stop
@@ -207,11 +362,22 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         "loadavg_before": round(os.getloadavg()[0], 2),
     }
     pg = await postgres_ceilings(args.database_url, args.rows, args.batch)
-    report["postgres"] = {k: round(v) for k, v in pg.items()}
+    report["postgres"] = {
+        k: round(v, 1) if k.endswith("_us_per_row") else round(v) for k, v in pg.items()
+    }
     report["postgres"]["batch"] = args.batch
     with benchenv.servers(args.nats_url, "") as servers:
         raw = await nats_ceilings(servers.nats_url, args.nats_msgs, args.js_msgs, args.payload)
+        path = await nats_path_ceiling(
+            servers.nats_url, args.path_msgs, args.payload, args.path_batch
+        )
     report["nats"] = {k: round(v) for k, v in raw.items()}
+    report["nats_path"] = {k: round(v, 1) for k, v in path.items()}
+    plumbing_us = report["postgres"]["insert_cpu_us_per_row"] + path["cpu_us_per_msg"]
+    report["bare_bound"] = {
+        "cpu_us_per_msg": round(plumbing_us, 1),
+        "per_s": round(report["cpus"] * 1e6 / plumbing_us) if plumbing_us > 0 else None,
+    }
     report["loadavg_after"] = round(os.getloadavg()[0], 2)
     return report
 
@@ -231,6 +397,10 @@ def main() -> None:
     parser.add_argument("--nats-msgs", type=int, default=100_000, help="core publishes")
     parser.add_argument("--js-msgs", type=int, default=5_000, help="JetStream publishes, each way")
     parser.add_argument("--payload", type=int, default=300, help="bytes per NATS message")
+    parser.add_argument("--path-msgs", type=int, default=20_000, help="through the NATS path")
+    parser.add_argument(
+        "--path-batch", type=int, default=1000, help="the relay's fetch (messaging's default)"
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON only")
     args = parser.parse_args()
     benchenv.isolate()
@@ -238,7 +408,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(report))
         return
-    pg, raw = report["postgres"], report["nats"]
+    pg, raw, path = report["postgres"], report["nats"], report["nats_path"]
     print(
         f"raw ceilings ({report['cpus']} CPUs, load {report['loadavg_before']} before)\n"
         f"  PostgreSQL, {pg['rows']:,} messaging.messages rows: multi-row INSERT "
@@ -247,7 +417,12 @@ def main() -> None:
         f"  NATS, {raw['payload_bytes']}-byte messages: core publish "
         f"{raw['core_publish_per_s']:,} msgs/s; JetStream publish acked "
         f"{raw['js_publish_sync_per_s']:,} msgs/s one by one, "
-        f"{raw['js_publish_async_per_s']:,} msgs/s pipelined"
+        f"{raw['js_publish_async_per_s']:,} msgs/s pipelined\n"
+        f"  the pipeline's NATS path alone: {path['per_s']:,.0f} msgs/s, "
+        f"{path['cpu_us_per_msg']:.1f} µs CPU per message; the INSERT "
+        f"{pg['insert_cpu_us_per_row']:.1f} µs per row\n"
+        f"  bare bound (path + INSERT, no work between, {report['cpus']} CPUs): "
+        f"{report['bare_bound']['per_s']:,} msgs/s"
     )
 
 

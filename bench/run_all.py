@@ -221,6 +221,23 @@ def build_table(steps: dict[str, Step], args: argparse.Namespace) -> Table:
     pg, raw_nats = ceil.get("postgres", {}), ceil.get("nats", {})
     insert = float(pg.get("insert_unnest_per_s", 0))
 
+    path, bound = ceil.get("nats_path", {}), ceil.get("bare_bound", {})
+    if path and bound.get("per_s"):
+
+        def bound_row() -> Row:
+            return Row(
+                "Bare bound of any inbound pipeline here: the NATS path alone plus the "
+                "INSERT, no work between, msg/s",
+                f"{num(bound['per_s'])} ({num(path['cpu_us_per_msg'], 1)} + "
+                f"{num(pg['insert_cpu_us_per_row'], 1)} µs CPU per message, "
+                f"{ceil['cpus']} CPUs)",
+                f"{num(insert)} rows/s multi-row INSERT; the NATS path alone "
+                f"{num(path['per_s'])} msg/s",
+                ratio(float(bound["per_s"]), insert),
+            )
+
+        table.add(steps["ceilings"], "Bare bound of the inbound pipeline", bound_row)
+
     for leads, target in ((False, 0.5), (True, 0.35)):
         label = "with leads" if leads else "no leads"
         max_step = steps.get(f"pipeline_{'leads' if leads else 'noleads'}_max")
@@ -236,6 +253,8 @@ def build_table(steps: dict[str, Step], args: argparse.Namespace) -> Table:
             with contextlib.suppress(MissingKey):
                 rows = float(read(report, "pipeline_raw_insert"))
                 own = f" (the bench's own rows after it: {num(rows)}, ratio {ratio(value, rows)})"
+            if bound.get("per_s"):
+                own += f"; {ratio(value, float(bound['per_s']))} of the bare bound"
             return Row(
                 f"Inbound pipeline ({label}): max msg/s, to the WebSocket frame",
                 num(value),
@@ -377,6 +396,19 @@ def build_table(steps: dict[str, Step], args: argparse.Namespace) -> Table:
             f"**{num(raw_nats['core_publish_per_s'])} msgs/s**, JetStream publish acked one by "
             f"one **{num(raw_nats['js_publish_sync_per_s'])} msgs/s**, pipelined "
             f"**{num(raw_nats['js_publish_async_per_s'])} msgs/s**."
+        )
+    if path and bound.get("per_s"):
+        table.notes.append(
+            "Bare bound: the pipeline's NATS path alone (`bench/ceilings.py`: publish "
+            "pipelined with a message id into a file-backed stream, a durable pull consumer "
+            f"fetching {num(path['batch'])} at a time that republishes each message into a "
+            "second stream and acks each one, a core-NATS subscriber; three processes like "
+            f"the worker, messaging and the gateway) ran **{num(path['per_s'])} msg/s** and "
+            f"took **{num(path['cpu_us_per_msg'], 1)} µs** of the machine's CPU per message; "
+            f"the multi-row INSERT **{num(pg['insert_cpu_us_per_row'], 1)} µs** per row. "
+            f"{ceil['cpus']} CPUs ÷ their sum = **{num(bound['per_s'])} msg/s**: what a "
+            "pipeline that only moved each message over that path and inserted its row could "
+            "reach, before parsing, chats, the outbox or the WebSocket frame."
         )
     elif steps["ceilings"].error:
         table.notes.append(f"Raw ceilings: **FAILED** ({steps['ceilings'].error}).")
