@@ -6,7 +6,14 @@ throw-away PostgreSQL database and a private nats-server and Redis (benchenv: no
 workers (simulator driver), messaging, leads and the gateway. Through the gateway
 it registers ``--accounts`` accounts, adds an agent to each, creates ``--devices``
 devices spread over them and links every one (connect, then the simulated phone
-scans the QR code). Then, for ``--duration`` seconds:
+scans the QR code). It primes the system (``--prime`` seconds, 0 for none): every
+device gets one inbound message and sends one, then the traffic below runs
+``--prime-factor`` (10) times faster for ``--prime`` (40) seconds, and the soak waits
+until all of it is stored and on the phones (checked like the run itself). What a
+process keeps once, per device or per stream, is then in place: the chats, leads
+and send-queue consumers of every device, and nats-server's first blocks of every
+busy stream (its RSS rises with the first ~30 MB its streams store, then stays).
+Then, for ``--duration`` seconds:
 
 * inbound: contacts write to random devices at ``--in-rate`` per second
   (``sim.{device}.inbound`` with our own ``wa_message_id``; a request that fails
@@ -551,6 +558,68 @@ async def send_outbound(
         await asyncio.sleep(1.0)
 
 
+async def settle(
+    db: asyncpg.Connection, traffic: Traffic, timeout: float, unexpected_like: str
+) -> dict[str, Any]:
+    """Wait (``timeout`` at most) until every inbound message the simulator accepted
+    is stored and every accepted send is on the phone and sent/delivered/read; what
+    was lost, duplicated, or stored without having been accepted (``unexpected_like``:
+    the ``wa_message_id`` pattern of this traffic)."""
+    in_ids = sorted(traffic.inbound_accepted)
+    out_ids = [uuid.UUID(m) for m in traffic.outbound_accepted.values()]
+
+    async def check() -> tuple[dict[str, int], dict[str, int]]:
+        rows = await db.fetch(
+            "SELECT wa_message_id, count(*) AS n FROM messaging.messages"
+            " WHERE direction = 'in' AND wa_message_id = ANY($1::text[])"
+            " GROUP BY wa_message_id",
+            in_ids,
+        )
+        stored = {r["wa_message_id"]: r["n"] for r in rows}
+        rows = await db.fetch(
+            "SELECT status, count(*) AS n FROM messaging.messages"
+            " WHERE id = ANY($1::uuid[]) GROUP BY status",
+            out_ids,
+        )
+        return stored, {r["status"]: r["n"] for r in rows}
+
+    deadline = time.monotonic() + timeout
+    while True:
+        stored, statuses = await check()
+        done_out = sum(statuses.get(s, 0) for s in ("sent", "delivered", "read"))
+        reached = sum(1 for t in traffic.outbound_accepted if traffic.phone.get(t))
+        if (
+            len(stored) >= len(in_ids) and done_out >= len(out_ids) and reached >= len(out_ids)
+        ) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(1.0)
+    extra_in = await db.fetchval(
+        "SELECT count(*) FROM messaging.messages WHERE direction = 'in'"
+        " AND wa_message_id LIKE $1 AND wa_message_id <> ALL($2::text[])",
+        unexpected_like,
+        in_ids,
+    )
+    inbound_stored = sum(1 for n in stored.values() if n >= 1)
+    inbound_dupes = sum(n - 1 for n in stored.values() if n > 1)
+    outbound_delivered = sum(1 for t in traffic.outbound_accepted if traffic.phone.get(t))
+    outbound_dupes = sum(
+        n - 1 for t, n in traffic.phone.items() if t in traffic.outbound_accepted and n > 1
+    )
+    outbound_done = sum(statuses.get(s, 0) for s in ("sent", "delivered", "read"))
+    lost_in = len(in_ids) - inbound_stored
+    lost_out = len(out_ids) - min(outbound_delivered, outbound_done)
+    return {
+        "inbound_stored": inbound_stored,
+        "inbound_duplicates": inbound_dupes,
+        "inbound_unexpected": extra_in,
+        "outbound_delivered": outbound_delivered,
+        "outbound_phone_duplicates": outbound_dupes,
+        "outbound_statuses": statuses,
+        "lost": lost_in + lost_out,
+        "duplicates": inbound_dupes + outbound_dupes,
+    }
+
+
 # ---- slopes ----------------------------------------------------------------------------
 
 
@@ -592,7 +661,8 @@ def judge(
     (the survivor took over the stopped worker's devices), and it passes."""
     start = max(s.ready_s or s.started_s, 0.0) + warmup_s
     steady = [(t, kib / 1024) for t, kib in s.samples if t >= start]
-    mb = [kib / 1024 for _, kib in s.samples]
+    mb = [kib / 1024 for t, kib in s.samples if t >= 0]
+    primed = [kib / 1024 for t, kib in s.samples if t < 0]
     out: dict[str, Any] = {
         "pid": s.pid,
         "started_s": round(s.started_s, 1),
@@ -603,6 +673,7 @@ def judge(
         "rss_start_mb": round(mb[0], 1) if mb else None,
         "rss_end_mb": round(mb[-1], 1) if mb else None,
         "rss_max_mb": round(max(mb), 1) if mb else None,
+        "rss_before_prime_mb": round(primed[0], 1) if primed else None,
         "cpu_s": (
             round(s.cpu_last - s.cpu_start, 1)
             if s.cpu_last is not None and s.cpu_start is not None
@@ -685,6 +756,7 @@ async def soak(
                                 i.state.messages,
                                 i.state.bytes,
                                 getattr(i.state, "num_deleted", None) or 0,
+                                i.state.consumer_count,
                             ]
                             for i in infos
                         },
@@ -716,47 +788,89 @@ async def soak(
         phone_sub = await nc.subscribe("simphone.*", cb=on_phone, pending_msgs_limit=-1)
         await nc.flush()
 
-        system.clock0 = time.monotonic()
-        for s in system.series:  # the clock starts with the traffic
-            s.started_s = -1.0
-            s.cpu_start = cpu_seconds(s.pid)
-        sampling = asyncio.create_task(sampler())
-        until = system.clock0 + args.duration
         run_tag = uuid.uuid4().hex[:6]
 
-        def spawn(task: Any) -> None:
+        def spawn(into: Traffic, task: Any) -> None:
             t = asyncio.create_task(task)
-            traffic.pending.add(t)
-            t.add_done_callback(traffic.pending.discard)
+            into.pending.add(t)
+            t.add_done_callback(into.pending.discard)
+
+        def inbound_to(into: Traffic, kind: str, n: int, device: int | None = None) -> None:
+            into.inbound_attempted += 1
+            _, device_id = devices[rnd.randrange(len(devices)) if device is None else device]
+            wa_id = f"soak-{kind}-{run_tag}-{n:07d}"
+            contact = rnd.choice(contacts)
+            spawn(into, send_inbound(nc, into, device_id, contact, wa_id, args.retry_for))
+
+        def outbound_to(into: Traffic, kind: str, n: int, device: int | None = None) -> None:
+            into.outbound_attempted += 1
+            account, device_id = devices[rnd.randrange(len(devices)) if device is None else device]
+            tag, agent = f"soak-{kind}-{run_tag}-{n:07d}", agents[account]
+            contact = rnd.choice(contacts)
+            spawn(into, send_outbound(http, into, agent, device_id, contact, tag, args.retry_for))
+
+        # the steady state before the clock: every device has had a conversation (its
+        # chats, its leads, its send queue's consumers exist) and the system has carried
+        # a burst of the same traffic, so that what a process keeps once (per device, per
+        # stream block) is in place and the slopes measure what it keeps per message
+        primed = Traffic(phone=traffic.phone)  # tags differ: one subscription counts both
+        prime_report: dict[str, Any] = {"seconds": args.prime, "factor": args.prime_factor}
+        sampling: asyncio.Task[None] | None = None
+        if args.prime > 0:
+            system.clock0 = time.monotonic()
+            sampling = asyncio.create_task(sampler())
+            t1 = time.monotonic()
+            for i in range(len(devices)):
+                inbound_to(primed, "prime-in", i, device=i)
+                outbound_to(primed, "prime-out", i, device=i)
+                await asyncio.sleep(args.prime / 4 / len(devices))
+            offset = len(devices)
+            burst_until = time.monotonic() + args.prime
+            await asyncio.gather(
+                paced(
+                    args.in_rate * args.prime_factor,
+                    burst_until,
+                    lambda n: inbound_to(primed, "prime-in", offset + n),
+                ),
+                paced(
+                    args.out_rate * args.prime_factor,
+                    burst_until,
+                    lambda n: outbound_to(primed, "prime-out", offset + n),
+                ),
+            )
+            if primed.pending:
+                await asyncio.wait(set(primed.pending))
+            prime_db = await asyncpg.connect(database_url)
+            try:
+                prime_report.update(
+                    await settle(prime_db, primed, args.drain, f"soak-prime-in-{run_tag}-%")
+                )
+            finally:
+                await prime_db.close()
+            prime_report["inbound_sent"] = len(primed.inbound_accepted)
+            prime_report["outbound_sent"] = len(primed.outbound_accepted)
+            prime_report["errors"] = primed.errors
+            prime_report["took_s"] = round(time.monotonic() - t1, 1)
+            stop_sampling.set()
+            await sampling
+            stop_sampling.clear()
+        timings["prime_s"] = prime_report.get("took_s", 0.0)
+
+        shift = time.monotonic() - system.clock0 if sampling is not None else 0.0
+        system.clock0 = time.monotonic()
+        for s in system.series:  # the clock starts with the traffic; priming is < 0
+            s.samples = [(t - shift, kib) for t, kib in s.samples]
+            s.started_s = -1.0
+            s.cpu_start = cpu_seconds(s.pid)
+        streams[:] = [(t - shift, state) for t, state in streams]
+        sampling = asyncio.create_task(sampler())
+        until = system.clock0 + args.duration
 
         def inbound(n: int) -> None:
-            traffic.inbound_attempted += 1
-            _, device_id = devices[rnd.randrange(len(devices))]
-            spawn(
-                send_inbound(
-                    nc,
-                    traffic,
-                    device_id,
-                    rnd.choice(contacts),
-                    f"soak-in-{run_tag}-{n:07d}",
-                    args.retry_for,
-                )
-            )
+            inbound_to(traffic, "in", n)
 
         def outbound(n: int) -> None:
-            traffic.outbound_attempted += 1
-            account, device_id = devices[rnd.randrange(len(devices))]
-            spawn(
-                send_outbound(
-                    http,
-                    traffic,
-                    agents[account],
-                    device_id,
-                    rnd.choice(contacts),
-                    f"soak-out-{run_tag}-{n:07d}",
-                    args.retry_for,
-                )
-            )
+            outbound_to(traffic, "out", n)
 
         async def restart_worker() -> None:
             await asyncio.sleep(max(0.0, system.clock0 + args.duration / 2 - time.monotonic()))
@@ -786,62 +900,21 @@ async def soak(
         # drain: every accepted message stored, every accepted send on the phone and sent
         db = await asyncpg.connect(database_url)
         try:
-            in_ids = sorted(traffic.inbound_accepted)
-            out_ids = [uuid.UUID(m) for m in traffic.outbound_accepted.values()]
-
-            async def check() -> tuple[dict[str, int], dict[str, int]]:
-                rows = await db.fetch(
-                    "SELECT wa_message_id, count(*) AS n FROM messaging.messages"
-                    " WHERE direction = 'in' AND wa_message_id = ANY($1::text[])"
-                    " GROUP BY wa_message_id",
-                    in_ids,
-                )
-                stored = {r["wa_message_id"]: r["n"] for r in rows}
-                rows = await db.fetch(
-                    "SELECT status, count(*) AS n FROM messaging.messages"
-                    " WHERE id = ANY($1::uuid[]) GROUP BY status",
-                    out_ids,
-                )
-                return stored, {r["status"]: r["n"] for r in rows}
-
-            deadline = time.monotonic() + args.drain
-            while True:
-                stored, statuses = await check()
-                done_out = sum(statuses.get(s, 0) for s in ("sent", "delivered", "read"))
-                reached = sum(1 for t in traffic.outbound_accepted if traffic.phone.get(t))
-                if (
-                    len(stored) >= len(in_ids)
-                    and done_out >= len(out_ids)
-                    and reached >= len(out_ids)
-                ) or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(1.0)
-            timings["drain_s"] = round(system.now() - traffic_s, 1)
-            statuses_all = statuses
-            stored_all = stored
-            extra_in = await db.fetchval(
-                "SELECT count(*) FROM messaging.messages WHERE direction = 'in'"
-                " AND wa_message_id LIKE $1 AND wa_message_id <> ALL($2::text[])",
-                f"soak-in-{run_tag}-%",
-                in_ids,
-            )
+            drained = await settle(db, traffic, args.drain, f"soak-in-{run_tag}-%")
         finally:
             await db.close()
+        timings["drain_s"] = round(system.now() - traffic_s, 1)
         await phone_sub.unsubscribe()
         stop_sampling.set()
         await sampling
         restarting.result()
     await nc.close()
 
-    inbound_stored = sum(1 for n in stored_all.values() if n >= 1)
-    inbound_dupes = sum(n - 1 for n in stored_all.values() if n > 1)
-    outbound_delivered = sum(1 for t in traffic.outbound_accepted if traffic.phone.get(t))
-    outbound_phone_dupes = sum(
-        n - 1 for t, n in traffic.phone.items() if t in traffic.outbound_accepted and n > 1
-    )
-    outbound_done = sum(statuses_all.get(s, 0) for s in ("sent", "delivered", "read"))
-    lost_in = len(in_ids) - inbound_stored
-    lost_out = len(out_ids) - min(outbound_delivered, outbound_done)
+    in_ids, out_ids = traffic.inbound_accepted, traffic.outbound_accepted
+    inbound_stored, inbound_dupes = drained["inbound_stored"], drained["inbound_duplicates"]
+    outbound_delivered = drained["outbound_delivered"]
+    outbound_phone_dupes = drained["outbound_phone_duplicates"]
+    statuses_all, extra_in = drained["outbound_statuses"], drained["inbound_unexpected"]
     warmup_s = args.duration * args.warmup
     processes = {s.name: judge(s, warmup_s, restart, args) for s in system.series}
     result: dict[str, Any] = {
@@ -871,8 +944,9 @@ async def soak(
         "outbound_phone_duplicates": outbound_phone_dupes,
         "outbound_statuses": statuses_all,
         "outbound_achieved_per_s": round(len(out_ids) / traffic_s, 2),
-        "lost": lost_in + lost_out,
-        "duplicates": inbound_dupes + outbound_phone_dupes,
+        "lost": drained["lost"],
+        "duplicates": drained["duplicates"],
+        "prime": prime_report,
         "errors": traffic.errors,
         "restart": restart,
         "exited": system.dead(),
@@ -901,6 +975,9 @@ async def soak(
     result["pass"] = (
         result["lost"] == 0
         and result["duplicates"] == 0
+        and prime_report.get("lost", 0) == 0
+        and prime_report.get("duplicates", 0) == 0
+        and prime_report.get("inbound_unexpected", 0) == 0
         and result["inbound_unexpected"] == 0
         and not result["exited"]
         and all(p["pass"] for p in processes.values())
@@ -923,6 +1000,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 return await soak(args, system, nats_url, db_url, server_pids)
             finally:
                 benchenv.stop_processes(system.procs.values())
+
+
+def prime_line(r: dict[str, Any]) -> str:
+    p = r.get("prime") or {}
+    if not p.get("took_s"):
+        return "No priming (`--prime 0`): the clock started right after linking."
+    rss = ", ".join(
+        f"{name} {q['rss_before_prime_mb']} → {q['rss_start_mb']} MB"
+        for name, q in r["processes"].items()
+        if q.get("rss_before_prime_mb") is not None
+    )
+    return (
+        f"Priming before the clock ({p['took_s']} s): every device one inbound message and "
+        f"one send, then {p['seconds']:.0f} s at {p['factor']:g} times the rates; "
+        f"{p['inbound_sent']:,} inbound and {p['outbound_sent']:,} sends, lost "
+        f"{p['lost']}, twice {p['duplicates']}. RSS before → after it: {rss}."
+    )
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -948,6 +1042,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{rs.get('at_s')} s, exited in {rs.get('exit_s')} s (code {rs.get('exit_code')}), "
         f"ready {rs.get('ready_after_s')} s after its start. Linking took "
         f"{r['timings'].get('link_s')} s, the drain {r['timings'].get('drain_s')} s.",
+        "",
+        prime_line(r),
         "",
         f"RSS every {r['interval_s']} s; slope over the samples after {r['warmup_s']:.0f} s of "
         "each series (the restarted worker: after it is ready again); fail above "
@@ -978,8 +1074,10 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             "JetStream at the end (what nats-server holds): "
             + ", ".join(
-                f"{name} {m:,} msgs {b / 2**20:.1f} MB" + (f" ({d:,} deleted)" if d else "")
-                for name, (m, b, d) in sorted(r["streams_end"].items())
+                f"{name} {m:,} msgs {b / 2**20:.1f} MB"
+                + (f" ({d:,} deleted)" if d else "")
+                + (f", {c[0]:,} consumers" if c and c[0] else "")
+                for name, (m, b, d, *c) in sorted(r["streams_end"].items())
             ),
         ]
     if r["exited"]:
@@ -1007,6 +1105,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--kill", action="store_true", help="SIGKILL the worker, not SIGTERM")
     parser.add_argument("--down", type=float, default=5.0, help="seconds the worker stays down")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between samples")
+    parser.add_argument(
+        "--prime",
+        type=float,
+        default=40.0,
+        help="seconds of --prime-factor times the traffic before the clock (0: none)",
+    )
+    parser.add_argument("--prime-factor", type=float, default=10.0)
     parser.add_argument(
         "--warmup", type=float, default=0.2, help="fraction of the run left out of the slopes"
     )
