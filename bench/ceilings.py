@@ -228,10 +228,12 @@ async def nats_ceilings(nats_url: str, core_msgs: int, js_msgs: int, size: int) 
     }
 
 
-def _path_publisher(url: str, subject: str, n: int, payload: bytes) -> None:
+def _path_publisher(url: str, subject: str, n: int, payload: bytes, ready: Any, go: Any) -> None:
     async def publish() -> None:
         nc = await nats.connect(url, pending_size=256 * 1024 * 1024)
         js = nc.jetstream(publish_async_max_pending=4000)
+        ready.put(True)
+        await asyncio.to_thread(go.wait, 60)
         for i in range(n):
             await js.publish_async(
                 f"{subject}.d{i % 100}.message", payload, headers={"Nats-Msg-Id": f"m{i}"}
@@ -313,21 +315,21 @@ async def nats_path_ceiling(nats_url: str, n: int, size: int, batch: int) -> dic
         ConsumerConfig(durable_name="relay", ack_policy=AckPolicy.EXPLICIT, max_ack_pending=20_000),
     )
     spawn = multiprocessing.get_context("spawn")
-    ready, finished = spawn.Queue(), spawn.Queue()
+    ready, finished, go = spawn.Queue(), spawn.Queue(), spawn.Event()
     procs = [
         spawn.Process(target=_path_sink, args=(nats_url, out_subject, n, ready, finished)),
         spawn.Process(target=_path_relay, args=(nats_url, inbound, "relay", out_subject, n, batch)),
+        spawn.Process(target=_path_publisher, args=(nats_url, in_subject, n, payload, ready, go)),
     ]
     try:
         for proc in procs:
             proc.start()
-        await asyncio.to_thread(ready.get, True, 60)
-        await asyncio.sleep(1.0)  # the relay is fetching
+        for _ in range(2):  # the subscriber and the publisher connected
+            await asyncio.to_thread(ready.get, True, 60)
+        await asyncio.sleep(1.0)  # the relay is fetching; every start-up is over
         busy = machine_busy_s()
         started = time.perf_counter()
-        publisher = spawn.Process(target=_path_publisher, args=(nats_url, in_subject, n, payload))
-        procs.append(publisher)
-        publisher.start()
+        go.set()
         ended: float = await asyncio.to_thread(finished.get, True, 300)
         cpu_s = machine_busy_s() - busy
         for proc in procs:
