@@ -414,9 +414,14 @@ async def test_a_storm_of_resumes_leaves_the_worker_alive_and_the_store_bounded(
     peak_rss = 0
     pids: set[int] = set()
 
+    sampling = asyncio.Event()
+    sampling.set()
+
     async def sample() -> None:
+        # stopped between queries, never cancelled in one: the connection is read again
+        # after it (CI saw "another operation is in progress" after a cancel)
         nonlocal peak, peak_rss
-        while True:
+        while sampling.is_set():
             peak = max(peak, await store_connections(conn))
             children = driver.child_pids()
             pids.update(children)
@@ -429,7 +434,8 @@ async def test_a_storm_of_resumes_leaves_the_worker_alive_and_the_store_bounded(
         await asyncio.gather(*(driver.connect(d, j, events) for d, j in zip(devices, jids)))
         await eventually(lambda: all(events.terminal(d) for d in devices), timeout=120)
     finally:
-        sampler.cancel()
+        sampling.clear()
+        await sampler
     elapsed = time.monotonic() - started
     try:
         await eventually(lambda: driver.store_connections_reserved() <= budget, timeout=10)
