@@ -16,6 +16,7 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -127,7 +128,9 @@ async def fresh_database(
     try:
         yield with_database(admin_url, name)
     finally:
-        if not keep:
+        if keep:
+            print(f"kept database {name}", file=sys.stderr)
+        else:
             conn = await asyncpg.connect(admin_url)
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await conn.close()

@@ -53,7 +53,7 @@ import nats
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-from clarin_common.db import migrate_sync, with_database
+from clarin_common.db import migrate_sync
 from clarin_common.ids import chat_id_for
 
 MESSAGE_COLUMNS = [
@@ -114,11 +114,7 @@ async def postgres_ceilings(admin_url: str, n: int, batch: int) -> dict[str, flo
     COPY, into ``messaging.messages`` of a fresh database (dropped afterwards)."""
     from clarin_messaging.messages.repository import NewMessage, insert_many
 
-    name = f"clarin_bench_ceil_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(admin_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        db_url = with_database(admin_url, name)
+    async with benchenv.fresh_database(admin_url, prefix="clarin_bench_ceil") as db_url:
         migrations = benchenv.ROOT / "services" / "messaging" / "migrations"
         await asyncio.to_thread(migrate_sync, db_url, "messaging", migrations)
         chat_rows, rows = message_rows(n)
@@ -165,9 +161,6 @@ async def postgres_ceilings(admin_url: str, n: int, batch: int) -> dict[str, flo
             copy_s = time.perf_counter() - started
         finally:
             await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
     return {
         "rows": n,
         "insert_unnest_per_s": n / insert_s,

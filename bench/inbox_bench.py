@@ -42,7 +42,7 @@ import asyncpg
 import benchenv
 import httpx
 
-from clarin_common.db import migrate_sync
+from clarin_common.db import migrate_sync, with_database
 from clarin_devkit.devservers import ephemeral_servers
 from clarin_devkit.testing import free_port, make_token
 from clarin_messaging.chats.repository import ChatFilters, list_for_account
@@ -103,30 +103,6 @@ def summary(values: list[float]) -> dict[str, float]:
         "p99_ms": round(pct(values, 0.99) * 1000, 2),
         "max_ms": round(max(values) * 1000, 2),
     }
-
-
-def with_db(url: str, name: str) -> str:
-    from urllib.parse import urlsplit, urlunsplit
-
-    p = urlsplit(url)
-    return urlunsplit((p.scheme, p.netloc, f"/{name}", p.query, ""))
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(admin_url: str, keep: bool) -> AsyncIterator[str]:
-    name = f"clarin_bench_inbox_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(admin_url)
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    try:
-        yield with_db(admin_url, name)
-    finally:
-        if not keep:
-            conn = await asyncpg.connect(admin_url)
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.close()
-        else:
-            print(f"kept database {name}")
 
 
 async def load(
@@ -529,9 +505,11 @@ async def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.reuse_db:
-        result = await run(args, with_db(args.database_url, args.reuse_db))
+        result = await run(args, with_database(args.database_url, args.reuse_db))
     else:
-        async with fresh_database(args.database_url, args.keep_db) as db_url:
+        async with benchenv.fresh_database(
+            args.database_url, args.keep_db, prefix="clarin_bench_inbox"
+        ) as db_url:
             result = await run(args, db_url)
     report(result)
     if args.json:

@@ -42,15 +42,17 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import asyncpg
+import benchenv
 import httpx
 import nats
 
+from clarin_common.db import with_database
 from clarin_common.events import APP_EVENTS_STREAM, ChatReadData, app_envelope, app_event_subject
 from clarin_common.nats import ensure_streams
 from clarin_devkit.testing import auth_headers, make_token
@@ -187,11 +189,6 @@ def pipeline_stages(metrics: str) -> dict[str, Any]:
     }
 
 
-def with_db(url: str, name: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
-
-
 @contextlib.contextmanager
 def private_nats(url: str | None) -> Iterator[str]:
     if url:
@@ -204,25 +201,6 @@ def private_nats(url: str | None) -> Iterator[str]:
         ephemeral_servers(Path(tmp), kinds={"nats"}) as servers,
     ):
         yield servers.nats_url
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(server_url: str, keep: bool) -> AsyncIterator[str]:
-    name = f"clarin_whbench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(with_db(server_url, "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    try:
-        yield with_db(server_url, name)
-    finally:
-        if not keep:
-            admin = await asyncpg.connect(with_db(server_url, "postgres"))
-            try:
-                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            finally:
-                await admin.close()
 
 
 def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -354,7 +332,9 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         "concurrency_per_webhook": args.per_webhook,
     }
     with private_nats(args.nats_url) as nats_url:
-        async with fresh_database(args.database_url, args.keep_db) as database_url:
+        async with benchenv.fresh_database(
+            with_database(args.database_url, "postgres"), args.keep_db, prefix="clarin_whbench"
+        ) as database_url:
             receiver = spawn(
                 [sys.executable, __file__, "--receiver", str(receiver_port)],
                 {**os.environ},
